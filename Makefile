@@ -1,0 +1,151 @@
+# oauthq — plain GNU make. Binaries in build/, objects in build/obj/.
+#
+#   make            build every binary (default)
+#   make test       unit tests, then integration tests against a real Kafka
+#   make run        the full local stack (Kafka, simulator, worker, intake)
+#   make bench      benchmarks
+#   make asan       unit + integration tests built with ASan+UBSan
+#   make fmt / fmt-check / lint / clean / setup
+#
+# Layout: every common/*.c goes into build/libcommon.a; producer/, worker/
+# and tests/sim/ objects (except each main.c) into their own archives, so
+# unit tests link the same objects the binaries use. Tests are one program
+# per file: tests/unit/test_X.c -> build/tests/unit_X, tests/integration/
+# test_X.c -> build/tests/itest_X (linked with tests/support/*.c).
+
+SHELL := /bin/bash
+BUILD ?= build
+CC ?= cc
+ifeq ($(origin CC),default)
+CC := cc
+endif
+
+PKGS := rdkafka libcurl libcjson sqlite3 libmicrohttpd openssl
+CPPFLAGS += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
+          -fno-strict-aliasing -pthread
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lrdkafka -lcurl -lcjson -lsqlite3 -lmicrohttpd -lssl -lcrypto) -lpthread -lm
+TEST_LDLIBS := -lcmocka
+
+COMMON_SRC := $(sort $(wildcard common/*.c))
+SIM_SRC := $(filter-out tests/sim/main.c,$(sort $(wildcard tests/sim/*.c)))
+INTAKE_SRC := $(filter-out producer/main.c,$(sort $(wildcard producer/*.c)))
+WORKER_SRC := $(filter-out worker/main.c,$(sort $(wildcard worker/*.c)))
+CTL_SRC := $(filter-out ctl/main.c,$(sort $(wildcard ctl/*.c)))
+SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBCOMMON := $(BUILD)/libcommon.a
+LIBSIM := $(BUILD)/libsim.a
+LIBINTAKE := $(BUILD)/libintake.a
+LIBWORKER := $(BUILD)/libworker.a
+LIBCTL := $(BUILD)/libctl.a
+LIBSUPPORT := $(BUILD)/libsupport.a
+# Order matters for static linking: users before what they use.
+APPLIBS := $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSIM) $(LIBCOMMON)
+
+BINS := $(BUILD)/oauthq-provider-sim
+ifneq ($(wildcard producer/main.c),)
+BINS += $(BUILD)/oauthq-intake
+endif
+ifneq ($(wildcard worker/main.c),)
+BINS += $(BUILD)/oauthq-worker
+endif
+ifneq ($(wildcard ctl/main.c),)
+BINS += $(BUILD)/oauthqctl
+endif
+TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
+ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
+
+.PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests
+all: $(BINS) $(TOOLS)
+tests: all $(UNIT_BINS) $(ITEST_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+define archive
+$(1): $(call obj,$(2))
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@
+	$$(AR) rcs $$@ $$^ $$(if $$^,,$$(BUILD)/obj/empty.o)
+endef
+$(BUILD)/obj/empty.o:
+	@mkdir -p $(dir $@)
+	echo 'typedef int oauthq_empty_unit;' | $(CC) $(CFLAGS) -x c -c - -o $@
+$(eval $(call archive,$(LIBCOMMON),$(COMMON_SRC)))
+$(eval $(call archive,$(LIBSIM),$(SIM_SRC)))
+$(eval $(call archive,$(LIBINTAKE),$(INTAKE_SRC)))
+$(eval $(call archive,$(LIBWORKER),$(WORKER_SRC)))
+$(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
+$(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
+$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSUPPORT): | $(BUILD)/obj/empty.o
+
+$(BUILD)/oauthq-provider-sim: $(call obj,tests/sim/main.c) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/oauthq-intake: $(call obj,producer/main.c) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/oauthq-worker: $(call obj,worker/main.c) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/oauthqctl: $(call obj,ctl/main.c) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/%: $(BUILD)/obj/tests/tools/%.o $(LIBSUPPORT) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit/test_%.o $(APPLIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) $(TEST_LDLIBS) -o $@
+$(BUILD)/tests/itest_%: $(BUILD)/obj/tests/integration/test_%.o $(LIBSUPPORT) $(APPLIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) $(TEST_LDLIBS) -o $@
+
+# ---- running -------------------------------------------------------------
+setup:
+	scripts/setup
+
+unit: all $(UNIT_BINS)
+	BUILD=$(BUILD) scripts/run-tests unit
+
+integration: tests
+	BUILD=$(BUILD) scripts/run-tests integration
+
+test: tests
+	BUILD=$(BUILD) scripts/run-tests all
+
+run: all
+	scripts/run-stack
+
+bench: all
+	@scripts/bench
+
+# Tests under AddressSanitizer + UndefinedBehaviorSanitizer, in their own
+# build tree so the normal binaries stay optimised.
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+asan:
+	$(MAKE) BUILD=build/asan CC=clang CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" tests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    BUILD=build/asan scripts/run-tests all
+
+# ---- hygiene --------------------------------------------------------------
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null; git ls-files --others --exclude-standard '*.c' '*.h' 2>/dev/null)
+fmt:
+	clang-format -i $(C_FILES)
+fmt-check:
+	clang-format --dry-run --Werror $(C_FILES)
+	@echo "fmt-check: $(words $(C_FILES)) files clean"
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	    --std=c11 --inline-suppr --suppress=missingIncludeSystem \
+	    -I. -D__GNUC__ $(C_FILES)
+	@echo "lint: cppcheck clean"
+
+clean:
+	rm -rf $(BUILD) build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
