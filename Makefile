@@ -1,7 +1,9 @@
 # oauthq — plain GNU make. Binaries in build/, objects in build/obj/.
 #
 #   make            build every binary (default)
-#   make test       unit tests, then integration tests against a real Kafka
+#   make test       checks, unit + integration tests (real Kafka), then again
+#                   under ASan+UBSan: everything CI runs
+#   make unit / integration   one part, normal build only
 #   make run        the full local stack (Kafka, simulator, worker, intake)
 #   make bench      benchmarks
 #   make asan       unit + integration tests built with ASan+UBSan
@@ -115,8 +117,10 @@ unit: all $(UNIT_BINS)
 integration: tests
 	BUILD=$(BUILD) scripts/run-tests integration
 
-test: tests
-	BUILD=$(BUILD) scripts/run-tests all
+# Everything CI runs: fmt-check, lint, tests, and the tests again under
+# ASan+UBSan (scripts/test-all).
+test:
+	scripts/test-all
 
 run: all
 	scripts/run-stack
