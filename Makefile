@@ -39,6 +39,7 @@ SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -64,8 +65,9 @@ endif
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests
+.PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests fuzz fuzz-build
 all: $(BINS) $(TOOLS)
 tests: all $(UNIT_BINS) $(ITEST_BINS)
 
@@ -107,6 +109,12 @@ $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/integration/test_%.o $(LIBSUPPORT) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) $(TEST_LDLIBS) -o $@
 
+# libFuzzer targets: only meaningful in the fuzz build (see `make fuzz`).
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(APPLIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+fuzz-build: $(FUZZ_BINS)
+
 # ---- running -------------------------------------------------------------
 setup:
 	scripts/setup
@@ -135,6 +143,13 @@ asan:
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    BUILD=build/asan scripts/run-tests all
+
+# Every parser of untrusted input under libFuzzer + ASan + UBSan, for
+# FUZZ_SECONDS each (default 20), seeded from tests/fuzz/corpus/.
+FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_FLAGS)" LDFLAGS="-fsanitize=address,undefined" fuzz-build
+	scripts/fuzz build/fuzz
 
 # ---- hygiene --------------------------------------------------------------
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null; git ls-files --others --exclude-standard '*.c' '*.h' 2>/dev/null)
