@@ -47,6 +47,21 @@ static const var vars[] = {
     {"OAUTHQ_LOG_FORMAT", "json", "json | text", STR(log_format)},
     {"OAUTHQ_KAFKA_TIMEOUT_MS", "10000", "bound for Kafka admin/metadata calls",
      INT(kafka_timeout_ms, 100, 600000)},
+    {"OAUTHQ_STATE_TTL_S", "600", "lifetime of a started flow (state token) in seconds",
+     INT(state_ttl_s, 30, 86400)},
+    {"OAUTHQ_RETURN_TO_ALLOWLIST", "",
+     "comma-separated URL prefixes return_to may start with (empty: none allowed)",
+     STR(return_to_allowlist)},
+    {"OAUTHQ_HTTP_THREADS", "4", "intake HTTP worker threads", INT(http_threads, 1, 64)},
+    {"OAUTHQ_HTTP_MAX_CONNECTIONS", "1024", "intake open connections limit",
+     INT(http_max_connections, 1, 65536)},
+    {"OAUTHQ_HTTP_PER_IP_CONNECTIONS", "256", "intake connections per client address",
+     INT(http_per_ip, 1, 65536)},
+    {"OAUTHQ_HTTP_MAX_INFLIGHT", "1024", "callbacks waiting for Kafka at once (then 503)",
+     INT(http_max_inflight, 1, 65536)},
+    {"OAUTHQ_PRODUCE_TIMEOUT_MS", "5000",
+     "delivery bound of a callback record; the HTTP deadline is this + 2 s",
+     INT(produce_timeout_ms, 500, 120000)},
 };
 
 static const char *lookup(config_getenv_fn fn, const char *name)

@@ -33,6 +33,13 @@ typedef struct {
     char log_level[16];                    /* OAUTHQ_LOG_LEVEL */
     char log_format[16];                   /* OAUTHQ_LOG_FORMAT */
     int kafka_timeout_ms;                  /* OAUTHQ_KAFKA_TIMEOUT_MS */
+    int state_ttl_s;                       /* OAUTHQ_STATE_TTL_S */
+    char return_to_allowlist[2048];        /* OAUTHQ_RETURN_TO_ALLOWLIST */
+    int http_threads;                      /* OAUTHQ_HTTP_THREADS */
+    int http_max_connections;              /* OAUTHQ_HTTP_MAX_CONNECTIONS */
+    int http_per_ip;                       /* OAUTHQ_HTTP_PER_IP_CONNECTIONS */
+    int http_max_inflight;                 /* OAUTHQ_HTTP_MAX_INFLIGHT */
+    int produce_timeout_ms;                /* OAUTHQ_PRODUCE_TIMEOUT_MS */
 } config_t;
 
 /* Environment lookup; tests pass their own, NULL means getenv. */

@@ -111,3 +111,28 @@ const char *query_get(const query_t *q, const char *name, size_t *len)
         }
     return NULL;
 }
+
+long query_escape(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        int unreserved = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' ||
+                         *p == '~';
+        size_t need = unreserved ? 1 : 3;
+        if (o + need + 1 > cap)
+            return -1;
+        if (unreserved) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    if (cap == 0)
+        return -1;
+    out[o] = '\0';
+    return (long)o;
+}

@@ -35,6 +35,10 @@ typedef struct {
  * a message naming the parameter, never its value. */
 int query_parse(const char *qs, size_t len, query_t *q, err_t *e);
 
+/* Percent-encode `in` for a query value (RFC 3986 unreserved kept) into
+ * out[cap]; returns the length or -1 when it does not fit. */
+long query_escape(const char *in, char *out, size_t cap);
+
 /* Value of `name` (and its length), or NULL when absent. */
 const char *query_get(const query_t *q, const char *name, size_t *len);
 

@@ -1,0 +1,173 @@
+/* records — see records.h. Pure; any thread. */
+#include "common/records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+void records_time_format(int64_t ms, char out[RECORDS_TIME_MAX])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(out, RECORDS_TIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, RECORDS_TIME_MAX - n, ".%03dZ", (int)(ms % 1000));
+}
+
+int records_time_parse(const char *s, int64_t *ms)
+{
+    int y, mo, d, h, mi, sec, milli, used = 0;
+    if (!s || strlen(s) != 24 ||
+        sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &y, &mo, &d, &h, &mi, &sec, &milli, &used) !=
+            7 ||
+        used != 24)
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return -1;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *ms = (int64_t)t * 1000 + milli;
+    return 0;
+}
+
+static void add_opt(cJSON *o, const char *k, const char *v)
+{
+    if (v && v[0])
+        cJSON_AddStringToObject(o, k, v);
+}
+
+char *records_callback_encode(const records_callback *r, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(r->received_at_ms, ts);
+    cJSON_AddStringToObject(o, "schema", RECORDS_CALLBACK_SCHEMA);
+    cJSON_AddStringToObject(o, "connection_id", r->connection_id);
+    cJSON_AddStringToObject(o, "provider", r->provider);
+    cJSON_AddStringToObject(o, "kind", r->kind == RECORDS_CB_CODE ? "code" : "error");
+    if (r->kind == RECORDS_CB_CODE) {
+        cJSON_AddStringToObject(o, "code", r->code);
+        add_opt(o, "code_verifier", r->code_verifier);
+    } else {
+        cJSON_AddStringToObject(o, "error", r->error);
+        add_opt(o, "error_description", r->error_description);
+    }
+    add_opt(o, "iss", r->iss);
+    add_opt(o, "scope", r->scope);
+    add_opt(o, "return_to", r->return_to);
+    cJSON_AddStringToObject(o, "received_at", ts);
+    cJSON_AddStringToObject(o, "intake_id", r->intake_id);
+    cJSON_AddStringToObject(o, "request_id", r->request_id);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding callback record: out of memory");
+    return s;
+}
+
+/* Copy a string field: required or optional, bounded, no control bytes. */
+static int field(const cJSON *o, const char *k, char *out, size_t cap, int required, err_t *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    out[0] = '\0';
+    if (!v) {
+        if (required)
+            return err_set(e, ERRC_PERMANENT, "missing field %s", k);
+        return 0;
+    }
+    if (!cJSON_IsString(v))
+        return err_set(e, ERRC_PERMANENT, "field %s is not a string", k);
+    size_t n = strlen(v->valuestring);
+    if (n >= cap || (required && n == 0))
+        return err_set(e, ERRC_PERMANENT, "field %s has invalid length %zu", k, n);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v->valuestring[i] < 0x20)
+            return err_set(e, ERRC_PERMANENT, "field %s has a control character", k);
+    memcpy(out, v->valuestring, n + 1);
+    return 1;
+}
+
+int records_callback_decode(const char *json, size_t len, records_callback *out, err_t *e)
+{
+    static const char *const known[] = {
+        "schema",        "connection_id", "provider",          "kind",       "code",
+        "code_verifier", "error",         "error_description", "iss",        "scope",
+        "return_to",     "received_at",   "intake_id",         "request_id", NULL};
+    memset(out, 0, sizeof *out);
+    if (len > 16384)
+        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+        goto out;
+    }
+    for (const cJSON *it = o->child; it; it = it->next) {
+        int ok = 0;
+        for (int i = 0; known[i]; i++)
+            ok |= strcmp(it->string, known[i]) == 0;
+        if (!ok) {
+            err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
+            goto out;
+        }
+    }
+    char schema[40], kind[8], ts[RECORDS_TIME_MAX];
+    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, RECORDS_CALLBACK_SCHEMA) != 0) {
+        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_CALLBACK_SCHEMA);
+        goto out;
+    }
+    if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
+        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+        field(o, "kind", kind, sizeof kind, 1, e) < 0 ||
+        field(o, "iss", out->iss, sizeof out->iss, 0, e) < 0 ||
+        field(o, "scope", out->scope, sizeof out->scope, 0, e) < 0 ||
+        field(o, "return_to", out->return_to, sizeof out->return_to, 0, e) < 0 ||
+        field(o, "received_at", ts, sizeof ts, 1, e) < 0 ||
+        field(o, "intake_id", out->intake_id, sizeof out->intake_id, 1, e) < 0 ||
+        field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0)
+        goto out;
+    if (records_time_parse(ts, &out->received_at_ms) < 0) {
+        err_set(e, ERRC_PERMANENT, "field received_at is not RFC 3339 UTC with milliseconds");
+        goto out;
+    }
+    if (strcmp(kind, "code") == 0) {
+        out->kind = RECORDS_CB_CODE;
+        if (field(o, "code", out->code, sizeof out->code, 1, e) < 0 ||
+            field(o, "code_verifier", out->code_verifier, sizeof out->code_verifier, 0, e) < 0)
+            goto out;
+        if (cJSON_GetObjectItemCaseSensitive(o, "error")) {
+            err_set(e, ERRC_PERMANENT, "kind code with an error field");
+            goto out;
+        }
+    } else if (strcmp(kind, "error") == 0) {
+        out->kind = RECORDS_CB_ERROR;
+        if (field(o, "error", out->error, sizeof out->error, 1, e) < 0 ||
+            field(o, "error_description", out->error_description, sizeof out->error_description, 0,
+                  e) < 0)
+            goto out;
+        if (cJSON_GetObjectItemCaseSensitive(o, "code")) {
+            err_set(e, ERRC_PERMANENT, "kind error with a code field");
+            goto out;
+        }
+    } else {
+        err_set(e, ERRC_PERMANENT, "field kind must be code or error");
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}

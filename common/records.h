@@ -1,0 +1,60 @@
+/*
+ * records — codecs of the JSON records oauthq writes to Kafka, one per
+ * schema in schemas/ (this file and the schema change together).
+ *
+ * callback.v1 (topic callbacks, key = connection id): what the intake saw
+ * at /oauth/callback. Written by the intake, read by the worker. It carries
+ * the authorization code (and the PKCE verifier) because the worker must
+ * exchange it; the topic is internal and codes are single-use and
+ * short-lived. Encoding never logs; decoding validates every field against
+ * the same limits the intake enforces and classifies failures as
+ * ERRC_PERMANENT with a reason fit for a DLQ record.
+ */
+#ifndef OAUTHQ_COMMON_RECORDS_H
+#define OAUTHQ_COMMON_RECORDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define RECORDS_CALLBACK_SCHEMA "oauthq.callback.v1"
+#define RECORDS_ID_MAX          64
+#define RECORDS_PROVIDER_MAX    33
+#define RECORDS_CODE_MAX        512
+#define RECORDS_VERIFIER_MAX    128
+#define RECORDS_TEXT_MAX        512
+#define RECORDS_TIME_MAX        32
+
+typedef enum { RECORDS_CB_CODE, RECORDS_CB_ERROR } records_cb_kind;
+
+typedef struct {
+    char connection_id[RECORDS_ID_MAX];
+    char provider[RECORDS_PROVIDER_MAX];
+    records_cb_kind kind;
+    char code[RECORDS_CODE_MAX + 1];              /* kind == code */
+    char code_verifier[RECORDS_VERIFIER_MAX + 1]; /* "" unless PKCE */
+    char error[65];                               /* kind == error */
+    char error_description[RECORDS_TEXT_MAX + 1]; /* operators only, never users */
+    char iss[RECORDS_TEXT_MAX + 1];
+    char scope[RECORDS_TEXT_MAX + 1];
+    char return_to[RECORDS_TEXT_MAX + 1];
+    int64_t received_at_ms; /* encoded as RFC 3339 UTC with milliseconds */
+    char intake_id[RECORDS_ID_MAX];
+    char request_id[RECORDS_ID_MAX];
+} records_callback;
+
+/* JSON text of r (malloc'd, caller frees and should wipe: it holds the
+ * code); NULL on allocation failure (ERRC_RETRIABLE). */
+char *records_callback_encode(const records_callback *r, err_t *e);
+
+/* Parse and validate a callback.v1 record. */
+int records_callback_decode(const char *json, size_t len, records_callback *out, err_t *e);
+
+/* Format unix milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ". */
+void records_time_format(int64_t ms, char out[RECORDS_TIME_MAX]);
+
+/* Parse that exact format back; -1 when malformed. */
+int records_time_parse(const char *s, int64_t *ms);
+
+#endif

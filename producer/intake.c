@@ -1,0 +1,681 @@
+/* intake — see intake.h. */
+#include "producer/intake.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/crypto.h"
+#include "common/ident.h"
+#include "common/kafka.h"
+#include "common/keyring.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/providers.h"
+#include "common/records.h"
+#include "producer/callback.h"
+#include "producer/httpd.h"
+#include "producer/publisher.h"
+#include "producer/query.h"
+
+#define BIND_COOKIE     "oauthq_bind"
+#define BIND_COOKIE_LEN 43 /* base64url of 32 random bytes */
+#define ALLOW_MAX       16
+
+struct intake {
+    config_t cfg;
+    providers_t *providers;
+    keyring_t *keys;
+    publisher_t *pub;
+    httpd_t *http;
+    metrics_t *metrics;
+    char topic_callbacks[256];
+    char intake_id[64];
+    int secure_cookie;
+    int deadline_ms;
+    char allow[ALLOW_MAX][512];
+    int nallow;
+    metric_counter *produced, *delivery_failed, *rejected;
+    metric_histogram *produce_latency;
+    metric_gauge *inflight;
+};
+
+static int64_t now_ms_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+static void count(intake_t *in, const char *route, int status)
+{
+    char labels[96];
+    snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", route, status);
+    metrics_counter_add(metrics_counter(in->metrics, "oauthq_http_requests_total",
+                                        "HTTP requests by route and status", labels),
+                        1);
+}
+
+static void html_escape(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < cap; s++) {
+        const char *rep = NULL;
+        switch (*s) {
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '"':
+            rep = "&quot;";
+            break;
+        case '\'':
+            rep = "&#39;";
+            break;
+        }
+        if (rep) {
+            size_t n = strlen(rep);
+            memcpy(out + o, rep, n);
+            o += n;
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* A 4xx/5xx answer: JSON {"error","message"}, or a small HTML page for
+ * browsers. `message` is a fixed sentence, safe to show. */
+static void fail(intake_t *in, httpd_req *r, const char *route, int status, const char *code,
+                 const char *message)
+{
+    count(in, route, status);
+    if (httpd_wants_html(r)) {
+        char esc[512], page[2048];
+        html_escape(message, esc, sizeof esc);
+        int n = snprintf(page, sizeof page,
+                         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+                         "<title>oauthq: %s</title></head><body style=\"font-family:sans-serif;"
+                         "max-width:36em;margin:2em auto;padding:0 1em\"><h1>Something went "
+                         "wrong</h1><p>%s</p><p><small>error: %s</small></p></body></html>",
+                         code, esc, code);
+        httpd_add_header(r, "Content-Security-Policy",
+                         "default-src 'none'; style-src 'unsafe-inline'");
+        httpd_respond(r, status, "text/html; charset=utf-8", page, (size_t)n);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", code);
+    cJSON_AddStringToObject(o, "message", message);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    httpd_respond(r, status, "application/json", s ? s : "{}", s ? strlen(s) : 2);
+    free(s);
+}
+
+static void respond_json(intake_t *in, httpd_req *r, const char *route, int status, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    count(in, route, status);
+    httpd_respond(r, status, "application/json", s ? s : "{}", s ? strlen(s) : 2);
+    free(s);
+}
+
+/* ---- start a flow --------------------------------------------------------- */
+
+/* return_to must start with an allowlisted prefix at a boundary, so
+ * "https://app.example" does not admit "https://app.example.evil". */
+static int return_to_allowed(const intake_t *in, const char *url)
+{
+    for (int i = 0; i < in->nallow; i++) {
+        size_t n = strlen(in->allow[i]);
+        if (strncmp(url, in->allow[i], n) != 0)
+            continue;
+        char next = url[n];
+        if (in->allow[i][n - 1] == '/' || next == '\0' || next == '/' || next == '?' || next == '#')
+            return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    char conn_id[IDENT_CONN_ID_MAX];
+    char state[IDENT_STATE_MAX];
+    char authorize_url[4096];
+    int64_t expires_at;
+} started_flow;
+
+/* Mint a connection id and state; build the provider's authorize URL. */
+static int start_flow(intake_t *in, const provider_t *pv, const char *return_to,
+                      const uint8_t *binding, started_flow *f, err_t *e)
+{
+    int64_t now = now_ms_wall() / 1000;
+    ident_state st;
+    memset(&st, 0, sizeof st);
+    if (ident_conn_new(in->keys, now, st.conn_id, e) < 0)
+        return -1;
+    snprintf(st.provider, sizeof st.provider, "%s", pv->name);
+    st.expires_at = now + in->cfg.state_ttl_s;
+    if (binding) {
+        st.has_binding = 1;
+        memcpy(st.binding, binding, 32);
+    }
+    if (return_to)
+        snprintf(st.return_to, sizeof st.return_to, "%s", return_to);
+    if (ident_state_issue(in->keys, &st, f->state, sizeof f->state, e) < 0)
+        return -1;
+    memcpy(f->conn_id, st.conn_id, sizeof f->conn_id);
+    f->expires_at = st.expires_at;
+
+    char redirect[CONFIG_PATH_MAX + 32], enc_redirect[3 * sizeof redirect], enc_client[800],
+        enc_scope[800];
+    snprintf(redirect, sizeof redirect, "%s/oauth/callback", in->cfg.public_url);
+    if (query_escape(redirect, enc_redirect, sizeof enc_redirect) < 0 ||
+        query_escape(pv->client_id, enc_client, sizeof enc_client) < 0 ||
+        query_escape(pv->scope, enc_scope, sizeof enc_scope) < 0)
+        return err_set(e, ERRC_PERMANENT, "authorize URL parameters too long");
+    int n =
+        snprintf(f->authorize_url, sizeof f->authorize_url,
+                 "%s%cresponse_type=code&client_id=%s&redirect_uri=%s&state=%s", pv->authorize_url,
+                 strchr(pv->authorize_url, '?') ? '&' : '?', enc_client, enc_redirect, f->state);
+    if (pv->scope[0] && n > 0 && (size_t)n < sizeof f->authorize_url)
+        n += snprintf(f->authorize_url + n, sizeof f->authorize_url - (size_t)n, "&scope=%s",
+                      enc_scope);
+    if (pv->pkce && n > 0 && (size_t)n < sizeof f->authorize_url) {
+        char verifier[IDENT_PKCE_VERIFIER], challenge[44];
+        ident_pkce_verifier(in->keys, keyring_active_kid(in->keys), f->conn_id, verifier);
+        crypto_pkce_s256(verifier, strlen(verifier), challenge);
+        crypto_wipe(verifier, sizeof verifier);
+        n += snprintf(f->authorize_url + n, sizeof f->authorize_url - (size_t)n,
+                      "&code_challenge=%s&code_challenge_method=S256", challenge);
+    }
+    if (n < 0 || (size_t)n >= sizeof f->authorize_url)
+        return err_set(e, ERRC_PERMANENT, "authorize URL too long");
+    return 0;
+}
+
+static int cookie_ok(const char *v)
+{
+    if (!v || strlen(v) != BIND_COOKIE_LEN)
+        return 0;
+    uint8_t raw[33];
+    return crypto_b64url_decode(v, BIND_COOKIE_LEN, raw, sizeof raw) == 32;
+}
+
+static void route_start(intake_t *in, httpd_req *r)
+{
+    query_t q;
+    err_t e = {0};
+    size_t qlen;
+    const char *qs = httpd_query(r, &qlen);
+    if (query_parse(qs, qlen, &q, &e) < 0)
+        return fail(in, r, "start", 400, "invalid_request", "The request parameters are invalid.");
+    const char *name = query_get(&q, "provider", NULL);
+    const provider_t *pv = name ? providers_find(in->providers, name) : NULL;
+    if (!pv)
+        return fail(in, r, "start", 400, "unknown_provider", "Unknown or missing provider.");
+    const char *return_to = query_get(&q, "return_to", NULL);
+    if (return_to && !return_to_allowed(in, return_to))
+        return fail(in, r, "start", 400, "return_to_not_allowed",
+                    "The return address is not allowed.");
+
+    /* Browser binding (RFC 9700 §4.7): a random value in an HttpOnly
+     * cookie, its hash inside the state. One cookie serves every flow this
+     * browser starts, so parallel tabs work. */
+    char cookie[BIND_COOKIE_LEN + 1];
+    const char *have = httpd_cookie(r, BIND_COOKIE);
+    if (cookie_ok(have)) {
+        snprintf(cookie, sizeof cookie, "%s", have);
+    } else {
+        uint8_t raw[32];
+        if (crypto_random(raw, sizeof raw, &e) < 0)
+            return fail(in, r, "start", 500, "internal", "Internal error.");
+        crypto_b64url_encode(raw, sizeof raw, cookie, sizeof cookie);
+    }
+    uint8_t binding[32];
+    ident_binding_hash(cookie, strlen(cookie), binding);
+    started_flow f;
+    if (start_flow(in, pv, return_to, binding, &f, &e) < 0)
+        return fail(in, r, "start", 400, "invalid_request", "The flow could not be started.");
+    char setc[256];
+    snprintf(setc, sizeof setc, "%s=%s; Path=/oauth; Max-Age=%d; HttpOnly; SameSite=Lax%s",
+             BIND_COOKIE, cookie, in->cfg.state_ttl_s, in->secure_cookie ? "; Secure" : "");
+    httpd_add_header(r, "Set-Cookie", setc);
+    httpd_add_header(r, "Location", f.authorize_url);
+    count(in, "start", 302);
+    log_kv(LOGL_INFO, "flow_started", "connection_id", f.conn_id, "provider", pv->name,
+           "request_id", httpd_request_id(r), "binding", "cookie");
+    httpd_respond(r, 302, "text/plain", "", 0);
+}
+
+static void route_create(intake_t *in, httpd_req *r)
+{
+    size_t len;
+    const char *body = httpd_body(r, &len);
+    cJSON *o = cJSON_ParseWithLength(body, len);
+    const char *name = NULL, *return_to = NULL;
+    int bad = !cJSON_IsObject(o);
+    for (const cJSON *it = bad ? NULL : o->child; it; it = it->next) {
+        if (strcmp(it->string, "provider") == 0 && cJSON_IsString(it))
+            name = it->valuestring;
+        else if (strcmp(it->string, "return_to") == 0 && cJSON_IsString(it))
+            return_to = it->valuestring;
+        else if (!(strcmp(it->string, "return_to") == 0 && cJSON_IsNull(it)))
+            bad = 1;
+    }
+    if (bad) {
+        cJSON_Delete(o);
+        return fail(in, r, "connections_create", 400, "invalid_request",
+                    "Body must be {\"provider\": NAME, \"return_to\": URL?}.");
+    }
+    const provider_t *pv = name ? providers_find(in->providers, name) : NULL;
+    if (!pv) {
+        cJSON_Delete(o);
+        return fail(in, r, "connections_create", 400, "unknown_provider",
+                    "Unknown or missing provider.");
+    }
+    if (return_to && !return_to_allowed(in, return_to)) {
+        cJSON_Delete(o);
+        return fail(in, r, "connections_create", 400, "return_to_not_allowed",
+                    "The return address is not allowed.");
+    }
+    started_flow f;
+    err_t e = {0};
+    int rc = start_flow(in, pv, return_to, NULL, &f, &e);
+    cJSON_Delete(o);
+    if (rc < 0)
+        return fail(in, r, "connections_create", 400, "invalid_request",
+                    "The flow could not be started.");
+    char status_url[CONFIG_PATH_MAX + 96], ts[RECORDS_TIME_MAX];
+    snprintf(status_url, sizeof status_url, "%s/v1/connections/%s", in->cfg.public_url, f.conn_id);
+    records_time_format(f.expires_at * 1000, ts);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "id", f.conn_id);
+    cJSON_AddStringToObject(out, "authorize_url", f.authorize_url);
+    cJSON_AddStringToObject(out, "status_url", status_url);
+    cJSON_AddStringToObject(out, "expires_at", ts);
+    log_kv(LOGL_INFO, "flow_started", "connection_id", f.conn_id, "provider", pv->name,
+           "request_id", httpd_request_id(r), "binding", "none");
+    httpd_add_header(r, "Location", status_url);
+    respond_json(in, r, "connections_create", 201, out);
+}
+
+/* ---- the callback: publish, then acknowledge ------------------------------- */
+
+typedef struct {
+    intake_t *in;
+    httpd_req *req;
+    char conn_id[IDENT_CONN_ID_MAX];
+    char code_hash[16];
+    int json;
+    int done; /* written before httpd_wake, read after it (httpd's mutex orders) */
+    errc cls;
+    char reason[ERR_MSG_MAX];
+} pending_cb;
+
+/* Publisher thread: the record's fate is known. */
+static void on_delivered(void *ud, errc cls, const char *reason, double latency_ms)
+{
+    pending_cb *p = ud;
+    p->cls = cls;
+    snprintf(p->reason, sizeof p->reason, "%s", reason);
+    p->done = 1;
+    metrics_histogram_observe(p->in->produce_latency, latency_ms / 1000.0);
+    if (cls == ERRC_OK)
+        metrics_counter_add(p->in->produced, 1);
+    else
+        metrics_counter_add(p->in->delivery_failed, 1);
+    httpd_req *req = p->req;
+    httpd_wake(req);
+    httpd_req_unref(req); /* the ref taken for the in-flight record */
+}
+
+/* httpd thread, after the wake or the deadline. */
+static void on_callback_wake(void *app, httpd_req *r, int timed_out)
+{
+    intake_t *in = app;
+    pending_cb *p = httpd_data(r);
+    if (!p->done || p->cls != ERRC_OK) {
+        /* Not acknowledged by Kafka (yet): the code is unused as far as we
+         * know, so the user can retry the same redirect. */
+        log_kv(LOGL_WARN, "callback_not_acknowledged", "connection_id", p->conn_id, "code_sha256",
+               p->code_hash, "request_id", httpd_request_id(r), "reason",
+               p->done ? p->reason : (timed_out ? "deadline" : "unknown"));
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, "callback", 503, "unavailable",
+                    "We could not record the sign-in just now. Please retry in a moment.");
+    }
+    char loc[IDENT_CONN_ID_MAX + 16];
+    snprintf(loc, sizeof loc, "/connect/%s", p->conn_id);
+    log_kv(LOGL_INFO, "callback_accepted", "connection_id", p->conn_id, "code_sha256", p->code_hash,
+           "request_id", httpd_request_id(r));
+    if (p->json) {
+        char status_url[CONFIG_PATH_MAX + 96];
+        snprintf(status_url, sizeof status_url, "%s/v1/connections/%s", in->cfg.public_url,
+                 p->conn_id);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", p->conn_id);
+        cJSON_AddStringToObject(o, "status_url", status_url);
+        return respond_json(in, r, "callback", 202, o);
+    }
+    httpd_add_header(r, "Location", loc);
+    count(in, "callback", 303);
+    httpd_respond(r, 303, "text/plain", "", 0);
+}
+
+static void route_callback(intake_t *in, httpd_req *r)
+{
+    size_t qlen;
+    const char *qs = httpd_query(r, &qlen);
+    callback_params cp;
+    err_t e = {0};
+    if (callback_parse(qs, qlen, &cp, &e) < 0) {
+        metrics_counter_add(in->rejected, 1);
+        log_kv(LOGL_INFO, "callback_rejected", "reason", e.msg, "request_id", httpd_request_id(r));
+        crypto_wipe(&cp, sizeof cp);
+        return fail(in, r, "callback", 400, "invalid_request",
+                    "This sign-in response is malformed. Start the connection again.");
+    }
+    ident_state st;
+    ident_result vr =
+        ident_state_verify(in->keys, cp.state, strlen(cp.state), now_ms_wall() / 1000, &st);
+    const provider_t *pv = vr == IDENT_OK ? providers_find(in->providers, st.provider) : NULL;
+    const char *why = NULL, *code = NULL, *msg = NULL;
+    if (vr == IDENT_EXPIRED) {
+        why = "state_expired", code = "state_expired";
+        msg = "This sign-in took too long and expired. Start the connection again.";
+    } else if (vr != IDENT_OK) {
+        why = ident_result_name(vr), code = "invalid_state";
+        msg = "This sign-in response was not started here. Start the connection again.";
+    } else if (!pv) {
+        why = "unknown_provider", code = "unknown_provider";
+        msg = "This provider is not configured.";
+    } else if (st.has_binding) {
+        const char *ck = httpd_cookie(r, BIND_COOKIE);
+        uint8_t h[32];
+        if (ck)
+            ident_binding_hash(ck, strlen(ck), h);
+        if (!ck || !crypto_ct_equal(h, st.binding, 32)) {
+            why = "browser_mismatch", code = "browser_mismatch";
+            msg = "This sign-in was started in another browser. Start the connection again "
+                  "here.";
+        }
+    }
+    if (!why && pv && pv->issuer[0] && (!cp.has_iss || strcmp(cp.iss, pv->issuer) != 0)) {
+        /* RFC 9207: the response must name the issuer we sent the user to
+         * (mix-up defence). */
+        why = "issuer_mismatch", code = "issuer_mismatch";
+        msg = "This sign-in response came from an unexpected issuer.";
+    }
+    if (why) {
+        metrics_counter_add(in->rejected, 1);
+        log_kv(LOGL_INFO, "callback_rejected", "reason", why, "connection_id",
+               vr == IDENT_OK || vr == IDENT_EXPIRED ? st.conn_id : "", "request_id",
+               httpd_request_id(r));
+        crypto_wipe(&cp, sizeof cp);
+        return fail(in, r, "callback", 400, code, msg);
+    }
+
+    records_callback rec;
+    memset(&rec, 0, sizeof rec);
+    snprintf(rec.connection_id, sizeof rec.connection_id, "%s", st.conn_id);
+    snprintf(rec.provider, sizeof rec.provider, "%s", pv->name);
+    rec.kind = cp.kind == CALLBACK_CODE ? RECORDS_CB_CODE : RECORDS_CB_ERROR;
+    memcpy(rec.code, cp.code, sizeof rec.code);
+    if (cp.kind == CALLBACK_CODE && pv->pkce)
+        ident_pkce_verifier(in->keys, st.kid, st.conn_id, rec.code_verifier);
+    snprintf(rec.error, sizeof rec.error, "%s", cp.error);
+    snprintf(rec.error_description, sizeof rec.error_description, "%s", cp.error_description);
+    snprintf(rec.iss, sizeof rec.iss, "%s", cp.iss);
+    snprintf(rec.scope, sizeof rec.scope, "%s", cp.scope);
+    snprintf(rec.return_to, sizeof rec.return_to, "%s", st.return_to);
+    rec.received_at_ms = now_ms_wall();
+    snprintf(rec.intake_id, sizeof rec.intake_id, "%s", in->intake_id);
+    snprintf(rec.request_id, sizeof rec.request_id, "%s", httpd_request_id(r));
+    char *json = records_callback_encode(&rec, &e);
+
+    pending_cb *p = calloc(1, sizeof *p);
+    if (!json || !p) {
+        free(p);
+        free(json);
+        crypto_wipe(&rec, sizeof rec);
+        crypto_wipe(&cp, sizeof cp);
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, "callback", 503, "unavailable", "Please retry in a moment.");
+    }
+    p->in = in;
+    p->req = r;
+    p->json = !httpd_wants_html(r) && httpd_header(r, "Accept") &&
+              strstr(httpd_header(r, "Accept"), "application/json");
+    snprintf(p->conn_id, sizeof p->conn_id, "%s", st.conn_id);
+    if (cp.kind == CALLBACK_CODE) {
+        char full[CRYPTO_SHA256_HEX];
+        crypto_sha256_hex(cp.code, strlen(cp.code), full);
+        snprintf(p->code_hash, sizeof p->code_hash, "%.12s", full);
+    } else {
+        snprintf(p->code_hash, sizeof p->code_hash, "-");
+    }
+    httpd_set_data(r, p, free);
+
+    /* Suspend first, then produce: a delivery report that arrives at once
+     * must find the request suspended, or its wake would be lost. */
+    if (httpd_suspend(r, in->deadline_ms, on_callback_wake) < 0) {
+        crypto_wipe(json, strlen(json));
+        free(json);
+        crypto_wipe(&rec, sizeof rec);
+        crypto_wipe(&cp, sizeof cp);
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "callback", 503, "busy", "Too many sign-ins at once; please retry.");
+    }
+    httpd_req_ref(r);
+    if (publisher_send(in->pub, in->topic_callbacks, st.conn_id, json, strlen(json),
+                       httpd_request_id(r), on_delivered, p, &e) < 0) {
+        p->cls = e.cls;
+        snprintf(p->reason, sizeof p->reason, "%s", e.msg);
+        p->done = 1;
+        metrics_counter_add(in->delivery_failed, 1);
+        httpd_wake(r);
+        httpd_req_unref(r);
+    }
+    crypto_wipe(json, strlen(json));
+    free(json);
+    crypto_wipe(&rec, sizeof rec);
+    crypto_wipe(&cp, sizeof cp);
+}
+
+/* ---- health and metrics ----------------------------------------------------------- */
+
+static void route_readyz(intake_t *in, httpd_req *r)
+{
+    int ok = !publisher_fatal(in->pub) && publisher_reachable(in->pub, in->topic_callbacks, 2000);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", ok ? "ready" : "not_ready");
+    cJSON_AddBoolToObject(o, "kafka", ok);
+    respond_json(in, r, "readyz", ok ? 200 : 503, o);
+}
+
+static void route_metrics(intake_t *in, httpd_req *r)
+{
+    metrics_gauge_set(in->inflight, httpd_suspended(in->http));
+    char *text = NULL;
+    size_t len = 0;
+    err_t e = {0};
+    if (metrics_render(in->metrics, &text, &len, &e) < 0)
+        return fail(in, r, "metrics", 500, "internal", "Metrics unavailable.");
+    count(in, "metrics", 200);
+    httpd_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static void handle(void *app, httpd_req *r)
+{
+    intake_t *in = app;
+    const char *m = httpd_method(r), *path = httpd_path(r);
+    int get = strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+    if (strcmp(path, "/oauth/callback") == 0) {
+        if (!get)
+            return fail(in, r, "callback", 405, "method_not_allowed", "Use GET.");
+        return route_callback(in, r);
+    }
+    if (strcmp(path, "/oauth/start") == 0) {
+        if (!get)
+            return fail(in, r, "start", 405, "method_not_allowed", "Use GET.");
+        return route_start(in, r);
+    }
+    if (strcmp(path, "/v1/connections") == 0) {
+        if (strcmp(m, "POST") != 0)
+            return fail(in, r, "connections_create", 405, "method_not_allowed", "Use POST.");
+        return route_create(in, r);
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "ok");
+        return respond_json(in, r, "healthz", 200, o);
+    }
+    if (strcmp(path, "/readyz") == 0)
+        return route_readyz(in, r);
+    if (strcmp(path, "/metrics") == 0)
+        return route_metrics(in, r);
+    fail(in, r, "other", 404, "not_found", "No such page.");
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static int parse_allowlist(intake_t *in, err_t *e)
+{
+    char buf[sizeof in->cfg.return_to_allowlist];
+    snprintf(buf, sizeof buf, "%s", in->cfg.return_to_allowlist);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        size_t n = strlen(tok);
+        while (n > 0 && tok[n - 1] == ' ')
+            tok[--n] = '\0';
+        if (n == 0)
+            continue;
+        if (in->nallow == ALLOW_MAX || n >= sizeof in->allow[0] ||
+            (strncmp(tok, "https://", 8) != 0 && strncmp(tok, "http://", 7) != 0) ||
+            !strchr(tok + (tok[4] == 's' ? 8 : 7), '/') /* origin must end with a path */)
+            return err_set(e, ERRC_FATAL,
+                           "OAUTHQ_RETURN_TO_ALLOWLIST: entry '%.64s' must be an http(s) URL "
+                           "with a path (e.g. https://app.example/), at most %d entries",
+                           tok, ALLOW_MAX);
+        snprintf(in->allow[in->nallow++], sizeof in->allow[0], "%s", tok);
+    }
+    return 0;
+}
+
+intake_t *intake_open(const config_t *c, err_t *e)
+{
+    intake_t *in = calloc(1, sizeof *in);
+    if (!in) {
+        err_set(e, ERRC_FATAL, "out of memory");
+        return NULL;
+    }
+    in->cfg = *c;
+    in->deadline_ms = c->produce_timeout_ms + 2000;
+    in->secure_cookie = strncmp(c->public_url, "https://", 8) == 0;
+    if (c->instance_id[0])
+        snprintf(in->intake_id, sizeof in->intake_id, "%s", c->instance_id);
+    else {
+        char host[32] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(in->intake_id, sizeof in->intake_id, "intake-%.31s-%ld", host, (long)getpid());
+    }
+    if (parse_allowlist(in, e) < 0)
+        goto fail;
+    if (!c->providers_file[0]) {
+        err_set(e, ERRC_FATAL, "OAUTHQ_PROVIDERS_FILE is not set");
+        goto fail;
+    }
+    in->providers = providers_load(c->providers_file, e);
+    if (!in->providers)
+        goto fail;
+    in->keys = keyring_load(c->state_key_file, e);
+    if (!in->keys) {
+        err_wrap(e, "OAUTHQ_STATE_KEY_FILE");
+        goto fail;
+    }
+    if (config_topic(c, KAFKA_TOPIC_CALLBACKS, in->topic_callbacks, sizeof in->topic_callbacks, e) <
+        0)
+        goto fail;
+    in->metrics = metrics_new();
+    if (!in->metrics) {
+        err_set(e, ERRC_FATAL, "out of memory");
+        goto fail;
+    }
+    static const double lat_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,   0.25,   0.5,   1,    2.5,   5};
+    in->produced = metrics_counter(in->metrics, "oauthq_callbacks_produced_total",
+                                   "Callback records acknowledged by Kafka", NULL);
+    in->delivery_failed = metrics_counter(in->metrics, "oauthq_delivery_failures_total",
+                                          "Callback records Kafka did not acknowledge", NULL);
+    in->rejected = metrics_counter(in->metrics, "oauthq_callbacks_rejected_total",
+                                   "Callbacks refused with 400 (nothing produced)", NULL);
+    in->produce_latency = metrics_histogram(in->metrics, "oauthq_produce_latency_seconds",
+                                            "Time from produce to Kafka acknowledgement", NULL,
+                                            lat_bounds, sizeof lat_bounds / sizeof lat_bounds[0]);
+    in->inflight = metrics_gauge(in->metrics, "oauthq_http_inflight_callbacks",
+                                 "Callbacks waiting for Kafka's acknowledgement", NULL);
+    in->pub = publisher_open(c, c->produce_timeout_ms, e);
+    if (!in->pub)
+        goto fail;
+    httpd_opts ho = {c->listen,      c->http_threads,      c->http_max_connections,
+                     c->http_per_ip, c->http_max_inflight, 30};
+    in->http = httpd_start(&ho, handle, in, e);
+    if (!in->http)
+        goto fail;
+    log_kv(LOGL_INFO, "intake_listening", "listen", c->listen, "public_url", c->public_url,
+           "intake_id", in->intake_id, "topic", in->topic_callbacks);
+    return in;
+fail:
+    intake_close(in, 0);
+    return NULL;
+}
+
+int intake_port(const intake_t *in)
+{
+    return httpd_port(in->http);
+}
+
+int intake_fatal(const intake_t *in)
+{
+    return in->pub && publisher_fatal(in->pub);
+}
+
+void intake_close(intake_t *in, int flush_ms)
+{
+    if (!in)
+        return;
+    if (in->http) {
+        httpd_quiesce(in->http);
+        /* In-flight callbacks end by delivery or by their own deadline. */
+        for (int i = 0; i < (in->deadline_ms + 1000) / 20 && httpd_suspended(in->http) > 0; i++) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (in->pub)
+        publisher_close(in->pub, flush_ms);
+    if (in->http)
+        httpd_stop(in->http);
+    metrics_free(in->metrics);
+    keyring_free(in->keys);
+    providers_free(in->providers);
+    free(in);
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every record the integration tests read from Kafka validates against its
+# JSON Schema in schemas/ (ajv, draft 2020-12, strict). Runs after the C
+# integration tests, which append what they read to var/test-logs/*.jsonl.
+# A deliberately broken record must be rejected, so the check can fail.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+v=tests/tools/validate-records.mjs
+logs=var/test-logs
+
+node "$v" schemas/callback.v1.json "$logs/callback-records.jsonl" --min 10
+
+# Negative controls: the validator must reject these.
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+good=$(head -n 1 "$logs/callback-records.jsonl")
+for mutate in 'del(.connection_id)' '.kind = "code" | del(.code) | del(.error)' \
+    '.extra = 1' '.received_at = "yesterday"' '.error = "invalid_grant" | .kind = "error" | del(.code) | del(.code_verifier)'; do
+    echo "$good" | jq -c "$mutate" >"$tmp"
+    if node "$v" schemas/callback.v1.json "$tmp" --min 1 >/dev/null 2>&1; then
+        echo "schema accepted an invalid record ($mutate)" >&2
+        exit 1
+    fi
+done
+echo "negative controls rejected: 5 of 5"

@@ -1,0 +1,637 @@
+/*
+ * Integration: oauthq-intake against the real broker and the simulator.
+ *
+ * Spawns $OAUTHQ_BUILD/oauthq-provider-sim and oauthq-intake on free ports
+ * with a per-run topic prefix, then proves over real HTTP:
+ *  - a valid callback produces exactly one record keyed by the connection
+ *    id, readable by a read_committed consumer at the moment the 303/202
+ *    arrives (G2: acknowledge only what Kafka stored);
+ *  - forged, expired, unknown-key, wrong-browser, duplicate-parameter,
+ *    oversized, unknown-provider, bad-error-code and wrong-issuer callbacks
+ *    get 400 and produce nothing (the topic is read to prove it, G6);
+ *  - broker stopped → 503 + Retry-After within the deadline; restarted →
+ *    accepted again;
+ *  - SIGTERM with callbacks in flight: every acknowledged one is in Kafka.
+ * Every record read is appended to var/test-logs/callback-records.jsonl for
+ * the JSON Schema check (tests/integration/schemas.sh).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/config.h"
+#include "common/ident.h"
+#include "common/kafka.h"
+#include "common/keyring.h"
+#include "common/log.h"
+#include "producer/query.h"
+#include "tests/support/testhttp.h"
+#include "tests/support/testkafka.h"
+#include "tests/support/testproc.h"
+
+static char g_dir[256], g_build[256], g_topic[256], g_records[512];
+static char g_intake_url[64], g_sim_url[64];
+static int g_intake_port, g_sim_port;
+static pid_t g_sim_pid = -1, g_intake_pid = -1;
+static config_t g_cfg;
+static keyring_t *g_keys;
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static pid_t start_intake(const char *logname)
+{
+    char listen[64], log[512];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", g_intake_port);
+    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_PUBLIC_URL", g_intake_url, 1);
+    snprintf(log, sizeof log, "%s/%s", g_dir, logname);
+    char bin[300];
+    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    char *argv[] = {bin, NULL};
+    pid_t pid = testproc_spawn(argv, log);
+    char url[128];
+    snprintf(url, sizeof url, "%s/healthz", g_intake_url);
+    if (pid < 0 || testproc_wait_http(url, 15000) != 0)
+        return -1;
+    return pid;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *b = getenv("OAUTHQ_BUILD");
+    snprintf(g_build, sizeof g_build, "%s", b && *b ? b : "build");
+    if (g_build[0] != '/') {
+        char cwd[200];
+        if (!getcwd(cwd, sizeof cwd))
+            return -1;
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", g_build);
+        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, tmp);
+    }
+    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-intake-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    mkdir("var", 0755);
+    mkdir("var/test-logs", 0755);
+    snprintf(g_records, sizeof g_records, "var/test-logs/callback-records.jsonl");
+
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "itest-intake-%ld-%ld.", (long)getpid(), (long)time(NULL));
+    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
+    setenv("OAUTHQ_PRODUCE_TIMEOUT_MS", "2000", 1);
+    setenv("OAUTHQ_LOG_FORMAT", "text", 1);
+    setenv("OAUTHQ_RETURN_TO_ALLOWLIST", "https://app.example/", 1);
+    err_t e = {0};
+    if (config_load(&g_cfg, NULL, &e) < 0 || kafka_topics_ensure(&g_cfg, &e) < 0) {
+        fprintf(stderr, "setup: %s\n", e.msg);
+        return -1;
+    }
+    config_topic(&g_cfg, "callbacks", g_topic, sizeof g_topic, &e);
+    log_init("itest", "warn", "text", &e);
+
+    char path[512], json[2048];
+    snprintf(path, sizeof path, "%s/sim_secret", g_dir);
+    write_file(path, "sk_itest_intake_secret\n");
+    /* Fixed test key: the test mints states with it to forge realistic
+     * expired/unknown-provider ones. */
+    snprintf(path, sizeof path, "%s/state.json", g_dir);
+    write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
+                     "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}}");
+    setenv("OAUTHQ_STATE_KEY_FILE", path, 1);
+    g_keys = keyring_load(path, &e);
+    if (!g_keys)
+        return -1;
+
+    g_sim_port = testproc_free_port();
+    g_intake_port = testproc_free_port();
+    snprintf(g_sim_url, sizeof g_sim_url, "http://127.0.0.1:%d", g_sim_port);
+    snprintf(g_intake_url, sizeof g_intake_url, "http://127.0.0.1:%d", g_intake_port);
+    snprintf(path, sizeof path, "%s/providers.json", g_dir);
+    snprintf(json, sizeof json,
+             "{\"providers\":["
+             "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":null,\"client_id\":\"ca_it\","
+             "\"client_secret_file\":\"%s/sim_secret\",\"scope\":\"read_write\",\"pkce\":true,"
+             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
+             "{\"name\":\"simiss\",\"profile\":\"oauth2\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_it\","
+             "\"client_secret_file\":\"%s/sim_secret\",\"pkce\":false,"
+             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":60,"
+             "\"issuer\":\"https://issuer.example\"}]}",
+             g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir);
+    write_file(path, json);
+    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+
+    char sim_bin[300], listen[64], secret_path[300], cb[128], log[300];
+    snprintf(sim_bin, sizeof sim_bin, "%s/oauthq-provider-sim", g_build);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", g_sim_port);
+    snprintf(secret_path, sizeof secret_path, "%s/sim_secret", g_dir);
+    snprintf(cb, sizeof cb, "%s/oauth/callback", g_intake_url);
+    snprintf(log, sizeof log, "%s/sim.log", g_dir);
+    char *sargv[] = {
+        sim_bin,     "--listen",       listen, "--client-id", "ca_it", "--client-secret-file",
+        secret_path, "--redirect-uri", cb,     NULL};
+    g_sim_pid = testproc_spawn(sargv, log);
+    char url[128];
+    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url);
+    if (g_sim_pid < 0 || testproc_wait_http(url, 10000) != 0)
+        return -1;
+    g_intake_pid = start_intake("intake.log");
+    return g_intake_pid < 0 ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_intake_pid > 0)
+        testproc_stop(g_intake_pid, 15000);
+    if (g_sim_pid > 0)
+        testproc_stop(g_sim_pid, 5000);
+    keyring_free(g_keys);
+    if (!getenv("OAUTHQ_KEEP_TEST_LOGS")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+        if (system(cmd) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+typedef struct {
+    const char *key;
+    int matched;
+    FILE *out;
+} count_state;
+
+static int count_key(const testkafka_record *r, void *ud)
+{
+    count_state *c = ud;
+    if (c->out && r->value)
+        fprintf(c->out, "%s\n", r->value);
+    if (c->key && r->key && strcmp(r->key, c->key) == 0)
+        c->matched++;
+    return 0;
+}
+
+/* Records in the callbacks topic now (reads to the end once), and how many
+ * have `key`. Appends every record to the schema-check file. */
+static long topic_count(const char *key, int *matched)
+{
+    err_t e = {0};
+    count_state c = {key, 0, fopen(g_records, "a")};
+    long n = testkafka_read(&g_cfg, g_topic, 0, 15000, count_key, &c, &e);
+    if (c.out)
+        fclose(c.out);
+    if (matched)
+        *matched = c.matched;
+    return n;
+}
+
+/* POST /v1/connections and follow the simulator's authorize (optionally with
+ * a sim_fault) to get the callback URL with a fresh code. */
+static void new_flow(const char *provider, char *conn_id, size_t idcap, char *callback_url,
+                     size_t cbcap)
+{
+    char url[128], body[128];
+    snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
+    snprintf(body, sizeof body, "{\"provider\":\"%s\"}", provider);
+    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("POST", url, hdrs, body, &r), 0);
+    assert_int_equal(r.status, 201);
+    cJSON *o = cJSON_Parse(r.body);
+    assert_non_null(o);
+    const cJSON *id = cJSON_GetObjectItem(o, "id");
+    const cJSON *au = cJSON_GetObjectItem(o, "authorize_url");
+    assert_true(cJSON_IsString(id) && cJSON_IsString(au));
+    assert_non_null(cJSON_GetObjectItem(o, "status_url"));
+    assert_non_null(cJSON_GetObjectItem(o, "expires_at"));
+    snprintf(conn_id, idcap, "%s", id->valuestring);
+    testhttp_resp a;
+    assert_int_equal(testhttp_do("GET", au->valuestring, NULL, NULL, &a), 0);
+    assert_int_equal(a.status, 302);
+    assert_true(strncmp(a.location, g_intake_url, strlen(g_intake_url)) == 0);
+    snprintf(callback_url, cbcap, "%s", a.location);
+    testhttp_resp_free(&a);
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+}
+
+/* Mint a state the way the intake does, with chosen fields. */
+static void mint_state(const char *provider, int64_t expires_at, char *out, size_t cap)
+{
+    ident_state st;
+    memset(&st, 0, sizeof st);
+    err_t e = {0};
+    assert_int_equal(ident_conn_new(g_keys, time(NULL), st.conn_id, &e), 0);
+    snprintf(st.provider, sizeof st.provider, "%s", provider);
+    st.expires_at = expires_at;
+    assert_int_equal(ident_state_issue(g_keys, &st, out, cap, &e), 0);
+}
+
+static long get_status(const char *url, const char *accept, testhttp_resp *r)
+{
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "Accept: %s", accept ? accept : "*/*");
+    const char *hdrs[] = {hdr, NULL};
+    assert_int_equal(testhttp_do("GET", url, hdrs, NULL, r), 0);
+    return r->status;
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+static void test_valid_callback_is_stored_before_the_answer(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    testhttp_resp r;
+    assert_int_equal(get_status(cb, "text/html", &r), 303);
+    char want[128];
+    snprintf(want, sizeof want, "/connect/%s", id);
+    assert_string_equal(r.location, want);
+    assert_non_null(strstr(r.cache_control, "no-store"));
+    assert_non_null(strstr(r.headers, "Referrer-Policy: no-referrer"));
+    testhttp_resp_free(&r);
+    /* Read to the end right now: the record must already be committed. */
+    int matched = 0;
+    topic_count(id, &matched);
+    assert_int_equal(matched, 1);
+
+    /* JSON clients get 202 with the status URL. */
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    assert_int_equal(get_status(cb, "application/json", &r), 202);
+    cJSON *o = cJSON_Parse(r.body);
+    assert_string_equal(cJSON_GetObjectItem(o, "id")->valuestring, id);
+    assert_non_null(strstr(cJSON_GetObjectItem(o, "status_url")->valuestring, id));
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+    topic_count(id, &matched);
+    assert_int_equal(matched, 1);
+}
+
+static void test_record_fields(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    testhttp_resp r;
+    assert_int_equal(get_status(cb, NULL, &r), 303);
+    testhttp_resp_free(&r);
+    /* The code in the URL must be exactly the code in the record. */
+    query_t q;
+    err_t e = {0};
+    const char *qs = strchr(cb, '?') + 1;
+    assert_int_equal(query_parse(qs, strlen(qs), &q, &e), 0);
+    const char *code = query_get(&q, "code", NULL);
+    assert_non_null(code);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/oauthq-topic-read '%s' --key '%s' --min 1 --timeout-ms 10000",
+             g_build, g_topic, id);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[8192] = "";
+    assert_non_null(fgets(line, sizeof line, p));
+    assert_int_equal(pclose(p), 0);
+    cJSON *o = cJSON_Parse(line);
+    const cJSON *v = cJSON_GetObjectItem(o, "value");
+    assert_string_equal(cJSON_GetObjectItem(o, "key")->valuestring, id);
+    assert_string_equal(cJSON_GetObjectItem(v, "schema")->valuestring, "oauthq.callback.v1");
+    assert_string_equal(cJSON_GetObjectItem(v, "connection_id")->valuestring, id);
+    assert_string_equal(cJSON_GetObjectItem(v, "provider")->valuestring, "sim");
+    assert_string_equal(cJSON_GetObjectItem(v, "kind")->valuestring, "code");
+    assert_string_equal(cJSON_GetObjectItem(v, "code")->valuestring, code);
+    /* PKCE provider: the verifier travels with the code and matches the
+     * challenge sent at authorize (the simulator checks it on exchange). */
+    assert_int_equal(strlen(cJSON_GetObjectItem(v, "code_verifier")->valuestring), 43);
+    assert_non_null(cJSON_GetObjectItem(v, "received_at"));
+    assert_non_null(cJSON_GetObjectItem(v, "request_id"));
+    assert_non_null(cJSON_GetObjectItem(v, "intake_id"));
+    cJSON_Delete(o);
+}
+
+static void test_browser_flow_binding(void **state)
+{
+    (void)state;
+    char url[256];
+    snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_intake_url);
+    testhttp_resp s;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &s), 0);
+    assert_int_equal(s.status, 302);
+    assert_non_null(strstr(s.set_cookie, "HttpOnly"));
+    assert_non_null(strstr(s.set_cookie, "SameSite=Lax"));
+    assert_non_null(strstr(s.location, "code_challenge_method=S256"));
+    char cookie[256];
+    snprintf(cookie, sizeof cookie, "Cookie: %.*s", (int)strcspn(s.set_cookie, ";"), s.set_cookie);
+    testhttp_resp a;
+    assert_int_equal(testhttp_do("GET", s.location, NULL, NULL, &a), 0);
+    assert_int_equal(a.status, 302);
+    long before = topic_count(NULL, NULL);
+    /* Without the cookie (another browser): 400, nothing produced. */
+    testhttp_resp r;
+    assert_int_equal(get_status(a.location, "application/json", &r), 400);
+    assert_non_null(strstr(r.body, "browser_mismatch"));
+    testhttp_resp_free(&r);
+    const char *wrong[] = {"Cookie: oauthq_bind=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NULL};
+    assert_int_equal(testhttp_do("GET", a.location, wrong, NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before);
+    /* With it: accepted. */
+    const char *hdrs[] = {cookie, NULL};
+    assert_int_equal(testhttp_do("GET", a.location, hdrs, NULL, &r), 0);
+    assert_int_equal(r.status, 303);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before + 1);
+    testhttp_resp_free(&a);
+    testhttp_resp_free(&s);
+
+    /* Unknown provider and disallowed return_to at start. */
+    snprintf(url, sizeof url, "%s/oauth/start?provider=nope", g_intake_url);
+    assert_int_equal(get_status(url, NULL, &r), 400);
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url,
+             "%s/oauth/start?provider=sim&return_to=https%%3A%%2F%%2Fapp.example.evil%%2F",
+             g_intake_url);
+    assert_int_equal(get_status(url, NULL, &r), 400);
+    assert_non_null(strstr(r.body, "return_to_not_allowed"));
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url,
+             "%s/oauth/start?provider=sim&return_to=https%%3A%%2F%%2Fapp.example%%2Fsettings",
+             g_intake_url);
+    assert_int_equal(get_status(url, NULL, &r), 302);
+    testhttp_resp_free(&r);
+}
+
+static void test_bad_callbacks_produce_nothing(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    const char *qs = strchr(cb, '?') + 1;
+    char good_state[IDENT_STATE_MAX];
+    query_t q;
+    err_t e = {0};
+    assert_int_equal(query_parse(qs, strlen(qs), &q, &e), 0);
+    snprintf(good_state, sizeof good_state, "%s", query_get(&q, "state", NULL));
+    char expired[IDENT_STATE_MAX], unknown_provider[IDENT_STATE_MAX];
+    mint_state("sim", time(NULL) - 5, expired, sizeof expired);
+    mint_state("nope", time(NULL) + 300, unknown_provider, sizeof unknown_provider);
+    char tampered[IDENT_STATE_MAX];
+    snprintf(tampered, sizeof tampered, "%s", good_state);
+    tampered[10] = tampered[10] == 'A' ? 'B' : 'A';
+    static char big[3000];
+    memset(big, 'c', 600);
+    big[600] = '\0';
+
+    long before = topic_count(NULL, NULL);
+    static char urls[12][8192];
+    int n = 0;
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x&state=%s", g_intake_url,
+             tampered);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x&state=%s", g_intake_url,
+             expired);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x&state=%s", g_intake_url,
+             unknown_provider);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x&code=ac_y&state=%s",
+             g_intake_url, good_state);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x&state=%s&state=%s",
+             g_intake_url, good_state, good_state);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=%s&state=%s", g_intake_url, big,
+             good_state);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?error=evil_error&state=%s", g_intake_url,
+             good_state);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x&error=access_denied&state=%s",
+             g_intake_url, good_state);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac_x", g_intake_url);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?code=ac%%00x&state=%s", g_intake_url,
+             good_state);
+    snprintf(urls[n++], sizeof urls[0], "%s/oauth/callback?state=1.k9.e30.AAAA&code=ac_x",
+             g_intake_url);
+    for (int i = 0; i < n; i++) {
+        testhttp_resp r;
+        assert_int_equal(get_status(urls[i], "application/json", &r), 400);
+        cJSON *o = cJSON_Parse(r.body);
+        assert_non_null(o); /* a JSON error with error and message */
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "error")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "message")));
+        assert_null(strstr(r.body, "ac_x")); /* never echoes the code */
+        cJSON_Delete(o);
+        testhttp_resp_free(&r);
+    }
+    /* Browsers get HTML. */
+    testhttp_resp r;
+    assert_int_equal(get_status(urls[0], "text/html", &r), 400);
+    assert_non_null(strstr(r.content_type, "text/html"));
+    testhttp_resp_free(&r);
+    /* Oversized URL: refused by the server limits. */
+    static char huge[20000];
+    int k =
+        snprintf(huge, sizeof huge, "%s/oauth/callback?state=%s&code=", g_intake_url, good_state);
+    memset(huge + k, 'x', sizeof huge - (size_t)k - 1);
+    assert_int_equal(testhttp_do("GET", huge, NULL, NULL, &r), 0);
+    assert_true(r.status == 414 || r.status == 400 || r.status == 431);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before);
+    /* The genuine callback still works afterwards. */
+    assert_int_equal(get_status(cb, NULL, &r), 303);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before + 1);
+}
+
+static void test_issuer_check(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096], url[4200];
+    new_flow("simiss", id, sizeof id, cb, sizeof cb);
+    long before = topic_count(NULL, NULL);
+    testhttp_resp r;
+    assert_int_equal(get_status(cb, NULL, &r), 400); /* no iss */
+    assert_non_null(strstr(r.body, "issuer_mismatch"));
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "%s&iss=https%%3A%%2F%%2Fevil.example", cb);
+    assert_int_equal(get_status(url, NULL, &r), 400);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before);
+    snprintf(url, sizeof url, "%s&iss=https%%3A%%2F%%2Fissuer.example", cb);
+    assert_int_equal(get_status(url, NULL, &r), 303);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before + 1);
+}
+
+static void test_error_callback_is_recorded(void **state)
+{
+    (void)state;
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
+    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("POST", url, hdrs, "{\"provider\":\"sim\"}", &r), 0);
+    cJSON *o = cJSON_Parse(r.body);
+    char au[4200], id[IDENT_CONN_ID_MAX];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(o, "id")->valuestring);
+    snprintf(au, sizeof au, "%s&sim_fault=deny",
+             cJSON_GetObjectItem(o, "authorize_url")->valuestring);
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+    testhttp_resp a;
+    assert_int_equal(testhttp_do("GET", au, NULL, NULL, &a), 0);
+    assert_int_equal(a.status, 302);
+    assert_non_null(strstr(a.location, "error=access_denied"));
+    assert_int_equal(get_status(a.location, NULL, &r), 303);
+    testhttp_resp_free(&r);
+    testhttp_resp_free(&a);
+    int matched = 0;
+    topic_count(id, &matched);
+    assert_int_equal(matched, 1);
+    /* Bad bodies for POST /v1/connections. */
+    const char *bad[] = {"", "[]", "{\"provider\":1}", "{\"provider\":\"sim\",\"x\":1}",
+                         "{\"provider\":\"nope\"}"};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(testhttp_do("POST", url, hdrs, bad[i], &r), 0);
+        assert_int_equal(r.status, 400);
+        testhttp_resp_free(&r);
+    }
+}
+
+static void test_broker_down_gives_503_then_recovers(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096], id2[IDENT_CONN_ID_MAX], cb2[4096];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    new_flow("sim", id2, sizeof id2, cb2, sizeof cb2);
+    assert_int_equal(system("scripts/kafka stop >/dev/null"), 0);
+    testhttp_resp r;
+    assert_int_equal(get_status(cb, "application/json", &r), 503);
+    assert_string_not_equal(r.retry_after, "");
+    /* Deadline = produce timeout (2 s) + 2 s, plus slack. */
+    assert_true(r.elapsed_ms < 6000);
+    testhttp_resp_free(&r);
+    assert_int_equal(system("scripts/kafka start >/dev/null"), 0);
+    /* Accepted again once the producer reconnected (bounded retries, as a
+     * user pressing reload would). */
+    long status = 0;
+    for (int i = 0; i < 20 && status != 303; i++) {
+        status = get_status(cb2, NULL, &r);
+        testhttp_resp_free(&r);
+        if (status != 303)
+            sleep(1);
+    }
+    assert_int_equal(status, 303);
+    int matched = 0;
+    topic_count(id2, &matched);
+    assert_int_equal(matched, 1);
+    /* The callback refused with 503 may be retried and then succeeds. */
+    assert_int_equal(get_status(cb, NULL, &r), 303);
+    testhttp_resp_free(&r);
+}
+
+#define FLOWS   40
+#define THREADS 8
+
+typedef struct {
+    char url[4096];
+    char id[IDENT_CONN_ID_MAX];
+    long status;
+} flight;
+
+static flight g_fl[FLOWS];
+static int g_answered;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Each thread sends its share of callbacks one after another, so requests
+ * are in flight before, during and after the SIGTERM. */
+static void *fire(void *arg)
+{
+    long t = (long)(intptr_t)arg;
+    for (int i = (int)t; i < FLOWS; i += THREADS) {
+        testhttp_resp r;
+        if (testhttp_do("GET", g_fl[i].url, NULL, NULL, &r) == 0)
+            g_fl[i].status = r.status;
+        testhttp_resp_free(&r);
+        pthread_mutex_lock(&g_mu);
+        g_answered++;
+        pthread_mutex_unlock(&g_mu);
+    }
+    return NULL;
+}
+
+static void test_sigterm_loses_no_acknowledged_callback(void **state)
+{
+    (void)state;
+    for (int i = 0; i < FLOWS; i++) {
+        new_flow("sim", g_fl[i].id, sizeof g_fl[i].id, g_fl[i].url, sizeof g_fl[i].url);
+        g_fl[i].status = 0;
+    }
+    g_answered = 0;
+    pthread_t th[THREADS];
+    for (long t = 0; t < THREADS; t++)
+        pthread_create(&th[t], NULL, fire, (void *)(intptr_t)t);
+    for (int i = 0; i < 500; i++) { /* ≤ 5 s: wait until the burst is under way */
+        pthread_mutex_lock(&g_mu);
+        int n = g_answered;
+        pthread_mutex_unlock(&g_mu);
+        if (n >= THREADS)
+            break;
+        usleep(10000);
+    }
+    kill(g_intake_pid, SIGTERM);
+    for (int t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+    int rc = testproc_stop(g_intake_pid, 15000);
+    g_intake_pid = -1;
+    assert_int_equal(rc, 0); /* graceful exit */
+    int acked = 0, refused = 0;
+    for (int i = 0; i < FLOWS; i++) {
+        if (g_fl[i].status != 303) {
+            refused++;
+            continue;
+        }
+        acked++;
+        int matched = 0;
+        topic_count(g_fl[i].id, &matched);
+        assert_int_equal(matched, 1); /* G2: acknowledged means stored */
+    }
+    fprintf(stderr, "sigterm burst: %d acknowledged, %d refused or cut\n", acked, refused);
+    assert_true(acked >= THREADS);
+    g_intake_pid = start_intake("intake2.log");
+    assert_true(g_intake_pid > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_callback_is_stored_before_the_answer),
+        cmocka_unit_test(test_record_fields),
+        cmocka_unit_test(test_browser_flow_binding),
+        cmocka_unit_test(test_bad_callbacks_produce_nothing),
+        cmocka_unit_test(test_issuer_check),
+        cmocka_unit_test(test_error_callback_is_recorded),
+        cmocka_unit_test(test_broker_down_gives_503_then_recovers),
+        cmocka_unit_test(test_sigterm_loses_no_acknowledged_callback),
+    };
+    return cmocka_run_group_tests_name("integration_intake", tests, setup, teardown);
+}

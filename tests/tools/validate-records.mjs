@@ -1,0 +1,37 @@
+// validate-records.mjs SCHEMA.json RECORDS.jsonl [--min N]
+// Validates every line of RECORDS.jsonl (one JSON record per line) against
+// a JSON Schema (draft 2020-12) with ajv in strict mode. Exit 0 when all are
+// valid and there are at least N; 1 otherwise (each failure is printed with
+// its line number; values are not printed, records may hold codes).
+import { readFileSync } from 'node:fs';
+import Ajv2020 from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+
+const [schemaPath, recordsPath, ...rest] = process.argv.slice(2);
+if (!schemaPath || !recordsPath) {
+  console.error('usage: validate-records.mjs SCHEMA.json RECORDS.jsonl [--min N]');
+  process.exit(2);
+}
+const min = rest[0] === '--min' ? Number(rest[1]) : 1;
+const ajv = new Ajv2020({ strict: true, strictRequired: false, allErrors: true });
+addFormats(ajv);
+const validate = ajv.compile(JSON.parse(readFileSync(schemaPath, 'utf8')));
+const lines = readFileSync(recordsPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+let bad = 0;
+lines.forEach((line, i) => {
+  let rec;
+  try {
+    rec = JSON.parse(line);
+  } catch {
+    bad++;
+    console.error(`line ${i + 1}: not JSON`);
+    return;
+  }
+  if (!validate(rec)) {
+    bad++;
+    const why = validate.errors.map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+    console.error(`line ${i + 1}: ${why}`);
+  }
+});
+console.log(`${schemaPath}: ${lines.length - bad} valid, ${bad} invalid (need >= ${min})`);
+process.exit(bad === 0 && lines.length >= min ? 0 : 1);
