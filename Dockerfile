@@ -15,7 +15,7 @@ RUN make clean && make -j"$(nproc)" all
 
 FROM debian:bookworm-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        librdkafka1 libcurl4 libcjson1 libsqlite3-0 libmicrohttpd12 libssl3 ca-certificates \
+        librdkafka1 libcurl4 libcjson1 libsqlite3-0 libmicrohttpd12 libssl3 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/oauthq --create-home oauthq
 COPY --from=build /src/build/oauthq-* /src/build/oauthqctl /usr/local/bin/

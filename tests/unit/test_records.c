@@ -1,0 +1,115 @@
+/* Unit tests of common/records: callback.v1 round trip, strict decoding
+ * (unknown fields, types, kinds, lengths) and the time format. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/records.h"
+
+static records_callback sample(void)
+{
+    records_callback r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.connection_id, sizeof r.connection_id,
+             "AQAAAABrCaZuOgz4zZkTnhZw8fhEH6HftfPb9UrXkJiSZJHEaDQn6wk");
+    snprintf(r.provider, sizeof r.provider, "stripe");
+    r.kind = RECORDS_CB_CODE;
+    snprintf(r.code, sizeof r.code, "ac_123");
+    snprintf(r.code_verifier, sizeof r.code_verifier,
+             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+    snprintf(r.scope, sizeof r.scope, "read_write");
+    r.received_at_ms = 1795794541123;
+    snprintf(r.intake_id, sizeof r.intake_id, "intake-a");
+    snprintf(r.request_id, sizeof r.request_id, "r1");
+    return r;
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    records_callback a = sample(), b;
+    err_t e = {0};
+    char *json = records_callback_encode(&a, &e);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"schema\":\"oauthq.callback.v1\""));
+    assert_non_null(strstr(json, "\"received_at\":\"2026-11-27T"));
+    assert_int_equal(records_callback_decode(json, strlen(json), &b, &e), 0);
+    assert_string_equal(b.connection_id, a.connection_id);
+    assert_string_equal(b.code, "ac_123");
+    assert_string_equal(b.code_verifier, a.code_verifier);
+    assert_int_equal(b.received_at_ms, a.received_at_ms);
+    assert_int_equal(b.kind, RECORDS_CB_CODE);
+    free(json);
+
+    a.kind = RECORDS_CB_ERROR;
+    snprintf(a.error, sizeof a.error, "access_denied");
+    snprintf(a.error_description, sizeof a.error_description, "The user denied");
+    json = records_callback_encode(&a, &e);
+    assert_null(strstr(json, "ac_123")); /* error records carry no code */
+    assert_int_equal(records_callback_decode(json, strlen(json), &b, &e), 0);
+    assert_int_equal(b.kind, RECORDS_CB_ERROR);
+    assert_string_equal(b.error_description, "The user denied");
+    free(json);
+}
+
+static void test_decode_rejections(void **state)
+{
+    (void)state;
+    const char *base = "\"connection_id\":\"c1\",\"provider\":\"p\",\"received_at\":"
+                       "\"2026-11-27T15:49:02.096Z\",\"intake_id\":\"i\",\"request_id\":\"r\"";
+    char buf[1024];
+    const char *bad[] = {
+        "{\"schema\":\"oauthq.callback.v2\",\"kind\":\"code\",\"code\":\"x\",%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"code\",%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"maybe\",\"code\":\"x\",%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"code\",\"code\":1,%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"code\",\"code\":\"x\",\"error\":\"e\",%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"error\",\"code\":\"x\",\"error\":\"e\",%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"code\",\"code\":\"x\",\"extra\":1,%s}",
+        "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"code\",\"code\":\"x\\n\",%s}",
+        "[%s]",
+    };
+    err_t e = {0};
+    records_callback r;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, bad[i], base);
+        err_clear(&e);
+        assert_int_equal(records_callback_decode(buf, strlen(buf), &r, &e), -1);
+        assert_int_equal(e.cls, ERRC_PERMANENT);
+    }
+    assert_int_equal(records_callback_decode("not json", 8, &r, &e), -1);
+    snprintf(buf, sizeof buf,
+             "{\"schema\":\"oauthq.callback.v1\",\"kind\":\"code\",\"code\":\"x\",%s}", base);
+    assert_int_equal(records_callback_decode(buf, strlen(buf), &r, &e), 0);
+}
+
+static void test_time_format(void **state)
+{
+    (void)state;
+    char s[RECORDS_TIME_MAX];
+    records_time_format(0, s);
+    assert_string_equal(s, "1970-01-01T00:00:00.000Z");
+    records_time_format(1795794541123, s);
+    int64_t ms = 0;
+    assert_int_equal(records_time_parse(s, &ms), 0);
+    assert_int_equal(ms, 1795794541123);
+    assert_int_equal(records_time_parse("2026-11-27T15:49:02Z", &ms), -1);
+    assert_int_equal(records_time_parse("2026-13-27T15:49:02.000Z", &ms), -1);
+    assert_int_equal(records_time_parse("2026-11-27T15:49:02.000Zx", &ms), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_decode_rejections),
+        cmocka_unit_test(test_time_format),
+    };
+    return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
+}
