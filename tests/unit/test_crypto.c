@@ -12,6 +12,7 @@
 
 #include "common/crypto.h"
 #include "common/keyring.h"
+#include "common/sealed.h"
 
 static void hex(const uint8_t *b, size_t n, char *out)
 {
@@ -167,6 +168,54 @@ static void test_keyring_parse(void **state)
     }
 }
 
+static void test_sealed_round_trip_tamper_rotation(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    const char *j1 = "{\"active\":\"d1\",\"keys\":{\"d1\":\"" K1 "\"}}";
+    const char *j2 = "{\"active\":\"d2\",\"keys\":{\"d1\":\"" K1 "\",\"d2\":\"" K2 "\"}}";
+    const char *j3 = "{\"active\":\"d2\",\"keys\":{\"d2\":\"" K2 "\"}}";
+    keyring_t *k1 = keyring_parse(j1, strlen(j1), "k1", &e);
+    keyring_t *k2 = keyring_parse(j2, strlen(j2), "k2", &e);
+    keyring_t *k3 = keyring_parse(j3, strlen(j3), "k3", &e);
+    assert_non_null(k1);
+    assert_non_null(k2);
+    assert_non_null(k3);
+    char text[SEALED_TEXT_MAX], out[256];
+    const char *tok = "sk_test_abcdef123456";
+    assert_int_equal(
+        sealed_seal(k1, "conn1", "access_token", tok, strlen(tok), text, sizeof text, &e), 0);
+    assert_int_equal(strncmp(text, "v1.d1.", 6), 0);
+    assert_null(strstr(text, "sk_test"));
+    assert_int_equal(sealed_open(k1, "conn1", "access_token", text, out, sizeof out, &e),
+                     (long)strlen(tok));
+    assert_string_equal(out, tok);
+    /* AAD binds connection and field. */
+    assert_int_equal(sealed_open(k1, "conn2", "access_token", text, out, sizeof out, &e), -1);
+    assert_int_equal(sealed_open(k1, "conn1", "refresh_token", text, out, sizeof out, &e), -1);
+    assert_int_equal(e.cls, ERRC_PERMANENT);
+    /* Tamper any character of the payload. */
+    for (size_t i = 6; i < strlen(text); i++) {
+        char t[SEALED_TEXT_MAX];
+        memcpy(t, text, sizeof t);
+        t[i] = t[i] == 'A' ? 'B' : 'A';
+        assert_int_equal(sealed_open(k1, "conn1", "access_token", t, out, sizeof out, &e), -1);
+    }
+    /* Rotation: d2 active, d1 kept: old values open, new ones use d2. */
+    assert_int_equal(sealed_open(k2, "conn1", "access_token", text, out, sizeof out, &e),
+                     (long)strlen(tok));
+    char text2[SEALED_TEXT_MAX];
+    assert_int_equal(
+        sealed_seal(k2, "conn1", "access_token", tok, strlen(tok), text2, sizeof text2, &e), 0);
+    assert_int_equal(strncmp(text2, "v1.d2.", 6), 0);
+    /* A keyring without d1 cannot open old values: fatal (a key is missing). */
+    assert_int_equal(sealed_open(k3, "conn1", "access_token", text, out, sizeof out, &e), -1);
+    assert_int_equal(e.cls, ERRC_FATAL);
+    keyring_free(k1);
+    keyring_free(k2);
+    keyring_free(k3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_gcm_vector_and_tamper),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_keyring_parse),
+        cmocka_unit_test(test_sealed_round_trip_tamper_rotation),
     };
     return cmocka_run_group_tests_name("unit_crypto", tests, NULL, NULL);
 }

@@ -1,0 +1,377 @@
+/* Unit tests of worker/machine: every transition of SPEC §5 as a pure
+ * function — first code wins, duplicates, sticky success, deadlines,
+ * retries, unknown outcomes, reconnect_required, invalid_client pause,
+ * takeover — and of worker/conn's codecs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/conn.h"
+#include "worker/machine.h"
+
+#define T0  1800000000000LL
+#define TTL 300
+
+static records_callback code_cb(const char *code, int64_t at)
+{
+    records_callback cb;
+    memset(&cb, 0, sizeof cb);
+    snprintf(cb.connection_id, sizeof cb.connection_id, "conn1");
+    snprintf(cb.provider, sizeof cb.provider, "stripe");
+    cb.kind = RECORDS_CB_CODE;
+    snprintf(cb.code, sizeof cb.code, "%s", code);
+    cb.received_at_ms = at;
+    return cb;
+}
+
+static records_callback error_cb(const char *error)
+{
+    records_callback cb = code_cb("", T0);
+    cb.kind = RECORDS_CB_ERROR;
+    cb.code[0] = '\0';
+    snprintf(cb.error, sizeof cb.error, "%s", error);
+    return cb;
+}
+
+static exchange_result outcome(exchange_class cls)
+{
+    exchange_result r;
+    memset(&r, 0, sizeof r);
+    r.cls = cls;
+    r.livemode = -1;
+    r.expires_in = -1;
+    snprintf(r.detail, sizeof r.detail, "class %d", (int)cls);
+    if (cls == EXCH_SUCCESS) {
+        snprintf(r.account_id, sizeof r.account_id, "acct_1");
+        r.livemode = 0;
+        snprintf(r.scope, sizeof r.scope, "read_write");
+    }
+    if (cls == EXCH_REJECTED)
+        snprintf(r.error, sizeof r.error, "invalid_grant");
+    return r;
+}
+
+static conn_t *fresh(void)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    conn_init(c, "conn1", "stripe", T0);
+    return c;
+}
+
+/* A connection with code "A" claimed and in flight. */
+static conn_t *claimed_with_a(void)
+{
+    conn_t *c = fresh();
+    records_callback cb = code_cb("A", T0);
+    assert_int_equal(machine_on_callback(c, 1, &cb, "hashA", "sealedA", "", TTL, T0),
+                     MACHINE_EXCHANGE);
+    machine_claim(c, T0 + 1);
+    return c;
+}
+
+static void test_first_code_exchanges_and_duplicates_do_not(void **state)
+{
+    (void)state;
+    conn_t *c = fresh();
+    records_callback cb = code_cb("A", T0);
+    assert_int_equal(machine_on_callback(c, 1, &cb, "hashA", "sealedA", "", TTL, T0),
+                     MACHINE_EXCHANGE);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(c->phase, PHASE_QUEUED);
+    assert_int_equal(c->deadline_ms, T0 + TTL * 1000);
+    int64_t v = c->version;
+    /* The same code again (reload, double click, other intake): nothing. */
+    assert_int_equal(machine_on_callback(c, 0, &cb, "hashA", "sealedA", "", TTL, T0 + 5),
+                     MACHINE_UNCHANGED);
+    assert_int_equal(c->version, v);
+    machine_claim(c, T0 + 6);
+    assert_int_equal(c->phase, PHASE_EXCHANGING);
+    assert_int_equal(c->attempts, 1);
+    assert_true(c->claimed);
+    assert_int_equal(machine_on_callback(c, 0, &cb, "hashA", "sealedA", "", TTL, T0 + 7),
+                     MACHINE_UNCHANGED);
+    /* A different code while in progress: recorded, not exchanged. */
+    records_callback cb2 = code_cb("B", T0 + 8);
+    assert_int_equal(machine_on_callback(c, 0, &cb2, "hashB", "sealedB", "", TTL, T0 + 8),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->ignored_codes, 1);
+    assert_string_equal(c->code_hash, "hashA");
+    assert_string_equal(c->code_sealed, "sealedA");
+    assert_int_equal(machine_on_callback(c, 0, &cb2, "hashB", "sealedB", "", TTL, T0 + 9),
+                     MACHINE_UNCHANGED);
+    free(c);
+}
+
+static void test_success_is_sticky(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    int pause = 0;
+    assert_int_equal(machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", T0 + 100, &pause),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_string_equal(c->account_id, "acct_1");
+    assert_string_equal(c->code_sealed, ""); /* the code is dropped once answered */
+    assert_false(c->claimed);
+    /* Nothing afterwards turns it into failed. */
+    records_callback dup = code_cb("A", T0);
+    assert_int_equal(machine_on_callback(c, 0, &dup, "hashA", "", "", TTL, T0 + 200),
+                     MACHINE_UNCHANGED);
+    records_callback other = code_cb("B", T0 + 300);
+    assert_int_equal(machine_on_callback(c, 0, &other, "hashB", "sealedB", "", TTL, T0 + 300),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    records_callback denied = error_cb("access_denied");
+    machine_on_callback(c, 0, &denied, "", "", "", TTL, T0 + 400);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    machine_on_malformed(c, 0, T0 + 500);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    /* Late or stale exchange results cannot downgrade it either. */
+    exchange_result bad = outcome(EXCH_REJECTED);
+    assert_int_equal(machine_on_result(c, &bad, NULL, NULL, T0 + 600, &pause), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_takeover(c, T0 + 700), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, T0 + 800), MACHINE_UNCHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    free(c);
+}
+
+static void test_definitive_failures(void **state)
+{
+    (void)state;
+    int pause = 0;
+    struct {
+        exchange_class cls;
+        int expired;
+        const char *error;
+        conn_reason want;
+    } rows[] = {
+        {EXCH_REJECTED, 0, "invalid_grant", REASON_CODE_REJECTED},
+        {EXCH_REJECTED, 1, "invalid_grant", REASON_CODE_EXPIRED},
+        {EXCH_FAILED, 0, "invalid_request", REASON_PROVIDER_ERROR},
+        {EXCH_FAILED, 0, "unauthorized_client", REASON_MISCONFIGURED},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        conn_t *c = claimed_with_a();
+        exchange_result r = outcome(rows[i].cls);
+        r.expired_hint = rows[i].expired;
+        snprintf(r.error, sizeof r.error, "%s", rows[i].error);
+        assert_int_equal(machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause), MACHINE_CHANGED);
+        assert_int_equal(c->status, CONN_FAILED);
+        assert_int_equal(c->reason, rows[i].want);
+        assert_string_equal(c->code_sealed, "");
+        assert_false(pause);
+        free(c);
+    }
+}
+
+static void test_unknown_then_invalid_grant_is_reconnect_required(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    exchange_result unk = outcome(EXCH_UNKNOWN);
+    int pause = 0;
+    assert_int_equal(machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(c->phase, PHASE_RETRYING);
+    assert_int_equal(c->unknown_outcomes, 1);
+    assert_int_equal(c->retry_at_ms, T0 + 10 + machine_backoff_ms(1));
+    assert_string_equal(c->code_sealed, "sealedA"); /* kept for the retry */
+    /* Not yet due. */
+    assert_int_equal(machine_on_due(c, 0, T0 + 11), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, c->retry_at_ms), MACHINE_EXCHANGE);
+    machine_claim(c, c->retry_at_ms);
+    assert_int_equal(c->attempts, 2);
+    exchange_result rej = outcome(EXCH_REJECTED);
+    machine_on_result(c, &rej, NULL, NULL, T0 + 5000, &pause);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_RECONNECT_REQUIRED); /* never code_rejected */
+    free(c);
+}
+
+static void test_retry_safe_uses_retry_after_and_deadline(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    exchange_result r = outcome(EXCH_RETRY_SAFE);
+    r.retry_after_s = 7;
+    int pause = 0;
+    machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause);
+    assert_int_equal(c->phase, PHASE_RETRYING);
+    assert_int_equal(c->retry_at_ms, T0 + 10 + 7000);
+    assert_int_equal(c->unknown_outcomes, 0); /* the code is known unused */
+    /* Due after the deadline: the code expired. */
+    assert_int_equal(machine_on_due(c, 0, T0 + TTL * 1000), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_CODE_EXPIRED);
+    free(c);
+    /* A retry that would land past the deadline ends the chain now. */
+    c = claimed_with_a();
+    r.retry_after_s = TTL + 10;
+    machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_PROVIDER_UNAVAILABLE);
+    free(c);
+    assert_int_equal(machine_backoff_ms(1), 1000);
+    assert_int_equal(machine_backoff_ms(3), 4000);
+    assert_int_equal(machine_backoff_ms(50), MACHINE_BACKOFF_MAX_MS);
+}
+
+static void test_invalid_client_pauses_and_holds(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    exchange_result r = outcome(EXCH_MISCONFIGURED);
+    int pause = 0;
+    machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause);
+    assert_true(pause);
+    assert_int_equal(c->status, CONN_PENDING); /* held, not failed */
+    assert_int_equal(c->phase, PHASE_RETRYING);
+    assert_string_equal(c->code_sealed, "sealedA");
+    /* Due while the provider is still paused: pushed to the pause end. */
+    assert_int_equal(machine_on_due(c, T0 + 60000, c->retry_at_ms), MACHINE_CHANGED);
+    assert_int_equal(c->retry_at_ms, T0 + 60000);
+    /* Pause lifted (configuration fixed): exchanged. */
+    assert_int_equal(machine_on_due(c, 0, T0 + 60000), MACHINE_EXCHANGE);
+    /* Paused past the code's deadline: code_expired. */
+    c->retry_at_ms = T0 + 100000;
+    assert_int_equal(machine_on_due(c, T0 + TTL * 1000 + 1, T0 + 100000), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_CODE_EXPIRED);
+    free(c);
+}
+
+static void test_takeover_resolves_claims_as_unknown(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    assert_int_equal(machine_on_takeover(c, T0 + 50), MACHINE_CHANGED);
+    assert_int_equal(c->unknown_outcomes, 1);
+    assert_false(c->claimed);
+    assert_int_equal(c->phase, PHASE_RETRYING);
+    assert_int_equal(machine_on_due(c, 0, T0 + 50), MACHINE_EXCHANGE);
+    assert_int_equal(machine_on_takeover(c, T0 + 51), MACHINE_UNCHANGED); /* no open claim */
+    free(c);
+    c = claimed_with_a();
+    assert_int_equal(machine_on_takeover(c, T0 + TTL * 1000), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_PROVIDER_UNAVAILABLE);
+    free(c);
+}
+
+static void test_failed_connection_may_start_a_new_chain(void **state)
+{
+    (void)state;
+    conn_t *c = fresh();
+    records_callback denied = error_cb("access_denied");
+    assert_int_equal(machine_on_callback(c, 1, &denied, "", "", "", TTL, T0), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_ACCESS_DENIED);
+    assert_int_equal(machine_on_callback(c, 0, &denied, "", "", "", TTL, T0 + 1),
+                     MACHINE_UNCHANGED);
+    records_callback cb = code_cb("A", T0 + 10);
+    assert_int_equal(machine_on_callback(c, 0, &cb, "hashA", "sealedA", "", TTL, T0 + 10),
+                     MACHINE_EXCHANGE);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(c->reason, REASON_NONE);
+    /* Error callback reasons. */
+    const char *errs[] = {"server_error", "invalid_scope", "unauthorized_client"};
+    conn_reason want[] = {REASON_PROVIDER_UNAVAILABLE, REASON_INVALID_REQUEST,
+                          REASON_MISCONFIGURED};
+    for (int i = 0; i < 3; i++) {
+        conn_t *d = fresh();
+        records_callback e = error_cb(errs[i]);
+        machine_on_callback(d, 1, &e, "", "", "", TTL, T0);
+        assert_int_equal(d->reason, want[i]);
+        free(d);
+    }
+    /* A code that arrives already past its deadline fails as expired. */
+    conn_t *late = fresh();
+    records_callback old = code_cb("Z", T0 - TTL * 1000 - 1);
+    assert_int_equal(machine_on_callback(late, 1, &old, "hashZ", "sealedZ", "", TTL, T0),
+                     MACHINE_CHANGED);
+    assert_int_equal(late->reason, REASON_CODE_EXPIRED);
+    free(late);
+    free(c);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    conn_t *c = fresh();
+    assert_int_equal(machine_on_malformed(c, 1, T0), MACHINE_CHANGED);
+    assert_int_equal(c->reason, REASON_MALFORMED_CALLBACK);
+    free(c);
+    c = claimed_with_a();
+    assert_int_equal(machine_on_malformed(c, 0, T0 + 5), MACHINE_UNCHANGED);
+    free(c);
+}
+
+static void test_versions_only_move_forward(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    int64_t v = c->version;
+    exchange_result unk = outcome(EXCH_UNKNOWN);
+    int pause;
+    machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause);
+    assert_true(c->version > v);
+    v = c->version;
+    machine_on_due(c, 0, c->retry_at_ms);
+    machine_claim(c, T0 + 2000);
+    assert_true(c->version > v);
+    free(c);
+}
+
+static void test_codecs(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a(), *d = calloc(1, sizeof *d);
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    int pause;
+    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", T0 + 100, &pause);
+    err_t e = {0};
+    char *json = conn_encode(c, &e);
+    assert_non_null(json);
+    assert_int_equal(conn_decode(json, strlen(json), d, &e), 0);
+    assert_memory_equal(c, d, sizeof *c);
+    free(json);
+    char *st = conn_status_json(c, &e);
+    assert_non_null(strstr(st, "\"status\":\"connected\""));
+    assert_non_null(strstr(st, "\"account\":{\"id\":\"acct_1\""));
+    assert_null(strstr(st, "v1.d1.acc")); /* no secrets in the public document */
+    assert_null(strstr(st, "hashA"));
+    free(st);
+    assert_int_equal(conn_decode("{\"schema\":\"oauthq.connection.v1\"}", 33, d, &e), -1);
+    assert_int_equal(conn_decode("[]", 2, d, &e), -1);
+    char *dl = conn_dlq_json("malformed_callback", "t", 1, 42, "k\x01", 2, "{bad", 4, 1, NULL, NULL,
+                             T0, &e);
+    assert_non_null(strstr(dl, "\"key\":\"k?\""));
+    free(dl);
+    free(c);
+    free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_code_exchanges_and_duplicates_do_not),
+        cmocka_unit_test(test_success_is_sticky),
+        cmocka_unit_test(test_definitive_failures),
+        cmocka_unit_test(test_unknown_then_invalid_grant_is_reconnect_required),
+        cmocka_unit_test(test_retry_safe_uses_retry_after_and_deadline),
+        cmocka_unit_test(test_invalid_client_pauses_and_holds),
+        cmocka_unit_test(test_takeover_resolves_claims_as_unknown),
+        cmocka_unit_test(test_failed_connection_may_start_a_new_chain),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_versions_only_move_forward),
+        cmocka_unit_test(test_codecs),
+    };
+    return cmocka_run_group_tests_name("unit_machine", tests, NULL, NULL);
+}

@@ -1,0 +1,385 @@
+/* conn — see conn.h. Pure codecs; any thread. */
+#include "worker/conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/records.h"
+
+static const char *const status_names[] = {"pending", "connected", "failed", "expired",
+                                           "disconnected"};
+static const char *const phase_names[] = {NULL, "awaiting_callback", "queued", "exchanging",
+                                          "retrying"};
+static const char *const reason_names[] = {NULL,
+                                           "access_denied",
+                                           "invalid_request",
+                                           "code_expired",
+                                           "code_rejected",
+                                           "reconnect_required",
+                                           "provider_unavailable",
+                                           "misconfigured",
+                                           "provider_error",
+                                           "malformed_callback"};
+
+const char *conn_status_name(conn_status s)
+{
+    return (unsigned)s < 5 ? status_names[s] : "pending";
+}
+
+const char *conn_phase_name(conn_phase p)
+{
+    return (unsigned)p < 5 ? phase_names[p] : NULL;
+}
+
+const char *conn_reason_name(conn_reason r)
+{
+    return (unsigned)r < 10 ? reason_names[r] : NULL;
+}
+
+const char *conn_message(const conn_t *c)
+{
+    switch (c->status) {
+    case CONN_CONNECTED:
+        return "Your account is connected.";
+    case CONN_DISCONNECTED:
+        return "This account was disconnected.";
+    case CONN_EXPIRED:
+        return "This connection attempt expired before it was completed. Please connect again.";
+    case CONN_PENDING:
+        switch (c->phase) {
+        case PHASE_AWAITING_CALLBACK:
+            return "Waiting for you to approve the connection with the provider.";
+        case PHASE_RETRYING:
+            return "The provider is slow to answer; we are still trying to finish connecting.";
+        default:
+            return "Finishing the connection with the provider...";
+        }
+    case CONN_FAILED:
+        break;
+    }
+    switch (c->reason) {
+    case REASON_ACCESS_DENIED:
+        return "The connection was not approved. You can try again whenever you are ready.";
+    case REASON_CODE_EXPIRED:
+        return "The approval expired before we could complete it. Please connect again.";
+    case REASON_CODE_REJECTED:
+        return "The provider did not accept this approval. Please connect again.";
+    case REASON_RECONNECT_REQUIRED:
+        return "We could not confirm the connection with the provider. Please connect again.";
+    case REASON_PROVIDER_UNAVAILABLE:
+        return "The provider was unavailable. Please try connecting again in a few minutes.";
+    case REASON_MISCONFIGURED:
+        return "This connection is not set up correctly on our side. Please contact support.";
+    case REASON_MALFORMED_CALLBACK:
+    case REASON_INVALID_REQUEST:
+        return "The provider sent an invalid response. Please connect again.";
+    case REASON_PROVIDER_ERROR:
+    case REASON_NONE:
+        break;
+    }
+    return "The provider reported an error. Please connect again.";
+}
+
+void conn_init(conn_t *c, const char *id, const char *provider, int64_t now_ms)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->id, sizeof c->id, "%s", id);
+    snprintf(c->provider, sizeof c->provider, "%s", provider);
+    c->status = CONN_PENDING;
+    c->phase = PHASE_AWAITING_CALLBACK;
+    c->created_at_ms = c->updated_at_ms = now_ms;
+    c->livemode = -1;
+    c->expires_in = -1;
+}
+
+static void add_time(cJSON *o, const char *k, int64_t ms)
+{
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(ms, ts);
+    cJSON_AddStringToObject(o, k, ts);
+}
+
+static void add_str_or_null(cJSON *o, const char *k, const char *v)
+{
+    if (v && v[0])
+        cJSON_AddStringToObject(o, k, v);
+    else
+        cJSON_AddNullToObject(o, k);
+}
+
+char *conn_encode(const conn_t *c, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "schema", CONN_SCHEMA);
+    cJSON_AddStringToObject(o, "id", c->id);
+    cJSON_AddStringToObject(o, "provider", c->provider);
+    cJSON_AddStringToObject(o, "status", conn_status_name(c->status));
+    add_str_or_null(o, "phase", conn_phase_name(c->phase));
+    add_str_or_null(o, "reason", conn_reason_name(c->reason));
+    cJSON_AddNumberToObject(o, "version", (double)c->version);
+    cJSON_AddNumberToObject(o, "created_at_ms", (double)c->created_at_ms);
+    cJSON_AddNumberToObject(o, "updated_at_ms", (double)c->updated_at_ms);
+    add_str_or_null(o, "code_sha256", c->code_hash);
+    add_str_or_null(o, "code_sealed", c->code_sealed);
+    add_str_or_null(o, "verifier_sealed", c->verifier_sealed);
+    cJSON_AddNumberToObject(o, "received_at_ms", (double)c->received_at_ms);
+    cJSON_AddNumberToObject(o, "deadline_ms", (double)c->deadline_ms);
+    cJSON_AddNumberToObject(o, "attempts", c->attempts);
+    cJSON_AddNumberToObject(o, "unknown_outcomes", c->unknown_outcomes);
+    cJSON_AddBoolToObject(o, "claimed", c->claimed);
+    cJSON_AddNumberToObject(o, "retry_at_ms", (double)c->retry_at_ms);
+    add_str_or_null(o, "last_error", c->last_error);
+    cJSON_AddNumberToObject(o, "ignored_codes", c->ignored_codes);
+    add_str_or_null(o, "last_ignored_sha256", c->last_ignored_hash);
+    add_str_or_null(o, "account_id", c->account_id);
+    if (c->livemode < 0)
+        cJSON_AddNullToObject(o, "livemode");
+    else
+        cJSON_AddBoolToObject(o, "livemode", c->livemode);
+    add_str_or_null(o, "scope", c->scope);
+    add_str_or_null(o, "token_type", c->token_type);
+    cJSON_AddNumberToObject(o, "expires_in", (double)c->expires_in);
+    add_str_or_null(o, "access_token_sealed", c->access_sealed);
+    add_str_or_null(o, "refresh_token_sealed", c->refresh_sealed);
+    add_str_or_null(o, "return_to", c->return_to);
+    add_str_or_null(o, "callback_error", c->callback_error);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding connection: out of memory");
+    return s;
+}
+
+static const char *const conn_fields[] = {"schema",
+                                          "id",
+                                          "provider",
+                                          "status",
+                                          "phase",
+                                          "reason",
+                                          "version",
+                                          "created_at_ms",
+                                          "updated_at_ms",
+                                          "code_sha256",
+                                          "code_sealed",
+                                          "verifier_sealed",
+                                          "received_at_ms",
+                                          "deadline_ms",
+                                          "attempts",
+                                          "unknown_outcomes",
+                                          "claimed",
+                                          "retry_at_ms",
+                                          "last_error",
+                                          "ignored_codes",
+                                          "last_ignored_sha256",
+                                          "account_id",
+                                          "livemode",
+                                          "scope",
+                                          "token_type",
+                                          "expires_in",
+                                          "access_token_sealed",
+                                          "refresh_token_sealed",
+                                          "return_to",
+                                          "callback_error",
+                                          NULL};
+
+/* String or null field into out[cap]; required fields must be strings. */
+static int get_str(const cJSON *o, const char *k, char *out, size_t cap, int required, err_t *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    out[0] = '\0';
+    if (!v || cJSON_IsNull(v)) {
+        if (required)
+            return err_set(e, ERRC_PERMANENT, "connection record: missing %s", k);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
+        return err_set(e, ERRC_PERMANENT, "connection record: bad %s", k);
+    memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+    return 0;
+}
+
+static int get_num(const cJSON *o, const char *k, int64_t *out, err_t *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!cJSON_IsNumber(v) || v->valuedouble < -1 || v->valuedouble > 9.0e15)
+        return err_set(e, ERRC_PERMANENT, "connection record: bad %s", k);
+    *out = (int64_t)v->valuedouble;
+    return 0;
+}
+
+static int lookup(const char *const *names, int n, const char *s)
+{
+    for (int i = 0; i < n; i++)
+        if (names[i] && strcmp(names[i], s) == 0)
+            return i;
+    return -1;
+}
+
+int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
+{
+    memset(c, 0, sizeof *c);
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    char schema[32], status[16], phase[24], reason[24];
+    int64_t n;
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "connection record: not a JSON object");
+        goto out;
+    }
+    for (const cJSON *it = o->child; it; it = it->next) {
+        int known = 0;
+        for (int i = 0; conn_fields[i]; i++)
+            known |= strcmp(conn_fields[i], it->string) == 0;
+        if (!known) {
+            err_set(e, ERRC_PERMANENT, "connection record: unknown field %.40s", it->string);
+            goto out;
+        }
+    }
+    if (get_str(o, "schema", schema, sizeof schema, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, CONN_SCHEMA) != 0) {
+        err_set(e, ERRC_PERMANENT, "connection record: schema %.32s", schema);
+        goto out;
+    }
+    if (get_str(o, "id", c->id, sizeof c->id, 1, e) < 0 ||
+        get_str(o, "provider", c->provider, sizeof c->provider, 1, e) < 0 ||
+        get_str(o, "status", status, sizeof status, 1, e) < 0 ||
+        get_str(o, "phase", phase, sizeof phase, 0, e) < 0 ||
+        get_str(o, "reason", reason, sizeof reason, 0, e) < 0 ||
+        get_str(o, "code_sha256", c->code_hash, sizeof c->code_hash, 0, e) < 0 ||
+        get_str(o, "code_sealed", c->code_sealed, sizeof c->code_sealed, 0, e) < 0 ||
+        get_str(o, "verifier_sealed", c->verifier_sealed, sizeof c->verifier_sealed, 0, e) < 0 ||
+        get_str(o, "last_error", c->last_error, sizeof c->last_error, 0, e) < 0 ||
+        get_str(o, "last_ignored_sha256", c->last_ignored_hash, sizeof c->last_ignored_hash, 0, e) <
+            0 ||
+        get_str(o, "account_id", c->account_id, sizeof c->account_id, 0, e) < 0 ||
+        get_str(o, "scope", c->scope, sizeof c->scope, 0, e) < 0 ||
+        get_str(o, "token_type", c->token_type, sizeof c->token_type, 0, e) < 0 ||
+        get_str(o, "access_token_sealed", c->access_sealed, sizeof c->access_sealed, 0, e) < 0 ||
+        get_str(o, "refresh_token_sealed", c->refresh_sealed, sizeof c->refresh_sealed, 0, e) < 0 ||
+        get_str(o, "return_to", c->return_to, sizeof c->return_to, 0, e) < 0 ||
+        get_str(o, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0)
+        goto out;
+    int si = lookup(status_names, 5, status);
+    int pi = phase[0] ? lookup(phase_names, 5, phase) : 0;
+    int ri = reason[0] ? lookup(reason_names, 10, reason) : 0;
+    if (si < 0 || pi < 0 || ri < 0) {
+        err_set(e, ERRC_PERMANENT, "connection record: bad status, phase or reason");
+        goto out;
+    }
+    c->status = (conn_status)si;
+    c->phase = (conn_phase)pi;
+    c->reason = (conn_reason)ri;
+    if (get_num(o, "version", &c->version, e) < 0 ||
+        get_num(o, "created_at_ms", &c->created_at_ms, e) < 0 ||
+        get_num(o, "updated_at_ms", &c->updated_at_ms, e) < 0 ||
+        get_num(o, "received_at_ms", &c->received_at_ms, e) < 0 ||
+        get_num(o, "deadline_ms", &c->deadline_ms, e) < 0 ||
+        get_num(o, "retry_at_ms", &c->retry_at_ms, e) < 0 ||
+        get_num(o, "expires_in", &c->expires_in, e) < 0)
+        goto out;
+    if (get_num(o, "attempts", &n, e) < 0)
+        goto out;
+    c->attempts = (int)n;
+    if (get_num(o, "unknown_outcomes", &n, e) < 0)
+        goto out;
+    c->unknown_outcomes = (int)n;
+    if (get_num(o, "ignored_codes", &n, e) < 0)
+        goto out;
+    c->ignored_codes = (int)n;
+    const cJSON *cl = cJSON_GetObjectItemCaseSensitive(o, "claimed");
+    const cJSON *lm = cJSON_GetObjectItemCaseSensitive(o, "livemode");
+    if (!cJSON_IsBool(cl) || !(cJSON_IsBool(lm) || cJSON_IsNull(lm))) {
+        err_set(e, ERRC_PERMANENT, "connection record: bad claimed or livemode");
+        goto out;
+    }
+    c->claimed = cJSON_IsTrue(cl);
+    c->livemode = cJSON_IsNull(lm) ? -1 : cJSON_IsTrue(lm);
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}
+
+char *conn_status_json(const conn_t *c, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "schema", STATUS_SCHEMA);
+    cJSON_AddStringToObject(o, "id", c->id);
+    cJSON_AddStringToObject(o, "provider", c->provider);
+    cJSON_AddStringToObject(o, "status", conn_status_name(c->status));
+    add_str_or_null(o, "phase", c->status == CONN_PENDING ? conn_phase_name(c->phase) : NULL);
+    add_str_or_null(o, "reason", c->status == CONN_FAILED ? conn_reason_name(c->reason) : NULL);
+    cJSON_AddStringToObject(o, "message", conn_message(c));
+    if (c->status == CONN_CONNECTED && c->account_id[0]) {
+        cJSON *a = cJSON_AddObjectToObject(o, "account");
+        cJSON_AddStringToObject(a, "id", c->account_id);
+        if (c->livemode < 0)
+            cJSON_AddNullToObject(a, "livemode");
+        else
+            cJSON_AddBoolToObject(a, "livemode", c->livemode);
+        add_str_or_null(a, "scope", c->scope);
+    } else {
+        cJSON_AddNullToObject(o, "account");
+    }
+    cJSON_AddNumberToObject(o, "attempts", c->attempts);
+    add_time(o, "created_at", c->created_at_ms);
+    add_time(o, "updated_at", c->updated_at_ms);
+    cJSON_AddNumberToObject(o, "version", (double)c->version);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding status: out of memory");
+    return s;
+}
+
+char *conn_dlq_json(const char *reason, const char *topic, int32_t partition, int64_t offset,
+                    const char *key, size_t key_len, const char *original, size_t orig_len,
+                    int attempts, const char *first_error, const char *last_error, int64_t now_ms,
+                    err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "schema", DLQ_SCHEMA);
+    cJSON_AddStringToObject(o, "reason", reason);
+    cJSON_AddStringToObject(o, "source_topic", topic);
+    cJSON_AddNumberToObject(o, "partition", partition);
+    cJSON_AddNumberToObject(o, "offset", (double)offset);
+    /* Key and original bytes may be anything: carried as bounded strings
+     * with invalid bytes replaced, so the DLQ record is always valid JSON. */
+    char kbuf[256], *obuf = malloc(orig_len + 1);
+    if (!obuf) {
+        cJSON_Delete(o);
+        err_set(e, ERRC_RETRIABLE, "dlq: out of memory");
+        return NULL;
+    }
+    size_t kn = key_len < sizeof kbuf - 1 ? key_len : sizeof kbuf - 1;
+    for (size_t i = 0; i < kn; i++)
+        kbuf[i] = ((unsigned char)key[i] >= 0x20 && (unsigned char)key[i] < 0x7f) ? key[i] : '?';
+    kbuf[kn] = '\0';
+    for (size_t i = 0; i < orig_len; i++)
+        obuf[i] = ((unsigned char)original[i] >= 0x20 && (unsigned char)original[i] < 0x7f)
+                      ? original[i]
+                      : '?';
+    obuf[orig_len] = '\0';
+    if (key)
+        cJSON_AddStringToObject(o, "key", kbuf);
+    else
+        cJSON_AddNullToObject(o, "key");
+    if (original)
+        cJSON_AddStringToObject(o, "original", obuf);
+    else
+        cJSON_AddNullToObject(o, "original");
+    free(obuf);
+    cJSON_AddNumberToObject(o, "attempts", attempts);
+    cJSON_AddStringToObject(o, "first_error", first_error ? first_error : reason);
+    cJSON_AddStringToObject(o, "last_error", last_error ? last_error : reason);
+    add_time(o, "at", now_ms);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding dlq: out of memory");
+    return s;
+}

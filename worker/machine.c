@@ -1,0 +1,245 @@
+/* machine — see machine.h. Pure. */
+#include "worker/machine.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void touch(conn_t *c, int64_t now_ms)
+{
+    c->version++;
+    c->updated_at_ms = now_ms;
+}
+
+static int in_progress(const conn_t *c)
+{
+    return c->status == CONN_PENDING &&
+           (c->phase == PHASE_QUEUED || c->phase == PHASE_EXCHANGING || c->phase == PHASE_RETRYING);
+}
+
+/* The code chain ended definitively: the code is no longer needed. */
+static void drop_code(conn_t *c)
+{
+    memset(c->code_sealed, 0, sizeof c->code_sealed);
+    memset(c->verifier_sealed, 0, sizeof c->verifier_sealed);
+    c->claimed = 0;
+    c->retry_at_ms = 0;
+}
+
+static void fail(conn_t *c, conn_reason reason)
+{
+    c->status = CONN_FAILED;
+    c->phase = PHASE_NONE;
+    c->reason = reason;
+    drop_code(c);
+}
+
+int64_t machine_backoff_ms(int attempts)
+{
+    if (attempts < 1)
+        attempts = 1;
+    int64_t ms = MACHINE_BACKOFF_BASE_MS;
+    for (int i = 1; i < attempts && ms < MACHINE_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < MACHINE_BACKOFF_MAX_MS ? ms : MACHINE_BACKOFF_MAX_MS;
+}
+
+static conn_reason reason_for_callback_error(const char *error)
+{
+    if (strcmp(error, "access_denied") == 0)
+        return REASON_ACCESS_DENIED;
+    if (strcmp(error, "unauthorized_client") == 0)
+        return REASON_MISCONFIGURED;
+    if (strcmp(error, "server_error") == 0 || strcmp(error, "temporarily_unavailable") == 0)
+        return REASON_PROVIDER_UNAVAILABLE;
+    if (strcmp(error, "invalid_request") == 0 || strcmp(error, "invalid_scope") == 0 ||
+        strcmp(error, "unsupported_response_type") == 0)
+        return REASON_INVALID_REQUEST;
+    return REASON_PROVIDER_ERROR;
+}
+
+/* Record (not exchange) a later callback: sticky success, first code wins. */
+static machine_action record_ignored(conn_t *c, const char *code_hash, int64_t now_ms)
+{
+    if (code_hash && code_hash[0] && strcmp(code_hash, c->last_ignored_hash) == 0)
+        return MACHINE_UNCHANGED; /* the same ignored code again */
+    c->ignored_codes++;
+    snprintf(c->last_ignored_hash, sizeof c->last_ignored_hash, "%s", code_hash ? code_hash : "");
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+machine_action machine_on_callback(conn_t *c, int fresh, const records_callback *cb,
+                                   const char *code_hash, const char *code_sealed,
+                                   const char *verifier_sealed, int code_ttl_s, int64_t now_ms)
+{
+    int is_code = cb->kind == RECORDS_CB_CODE;
+    if (!fresh && is_code && c->code_hash[0] && strcmp(c->code_hash, code_hash) == 0)
+        return MACHINE_UNCHANGED; /* duplicate of the active code: never re-exchanged */
+    if (!fresh && (c->status == CONN_CONNECTED || c->status == CONN_DISCONNECTED || in_progress(c)))
+        return record_ignored(c, is_code ? code_hash : "", now_ms);
+    if (fresh && cb->return_to[0])
+        snprintf(c->return_to, sizeof c->return_to, "%s", cb->return_to);
+    if (!is_code) {
+        if (!fresh && c->status == CONN_FAILED && strcmp(c->callback_error, cb->error) == 0 &&
+            !c->code_hash[0])
+            return MACHINE_UNCHANGED; /* the same error redirect again */
+        snprintf(c->callback_error, sizeof c->callback_error, "%s", cb->error);
+        c->code_hash[0] = '\0';
+        c->attempts = 0;
+        c->unknown_outcomes = 0;
+        fail(c, reason_for_callback_error(cb->error));
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    /* A new code chain: fresh, failed or expired connections. */
+    snprintf(c->code_hash, sizeof c->code_hash, "%s", code_hash);
+    snprintf(c->code_sealed, sizeof c->code_sealed, "%s", code_sealed);
+    snprintf(c->verifier_sealed, sizeof c->verifier_sealed, "%s",
+             verifier_sealed ? verifier_sealed : "");
+    c->received_at_ms = cb->received_at_ms;
+    c->deadline_ms = cb->received_at_ms + (int64_t)code_ttl_s * 1000;
+    c->attempts = 0;
+    c->unknown_outcomes = 0;
+    c->claimed = 0;
+    c->retry_at_ms = 0;
+    c->last_error[0] = '\0';
+    c->callback_error[0] = '\0';
+    c->status = CONN_PENDING;
+    c->phase = PHASE_QUEUED;
+    c->reason = REASON_NONE;
+    touch(c, now_ms);
+    if (now_ms >= c->deadline_ms) {
+        fail(c, REASON_CODE_EXPIRED);
+        return MACHINE_CHANGED;
+    }
+    return MACHINE_EXCHANGE;
+}
+
+machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms)
+{
+    if (!fresh && c->status != CONN_PENDING)
+        return MACHINE_UNCHANGED; /* connected stays connected (G3) */
+    if (!fresh && in_progress(c))
+        return MACHINE_UNCHANGED; /* a code is being exchanged: let it finish */
+    fail(c, REASON_MALFORMED_CALLBACK);
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+void machine_claim(conn_t *c, int64_t now_ms)
+{
+    c->phase = PHASE_EXCHANGING;
+    c->claimed = 1;
+    c->attempts++;
+    c->retry_at_ms = 0;
+    touch(c, now_ms);
+}
+
+/* Schedule another attempt, or end the chain when the deadline forbids. */
+static void retry_or_fail(conn_t *c, int64_t delay_ms, conn_reason at_deadline, int64_t now_ms)
+{
+    c->claimed = 0;
+    int64_t at = now_ms + delay_ms;
+    if (at >= c->deadline_ms) {
+        fail(c, at_deadline);
+        return;
+    }
+    c->status = CONN_PENDING;
+    c->phase = PHASE_RETRYING;
+    c->retry_at_ms = at;
+}
+
+machine_action machine_on_result(conn_t *c, const exchange_result *r, const char *access_sealed,
+                                 const char *refresh_sealed, int64_t now_ms, int *pause_provider)
+{
+    *pause_provider = 0;
+    if (c->status != CONN_PENDING || !c->claimed)
+        return MACHINE_UNCHANGED; /* a stale result: the chain already ended */
+    snprintf(c->last_error, sizeof c->last_error, "%s", r->cls == EXCH_SUCCESS ? "" : r->detail);
+    switch (r->cls) {
+    case EXCH_SUCCESS:
+        c->status = CONN_CONNECTED;
+        c->phase = PHASE_NONE;
+        c->reason = REASON_NONE;
+        drop_code(c);
+        snprintf(c->access_sealed, sizeof c->access_sealed, "%s",
+                 access_sealed ? access_sealed : "");
+        snprintf(c->refresh_sealed, sizeof c->refresh_sealed, "%s",
+                 refresh_sealed ? refresh_sealed : "");
+        snprintf(c->account_id, sizeof c->account_id, "%s", r->account_id);
+        c->livemode = r->livemode;
+        snprintf(c->scope, sizeof c->scope, "%s", r->scope);
+        snprintf(c->token_type, sizeof c->token_type, "%s", r->token_type);
+        c->expires_in = r->expires_in;
+        break;
+    case EXCH_REJECTED:
+        /* After an unknown outcome the first attempt may have succeeded
+         * and this invalid_grant be our own reuse: the user must reconnect,
+         * and must not read "code already used". */
+        fail(c, c->unknown_outcomes > 0 ? REASON_RECONNECT_REQUIRED
+                : r->expired_hint       ? REASON_CODE_EXPIRED
+                                        : REASON_CODE_REJECTED);
+        break;
+    case EXCH_MISCONFIGURED:
+        *pause_provider = 1;
+        retry_or_fail(c, MACHINE_PAUSE_MS, REASON_CODE_EXPIRED, now_ms);
+        break;
+    case EXCH_FAILED:
+        fail(c, strcmp(r->error, "unauthorized_client") == 0 ? REASON_MISCONFIGURED
+                                                             : REASON_PROVIDER_ERROR);
+        break;
+    case EXCH_RETRY_SAFE: {
+        int64_t d = machine_backoff_ms(c->attempts);
+        if ((int64_t)r->retry_after_s * 1000 > d)
+            d = (int64_t)r->retry_after_s * 1000;
+        retry_or_fail(c, d, REASON_PROVIDER_UNAVAILABLE, now_ms);
+        break;
+    }
+    case EXCH_UNKNOWN:
+        c->unknown_outcomes++;
+        retry_or_fail(c, machine_backoff_ms(c->attempts), REASON_PROVIDER_UNAVAILABLE, now_ms);
+        break;
+    }
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
+{
+    if (c->status != CONN_PENDING || c->phase != PHASE_RETRYING || c->retry_at_ms == 0 ||
+        c->retry_at_ms > now_ms)
+        return MACHINE_UNCHANGED;
+    if (now_ms >= c->deadline_ms) {
+        fail(c, c->unknown_outcomes > 0 ? REASON_PROVIDER_UNAVAILABLE : REASON_CODE_EXPIRED);
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    if (paused_until_ms > now_ms) {
+        if (paused_until_ms >= c->deadline_ms) {
+            fail(c, REASON_CODE_EXPIRED);
+        } else {
+            c->retry_at_ms = paused_until_ms;
+        }
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    return MACHINE_EXCHANGE;
+}
+
+machine_action machine_on_takeover(conn_t *c, int64_t now_ms)
+{
+    if (c->status != CONN_PENDING || !c->claimed)
+        return MACHINE_UNCHANGED;
+    /* The previous owner may have sent the request: unknown outcome. */
+    c->unknown_outcomes++;
+    snprintf(c->last_error, sizeof c->last_error, "claim open at takeover");
+    c->claimed = 0;
+    if (now_ms >= c->deadline_ms) {
+        fail(c, REASON_PROVIDER_UNAVAILABLE);
+    } else {
+        c->phase = PHASE_RETRYING;
+        c->retry_at_ms = now_ms; /* due at once */
+    }
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}

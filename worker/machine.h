@@ -1,0 +1,76 @@
+/*
+ * machine — the connection state machine of SPEC §5 as pure functions.
+ *
+ * Each function takes the current state, an event and the time, mutates the
+ * state in place and says what the worker must do next. No I/O, no clock,
+ * no randomness: the unit tests drive every transition. A function that
+ * changes the state bumps `version` and `updated_at_ms`; one that leaves the
+ * state untouched (an exact duplicate) returns MACHINE_UNCHANGED so nothing
+ * is produced.
+ *
+ * The rules it encodes:
+ *  - The first code for a connection wins; the same code again changes
+ *    nothing; a different code while connected or in progress is recorded
+ *    (counted) and never exchanged.
+ *  - Success is sticky (G3): nothing after `connected` leads to `failed`.
+ *  - A failed connection may start a new chain with a new code.
+ *  - Retries are scheduled (retry_at_ms), never slept on, and end at the
+ *    code's deadline (received_at + provider code_ttl).
+ *  - An invalid_grant after an unknown-outcome attempt is
+ *    reconnect_required, never "code already used" (code_rejected).
+ *  - invalid_client holds the code (pending/retrying) for a fixed
+ *    configuration, until its deadline.
+ *  - A claim found open at takeover is an attempt of unknown outcome.
+ */
+#ifndef OAUTHQ_WORKER_MACHINE_H
+#define OAUTHQ_WORKER_MACHINE_H
+
+#include <stdint.h>
+
+#include "common/records.h"
+#include "worker/conn.h"
+#include "worker/exchange.h"
+
+#define MACHINE_BACKOFF_BASE_MS 1000
+#define MACHINE_BACKOFF_MAX_MS  30000
+#define MACHINE_PAUSE_MS        30000 /* invalid_client re-probe interval */
+
+typedef enum {
+    MACHINE_UNCHANGED = 0, /* nothing to write */
+    MACHINE_CHANGED,       /* write the new state (connections + status) */
+    MACHINE_EXCHANGE,      /* state changed: claim and exchange the active code */
+} machine_action;
+
+/* A decoded callback arrived. `fresh` is 1 when `c` was just conn_init'ed
+ * (no earlier state). code_sealed/verifier_sealed are the sealed forms of
+ * the callback's code and PKCE verifier ("" when none); code_hash its
+ * sha256 hex. */
+machine_action machine_on_callback(conn_t *c, int fresh, const records_callback *cb,
+                                   const char *code_hash, const char *code_sealed,
+                                   const char *verifier_sealed, int code_ttl_s, int64_t now_ms);
+
+/* A record for this key was malformed (its key is a usable connection id):
+ * fails a connection that has nothing better, never a connected one. */
+machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms);
+
+/* Take the claim before a request leaves: phase exchanging, attempt+1. */
+void machine_claim(conn_t *c, int64_t now_ms);
+
+/* The exchange ended with outcome r. On success the caller passes the
+ * sealed tokens. *pause_provider is set when the provider must be paused
+ * (invalid_client). */
+machine_action machine_on_result(conn_t *c, const exchange_result *r, const char *access_sealed,
+                                 const char *refresh_sealed, int64_t now_ms, int *pause_provider);
+
+/* A scheduled retry is due. paused_until_ms > now means the provider is
+ * paused: the retry is pushed back (or the code expires). */
+machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms);
+
+/* Takeover (or restart): resolve an open claim as an unknown-outcome
+ * attempt and schedule it at once. Unchanged when no claim is open. */
+machine_action machine_on_takeover(conn_t *c, int64_t now_ms);
+
+/* Backoff before retry number `attempts` (1-based). */
+int64_t machine_backoff_ms(int attempts);
+
+#endif
