@@ -62,6 +62,14 @@ static const var vars[] = {
     {"OAUTHQ_PRODUCE_TIMEOUT_MS", "5000",
      "delivery bound of a callback record; the HTTP deadline is this + 2 s",
      INT(produce_timeout_ms, 500, 120000)},
+    {"OAUTHQ_WORKER_BATCH", "256", "callbacks the worker takes per transaction",
+     INT(worker_batch, 1, 10000)},
+    {"OAUTHQ_WORKER_CONCURRENCY", "64", "token requests in flight at once (one per key)",
+     INT(worker_concurrency, 1, 1024)},
+    {"OAUTHQ_EXCHANGE_TIMEOUT_MS", "10000", "total bound of one token request",
+     INT(exchange_timeout_ms, 100, 120000)},
+    {"OAUTHQ_EXCHANGE_CONNECT_TIMEOUT_MS", "3000", "connect bound of one token request",
+     INT(exchange_connect_timeout_ms, 100, 60000)},
 };
 
 static const char *lookup(config_getenv_fn fn, const char *name)

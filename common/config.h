@@ -40,6 +40,10 @@ typedef struct {
     int http_per_ip;                       /* OAUTHQ_HTTP_PER_IP_CONNECTIONS */
     int http_max_inflight;                 /* OAUTHQ_HTTP_MAX_INFLIGHT */
     int produce_timeout_ms;                /* OAUTHQ_PRODUCE_TIMEOUT_MS */
+    int worker_batch;                      /* OAUTHQ_WORKER_BATCH */
+    int worker_concurrency;                /* OAUTHQ_WORKER_CONCURRENCY */
+    int exchange_timeout_ms;               /* OAUTHQ_EXCHANGE_TIMEOUT_MS */
+    int exchange_connect_timeout_ms;       /* OAUTHQ_EXCHANGE_CONNECT_TIMEOUT_MS */
 } config_t;
 
 /* Environment lookup; tests pass their own, NULL means getenv. */
