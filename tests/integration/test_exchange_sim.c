@@ -1,0 +1,760 @@
+/*
+ * Integration test of worker/exchange over real HTTP against the provider
+ * simulator (SPEC §3 G1, §7).
+ *
+ * Spawns $OAUTHQ_BUILD/oauthq-provider-sim (default build/) on free loopback
+ * ports with a temporary secret file, gets codes from /oauth/authorize (with
+ * sim_fault and PKCE as needed, never following the redirect) and exchanges
+ * them through exchange_t, asserting the class of every outcome: success,
+ * reuse, unknown code, wrong secret, Basic authentication (also with a secret
+ * that needs RFC 6749 §2.3.1 encoding), redirect_uri for the oauth2 profile,
+ * PKCE, 429, 500 before/after, cut after, hang, connection refused, latency
+ * beyond the timeout, a mixed batch, the concurrency bound, and 40 concurrent
+ * exchanges with one token request per code in the simulator's stats. Log
+ * lines are captured and checked for codes, tokens and secrets at the end.
+ * Every simulator started here is stopped by pid in the group teardown.
+ * Single-threaded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "common/crypto.h"
+#include "common/log.h"
+#include "tests/support/testhttp.h"
+#include "tests/support/testproc.h"
+#include "worker/exchange.h"
+
+#define CID        "ca_itest"
+#define SECRET     "sk_itest_secret_value"
+#define ODD_SECRET "p@ss:w+rd/ x%&=y" /* needs form-urlencoding in Basic */
+#define REDIR      "http://127.0.0.1:9/cb"
+#define REDIR_E    "http%%3A%%2F%%2F127.0.0.1%%3A9%%2Fcb" /* printf format */
+#define MAX_SIMS   8
+#define MAX_CODES  256
+#define MAX_TOKENS 256
+#define LOG_CAP    (4 * 1024 * 1024)
+#define N_CONC     40
+
+/* RFC 7636 Appendix B. */
+static const char RFC_VERIFIER[] = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+static const char RFC_CHALLENGE[] = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char base[64];
+    char log[512];
+} sim;
+
+static char g_dir[256];
+static char g_secret_path[300], g_odd_path[300];
+static char g_bin[512];
+static sim g_main;
+static pid_t g_pids[MAX_SIMS];
+static char *g_codes[MAX_CODES];
+static size_t g_ncodes;
+static char *g_tokens[MAX_TOKENS];
+static size_t g_ntokens;
+static char *g_log;
+static size_t g_log_len;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_log(const char *line, void *ud)
+{
+    (void)ud;
+    size_t n = strlen(line);
+    if (!g_log || g_log_len + n + 2 > LOG_CAP)
+        return;
+    memcpy(g_log + g_log_len, line, n);
+    g_log_len += n;
+    g_log[g_log_len++] = '\n';
+    g_log[g_log_len] = '\0';
+}
+
+static void track(pid_t pid)
+{
+    for (int i = 0; i < MAX_SIMS; i++)
+        if (g_pids[i] == 0) {
+            g_pids[i] = pid;
+            return;
+        }
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < MAX_SIMS; i++)
+        if (g_pids[i] == pid)
+            g_pids[i] = 0;
+}
+
+/* Start a simulator with secret file `secret_path` plus extra args (NULL-terminated). */
+static int sim_start(sim *s, const char *name, const char *secret_path, const char *const *extra)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        memset(s, 0, sizeof *s);
+        s->port = testproc_free_port();
+        if (s->port <= 0)
+            return -1;
+        char listen[64];
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
+        snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
+        snprintf(s->log, sizeof s->log, "%s/%s.log", g_dir, name);
+        const char *argv[24] = {
+            g_bin,       "--listen",       listen, "--client-id", CID, "--client-secret-file",
+            secret_path, "--redirect-uri", REDIR};
+        int n = 9;
+        for (int i = 0; extra && extra[i] && n < 23; i++)
+            argv[n++] = extra[i];
+        argv[n] = NULL;
+        s->pid = testproc_spawn((char *const *)argv, s->log);
+        if (s->pid <= 0)
+            return -1;
+        track(s->pid);
+        char url[96];
+        snprintf(url, sizeof url, "%s/_sim/stats", s->base);
+        if (testproc_wait_http(url, 5000) == 0)
+            return 0;
+        testproc_stop(s->pid, 2000);
+        untrack(s->pid);
+    }
+    return -1;
+}
+
+static void sim_stop(sim *s)
+{
+    testproc_stop(s->pid, 5000);
+    untrack(s->pid);
+    s->pid = 0;
+}
+
+static void remember(char **arr, size_t *n, size_t max, const char *v)
+{
+    if (*n < max && v && *v)
+        arr[(*n)++] = strdup(v);
+}
+
+/* The raw value of query parameter name in a URL, malloc'd, or NULL. */
+static char *url_param(const char *url, const char *name)
+{
+    const char *q = strchr(url, '?');
+    size_t nl = strlen(name);
+    while (q) {
+        q++;
+        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            const char *v = q + nl + 1;
+            size_t n = strcspn(v, "&#");
+            char *out = malloc(n + 1);
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return out;
+        }
+        q = strchr(q, '&');
+    }
+    return NULL;
+}
+
+/* A fresh code from the simulator's authorize endpoint (malloc'd). */
+static char *authorize(const sim *s, const char *extra)
+{
+    char url[1024];
+    snprintf(url, sizeof url,
+             "%s/oauth/authorize?response_type=code&client_id=" CID "&redirect_uri=" REDIR_E
+             "&state=x%s",
+             s->base, extra ? extra : "");
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 302);
+    char *code = url_param(r.location, "code");
+    assert_non_null(code);
+    testhttp_resp_free(&r);
+    remember(g_codes, &g_ncodes, MAX_CODES, code);
+    return code;
+}
+
+static provider_t prov(const sim *s, provider_profile profile, provider_token_auth auth)
+{
+    provider_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "sim");
+    p.profile = profile;
+    snprintf(p.token_url, sizeof p.token_url, "%s/oauth/token", s ? s->base : "http://127.0.0.1:1");
+    snprintf(p.client_id, sizeof p.client_id, CID);
+    p.token_auth = auth;
+    p.code_ttl_s = 300;
+    return p;
+}
+
+/* One exchange through its own exchange_t; the result is copied to *out. */
+static void exchange1(const provider_t *pv, const char *secret, const char *code,
+                      const char *verifier, const char *redirect, int total_ms,
+                      exchange_result *out)
+{
+    err_t e = {0};
+    exchange_t *x = exchange_new(4, 2000, total_ms, &e);
+    assert_non_null(x);
+    exchange_req q = {.provider = pv,
+                      .client_secret = secret,
+                      .code = code,
+                      .code_verifier = verifier,
+                      .redirect_uri = redirect};
+    assert_int_equal(exchange_add(x, &q, &e), 0);
+    assert_int_equal(exchange_run(x), 1);
+    *out = q.result;
+    remember(g_tokens, &g_ntokens, MAX_TOKENS, q.result.access_token);
+    remember(g_tokens, &g_ntokens, MAX_TOKENS, q.result.refresh_token);
+    exchange_free(x);
+}
+
+static cJSON *stats(const sim *s)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/_sim/stats", s->base);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    assert_non_null(j);
+    testhttp_resp_free(&r);
+    return j;
+}
+
+static long code_num(const cJSON *st, const char *code, const char *k)
+{
+    char hex[CRYPTO_SHA256_HEX];
+    crypto_sha256_hex(code, strlen(code), hex);
+    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "codes"), hex);
+    assert_non_null(c);
+    const cJSON *v = cJSON_GetObjectItem(c, k);
+    assert_true(cJSON_IsNumber(v));
+    return (long)v->valuedouble;
+}
+
+static long grants(const cJSON *st, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "grants"), k);
+    assert_true(cJSON_IsNumber(v));
+    return (long)v->valuedouble;
+}
+
+static void assert_cls(const exchange_result *r, exchange_class want)
+{
+    if (r->cls != want)
+        fail_msg("class %s (%s), want %s", exchange_class_name(r->cls), r->detail,
+                 exchange_class_name(want));
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int write_secret(const char *path, const char *value)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s\n", value);
+    fclose(f);
+    return chmod(path, 0600);
+}
+
+static int group_setup(void **st)
+{
+    (void)st;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    g_log = calloc(1, LOG_CAP);
+    if (!g_log)
+        return -1;
+    log_set_sink(on_log, NULL);
+    const char *build = getenv("OAUTHQ_BUILD");
+    snprintf(g_bin, sizeof g_bin, "%s/oauthq-provider-sim", build && *build ? build : "build");
+    if (access(g_bin, X_OK) != 0) {
+        fprintf(stderr, "itest_exchange_sim: %s is missing (build it first)\n", g_bin);
+        return -1;
+    }
+    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-exch-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    snprintf(g_secret_path, sizeof g_secret_path, "%s/secret", g_dir);
+    snprintf(g_odd_path, sizeof g_odd_path, "%s/odd_secret", g_dir);
+    if (write_secret(g_secret_path, SECRET) != 0 || write_secret(g_odd_path, ODD_SECRET) != 0)
+        return -1;
+    return sim_start(&g_main, "main", g_secret_path, NULL);
+}
+
+static int group_teardown(void **st)
+{
+    (void)st;
+    for (int i = 0; i < MAX_SIMS; i++)
+        if (g_pids[i] > 0) {
+            testproc_stop(g_pids[i], 5000);
+            g_pids[i] = 0;
+        }
+    for (size_t i = 0; i < g_ncodes; i++)
+        free(g_codes[i]);
+    for (size_t i = 0; i < g_ntokens; i++) {
+        crypto_wipe(g_tokens[i], strlen(g_tokens[i]));
+        free(g_tokens[i]);
+    }
+    g_ncodes = g_ntokens = 0;
+    log_set_sink(NULL, NULL);
+    free(g_log);
+    g_log = NULL;
+    if (getenv("OAUTHQ_KEEP_TEST_LOGS"))
+        fprintf(stderr, "itest_exchange_sim: logs kept in %s\n", g_dir);
+    else if (g_dir[0])
+        remove_dir(g_dir);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_success_then_reuse(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, NULL);
+    exchange_result r;
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    assert_int_equal(r.http_status, 200);
+    assert_int_equal(strncmp(r.access_token, "sk_test_", 8), 0);
+    assert_int_equal(strncmp(r.refresh_token, "rt_", 3), 0);
+    assert_string_equal(r.token_type, "bearer");
+    assert_string_equal(r.scope, "read_write");
+    assert_int_equal(strncmp(r.account_id, "acct_", 5), 0);
+    assert_int_equal(r.livemode, 0);
+    assert_string_equal(r.error, "");
+    assert_null(strstr(r.detail, r.access_token));
+
+    cJSON *before = stats(&g_main);
+    assert_int_equal(code_num(before, code, "token_requests"), 1);
+
+    /* The same code again: the Stripe reuse error, and the grant revoked (G1's reason). */
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_REJECTED);
+    assert_int_equal(r.http_status, 400);
+    assert_string_equal(r.error, "invalid_grant");
+    assert_int_equal(r.expired_hint, 0);
+    assert_string_equal(r.access_token, "");
+    assert_null(strstr(r.detail, "already been used"));
+    cJSON *after = stats(&g_main);
+    assert_int_equal(code_num(after, code, "token_requests"), 2);
+    assert_int_equal(grants(after, "revoked"), grants(before, "revoked") + 1);
+    cJSON_Delete(before);
+    cJSON_Delete(after);
+    free(code);
+}
+
+static void test_unknown_code(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    exchange_result r;
+    exchange1(&pv, SECRET, "ac_NoSuchCode0000000000000000000", NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_REJECTED);
+    assert_string_equal(r.error, "invalid_grant");
+    assert_string_equal(r.detail, "http 400 invalid_grant");
+}
+
+static void test_wrong_secret(void **st)
+{
+    (void)st;
+    char *code = authorize(&g_main, NULL);
+    exchange_result r;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    exchange1(&pv, "sk_wrong_secret_value", code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_MISCONFIGURED);
+    assert_int_equal(r.http_status, 401);
+    assert_string_equal(r.error, "invalid_client");
+    pv.token_auth = PROVIDER_AUTH_BASIC;
+    exchange1(&pv, "sk_wrong_secret_value", code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_MISCONFIGURED);
+    /* The code was not consumed by either attempt. */
+    pv.token_auth = PROVIDER_AUTH_POST;
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    free(code);
+}
+
+static void test_client_secret_basic(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_BASIC);
+    char *code = authorize(&g_main, NULL);
+    exchange_result r;
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    free(code);
+
+    /* A secret with ':', '+', '/', ' ', '%', '&', '=': RFC 6749 §2.3.1 encoding (Basic) and
+     * form encoding (post) both have to be right for the simulator to accept it. */
+    sim s;
+    assert_int_equal(sim_start(&s, "odd", g_odd_path, NULL), 0);
+    provider_t pb = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_BASIC);
+    provider_t pp = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *c1 = authorize(&s, NULL);
+    char *c2 = authorize(&s, NULL);
+    exchange1(&pb, ODD_SECRET, c1, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    exchange1(&pp, ODD_SECRET, c2, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    free(c1);
+    free(c2);
+    sim_stop(&s);
+}
+
+static void test_oauth2_sends_redirect_uri(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_OAUTH2, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, NULL);
+    exchange_result r;
+    /* A different redirect_uri is refused (and does not consume the code): proof it is sent. */
+    exchange1(&pv, SECRET, code, NULL, "http://127.0.0.1:9/other", 5000, &r);
+    assert_cls(&r, EXCH_REJECTED);
+    exchange1(&pv, SECRET, code, NULL, REDIR, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    assert_string_equal(r.account_id, ""); /* generic oauth2: no Stripe fields */
+    assert_int_equal(r.livemode, -1);
+    free(code);
+}
+
+static void test_pkce(void **st)
+{
+    (void)st;
+    char extra[160];
+    snprintf(extra, sizeof extra, "&code_challenge=%s&code_challenge_method=S256", RFC_CHALLENGE);
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    exchange_result r;
+    char *ok = authorize(&g_main, extra);
+    exchange1(&pv, SECRET, ok, RFC_VERIFIER, NULL, 5000, &r);
+    assert_cls(&r, EXCH_SUCCESS);
+    free(ok);
+
+    char *bad = authorize(&g_main, extra);
+    exchange1(&pv, SECRET, bad, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX", NULL, 5000, &r);
+    assert_cls(&r, EXCH_REJECTED);
+    assert_string_equal(r.error, "invalid_grant");
+    exchange1(&pv, SECRET, bad, "", NULL, 5000, &r); /* "" = no PKCE: verifier missing */
+    assert_cls(&r, EXCH_REJECTED);
+    free(bad);
+}
+
+static void test_fault_429(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, "&sim_fault=429");
+    exchange_result r;
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_RETRY_SAFE);
+    assert_int_equal(r.http_status, 429);
+    assert_int_equal(r.retry_after_s, 1);
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r); /* code unused: retry succeeds */
+    assert_cls(&r, EXCH_SUCCESS);
+    free(code);
+}
+
+static void test_fault_500(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    exchange_result r;
+    char *before = authorize(&g_main, "&sim_fault=500_before");
+    exchange1(&pv, SECRET, before, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_UNKNOWN);
+    assert_int_equal(r.http_status, 500);
+    assert_string_equal(r.detail, "http 500");
+
+    char *after = authorize(&g_main, "&sim_fault=500_after");
+    exchange1(&pv, SECRET, after, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_UNKNOWN);
+    assert_int_equal(r.http_status, 500);
+    cJSON *s = stats(&g_main);
+    assert_int_equal(code_num(s, before, "token_requests"), 1);
+    assert_int_equal(code_num(s, after, "token_requests"), 1);
+    cJSON_Delete(s);
+    free(before);
+    free(after);
+}
+
+static void test_fault_cut_after(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, "&sim_fault=cut_after");
+    exchange_result r;
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
+    assert_cls(&r, EXCH_UNKNOWN);
+    assert_int_equal(r.http_status, 0);
+    assert_non_null(strstr(r.detail, "after send"));
+    /* Exactly one request reached the provider: libcurl did not re-send it by itself. */
+    cJSON *s = stats(&g_main);
+    assert_int_equal(code_num(s, code, "token_requests"), 1);
+    assert_int_equal(code_num(s, code, "last_status"), 0);
+    cJSON_Delete(s);
+    free(code);
+}
+
+static void test_fault_hang(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, "&sim_fault=hang");
+    exchange_result r;
+    int64_t t0 = now_ms();
+    exchange1(&pv, SECRET, code, NULL, NULL, 800, &r);
+    int64_t dt = now_ms() - t0;
+    assert_cls(&r, EXCH_UNKNOWN);
+    assert_int_equal(r.http_status, 0);
+    assert_string_equal(r.detail, "curl 28 timeout after send");
+    assert_true(dt >= 700);
+    assert_true(dt < 3000);
+    exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r); /* hang left the code unused */
+    assert_cls(&r, EXCH_SUCCESS);
+    free(code);
+}
+
+static void test_latency_beyond_timeout(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, "&sim_fault=latency:3000");
+    exchange_result r;
+    int64_t t0 = now_ms();
+    exchange1(&pv, SECRET, code, NULL, NULL, 800, &r);
+    assert_true(now_ms() - t0 < 2500);
+    assert_cls(&r, EXCH_UNKNOWN);
+    assert_non_null(strstr(r.detail, "timeout after send"));
+    free(code);
+}
+
+static void test_connection_refused(void **st)
+{
+    (void)st;
+    int port = testproc_free_port();
+    assert_true(port > 0);
+    sim closed;
+    memset(&closed, 0, sizeof closed);
+    snprintf(closed.base, sizeof closed.base, "http://127.0.0.1:%d", port);
+    provider_t pv = prov(&closed, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    exchange_result r;
+    exchange1(&pv, SECRET, "ac_never_sent_000000000000000", NULL, NULL, 2000, &r);
+    assert_cls(&r, EXCH_RETRY_SAFE);
+    assert_int_equal(r.http_status, 0);
+    assert_string_equal(r.detail, "curl 7 connect failed before send");
+}
+
+/* Sequential requests in one client: a cut after a previous answer on the same host must not
+ * make libcurl re-send the code on a "dead reused connection" (it would, with keep-alive). */
+static void test_no_silent_resend(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *first = authorize(&g_main, NULL);
+    char *cut = authorize(&g_main, "&sim_fault=cut_after");
+    err_t e = {0};
+    exchange_t *x = exchange_new(1, 2000, 5000, &e);
+    assert_non_null(x);
+    exchange_req q1 = {.provider = &pv, .client_secret = SECRET, .code = first};
+    exchange_req q2 = {.provider = &pv, .client_secret = SECRET, .code = cut};
+    assert_int_equal(exchange_add(x, &q1, &e), 0);
+    assert_int_equal(exchange_add(x, &q2, &e), 0);
+    assert_int_equal(exchange_run(x), 2);
+    assert_cls(&q1.result, EXCH_SUCCESS);
+    remember(g_tokens, &g_ntokens, MAX_TOKENS, q1.result.access_token);
+    assert_cls(&q2.result, EXCH_UNKNOWN);
+    cJSON *s = stats(&g_main);
+    assert_int_equal(code_num(s, cut, "token_requests"), 1);
+    cJSON_Delete(s);
+    exchange_free(x);
+    free(first);
+    free(cut);
+}
+
+/* One run with every kind of outcome at once: each result lands in its own request. */
+static void test_mixed_batch(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    int port = testproc_free_port();
+    sim closed;
+    memset(&closed, 0, sizeof closed);
+    snprintf(closed.base, sizeof closed.base, "http://127.0.0.1:%d", port);
+    provider_t refused = prov(&closed, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    const char *faults[] = {NULL, "&sim_fault=429", "&sim_fault=cut_after", "&sim_fault=500_after",
+                            NULL};
+    const exchange_class want[] = {EXCH_SUCCESS, EXCH_RETRY_SAFE, EXCH_UNKNOWN,
+                                   EXCH_UNKNOWN, EXCH_RETRY_SAFE, EXCH_REJECTED};
+    char *codes[5];
+    exchange_req q[6];
+    memset(q, 0, sizeof q);
+    err_t e = {0};
+    exchange_t *x = exchange_new(8, 2000, 5000, &e);
+    assert_non_null(x);
+    for (int i = 0; i < 6; i++) {
+        q[i].provider = i == 4 ? &refused : &pv;
+        q[i].client_secret = SECRET;
+        q[i].ud = (void *)(intptr_t)(i + 100);
+        if (i < 5) {
+            codes[i] = authorize(&g_main, faults[i]);
+            q[i].code = codes[i];
+        } else {
+            q[i].code = "ac_NoSuchCode1111111111111111111";
+        }
+        assert_int_equal(exchange_add(x, &q[i], &e), 0);
+    }
+    assert_int_equal(exchange_run(x), 6);
+    for (int i = 0; i < 6; i++) {
+        assert_cls(&q[i].result, want[i]);
+        assert_int_equal((intptr_t)q[i].ud, i + 100);
+        remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.access_token);
+    }
+    exchange_free(x);
+    for (int i = 0; i < 5; i++)
+        free(codes[i]);
+}
+
+/* 40 exchanges at 200 ms latency in one run: concurrent, one request per code; and a small
+ * max_concurrent really bounds the parallelism. */
+static void test_concurrent(void **st)
+{
+    (void)st;
+    sim s;
+    const char *extra[] = {"--latency-ms", "200", NULL};
+    assert_int_equal(sim_start(&s, "latency", g_secret_path, extra), 0);
+    provider_t pv = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *codes[N_CONC];
+    static exchange_req q[N_CONC];
+    memset(q, 0, sizeof q);
+    err_t e = {0};
+    exchange_t *x = exchange_new(64, 2000, 5000, &e);
+    assert_non_null(x);
+    for (int i = 0; i < N_CONC; i++) {
+        codes[i] = authorize(&s, NULL);
+        q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
+        assert_int_equal(exchange_add(x, &q[i], &e), 0);
+    }
+    int64_t t0 = now_ms();
+    assert_int_equal(exchange_run(x), N_CONC);
+    int64_t dt = now_ms() - t0;
+    print_message("%d exchanges at 200 ms latency took %lld ms\n", N_CONC, (long long)dt);
+    assert_true(dt >= 190);
+    assert_true(dt < 4000);
+    exchange_free(x);
+
+    cJSON *stt = stats(&s);
+    assert_int_equal((long)cJSON_GetObjectItem(stt, "token_requests")->valuedouble, N_CONC);
+    assert_int_equal(grants(stt, "active"), N_CONC);
+    for (int i = 0; i < N_CONC; i++) {
+        assert_cls(&q[i].result, EXCH_SUCCESS);
+        remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.access_token);
+        assert_int_equal(code_num(stt, codes[i], "token_requests"), 1);
+        assert_int_equal(code_num(stt, codes[i], "last_status"), 200);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(q[i].result.access_token, q[j].result.access_token);
+        crypto_wipe(&q[i].result, sizeof q[i].result);
+    }
+    cJSON_Delete(stt);
+
+    /* max_concurrent 2, 6 requests: three waves of ≥ 200 ms. */
+    x = exchange_new(2, 2000, 5000, &e);
+    assert_non_null(x);
+    for (int i = 0; i < 6; i++) {
+        free(codes[i]);
+        codes[i] = authorize(&s, NULL);
+        q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
+        assert_int_equal(exchange_add(x, &q[i], &e), 0);
+    }
+    t0 = now_ms();
+    assert_int_equal(exchange_run(x), 6);
+    dt = now_ms() - t0;
+    assert_true(dt >= 590);
+    for (int i = 0; i < 6; i++) {
+        assert_cls(&q[i].result, EXCH_SUCCESS);
+        crypto_wipe(&q[i].result, sizeof q[i].result);
+    }
+    exchange_free(x);
+    for (int i = 0; i < N_CONC; i++)
+        free(codes[i]);
+    sim_stop(&s);
+}
+
+/* Last: the captured log lines name outcomes by code hash, never a code, token or secret. */
+static void test_logs_clean(void **st)
+{
+    (void)st;
+    assert_non_null(strstr(g_log, "\"event\":\"token_exchange\""));
+    assert_non_null(strstr(g_log, "code_sha256"));
+    assert_null(strstr(g_log, SECRET));
+    assert_null(strstr(g_log, ODD_SECRET));
+    assert_null(strstr(g_log, RFC_VERIFIER));
+    assert_null(strstr(g_log, "already been used"));
+    for (size_t i = 0; i < g_ncodes; i++)
+        assert_null(strstr(g_log, g_codes[i]));
+    for (size_t i = 0; i < g_ntokens; i++)
+        assert_null(strstr(g_log, g_tokens[i]));
+    assert_true(g_ncodes > 40);
+    assert_true(g_ntokens > 40);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_success_then_reuse),
+        cmocka_unit_test(test_unknown_code),
+        cmocka_unit_test(test_wrong_secret),
+        cmocka_unit_test(test_client_secret_basic),
+        cmocka_unit_test(test_oauth2_sends_redirect_uri),
+        cmocka_unit_test(test_pkce),
+        cmocka_unit_test(test_fault_429),
+        cmocka_unit_test(test_fault_500),
+        cmocka_unit_test(test_fault_cut_after),
+        cmocka_unit_test(test_fault_hang),
+        cmocka_unit_test(test_latency_beyond_timeout),
+        cmocka_unit_test(test_connection_refused),
+        cmocka_unit_test(test_no_silent_resend),
+        cmocka_unit_test(test_mixed_batch),
+        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_logs_clean),
+    };
+    return cmocka_run_group_tests_name("itest_exchange_sim", tests, group_setup, group_teardown);
+}
