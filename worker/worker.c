@@ -255,6 +255,17 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         crypto_wipe(&cb, sizeof cb);
         return -1;
     }
+    if (strcmp(it->c->provider, cb.provider) != 0) {
+        if (provider_index(w, it->c->provider) >= 0) {
+            /* The state token named the provider; a record that names
+             * another one is not from our intake. */
+            add_dlq(w, m, "provider_mismatch: record names another provider");
+            crypto_wipe(&cb, sizeof cb);
+            return 0;
+        }
+        /* State created by an earlier malformed record: adopt it. */
+        snprintf(it->c->provider, sizeof it->c->provider, "%s", cb.provider);
+    }
     char hash[CRYPTO_SHA256_HEX] = "";
     char code_sealed[CONN_SEALED_SMALL] = "", ver_sealed[CONN_SEALED_SMALL] = "";
     if (cb.kind == RECORDS_CB_CODE) {
@@ -640,9 +651,23 @@ static int process(worker_t *w, rd_kafka_message_t **msgs, size_t n, err_t *e)
     }
     int any = offsets->cnt > 0 || w->ndlq > 0;
     for (size_t i = 0; i < w->nitems; i++) {
-        if (w->items[i].exchange)
-            machine_claim(w->items[i].c, now);
-        any |= w->items[i].changed;
+        item_t *it = &w->items[i];
+        if (it->exchange) {
+            machine_claim(it->c, now);
+            if (!providers_find(w->providers, it->c->provider)) {
+                /* No provider to send it to (configuration changed): a
+                 * definitive failure, never a crash loop. */
+                exchange_result r;
+                memset(&r, 0, sizeof r);
+                r.cls = EXCH_FAILED;
+                snprintf(r.error, sizeof r.error, "unauthorized_client");
+                snprintf(r.detail, sizeof r.detail, "provider not configured");
+                int pause;
+                machine_on_result(it->c, &r, NULL, NULL, now, &pause);
+                it->exchange = 0;
+            }
+        }
+        any |= it->changed;
     }
     if (!any)
         goto out;

@@ -9,6 +9,9 @@ v=tests/tools/validate-records.mjs
 logs=var/test-logs
 
 node "$v" schemas/callback.v1.json "$logs/callback-records.jsonl" --min 10
+node "$v" schemas/status.v1.json "$logs/status-records.jsonl" --min 100
+node "$v" schemas/connection.v1.json "$logs/connection-records.jsonl" --min 100
+node "$v" schemas/dlq.v1.json "$logs/dlq-records.jsonl" --min 1
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)
@@ -22,4 +25,12 @@ for mutate in 'del(.connection_id)' '.kind = "code" | del(.code) | del(.error)' 
         exit 1
     fi
 done
-echo "negative controls rejected: 5 of 5"
+status=$(grep '"status":"connected"' "$logs/status-records.jsonl" | head -n 1)
+for mutate in '.status = "failed"' '.message = null' '.version = 0' '.account.token = "x"'; do
+    echo "$status" | jq -c "$mutate" >"$tmp"
+    if node "$v" schemas/status.v1.json "$tmp" --min 1 >/dev/null 2>&1; then
+        echo "status schema accepted an invalid record ($mutate)" >&2
+        exit 1
+    fi
+done
+echo "negative controls rejected: 9 of 9"
