@@ -33,6 +33,7 @@ TEST_LDLIBS := -lcmocka
 COMMON_SRC := $(sort $(wildcard common/*.c))
 SIM_SRC := $(filter-out tests/sim/main.c,$(sort $(wildcard tests/sim/*.c)))
 INTAKE_SRC := $(filter-out producer/main.c,$(sort $(wildcard producer/*.c)))
+ASSET_FILES := $(sort $(wildcard producer/static/*))
 WORKER_SRC := $(filter-out worker/main.c,$(sort $(wildcard worker/*.c)))
 CTL_SRC := $(filter-out ctl/main.c,$(sort $(wildcard ctl/*.c)))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
@@ -86,7 +87,16 @@ $(BUILD)/obj/empty.o:
 	echo 'typedef int oauthq_empty_unit;' | $(CC) $(CFLAGS) -x c -c - -o $@
 $(eval $(call archive,$(LIBCOMMON),$(COMMON_SRC)))
 $(eval $(call archive,$(LIBSIM),$(SIM_SRC)))
-$(eval $(call archive,$(LIBINTAKE),$(INTAKE_SRC)))
+# Static files of the intake, embedded as byte arrays (scripts/embed-assets).
+$(BUILD)/gen/assets_data.c: $(ASSET_FILES) scripts/embed-assets
+	scripts/embed-assets $@ $(ASSET_FILES)
+$(BUILD)/obj/gen/assets_data.o: $(BUILD)/gen/assets_data.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(AR) rcs $@ $^
 $(eval $(call archive,$(LIBWORKER),$(WORKER_SRC)))
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))

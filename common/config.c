@@ -70,6 +70,11 @@ static const var vars[] = {
      INT(exchange_timeout_ms, 100, 120000)},
     {"OAUTHQ_EXCHANGE_CONNECT_TIMEOUT_MS", "3000", "connect bound of one token request",
      INT(exchange_connect_timeout_ms, 100, 60000)},
+    {"OAUTHQ_DEMO", "0", "1: the intake serves the demo start page at /", INT(demo, 0, 1)},
+    {"OAUTHQ_STATUS_MAX_WAIT_S", "30", "longest ?wait= a status long-poll may ask for",
+     INT(status_max_wait_s, 1, 30)},
+    {"OAUTHQ_WORKER_LISTEN", "127.0.0.1:9102",
+     "worker's /metrics, /healthz, /readyz listener (empty: off)", STR(worker_listen)},
 };
 
 static const char *lookup(config_getenv_fn fn, const char *name)

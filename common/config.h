@@ -44,6 +44,9 @@ typedef struct {
     int worker_concurrency;                /* OAUTHQ_WORKER_CONCURRENCY */
     int exchange_timeout_ms;               /* OAUTHQ_EXCHANGE_TIMEOUT_MS */
     int exchange_connect_timeout_ms;       /* OAUTHQ_EXCHANGE_CONNECT_TIMEOUT_MS */
+    int demo;                              /* OAUTHQ_DEMO */
+    int status_max_wait_s;                 /* OAUTHQ_STATUS_MAX_WAIT_S */
+    char worker_listen[128];               /* OAUTHQ_WORKER_LISTEN */
 } config_t;
 
 /* Environment lookup; tests pass their own, NULL means getenv. */

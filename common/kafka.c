@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -137,6 +138,26 @@ errc kafka_error_errc(const rd_kafka_error_t *error)
     if (rd_kafka_error_is_retriable(error) || rd_kafka_error_txn_requires_abort(error))
         return ERRC_RETRIABLE;
     return kafka_errc(rd_kafka_error_code(error));
+}
+
+int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
+                     int timeout_ms, err_t *e)
+{
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, timeout_ms);
+        if (!err)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (kafka_errc(err) != ERRC_RETRIABLE || spent >= timeout_ms)
+            return err_set(e, kafka_errc(err), "watermarks of %s[%d]: %s", topic, partition,
+                           rd_kafka_err2str(err));
+        struct timespec pause = {0, 200 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
 }
 
 typedef struct {

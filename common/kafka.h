@@ -44,6 +44,11 @@ errc kafka_errc(rd_kafka_resp_err_t err);
  * Callers check rd_kafka_error_txn_requires_abort() to choose abort. */
 errc kafka_error_errc(const rd_kafka_error_t *error);
 
+/* Low/high watermarks of topic[partition], retrying retriable errors (a
+ * leader election just after topic creation) for up to timeout_ms. */
+int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
+                     int timeout_ms, err_t *e);
+
 /* Create callbacks, connections (compact), status (compact) and dlq with the
  * configured partitions/replication; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);

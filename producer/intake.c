@@ -18,10 +18,12 @@
 #include "common/metrics.h"
 #include "common/providers.h"
 #include "common/records.h"
+#include "producer/assets.h"
 #include "producer/callback.h"
-#include "producer/httpd.h"
+#include "common/httpd.h"
 #include "producer/publisher.h"
 #include "producer/query.h"
+#include "producer/readmodel.h"
 
 #define BIND_COOKIE     "oauthq_bind"
 #define BIND_COOKIE_LEN 43 /* base64url of 32 random bytes */
@@ -34,6 +36,7 @@ struct intake {
     publisher_t *pub;
     httpd_t *http;
     metrics_t *metrics;
+    readmodel_t *rm;
     char topic_callbacks[256];
     char intake_id[64];
     int secure_cookie;
@@ -497,14 +500,194 @@ static void route_callback(intake_t *in, httpd_req *r)
     crypto_wipe(&cp, sizeof cp);
 }
 
+/* ---- status: API, page, snippet ---------------------------------------------- */
+
+/* The connection id of "/prefix/{id}" when genuine (MAC verified), else
+ * NULL; *created_at gets its creation time. */
+static const char *path_id(intake_t *in, const char *path, const char *prefix, char *out,
+                           size_t cap, int64_t *created_at)
+{
+    size_t n = strlen(prefix);
+    if (strncmp(path, prefix, n) != 0)
+        return NULL;
+    const char *id = path + n;
+    if (strlen(id) >= cap || ident_conn_verify(in->keys, id, created_at) != IDENT_OK)
+        return NULL;
+    snprintf(out, cap, "%s", id);
+    return out;
+}
+
+/* Document for a genuine id the worker has not written about yet:
+ * pending/awaiting_callback, or expired once its flow's state expired. */
+static char *synthetic_doc(intake_t *in, const char *id, int64_t created_at)
+{
+    int expired = now_ms_wall() / 1000 > created_at + in->cfg.state_ttl_s;
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(created_at * 1000, ts);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddNullToObject(o, "provider");
+    cJSON_AddStringToObject(o, "status", expired ? "expired" : "pending");
+    if (expired)
+        cJSON_AddNullToObject(o, "phase");
+    else
+        cJSON_AddStringToObject(o, "phase", "awaiting_callback");
+    cJSON_AddNullToObject(o, "reason");
+    cJSON_AddStringToObject(o, "message",
+                            expired ? "This connection attempt expired before it was completed. "
+                                      "Please connect again."
+                                    : "Waiting for you to approve the connection with the "
+                                      "provider.");
+    cJSON_AddNullToObject(o, "account");
+    cJSON_AddNumberToObject(o, "attempts", 0);
+    cJSON_AddStringToObject(o, "created_at", ts);
+    cJSON_AddStringToObject(o, "updated_at", ts);
+    cJSON_AddNumberToObject(o, "version", 0);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+typedef struct {
+    char id[IDENT_CONN_ID_MAX];
+    int64_t created_at;
+    int64_t seen_version; /* the version the client already has */
+} status_wait;
+
+/* Answer with the current document (200), or 304 when the client's
+ * version is still current. */
+static void answer_status(intake_t *in, httpd_req *r, const char *id, int64_t created_at,
+                          int64_t client_version)
+{
+    char *doc = NULL;
+    int64_t version = 0;
+    err_t e = {0};
+    int got = readmodel_get(in->rm, id, &doc, &version, &e);
+    if (got < 0) {
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "status", 503, "unavailable", "Status temporarily unavailable.");
+    }
+    if (got == 0)
+        doc = synthetic_doc(in, id, created_at);
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", (long long)version);
+    httpd_add_header(r, "ETag", etag);
+    if (client_version == version) {
+        free(doc);
+        count(in, "status", 304);
+        return httpd_respond(r, 304, NULL, "", 0);
+    }
+    count(in, "status", 200);
+    httpd_respond(r, 200, "application/json", doc ? doc : "{}", doc ? strlen(doc) : 2);
+    free(doc);
+}
+
+static void on_status_wake(void *app, httpd_req *r, int timed_out)
+{
+    intake_t *in = app;
+    status_wait *w = httpd_data(r);
+    (void)timed_out;
+    readmodel_unwatch(in->rm, r);
+    answer_status(in, r, w->id, w->created_at, w->seen_version);
+}
+
+/* If-None-Match: "N" → N, else -1. */
+static int64_t client_version(const httpd_req *r)
+{
+    const char *inm = httpd_header(r, "If-None-Match");
+    if (!inm)
+        return -1;
+    while (*inm == ' ' || *inm == 'W' || *inm == '/')
+        inm++;
+    if (*inm != '"')
+        return -1;
+    char *end = NULL;
+    long long v = strtoll(inm + 1, &end, 10);
+    return end && *end == '"' && v >= 0 ? (int64_t)v : -1;
+}
+
+static void route_status(intake_t *in, httpd_req *r)
+{
+    char id[IDENT_CONN_ID_MAX];
+    int64_t created_at = 0;
+    if (!path_id(in, httpd_path(r), "/v1/connections/", id, sizeof id, &created_at))
+        return fail(in, r, "status", 404, "not_found", "No such connection.");
+    query_t q;
+    err_t e = {0};
+    size_t qlen;
+    const char *qs = httpd_query(r, &qlen);
+    int wait_s = 0;
+    if (query_parse(qs, qlen, &q, &e) < 0)
+        return fail(in, r, "status", 400, "invalid_request", "Invalid query.");
+    const char *w = query_get(&q, "wait", NULL);
+    if (w) {
+        char *end = NULL;
+        long v = strtol(w, &end, 10);
+        if (!*w || *end || v < 0 || v > in->cfg.status_max_wait_s)
+            return fail(in, r, "status", 400, "invalid_request",
+                        "wait must be an integer number of seconds from 0 to 30.");
+        wait_s = (int)v;
+    }
+    int64_t seen = client_version(r);
+    if (wait_s == 0 || seen < 0)
+        return answer_status(in, r, id, created_at, seen);
+    /* Long-poll: suspend, register, then re-check, so a change that lands
+     * between the check and the registration still wakes us. */
+    status_wait *sw = calloc(1, sizeof *sw);
+    if (!sw)
+        return answer_status(in, r, id, created_at, seen);
+    snprintf(sw->id, sizeof sw->id, "%s", id);
+    sw->created_at = created_at;
+    sw->seen_version = seen;
+    httpd_set_data(r, sw, free);
+    if (httpd_suspend(r, wait_s * 1000, on_status_wake) < 0) {
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, "status", 429, "too_many_waiters",
+                    "Too many status requests are waiting; retry shortly.");
+    }
+    if (readmodel_watch(in->rm, id, r) < 0) {
+        httpd_add_header(r, "Retry-After", "2");
+        httpd_wake(r); /* answers at once from on_status_wake */
+        return;
+    }
+    char *doc = NULL;
+    int64_t version = 0; /* no record yet: version 0 */
+    if (readmodel_get(in->rm, id, &doc, &version, &e) < 0 || version != seen)
+        httpd_wake(r);
+    free(doc);
+}
+
+static void serve_asset(intake_t *in, httpd_req *r, const char *route, const char *name)
+{
+    const asset *a = assets_find(name);
+    if (!a)
+        return fail(in, r, route, 404, "not_found", "No such page.");
+    httpd_add_header(r, "Content-Security-Policy", a->csp);
+    count(in, route, 200);
+    httpd_respond(r, 200, a->content_type, a->data, a->len);
+}
+
+static void route_page(intake_t *in, httpd_req *r)
+{
+    char id[IDENT_CONN_ID_MAX];
+    int64_t created_at;
+    if (!path_id(in, httpd_path(r), "/connect/", id, sizeof id, &created_at))
+        return fail(in, r, "page", 404, "not_found", "No such connection.");
+    serve_asset(in, r, "page", "connect.html");
+}
+
 /* ---- health and metrics ----------------------------------------------------------- */
 
 static void route_readyz(intake_t *in, httpd_req *r)
 {
-    int ok = !publisher_fatal(in->pub) && publisher_reachable(in->pub, in->topic_callbacks, 2000);
+    int kafka =
+        !publisher_fatal(in->pub) && publisher_reachable(in->pub, in->topic_callbacks, 2000);
+    int caught_up = readmodel_caught_up(in->rm);
+    int ok = kafka && caught_up;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", ok ? "ready" : "not_ready");
-    cJSON_AddBoolToObject(o, "kafka", ok);
+    cJSON_AddBoolToObject(o, "kafka", kafka);
+    cJSON_AddBoolToObject(o, "read_model_caught_up", caught_up);
     respond_json(in, r, "readyz", ok ? 200 : 503, o);
 }
 
@@ -541,6 +724,17 @@ static void handle(void *app, httpd_req *r)
             return fail(in, r, "connections_create", 405, "method_not_allowed", "Use POST.");
         return route_create(in, r);
     }
+    if (strncmp(path, "/v1/connections/", 16) == 0) {
+        if (!get)
+            return fail(in, r, "status", 405, "method_not_allowed", "Use GET.");
+        return route_status(in, r);
+    }
+    if (strncmp(path, "/connect/", 9) == 0 && get)
+        return route_page(in, r);
+    if (strcmp(path, "/static/oauthq-status.js") == 0 && get)
+        return serve_asset(in, r, "static", "oauthq-status.js");
+    if (strcmp(path, "/") == 0 && get && in->cfg.demo)
+        return serve_asset(in, r, "demo", "demo.html");
     if (strcmp(path, "/healthz") == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "ok");
@@ -632,6 +826,10 @@ intake_t *intake_open(const config_t *c, err_t *e)
                                             lat_bounds, sizeof lat_bounds / sizeof lat_bounds[0]);
     in->inflight = metrics_gauge(in->metrics, "oauthq_http_inflight_callbacks",
                                  "Callbacks waiting for Kafka's acknowledgement", NULL);
+    assets_init();
+    in->rm = readmodel_open(c, in->metrics, e);
+    if (!in->rm)
+        goto fail;
     in->pub = publisher_open(c, c->produce_timeout_ms, e);
     if (!in->pub)
         goto fail;
@@ -664,7 +862,10 @@ void intake_close(intake_t *in, int flush_ms)
         return;
     if (in->http) {
         httpd_quiesce(in->http);
-        /* In-flight callbacks end by delivery or by their own deadline. */
+        /* Long-polls answer at once with what they have; in-flight
+         * callbacks end by delivery or by their own deadline. */
+        if (in->rm)
+            readmodel_wake_all(in->rm);
         for (int i = 0; i < (in->deadline_ms + 1000) / 20 && httpd_suspended(in->http) > 0; i++) {
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL);
@@ -674,6 +875,7 @@ void intake_close(intake_t *in, int flush_ms)
         publisher_close(in->pub, flush_ms);
     if (in->http)
         httpd_stop(in->http);
+    readmodel_close(in->rm);
     metrics_free(in->metrics);
     keyring_free(in->keys);
     providers_free(in->providers);

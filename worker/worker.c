@@ -2,6 +2,7 @@
 #include "worker/worker.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "common/crypto.h"
+#include "common/httpd.h"
+#include "common/metrics.h"
 #include "common/kafka.h"
 #include "common/keyring.h"
 #include "common/log.h"
@@ -69,6 +72,15 @@ struct worker {
     exchange_t *x;
     int fatal;
     err_t fatal_err;
+    /* observability (metrics are lock-free; the listener has its own threads) */
+    metrics_t *metrics;
+    httpd_t *http;
+    atomic_int ready;
+    metric_counter *m_batches, *m_committed, *m_aborted, *m_unknown, *m_retries, *m_dlq,
+        *m_takeovers;
+    metric_histogram *m_exchange_s, *m_restore_s;
+    metric_gauge *m_lag;
+    int64_t lag_checked_ms;
     /* batch state */
     item_t *items;
     size_t nitems, cap_items;
@@ -457,6 +469,7 @@ static int run_txn(worker_t *w, int only_exchanged, rd_kafka_topic_partition_lis
         }
         if (!err) {
             rd_kafka_poll(w->producer, 0); /* serve any remaining delivery reports */
+            metrics_counter_add(w->m_committed, 1);
             return 0;
         }
         int kind = txn_error_kind(err);
@@ -475,6 +488,7 @@ static int run_txn(worker_t *w, int only_exchanged, rd_kafka_topic_partition_lis
         return -2;
     }
     log_kv(LOGL_WARN, "transaction_aborted");
+    metrics_counter_add(w->m_aborted, 1);
     return -1;
 }
 
@@ -579,9 +593,12 @@ static int exchange_items(worker_t *w, err_t *e)
             return -1;
         queued++;
     }
+    int64_t t0 = now_ms();
     if (queued)
         exchange_run(w->x);
     int64_t now = now_ms();
+    if (queued)
+        metrics_histogram_observe(w->m_exchange_s, (double)(now - t0) / 1000.0);
     for (size_t i = 0; i < w->nitems; i++) {
         item_t *it = &w->items[i];
         if (!it->exchange)
@@ -600,6 +617,23 @@ static int exchange_items(worker_t *w, err_t *e)
         }
         int pause = 0;
         machine_on_result(it->c, r, acc, ref, now, &pause);
+        char labels[64];
+        snprintf(labels, sizeof labels, "outcome=\"%s\"", exchange_class_name(r->cls));
+        metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_exchanges_total",
+                                            "Token requests by outcome class", labels),
+                            1);
+        if (r->cls == EXCH_UNKNOWN)
+            metrics_counter_add(w->m_unknown, 1);
+        if (it->c->phase == PHASE_RETRYING)
+            metrics_counter_add(w->m_retries, 1);
+        if (it->c->status != CONN_PENDING) {
+            char fl[96];
+            snprintf(fl, sizeof fl, "status=\"%s\",reason=\"%s\"", conn_status_name(it->c->status),
+                     conn_reason_name(it->c->reason) ? conn_reason_name(it->c->reason) : "");
+            metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_final_total",
+                                                "Connections that reached a final status", fl),
+                                1);
+        }
         if (pause) {
             int pi = provider_index(w, it->c->provider);
             w->paused_until[pi] = now + MACHINE_PAUSE_MS;
@@ -650,6 +684,9 @@ static int process(worker_t *w, rd_kafka_message_t **msgs, size_t n, err_t *e)
         }
     }
     int any = offsets->cnt > 0 || w->ndlq > 0;
+    if (n > 0)
+        metrics_counter_add(w->m_batches, 1);
+    metrics_counter_add(w->m_dlq, w->ndlq);
     for (size_t i = 0; i < w->nitems; i++) {
         item_t *it = &w->items[i];
         if (it->exchange) {
@@ -725,11 +762,9 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
     store_t *st = w->parts[p].store;
     int64_t from = store_applied_offset(st) + 1;
     int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err =
-        rd_kafka_query_watermark_offsets(w->restorer, w->t_connections, p, &lo, &hi, 10000);
-    if (err)
-        return err_set(e, kafka_errc(err), "watermarks of %s[%d]: %s", w->t_connections, p,
-                       rd_kafka_err2str(err));
+    if (kafka_watermarks(w->restorer, w->t_connections, p, &lo, &hi, w->cfg.kafka_timeout_ms, e) <
+        0)
+        return -1;
     if (from < lo)
         from = lo;
     double t0 = (double)now_ms();
@@ -790,6 +825,7 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
             return err_set(e, ERRC_RETRIABLE, "restoring %s[%d]: not finished in 120 s",
                            w->t_connections, p);
     }
+    metrics_histogram_observe(w->m_restore_s, ((double)now_ms() - t0) / 1000.0);
     char part[16], n[24], ms[24];
     snprintf(part, sizeof part, "%d", p);
     snprintf(n, sizeof n, "%ld", applied);
@@ -823,6 +859,7 @@ static int takeover(worker_t *w, int32_t p, err_t *e)
     char n[24];
     snprintf(n, sizeof n, "%zu", w->nitems);
     log_kv(LOGL_WARN, "open_claims_resolved", "count", n, "as", "unknown outcome");
+    metrics_counter_add(w->m_takeovers, w->nitems);
     int t = run_txn(w, 0, NULL, 0);
     int rc = t == 0 ? apply_to_stores(w, 0, e) : -1;
     if (t != 0)
@@ -848,6 +885,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         /* Called between batches (we only poll there): nothing in flight. */
         log_kv(LOGL_INFO, "partitions_revoked");
+        atomic_store(&w->ready, 0);
         close_partitions(w);
         rd_kafka_assign(rk, NULL);
         return;
@@ -880,6 +918,98 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     snprintf(n, sizeof n, "%d", parts->cnt);
     log_kv(LOGL_INFO, "partitions_assigned", "count", n);
     rd_kafka_assign(rk, parts);
+    atomic_store(&w->ready, 1);
+}
+
+/* ---- observability ------------------------------------------------------------------- */
+
+/* Consumer lag: high watermark minus position over the assignment, from
+ * librdkafka's cached watermarks (no request); refreshed every 5 s. */
+static void update_lag(worker_t *w)
+{
+    int64_t now = now_ms();
+    if (now - w->lag_checked_ms < 5000)
+        return;
+    w->lag_checked_ms = now;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(w->consumer, &a) || !a)
+        return;
+    int64_t lag = 0;
+    if (rd_kafka_position(w->consumer, a) == 0) {
+        for (int i = 0; i < a->cnt; i++) {
+            int64_t lo = 0, hi = 0;
+            if (rd_kafka_get_watermark_offsets(w->consumer, a->elems[i].topic,
+                                               a->elems[i].partition, &lo, &hi) == 0 &&
+                a->elems[i].offset >= 0 && hi > a->elems[i].offset)
+                lag += hi - a->elems[i].offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    metrics_gauge_set(w->m_lag, lag);
+}
+
+/* Runs on the listener's threads: touches only atomics and metrics. */
+static void handle_http(void *app, httpd_req *r)
+{
+    worker_t *w = app;
+    const char *path = httpd_path(r);
+    if (strcmp(path, "/metrics") == 0) {
+        char *text = NULL;
+        size_t len = 0;
+        if (metrics_render(w->metrics, &text, &len, NULL) < 0)
+            return httpd_respond(r, 500, "text/plain", "metrics unavailable\n", 20);
+        httpd_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+        free(text);
+    } else if (strcmp(path, "/healthz") == 0) {
+        httpd_respond(r, 200, "application/json", "{\"status\":\"ok\"}", 15);
+    } else if (strcmp(path, "/readyz") == 0) {
+        int ok = atomic_load(&w->ready) && !w->fatal;
+        const char *b = ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not_ready\"}";
+        httpd_respond(r, ok ? 200 : 503, "application/json", b, strlen(b));
+    } else {
+        httpd_respond(r, 404, "application/json", "{\"error\":\"not_found\"}", 21);
+    }
+}
+
+static int open_observability(worker_t *w, err_t *e)
+{
+    w->metrics = metrics_new();
+    if (!w->metrics)
+        return err_set(e, ERRC_FATAL, "out of memory");
+    static const double exch_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    static const double restore_bounds[] = {0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120};
+    w->m_batches = metrics_counter(w->metrics, "oauthq_worker_batches_total",
+                                   "Batches of callbacks processed", NULL);
+    w->m_committed = metrics_counter(w->metrics, "oauthq_worker_transactions_total",
+                                     "Kafka transactions", "result=\"committed\"");
+    w->m_aborted = metrics_counter(w->metrics, "oauthq_worker_transactions_total",
+                                   "Kafka transactions", "result=\"aborted\"");
+    w->m_unknown = metrics_counter(w->metrics, "oauthq_worker_unknown_outcomes_total",
+                                   "Token requests whose outcome was unknown", NULL);
+    w->m_retries = metrics_counter(w->metrics, "oauthq_worker_retries_scheduled_total",
+                                   "Retries scheduled in the state store", NULL);
+    w->m_dlq = metrics_counter(w->metrics, "oauthq_worker_dlq_total",
+                               "Records sent to the dead-letter topic", NULL);
+    w->m_takeovers = metrics_counter(w->metrics, "oauthq_worker_claims_taken_over_total",
+                                     "Open claims resolved as unknown outcomes at takeover", NULL);
+    w->m_exchange_s = metrics_histogram(w->metrics, "oauthq_worker_exchange_batch_seconds",
+                                        "Time to run one batch of concurrent token requests", NULL,
+                                        exch_bounds, sizeof exch_bounds / sizeof exch_bounds[0]);
+    w->m_restore_s = metrics_histogram(
+        w->metrics, "oauthq_worker_restore_seconds", "Time to bring a partition store up to date",
+        NULL, restore_bounds, sizeof restore_bounds / sizeof restore_bounds[0]);
+    w->m_lag = metrics_gauge(w->metrics, "oauthq_worker_consumer_lag",
+                             "Callbacks not yet consumed on the assigned partitions", NULL);
+    if (!w->cfg.worker_listen[0])
+        return 0;
+    httpd_opts o = {w->cfg.worker_listen, 1, 64, 64, 16, 10};
+    w->http = httpd_start(&o, handle_http, w, e);
+    if (!w->http)
+        return err_wrap(e, "OAUTHQ_WORKER_LISTEN");
+    char port[16];
+    snprintf(port, sizeof port, "%d", httpd_port(w->http));
+    log_kv(LOGL_INFO, "worker_listening", "listen", w->cfg.worker_listen, "port", port);
+    return 0;
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
@@ -965,7 +1095,7 @@ worker_t *worker_open(const config_t *c, err_t *e)
         err_wrap(e, "OAUTHQ_DATA_KEYS_FILE");
         goto fail;
     }
-    if (instance_id(w, e) < 0)
+    if (instance_id(w, e) < 0 || open_observability(w, e) < 0)
         goto fail;
     snprintf(w->group_id, sizeof w->group_id, "%sworker", c->topic_prefix);
     snprintf(w->txn_id, sizeof w->txn_id, "%sworker-%s", c->topic_prefix, w->instance_id);
@@ -1094,6 +1224,7 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
             rd_kafka_message_destroy(msgs[i]);
         if (rc < 0)
             break;
+        update_lag(w);
     }
     free(msgs);
     return rc;
@@ -1103,6 +1234,8 @@ void worker_close(worker_t *w)
 {
     if (!w)
         return;
+    if (w->http)
+        httpd_stop(w->http);
     if (w->consumer) {
         rd_kafka_consumer_close(w->consumer);
         rd_kafka_destroy(w->consumer);
@@ -1121,5 +1254,6 @@ void worker_close(worker_t *w)
     keyring_free(w->data_keys);
     providers_free(w->providers);
     crypto_wipe(w->secrets, sizeof w->secrets);
+    metrics_free(w->metrics);
     free(w);
 }

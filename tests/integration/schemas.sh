@@ -12,6 +12,7 @@ node "$v" schemas/callback.v1.json "$logs/callback-records.jsonl" --min 10
 node "$v" schemas/status.v1.json "$logs/status-records.jsonl" --min 100
 node "$v" schemas/connection.v1.json "$logs/connection-records.jsonl" --min 100
 node "$v" schemas/dlq.v1.json "$logs/dlq-records.jsonl" --min 1
+node "$v" schemas/status.v1.json "$logs/status-api-docs.jsonl" --min 100 --status-api
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)
@@ -25,7 +26,7 @@ for mutate in 'del(.connection_id)' '.kind = "code" | del(.code) | del(.error)' 
         exit 1
     fi
 done
-status=$(grep '"status":"connected"' "$logs/status-records.jsonl" | head -n 1)
+status=$(grep -m 1 '"status":"connected"' "$logs/status-records.jsonl")
 for mutate in '.status = "failed"' '.message = null' '.version = 0' '.account.token = "x"'; do
     echo "$status" | jq -c "$mutate" >"$tmp"
     if node "$v" schemas/status.v1.json "$tmp" --min 1 >/dev/null 2>&1; then

@@ -73,6 +73,7 @@ static pid_t start_worker(int idx)
     snprintf(bin, sizeof bin, "%s/oauthq-worker", g_build);
     setenv("OAUTHQ_DATA_DIR", data, 1);
     setenv("OAUTHQ_INSTANCE_ID", inst, 1);
+    setenv("OAUTHQ_WORKER_LISTEN", "127.0.0.1:0", 1);
     char *argv[] = {bin, NULL};
     return testproc_spawn(argv, log);
 }
@@ -420,6 +421,33 @@ static void test_duplicate_storm_one_request_per_code(void **state)
     }
     assert_int_equal(grants(st, "revoked"), revoked0);
     cJSON_Delete(st);
+
+    /* The worker's listener: readiness and the exchange counters. */
+    char log[320], line[1024], url[128];
+    snprintf(log, sizeof log, "%s/worker0.log", g_dir);
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    int port = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "worker_listening");
+        if (p && strstr(p, "port="))
+            port = atoi(strstr(p, "port=") + 5);
+    }
+    fclose(f);
+    assert_true(port > 0);
+    testhttp_resp r;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    const char *m = strstr(r.body, "\noauthq_worker_exchanges_total{outcome=\"success\"} ");
+    assert_non_null(m);
+    assert_true(atol(strchr(m, '}') + 2) >= STORM);
+    assert_non_null(strstr(r.body, "oauthq_worker_transactions_total{result=\"committed\"}"));
+    assert_null(strstr(r.body, "sk_itest")); /* no secret in metrics */
+    testhttp_resp_free(&r);
 }
 
 typedef struct {

@@ -1,5 +1,6 @@
 /*
- * httpd — the intake's HTTP server: libmicrohttpd with an internal thread
+ * httpd — the HTTP server of the intake (and the worker's metrics
+ * listener): libmicrohttpd with an internal thread
  * pool, bounded everything, and suspend/resume with a deadline.
  *
  * Threads: MHD's pool threads run the handler and every on_wake callback;
@@ -15,8 +16,8 @@
  * Limits: total connections, connections per IP, per-connection memory
  * (URL + headers), request body bytes, number of suspended requests.
  */
-#ifndef OAUTHQ_PRODUCER_HTTPD_H
-#define OAUTHQ_PRODUCER_HTTPD_H
+#ifndef OAUTHQ_COMMON_HTTPD_H
+#define OAUTHQ_COMMON_HTTPD_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /* httpd — see httpd.h. */
-#include "producer/httpd.h"
+#include "common/httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,0 +1,521 @@
+/* readmodel — see readmodel.h. */
+#include "producer/readmodel.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
+
+#include "common/kafka.h"
+#include "common/log.h"
+
+#define BUCKETS   1024
+#define BATCH_MAX 1000
+#define MAX_PARTS 1024
+
+/* Same text as schemas/readmodel.sql (a unit test keeps them equal). */
+static const char schema_sql[] =
+    "-- The intake's read model (producer/readmodel.c): the latest status\n"
+    "-- document per connection, materialised from the compacted status topic\n"
+    "-- (read_committed), with the per-partition offsets stored in the same\n"
+    "-- SQLite transaction as the rows, so a restart resumes where it stopped\n"
+    "-- and a deleted file is rebuilt from the topic. A cache: Kafka is the truth.\n"
+    "-- migrate: 1\n"
+    "CREATE TABLE status (\n"
+    "    id TEXT NOT NULL PRIMARY KEY,\n"
+    "    version INTEGER NOT NULL,\n"
+    "    doc TEXT NOT NULL,\n"
+    "    updated_at_ms INTEGER NOT NULL\n"
+    ");\n"
+    "CREATE TABLE offsets (\n"
+    "    topic TEXT NOT NULL,\n"
+    "    partition INTEGER NOT NULL,\n"
+    "    next_offset INTEGER NOT NULL,\n"
+    "    PRIMARY KEY (topic, partition)\n"
+    ");\n"
+    "PRAGMA user_version = 1;\n";
+
+typedef struct waiter {
+    char id[64];
+    httpd_req *req;
+    struct waiter *next;
+} waiter;
+
+struct readmodel {
+    config_t cfg;
+    char topic[256];
+    char path[CONFIG_PATH_MAX + 300];
+    sqlite3 *wdb; /* apply thread only */
+    sqlite3 *rdb; /* readers, under rmu */
+    pthread_mutex_t rmu;
+    pthread_mutex_t wmu; /* waiters */
+    waiter *buckets[BUCKETS];
+    int nwaiters;
+    rd_kafka_t *rk;
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int caught_up;
+    atomic_llong records_read;
+    int nparts;
+    int64_t end_at_start[MAX_PARTS];
+    int64_t next_offset[MAX_PARTS];
+    int64_t eof_offset[MAX_PARTS]; /* from EOF events: past transaction markers */
+    metric_counter *m_read, *m_applied, *m_skipped;
+};
+
+const char *readmodel_schema_sql(void)
+{
+    return schema_sql;
+}
+
+static unsigned hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % BUCKETS;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int exec(sqlite3 *db, const char *sql, err_t *e, const char *what)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(e, ERRC_FATAL, "read model %s: %s", what, msg ? msg : "?");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int open_db(readmodel_t *rm, err_t *e)
+{
+    if (sqlite3_open_v2(rm->path, &rm->wdb,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        return err_set(e, ERRC_FATAL, "cannot open read model %s", rm->path);
+    sqlite3_busy_timeout(rm->wdb, 5000);
+    if (exec(rm->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", e, "pragmas") < 0)
+        return -1;
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(rm->wdb, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version == 0) {
+        /* Everything after the "-- migrate: 1" marker is migration 1. */
+        const char *m1 = strstr(schema_sql, "-- migrate: 1");
+        if (!m1 || exec(rm->wdb, "BEGIN", e, "migration") < 0 ||
+            exec(rm->wdb, m1, e, "migration") < 0 || exec(rm->wdb, "COMMIT", e, "migration") < 0)
+            return -1;
+    } else if (version != 1) {
+        return err_set(e, ERRC_FATAL, "read model %s has schema version %d, expected 1", rm->path,
+                       version);
+    }
+    if (sqlite3_open_v2(rm->path, &rm->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK)
+        return err_set(e, ERRC_FATAL, "cannot open read model %s for reading", rm->path);
+    sqlite3_busy_timeout(rm->rdb, 2000);
+    return 0;
+}
+
+/* The API document: the status record minus its "schema" field. */
+static char *api_doc(const char *value, size_t len, const char **id, int64_t *version, char *idbuf,
+                     size_t idcap)
+{
+    cJSON *o = cJSON_ParseWithLength(value, len);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schema");
+    const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, "id");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
+    char *out = NULL;
+    if (cJSON_IsString(s) && strcmp(s->valuestring, "oauthq.status.v1") == 0 && cJSON_IsString(i) &&
+        strlen(i->valuestring) < idcap && cJSON_IsNumber(v)) {
+        snprintf(idbuf, idcap, "%s", i->valuestring);
+        *id = idbuf;
+        *version = (int64_t)v->valuedouble;
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "schema");
+        out = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(o);
+    return out;
+}
+
+static void wake_id(readmodel_t *rm, const char *id)
+{
+    pthread_mutex_lock(&rm->wmu);
+    waiter **pp = &rm->buckets[hash(id)];
+    while (*pp) {
+        waiter *w = *pp;
+        if (strcmp(w->id, id) == 0) {
+            *pp = w->next;
+            rm->nwaiters--;
+            httpd_wake(w->req);
+            httpd_req_unref(w->req);
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&rm->wmu);
+}
+
+typedef struct {
+    char id[64];
+} changed_id;
+
+/* Apply one batch in one transaction; wake waiters of changed ids. */
+static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
+{
+    static changed_id changed[BATCH_MAX];
+    size_t nchanged = 0;
+    if (exec(rm->wdb, "BEGIN IMMEDIATE", e, "begin") < 0)
+        return -1;
+    sqlite3_stmt *up = NULL, *off = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(rm->wdb,
+                           "INSERT INTO status(id, version, doc, updated_at_ms) VALUES(?,?,?,?) "
+                           "ON CONFLICT(id) DO UPDATE SET version=excluded.version, "
+                           "doc=excluded.doc, updated_at_ms=excluded.updated_at_ms "
+                           "WHERE excluded.version > status.version",
+                           -1, &up, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(rm->wdb,
+                           "INSERT INTO offsets(topic, partition, next_offset) VALUES(?,?,?) "
+                           "ON CONFLICT(topic, partition) DO UPDATE SET "
+                           "next_offset=excluded.next_offset",
+                           -1, &off, NULL) != SQLITE_OK) {
+        err_set(e, ERRC_FATAL, "read model prepare: %s", sqlite3_errmsg(rm->wdb));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = msgs[i];
+        if (m->partition >= 0 && m->partition < MAX_PARTS &&
+            m->offset + 1 > rm->next_offset[m->partition])
+            rm->next_offset[m->partition] = m->offset + 1;
+        if (!m->payload)
+            continue; /* tombstone: keep the last document (deletion is explicit) */
+        const char *id = NULL;
+        int64_t version = 0;
+        char idbuf[64];
+        char *doc = api_doc(m->payload, m->len, &id, &version, idbuf, sizeof idbuf);
+        if (!doc) {
+            log_kv(LOGL_WARN, "status_record_skipped", "reason", "not a status.v1 record");
+            continue;
+        }
+        sqlite3_reset(up);
+        sqlite3_bind_text(up, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 2, version);
+        sqlite3_bind_text(up, 3, doc, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 4, now_ms());
+        int s = sqlite3_step(up);
+        free(doc);
+        if (s != SQLITE_DONE) {
+            err_set(e, ERRC_RETRIABLE, "read model upsert: %s", sqlite3_errmsg(rm->wdb));
+            goto out;
+        }
+        if (sqlite3_changes(rm->wdb) > 0) {
+            metrics_counter_add(rm->m_applied, 1);
+            if (nchanged < BATCH_MAX)
+                snprintf(changed[nchanged++].id, sizeof changed[0].id, "%s", id);
+        } else {
+            metrics_counter_add(rm->m_skipped, 1); /* older or equal version */
+        }
+    }
+    for (int p = 0; p < rm->nparts; p++) {
+        sqlite3_reset(off);
+        sqlite3_bind_text(off, 1, rm->topic, -1, SQLITE_STATIC);
+        sqlite3_bind_int(off, 2, p);
+        sqlite3_bind_int64(off, 3, rm->next_offset[p]);
+        if (sqlite3_step(off) != SQLITE_DONE) {
+            err_set(e, ERRC_RETRIABLE, "read model offsets: %s", sqlite3_errmsg(rm->wdb));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(up);
+    sqlite3_finalize(off);
+    if (exec(rm->wdb, rc == 0 ? "COMMIT" : "ROLLBACK", e, "commit") < 0)
+        rc = -1;
+    if (rc == 0)
+        for (size_t i = 0; i < nchanged; i++)
+            wake_id(rm, changed[i].id);
+    return rc;
+}
+
+static void check_caught_up(readmodel_t *rm)
+{
+    if (atomic_load(&rm->caught_up))
+        return;
+    /* The last entries of a transactional topic are commit markers that
+     * carry no record, so a partition also counts as read once the
+     * consumer reported its end at or past the end seen at start. */
+    for (int p = 0; p < rm->nparts; p++)
+        if (rm->next_offset[p] < rm->end_at_start[p] && rm->eof_offset[p] < rm->end_at_start[p])
+            return;
+    atomic_store(&rm->caught_up, 1);
+    log_kv(LOGL_INFO, "readmodel_caught_up", "topic", rm->topic);
+}
+
+static void *apply_main(void *arg)
+{
+    readmodel_t *rm = arg;
+    rd_kafka_message_t **msgs = calloc(BATCH_MAX, sizeof *msgs);
+    while (msgs && !atomic_load(&rm->stop)) {
+        size_t n = 0;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rm->rk, 100);
+        while (m && n < BATCH_MAX) {
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && m->partition >= 0 &&
+                m->partition < MAX_PARTS) {
+                rm->eof_offset[m->partition] = m->offset;
+                rd_kafka_message_destroy(m);
+            } else if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    log_kv(LOGL_WARN, "readmodel_consumer_error", "reason",
+                           rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else {
+                msgs[n++] = m;
+            }
+            m = n < BATCH_MAX ? rd_kafka_consumer_poll(rm->rk, 0) : NULL;
+        }
+        if (n > 0) {
+            err_t e = {0};
+            atomic_fetch_add(&rm->records_read, (long long)n);
+            metrics_counter_add(rm->m_read, n);
+            for (int tries = 0; tries < 5; tries++) {
+                if (apply(rm, msgs, n, &e) == 0)
+                    break;
+                log_kv(LOGL_ERROR, "readmodel_apply_failed", "reason", e.msg);
+                struct timespec ts = {0, 200 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            for (size_t i = 0; i < n; i++)
+                rd_kafka_message_destroy(msgs[i]);
+        }
+        check_caught_up(rm);
+    }
+    free(msgs);
+    return NULL;
+}
+
+static int start_consumer(readmodel_t *rm, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = kafka_conf_consumer(&rm->cfg, NULL, e);
+    if (!conf)
+        return -1;
+    rm->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rm->rk) {
+        rd_kafka_conf_destroy(conf);
+        return err_set(e, ERRC_FATAL, "read model consumer: %s", errstr);
+    }
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rm->rk, rm->topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rm->rk, 0, t, &md, rm->cfg.kafka_timeout_ms);
+    rd_kafka_topic_destroy(t);
+    if (err || md->topics[0].err) {
+        err_set(e, err ? kafka_errc(err) : ERRC_FATAL, "metadata of %s: %s", rm->topic,
+                rd_kafka_err2str(err ? err : md->topics[0].err));
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        return -1;
+    }
+    rm->nparts = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    if (rm->nparts > MAX_PARTS)
+        return err_set(e, ERRC_FATAL, "%s has more than %d partitions", rm->topic, MAX_PARTS);
+    /* Resume from the offsets stored with the rows. */
+    sqlite3_stmt *st = NULL;
+    for (int p = 0; p < rm->nparts; p++) {
+        rm->next_offset[p] = 0;
+        rm->eof_offset[p] = -1;
+    }
+    if (sqlite3_prepare_v2(rm->wdb, "SELECT partition, next_offset FROM offsets WHERE topic=?", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, rm->topic, -1, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int p = sqlite3_column_int(st, 0);
+            if (p >= 0 && p < rm->nparts)
+                rm->next_offset[p] = sqlite3_column_int64(st, 1);
+        }
+    }
+    sqlite3_finalize(st);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(rm->nparts);
+    for (int p = 0; p < rm->nparts; p++) {
+        int64_t lo = 0, hi = 0;
+        if (kafka_watermarks(rm->rk, rm->topic, p, &lo, &hi, rm->cfg.kafka_timeout_ms, e) < 0) {
+            rd_kafka_topic_partition_list_destroy(parts);
+            return -1;
+        }
+        rm->end_at_start[p] = hi;
+        if (rm->next_offset[p] < lo)
+            rm->next_offset[p] = lo; /* compacted or deleted away: start at the log start */
+        rd_kafka_topic_partition_list_add(parts, rm->topic, p)->offset = rm->next_offset[p];
+    }
+    err = rd_kafka_assign(rm->rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (err)
+        return err_set(e, kafka_errc(err), "assign %s: %s", rm->topic, rd_kafka_err2str(err));
+    check_caught_up(rm);
+    return 0;
+}
+
+readmodel_t *readmodel_open(const config_t *cfg, metrics_t *m, err_t *e)
+{
+    readmodel_t *rm = calloc(1, sizeof *rm);
+    if (!rm) {
+        err_set(e, ERRC_FATAL, "out of memory");
+        return NULL;
+    }
+    rm->cfg = *cfg;
+    pthread_mutex_init(&rm->rmu, NULL);
+    pthread_mutex_init(&rm->wmu, NULL);
+    if (config_topic(cfg, KAFKA_TOPIC_STATUS, rm->topic, sizeof rm->topic, e) < 0)
+        goto fail;
+    mkdir(cfg->data_dir, 0700);
+    snprintf(rm->path, sizeof rm->path, "%s/intake-readmodel-%s.db", cfg->data_dir, rm->topic);
+    rm->m_read = metrics_counter(m, "oauthq_readmodel_records_read_total",
+                                 "Status records read from Kafka", NULL);
+    rm->m_applied = metrics_counter(m, "oauthq_readmodel_records_applied_total",
+                                    "Status records that moved a version forward", NULL);
+    rm->m_skipped = metrics_counter(m, "oauthq_readmodel_records_skipped_total",
+                                    "Status records older than the stored version", NULL);
+    if (open_db(rm, e) < 0 || start_consumer(rm, e) < 0)
+        goto fail;
+    if (pthread_create(&rm->thread, NULL, apply_main, rm) != 0) {
+        err_set(e, ERRC_FATAL, "cannot start the read model thread");
+        goto fail;
+    }
+    log_kv(LOGL_INFO, "readmodel_open", "path", rm->path, "topic", rm->topic);
+    return rm;
+fail:
+    if (rm->rk)
+        rd_kafka_destroy(rm->rk);
+    sqlite3_close(rm->rdb);
+    sqlite3_close(rm->wdb);
+    free(rm);
+    return NULL;
+}
+
+void readmodel_close(readmodel_t *rm)
+{
+    if (!rm)
+        return;
+    atomic_store(&rm->stop, 1);
+    pthread_join(rm->thread, NULL);
+    rd_kafka_consumer_close(rm->rk);
+    rd_kafka_destroy(rm->rk);
+    pthread_mutex_lock(&rm->wmu);
+    for (int b = 0; b < BUCKETS; b++) {
+        while (rm->buckets[b]) {
+            waiter *w = rm->buckets[b];
+            rm->buckets[b] = w->next;
+            httpd_req_unref(w->req);
+            free(w);
+        }
+    }
+    pthread_mutex_unlock(&rm->wmu);
+    sqlite3_close(rm->rdb);
+    sqlite3_close(rm->wdb);
+    free(rm);
+}
+
+int readmodel_get(readmodel_t *rm, const char *id, char **doc, int64_t *version, err_t *e)
+{
+    pthread_mutex_lock(&rm->rmu);
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(rm->rdb, "SELECT version, doc FROM status WHERE id=?", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+        *doc = strdup((const char *)sqlite3_column_text(st, 1));
+        rc = *doc ? 1 : err_set(e, ERRC_RETRIABLE, "out of memory");
+    } else if (s != SQLITE_DONE) {
+        rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
+    }
+out:
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&rm->rmu);
+    return rc;
+}
+
+int readmodel_watch(readmodel_t *rm, const char *id, httpd_req *req)
+{
+    waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->req = req;
+    pthread_mutex_lock(&rm->wmu);
+    if (rm->nwaiters >= READMODEL_WAITERS_MAX) {
+        pthread_mutex_unlock(&rm->wmu);
+        free(w);
+        return -1;
+    }
+    httpd_req_ref(req);
+    unsigned b = hash(id);
+    w->next = rm->buckets[b];
+    rm->buckets[b] = w;
+    rm->nwaiters++;
+    pthread_mutex_unlock(&rm->wmu);
+    return 0;
+}
+
+void readmodel_unwatch(readmodel_t *rm, httpd_req *req)
+{
+    pthread_mutex_lock(&rm->wmu);
+    for (int b = 0; b < BUCKETS; b++) {
+        for (waiter **pp = &rm->buckets[b]; *pp;) {
+            waiter *w = *pp;
+            if (w->req == req) {
+                *pp = w->next;
+                rm->nwaiters--;
+                httpd_req_unref(w->req);
+                free(w);
+                pthread_mutex_unlock(&rm->wmu);
+                return;
+            }
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&rm->wmu);
+}
+
+void readmodel_wake_all(readmodel_t *rm)
+{
+    pthread_mutex_lock(&rm->wmu);
+    for (int b = 0; b < BUCKETS; b++)
+        for (waiter *w = rm->buckets[b]; w; w = w->next)
+            httpd_wake(w->req);
+    pthread_mutex_unlock(&rm->wmu);
+}
+
+int readmodel_caught_up(readmodel_t *rm)
+{
+    return atomic_load(&rm->caught_up);
+}
+
+int64_t readmodel_records_read(readmodel_t *rm)
+{
+    return atomic_load(&rm->records_read);
+}

@@ -1,0 +1,59 @@
+/*
+ * readmodel — the intake's view of connection statuses (SPEC §4, G4).
+ *
+ * A thread consumes every partition of the status topic (assign, no group,
+ * read_committed) and applies the records to a SQLite file (WAL) together
+ * with the next offset per partition in one transaction: restarts resume,
+ * a deleted file is rebuilt from the compacted topic, and a version never
+ * moves backwards (an older or duplicated record is skipped). After each
+ * commit it wakes the HTTP requests long-polling the ids that changed.
+ *
+ * Threads: readmodel_open/close on the main thread; the apply thread is
+ * internal; readmodel_get/watch/unwatch/caught_up from any thread (reads use
+ * their own SQLite connection under a mutex; waiters under another).
+ */
+#ifndef OAUTHQ_PRODUCER_READMODEL_H
+#define OAUTHQ_PRODUCER_READMODEL_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "common/metrics.h"
+#include "common/httpd.h"
+
+#define READMODEL_WAITERS_MAX 10000
+
+typedef struct readmodel readmodel_t;
+
+/* Open (create) the database under cfg->data_dir and start the thread. */
+readmodel_t *readmodel_open(const config_t *cfg, metrics_t *m, err_t *e);
+
+/* Stop the thread and close. */
+void readmodel_close(readmodel_t *rm);
+
+/* The API document for id (malloc'd) and its version: 1 found, 0 absent,
+ * -1 error. */
+int readmodel_get(readmodel_t *rm, const char *id, char **doc, int64_t *version, err_t *e);
+
+/* Wake `req` (httpd_wake) when id's version changes; takes a request ref.
+ * -1 when READMODEL_WAITERS_MAX are waiting already. */
+int readmodel_watch(readmodel_t *rm, const char *id, httpd_req *req);
+
+/* Forget req's watch if still registered (after a timeout). */
+void readmodel_unwatch(readmodel_t *rm, httpd_req *req);
+
+/* Wake every waiting request (shutdown); they stay registered until their
+ * handler calls readmodel_unwatch. */
+void readmodel_wake_all(readmodel_t *rm);
+
+/* 1 once every partition reached the end offset seen at start. */
+int readmodel_caught_up(readmodel_t *rm);
+
+/* Records read from Kafka since start (tests: resume, not re-read). */
+int64_t readmodel_records_read(readmodel_t *rm);
+
+/* The embedded schema (equals schemas/readmodel.sql). */
+const char *readmodel_schema_sql(void);
+
+#endif

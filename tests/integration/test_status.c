@@ -1,0 +1,392 @@
+/*
+ * Integration: the intake's read model and status API (SPEC §4, G4)
+ * against the real broker. Status records are produced directly (as the
+ * worker's transactions would) for ids minted with the test's state key.
+ *  - latest version per id; out-of-order and duplicated records never move
+ *    a version backwards;
+ *  - ETag / If-None-Match → 304; forged id → 404; genuine id without a
+ *    record → pending/awaiting_callback, or expired past its state TTL;
+ *  - ?wait long-poll returns on a change (woken by the read model, not at
+ *    its deadline) and after its wait when nothing changes;
+ *  - a restart resumes from the stored offsets (records read after the
+ *    restart counted from /metrics); a deleted database is rebuilt.
+ * Served documents are appended to var/test-logs/status-api-docs.jsonl for
+ * the schema check.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <librdkafka/rdkafka.h>
+
+#include "common/config.h"
+#include "common/ident.h"
+#include "common/kafka.h"
+#include "common/keyring.h"
+#include "common/log.h"
+#include "tests/support/testhttp.h"
+#include "tests/support/testproc.h"
+
+#define NIDS 200
+
+static char g_dir[256], g_build[256], g_url[96], g_topic[256], g_db[600];
+static pid_t g_intake = -1;
+static config_t g_cfg;
+static keyring_t *g_keys;
+static rd_kafka_t *g_prod;
+static char g_ids[NIDS][IDENT_CONN_ID_MAX];
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static pid_t start_intake(void)
+{
+    char bin[300], log[300], url[128];
+    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    snprintf(log, sizeof log, "%s/intake.log", g_dir);
+    char *argv[] = {bin, NULL};
+    pid_t pid = testproc_spawn(argv, log);
+    snprintf(url, sizeof url, "%s/healthz", g_url);
+    if (pid < 0 || testproc_wait_http(url, 15000) != 0)
+        return -1;
+    /* Ready = Kafka reachable and the read model caught up. */
+    snprintf(url, sizeof url, "%s/readyz", g_url);
+    for (int i = 0; i < 150; i++) {
+        testhttp_resp r;
+        if (testhttp_do("GET", url, NULL, NULL, &r) == 0 && r.status == 200) {
+            testhttp_resp_free(&r);
+            return pid;
+        }
+        testhttp_resp_free(&r);
+        usleep(100000);
+    }
+    return -1;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *b = getenv("OAUTHQ_BUILD");
+    char cwd[200];
+    if (!getcwd(cwd, sizeof cwd))
+        return -1;
+    if (b && b[0] == '/')
+        snprintf(g_build, sizeof g_build, "%s", b);
+    else
+        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, b && *b ? b : "build");
+    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-status-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    char prefix[64], path[400];
+    snprintf(prefix, sizeof prefix, "itest-status-%ld-%ld.", (long)getpid(), (long)time(NULL));
+    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
+    setenv("OAUTHQ_LOG_FORMAT", "text", 1);
+    setenv("OAUTHQ_STATE_TTL_S", "600", 1);
+    setenv("OAUTHQ_DATA_DIR", g_dir, 1);
+    err_t e = {0};
+    if (config_load(&g_cfg, NULL, &e) < 0 || kafka_topics_ensure(&g_cfg, &e) < 0)
+        return -1;
+    log_init("itest", "warn", "text", &e);
+    config_topic(&g_cfg, "status", g_topic, sizeof g_topic, &e);
+    snprintf(g_db, sizeof g_db, "%s/intake-readmodel-%s.db", g_dir, g_topic);
+    snprintf(path, sizeof path, "%s/state.json", g_dir);
+    write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
+                     "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}}");
+    setenv("OAUTHQ_STATE_KEY_FILE", path, 1);
+    g_keys = keyring_load(path, &e);
+    snprintf(path, sizeof path, "%s/secret", g_dir);
+    write_file(path, "sk_status_secret_value\n");
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"providers\":[{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":"
+             "\"http://127.0.0.1:9/oauth/authorize\",\"token_url\":\"http://127.0.0.1:9/oauth/"
+             "token\",\"client_id\":\"ca_s\",\"client_secret_file\":\"%s/secret\","
+             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300}]}",
+             g_dir);
+    snprintf(path, sizeof path, "%s/providers.json", g_dir);
+    write_file(path, json);
+    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+    int port = testproc_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(g_url, sizeof g_url, "http://%s", listen);
+    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_PUBLIC_URL", g_url, 1);
+    char errstr[256];
+    g_prod = rd_kafka_new(RD_KAFKA_PRODUCER, kafka_conf_producer(&g_cfg, NULL, &e), errstr,
+                          sizeof errstr);
+    for (int i = 0; i < NIDS; i++)
+        ident_conn_new(g_keys, time(NULL), g_ids[i], &e);
+    g_intake = start_intake();
+    return g_intake > 0 && g_prod && g_keys ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_intake > 0)
+        testproc_stop(g_intake, 15000);
+    if (g_prod)
+        rd_kafka_destroy(g_prod);
+    keyring_free(g_keys);
+    if (getenv("OAUTHQ_KEEP_TEST_LOGS")) {
+        fprintf(stderr, "logs kept in %s\n", g_dir);
+        return 0;
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void produce_status(const char *id, int version, const char *status)
+{
+    char doc[1024];
+    int n = snprintf(
+        doc, sizeof doc,
+        "{\"schema\":\"oauthq.status.v1\",\"id\":\"%s\",\"provider\":\"sim\",\"status\":\"%s\","
+        "\"phase\":%s,\"reason\":null,\"message\":\"Test message.\",\"account\":null,"
+        "\"attempts\":%d,\"created_at\":\"2026-11-27T10:00:00.000Z\",\"updated_at\":"
+        "\"2026-11-27T10:00:00.000Z\",\"version\":%d}",
+        id, status, strcmp(status, "pending") == 0 ? "\"exchanging\"" : "null", version, version);
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_topic),
+                                       RD_KAFKA_V_KEY(id, strlen(id)),
+                                       RD_KAFKA_V_VALUE(doc, (size_t)n),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+}
+
+static void flush(void)
+{
+    assert_int_equal(rd_kafka_flush(g_prod, 10000), 0);
+}
+
+/* GET the status; returns HTTP status, fills version (or -1) and doc. */
+static long get_doc(const char *id, const char *inm, int wait_s, long *version, double *ms)
+{
+    char url[256], hdr[64];
+    snprintf(url, sizeof url, "%s/v1/connections/%s%s", g_url, id, wait_s ? "?wait=" : "");
+    if (wait_s)
+        snprintf(url + strlen(url), sizeof url - strlen(url), "%d", wait_s);
+    snprintf(hdr, sizeof hdr, "If-None-Match: %s", inm ? inm : "");
+    const char *hdrs[] = {hdr, NULL};
+    testhttp_resp r;
+    double t0 = now_ms();
+    assert_int_equal(testhttp_do_timeout("GET", url, inm ? hdrs : NULL, NULL, 40000, &r), 0);
+    if (ms)
+        *ms = now_ms() - t0;
+    long st = r.status;
+    *version = -1;
+    if (st == 200) {
+        cJSON *o = cJSON_Parse(r.body);
+        *version = (long)cJSON_GetObjectItem(o, "version")->valuedouble;
+        const char *etag = strstr(r.headers, "ETag: \"");
+        assert_non_null(etag);
+        assert_int_equal(atol(etag + 7), *version);
+        FILE *f = fopen("var/test-logs/status-api-docs.jsonl", "a");
+        if (f) {
+            fprintf(f, "%s\n", r.body);
+            fclose(f);
+        }
+        cJSON_Delete(o);
+    }
+    testhttp_resp_free(&r);
+    return st;
+}
+
+/* Wait until id shows version v (bounded). */
+static void await_version(const char *id, long want)
+{
+    long v = -1;
+    for (int i = 0; i < 200 && v != want; i++) {
+        get_doc(id, NULL, 0, &v, NULL);
+        if (v != want)
+            usleep(50000);
+    }
+    assert_int_equal(v, want);
+}
+
+static void test_latest_version_wins(void **state)
+{
+    (void)state;
+    /* Every id: versions 1..3 in order, then 2 and 1 again, then 3 again. */
+    for (int i = 0; i < NIDS; i++) {
+        produce_status(g_ids[i], 1, "pending");
+        produce_status(g_ids[i], 2, "pending");
+        produce_status(g_ids[i], 3, "connected");
+    }
+    for (int i = 0; i < NIDS; i++) {
+        produce_status(g_ids[i], 2, "pending");
+        produce_status(g_ids[i], 1, "pending");
+        produce_status(g_ids[i], 3, "connected");
+    }
+    flush();
+    await_version(g_ids[NIDS - 1], 3);
+    for (int i = 0; i < NIDS; i++) {
+        long v;
+        assert_int_equal(get_doc(g_ids[i], NULL, 0, &v, NULL), 200);
+        assert_int_equal(v, 3);
+    }
+}
+
+static void test_etag_404_pending_expired(void **state)
+{
+    (void)state;
+    long v;
+    assert_int_equal(get_doc(g_ids[0], "\"3\"", 0, &v, NULL), 304);
+    assert_int_equal(get_doc(g_ids[0], "\"2\"", 0, &v, NULL), 200);
+    char forged[IDENT_CONN_ID_MAX];
+    snprintf(forged, sizeof forged, "%s", g_ids[0]);
+    forged[20] = forged[20] == 'A' ? 'B' : 'A';
+    assert_int_equal(get_doc(forged, NULL, 0, &v, NULL), 404);
+    assert_int_equal(get_doc("nonsense", NULL, 0, &v, NULL), 404);
+    /* Genuine, no record yet: pending / awaiting_callback, version 0. */
+    char fresh[IDENT_CONN_ID_MAX], old[IDENT_CONN_ID_MAX];
+    err_t e = {0};
+    ident_conn_new(g_keys, time(NULL), fresh, &e);
+    ident_conn_new(g_keys, time(NULL) - 700, old, &e); /* past the 600 s state TTL */
+    char url[256];
+    testhttp_resp r;
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, fresh);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"status\":\"pending\""));
+    assert_non_null(strstr(r.body, "\"phase\":\"awaiting_callback\""));
+    assert_non_null(strstr(r.body, "\"version\":0"));
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, old);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "\"status\":\"expired\""));
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/connections/%s?wait=99", g_url, fresh);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    testhttp_resp_free(&r);
+}
+
+typedef struct {
+    const char *id;
+    long status, version;
+    double ms, done_at;
+} poll_arg;
+
+static void *long_poll(void *a)
+{
+    poll_arg *p = a;
+    p->status = get_doc(p->id, "\"3\"", 10, &p->version, &p->ms);
+    p->done_at = now_ms();
+    return NULL;
+}
+
+static void test_long_poll_wakes_on_change_and_times_out(void **state)
+{
+    (void)state;
+    poll_arg p = {g_ids[1], 0, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, long_poll, &p);
+    usleep(500000); /* the poll is waiting */
+    double t0 = now_ms();
+    produce_status(g_ids[1], 4, "connected");
+    flush();
+    double acked = now_ms();
+    pthread_join(th, NULL);
+    assert_int_equal(p.status, 200);
+    assert_int_equal(p.version, 4);
+    double wake = p.done_at - acked;
+    fprintf(stderr,
+            "long-poll answered %.0f ms after the record was acknowledged (%.0f ms after "
+            "produce)\n",
+            wake, p.done_at - t0);
+    /* Woken by the change, far before its 10 s wait. */
+    assert_true(p.ms < 5000);
+    /* Nothing changes: 304 after the wait. */
+    long v;
+    double ms;
+    assert_int_equal(get_doc(g_ids[2], "\"3\"", 1, &v, &ms), 304);
+    assert_true(ms >= 900);
+}
+
+static long metric(const char *name)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/metrics", g_url);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    /* The sample line, not the # HELP / # TYPE lines that name it too. */
+    char needle[160];
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *p = strstr(r.body, needle);
+    long v = p ? atol(p + strlen(needle)) : -1;
+    testhttp_resp_free(&r);
+    return v;
+}
+
+static void test_restart_resumes_and_rebuild(void **state)
+{
+    (void)state;
+    assert_int_equal(testproc_stop(g_intake, 15000), 0);
+    g_intake = start_intake();
+    assert_true(g_intake > 0);
+    /* Resumed from stored offsets: nothing old is read again. */
+    assert_int_equal(metric("oauthq_readmodel_records_read_total"), 0);
+    produce_status(g_ids[5], 7, "connected");
+    flush();
+    await_version(g_ids[5], 7);
+    assert_true(metric("oauthq_readmodel_records_read_total") <= 2);
+    /* Delete the database: rebuilt from the topic, latest versions. */
+    assert_int_equal(testproc_stop(g_intake, 15000), 0);
+    assert_int_equal(unlink(g_db), 0);
+    char side[700];
+    snprintf(side, sizeof side, "%s-wal", g_db);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", g_db);
+    unlink(side);
+    g_intake = start_intake();
+    assert_true(g_intake > 0);
+    long reread = metric("oauthq_readmodel_records_read_total");
+    fprintf(stderr, "rebuild read %ld records\n", reread);
+    assert_true(reread >= NIDS * 6);
+    long v;
+    get_doc(g_ids[5], NULL, 0, &v, NULL);
+    assert_int_equal(v, 7);
+    get_doc(g_ids[1], NULL, 0, &v, NULL);
+    assert_int_equal(v, 4);
+    get_doc(g_ids[NIDS - 1], NULL, 0, &v, NULL);
+    assert_int_equal(v, 3);
+}
+
+int main(void)
+{
+    mkdir("var", 0755);
+    mkdir("var/test-logs", 0755);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_latest_version_wins),
+        cmocka_unit_test(test_etag_404_pending_expired),
+        cmocka_unit_test(test_long_poll_wakes_on_change_and_times_out),
+        cmocka_unit_test(test_restart_resumes_and_rebuild),
+    };
+    return cmocka_run_group_tests_name("integration_status", tests, setup, teardown);
+}
