@@ -171,3 +171,77 @@ out:
     cJSON_Delete(o);
     return rc;
 }
+
+char *records_replay_encode(const records_replay *r, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(r->requested_at_ms, ts);
+    cJSON_AddStringToObject(o, "schema", RECORDS_REPLAY_SCHEMA);
+    cJSON_AddStringToObject(o, "connection_id", r->connection_id);
+    cJSON_AddStringToObject(o, "requested_at", ts);
+    cJSON_AddStringToObject(o, "requested_by", r->requested_by);
+    add_opt(o, "reason", r->reason);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding replay record: out of memory");
+    return s;
+}
+
+int records_replay_decode(const char *json, size_t len, records_replay *out, err_t *e)
+{
+    static const char *const known[] = {"schema",       "connection_id", "requested_at",
+                                        "requested_by", "reason",        NULL};
+    memset(out, 0, sizeof *out);
+    if (len > 16384)
+        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    char schema[40], ts[RECORDS_TIME_MAX];
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+        goto out;
+    }
+    for (const cJSON *it = o->child; it; it = it->next) {
+        int ok = 0;
+        for (int i = 0; known[i]; i++)
+            ok |= strcmp(it->string, known[i]) == 0;
+        if (!ok) {
+            err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
+            goto out;
+        }
+    }
+    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, RECORDS_REPLAY_SCHEMA) != 0) {
+        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_REPLAY_SCHEMA);
+        goto out;
+    }
+    if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
+        field(o, "requested_at", ts, sizeof ts, 1, e) < 0 ||
+        field(o, "requested_by", out->requested_by, sizeof out->requested_by, 1, e) < 0 ||
+        field(o, "reason", out->reason, sizeof out->reason, 0, e) < 0)
+        goto out;
+    if (records_time_parse(ts, &out->requested_at_ms) < 0) {
+        err_set(e, ERRC_PERMANENT, "field requested_at is not RFC 3339 UTC with milliseconds");
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}
+
+int records_schema_of(const char *json, size_t len, char *out, size_t cap)
+{
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schema");
+    int rc = -1;
+    if (cJSON_IsString(s) && strlen(s->valuestring) < cap) {
+        memcpy(out, s->valuestring, strlen(s->valuestring) + 1);
+        rc = 0;
+    }
+    cJSON_Delete(o);
+    return rc;
+}

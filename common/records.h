@@ -44,6 +44,30 @@ typedef struct {
     char request_id[RECORDS_ID_MAX];
 } records_callback;
 
+/* replay.v1 (topic callbacks, key = connection id): an operator asks the
+ * worker to re-attempt a connection now. The worker answers through the
+ * state machine: only a code that was never definitively answered and is
+ * still inside its deadline is exchanged again; every other replay is
+ * recorded with an explanation and changes nothing else. */
+#define RECORDS_REPLAY_SCHEMA "oauthq.replay.v1"
+
+typedef struct {
+    char connection_id[RECORDS_ID_MAX];
+    int64_t requested_at_ms;
+    char requested_by[RECORDS_ID_MAX]; /* operator or tool name */
+    char reason[RECORDS_TEXT_MAX + 1]; /* free text for the audit trail */
+} records_replay;
+
+/* JSON text of a replay record (malloc'd). */
+char *records_replay_encode(const records_replay *r, err_t *e);
+
+/* Parse and validate a replay.v1 record. */
+int records_replay_decode(const char *json, size_t len, records_replay *out, err_t *e);
+
+/* The "schema" of a JSON record (into out[cap]); -1 when absent. Cheap
+ * dispatch before a full decode. */
+int records_schema_of(const char *json, size_t len, char *out, size_t cap);
+
 /* JSON text of r (malloc'd, caller frees and should wipe: it holds the
  * code); NULL on allocation failure (ERRC_RETRIABLE). */
 char *records_callback_encode(const records_callback *r, err_t *e);

@@ -327,11 +327,12 @@ static int start_consumer(readmodel_t *rm, err_t *e)
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err = rd_kafka_metadata(rm->rk, 0, t, &md, rm->cfg.kafka_timeout_ms);
     rd_kafka_topic_destroy(t);
-    if (err || md->topics[0].err) {
-        err_set(e, err ? kafka_errc(err) : ERRC_FATAL, "metadata of %s: %s", rm->topic,
-                rd_kafka_err2str(err ? err : md->topics[0].err));
-        if (md)
-            rd_kafka_metadata_destroy(md);
+    if (err)
+        return err_set(e, kafka_errc(err), "metadata of %s: %s", rm->topic, rd_kafka_err2str(err));
+    if (md->topics[0].err) {
+        err_set(e, ERRC_FATAL, "metadata of %s: %s", rm->topic,
+                rd_kafka_err2str(md->topics[0].err));
+        rd_kafka_metadata_destroy(md);
         return -1;
     }
     rm->nparts = md->topics[0].partition_cnt;

@@ -243,3 +243,39 @@ machine_action machine_on_takeover(conn_t *c, int64_t now_ms)
     touch(c, now_ms);
     return MACHINE_CHANGED;
 }
+
+machine_action machine_on_replay(conn_t *c, int fresh, int64_t paused_until_ms, int64_t now_ms)
+{
+    if (fresh)
+        return MACHINE_UNCHANGED; /* nothing known about it: nothing to replay */
+    const char *why = NULL;
+    if (c->status == CONN_CONNECTED)
+        why = "replay ignored: already connected";
+    else if (c->status != CONN_PENDING)
+        why = "replay ignored: the code was definitively answered or never arrived";
+    else if (c->claimed || c->phase == PHASE_EXCHANGING)
+        why = "replay ignored: an exchange is in flight";
+    else if (!c->code_sealed[0])
+        why = "replay ignored: no code to exchange";
+    if (why) {
+        if (strcmp(c->last_error, why) == 0)
+            return MACHINE_UNCHANGED;
+        snprintf(c->last_error, sizeof c->last_error, "%s", why);
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    if (now_ms >= c->deadline_ms) {
+        fail(c, c->unknown_outcomes > 0 ? REASON_PROVIDER_UNAVAILABLE : REASON_CODE_EXPIRED);
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    if (paused_until_ms > now_ms) {
+        snprintf(c->last_error, sizeof c->last_error, "replay deferred: provider paused");
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    /* Queued or retrying with the code kept: exchange it now. */
+    c->phase = PHASE_RETRYING;
+    c->retry_at_ms = now_ms;
+    return machine_on_due(c, 0, now_ms);
+}

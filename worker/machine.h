@@ -70,6 +70,12 @@ machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms
  * attempt and schedule it at once. Unchanged when no claim is open. */
 machine_action machine_on_takeover(conn_t *c, int64_t now_ms);
 
+/* An operator's replay (oauthqctl replay). Only a code never definitively
+ * answered and still inside its deadline is exchanged (now, unless the
+ * provider is paused); anything else is recorded in last_error as the
+ * explanation, never a second exchange. `fresh`: no state for this id. */
+machine_action machine_on_replay(conn_t *c, int fresh, int64_t paused_until_ms, int64_t now_ms);
+
 /* Backoff before retry number `attempts` (1-based). */
 int64_t machine_backoff_ms(int attempts);
 

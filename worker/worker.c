@@ -224,6 +224,36 @@ static int key_usable(const rd_kafka_message_t *m)
 
 /* ---- deciding -------------------------------------------------------------- */
 
+/* An operator's replay.v1 record: through the state machine, never a
+ * second exchange of a definitively answered code. */
+static int on_replay(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
+{
+    records_replay rp;
+    err_t de = {0};
+    if (records_replay_decode(m->payload, m->len, &rp, &de) < 0 ||
+        strcmp(rp.connection_id, key) != 0) {
+        add_dlq(w, m, de.msg[0] ? de.msg : "replay: key is not its connection_id");
+        return 0;
+    }
+    int fresh;
+    item_t *it = item_get(w, key, "unknown", m->partition, &fresh, e);
+    if (!it)
+        return -1;
+    if (it->exchange)
+        return 0; /* already being exchanged in this batch */
+    int pi = provider_index(w, it->c->provider);
+    machine_action a = machine_on_replay(it->c, fresh, pi >= 0 ? w->paused_until[pi] : 0, now_ms());
+    if (a != MACHINE_UNCHANGED && !fresh)
+        it->changed = 1;
+    if (a == MACHINE_EXCHANGE)
+        it->exchange = 1;
+    log_kv(LOGL_INFO, "replay", "connection_id", key, "requested_by", rp.requested_by, "result",
+           a == MACHINE_EXCHANGE ? "exchange"
+           : fresh               ? "unknown connection"
+                                 : it->c->last_error);
+    return 0;
+}
+
 static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
 {
     char key[CONN_ID_MAX] = "";
@@ -232,6 +262,10 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         memcpy(key, m->key, m->key_len);
         key[m->key_len] = '\0';
     }
+    char schema[40];
+    if (usable && m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
+        strcmp(schema, RECORDS_REPLAY_SCHEMA) == 0)
+        return on_replay(w, m, key, e);
     records_callback cb;
     err_t de = {0};
     const char *reason = NULL;

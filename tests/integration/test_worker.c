@@ -548,6 +548,25 @@ static int on_dlq(const testkafka_record *r, void *ud)
     return 0;
 }
 
+/* The DLQ record's original bytes for a key (the "original" field). */
+typedef struct {
+    const char *id;
+    char *out;
+} dlq_find;
+
+static int on_dlq_original(const testkafka_record *r, void *ud)
+{
+    dlq_find *f = ud;
+    if (!r->key || !r->value || strcmp(r->key, f->id) != 0)
+        return 0;
+    cJSON *o = cJSON_Parse(r->value);
+    const cJSON *orig = cJSON_GetObjectItem(o, "original");
+    if (cJSON_IsString(orig))
+        snprintf(f->out, 4096, "%s", orig->valuestring);
+    cJSON_Delete(o);
+    return 0;
+}
+
 static void test_malformed_record_goes_to_dlq_and_partition_flows(void **state)
 {
     (void)state;
@@ -568,6 +587,142 @@ static void test_malformed_record_goes_to_dlq_and_partition_flows(void **state)
     err_t e = {0};
     testkafka_read(&g_cfg, g_t_dlq, 1, 20000, on_dlq, &n, &e);
     assert_true(n >= 1);
+}
+
+static void produce_replay(const char *id)
+{
+    records_replay rp;
+    memset(&rp, 0, sizeof rp);
+    snprintf(rp.connection_id, sizeof rp.connection_id, "%s", id);
+    rp.requested_at_ms = (int64_t)time(NULL) * 1000;
+    snprintf(rp.requested_by, sizeof rp.requested_by, "itest");
+    char *json = records_replay_encode(&rp, NULL);
+    assert_non_null(json);
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                                       RD_KAFKA_V_KEY(id, strlen(id)),
+                                       RD_KAFKA_V_VALUE(json, strlen(json)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    free(json);
+}
+
+typedef struct {
+    const char *id;
+    char last_error[200];
+    long version;
+} last_error_probe;
+
+static int on_last_error(const testkafka_record *r, void *ud)
+{
+    last_error_probe *p = ud;
+    if (!r->key || !r->value || strcmp(r->key, p->id) != 0)
+        return 0;
+    cJSON *o = cJSON_Parse(r->value);
+    long v = (long)cJSON_GetObjectItem(o, "version")->valuedouble;
+    const cJSON *le = cJSON_GetObjectItem(o, "last_error");
+    if (v > p->version) {
+        p->version = v;
+        snprintf(p->last_error, sizeof p->last_error, "%s",
+                 cJSON_IsString(le) ? le->valuestring : "");
+    }
+    cJSON_Delete(o);
+    return 0;
+}
+
+/* Wait (bounded) until id's latest connections record explains a replay. */
+static void await_explanation(const char *id, const char *want)
+{
+    last_error_probe p = {id, "", -1};
+    for (int i = 0; i < 60 && !strstr(p.last_error, want); i++) {
+        err_t e = {0};
+        p.version = -1;
+        testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_last_error, &p, &e);
+        if (!strstr(p.last_error, want))
+            usleep(500000);
+    }
+    assert_non_null(strstr(p.last_error, want));
+}
+
+/* Replays never exchange a definitively answered code (G1); a DLQ'd
+ * callback whose code was never used is exchanged exactly once. */
+static void test_replay(void **state)
+{
+    (void)state;
+    flow ok, denied, late;
+    new_code(&ok, "sim", NULL);
+    new_code(&denied, "sim", "deny");
+    produce_cb(&ok, 0);
+    produce_cb(&denied, 1);
+    flush_prod();
+    wait_final(&ok, 1, 60);
+    wait_final(&denied, 1, 60);
+    produce_replay(ok.id);
+    produce_replay(denied.id);
+    flush_prod();
+    await_explanation(ok.id, "already connected");
+    await_explanation(denied.id, "definitively answered");
+    cJSON *st = sim_stats();
+    assert_int_equal(token_requests(st, ok.hash), 1);
+    cJSON_Delete(st);
+    read_statuses(0);
+    assert_string_equal(st_find(ok.id, 0)->status, "connected");
+    assert_string_equal(st_find(denied.id, 0)->status, "failed");
+
+    /* A provider the worker does not know yet: the callback goes to the
+     * DLQ, the code stays unused. */
+    new_code(&late, "simlate", NULL);
+    produce_cb(&late, 0);
+    flush_prod();
+    char original[4096] = "";
+    dlq_find find = {late.id, original};
+    for (int t = 0; t < 60; t++) {
+        err_t e = {0};
+        testkafka_read(&g_cfg, g_t_dlq, 0, 20000, on_dlq_original, &find, &e);
+        if (find.out[0])
+            break;
+        usleep(500000);
+    }
+    assert_non_null(strstr(original, "simlate"));
+    /* Fix the configuration, restart, replay the original record. */
+    char path[320], json[2048];
+    snprintf(path, sizeof path, "%s/providers.json", g_dir);
+    snprintf(json, sizeof json,
+             "{\"providers\":["
+             "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
+             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
+             "{\"name\":\"simbad\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/badsecret\",\"pkce\":false,"
+             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null},"
+             "{\"name\":\"simlate\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/secret\",\"code_ttl_s\":300,"
+             "\"token_auth\":\"client_secret_post\"}]}",
+             g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir);
+    write_file(path, json);
+    stop_worker(0);
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                                       RD_KAFKA_V_KEY(late.id, strlen(late.id)),
+                                       RD_KAFKA_V_VALUE(original, strlen(original)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    flush_prod();
+    for (int t = 0; t < 120; t++) {
+        read_statuses(0);
+        st_entry *e = st_find(late.id, 0);
+        if (e && strcmp(e->status, "connected") == 0)
+            break;
+        usleep(500000);
+    }
+    read_statuses(0);
+    assert_string_equal(st_find(late.id, 0)->status, "connected");
+    st = sim_stats();
+    assert_int_equal(token_requests(st, late.hash), 1);
+    cJSON_Delete(st);
 }
 
 #define CRASH_N 1000
@@ -709,6 +864,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_malformed_record_goes_to_dlq_and_partition_flows),
         cmocka_unit_test(test_invalid_client_holds_until_fixed),
+        cmocka_unit_test(test_replay),
         cmocka_unit_test(test_crash_kill9_repeatedly),
         cmocka_unit_test(test_rebalance_survivor_finishes),
         cmocka_unit_test(test_save_connection_records),

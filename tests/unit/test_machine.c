@@ -329,6 +329,50 @@ static void test_versions_only_move_forward(void **state)
     free(c);
 }
 
+static void test_replay(void **state)
+{
+    (void)state;
+    int pause;
+    /* Retrying with the code kept: exchanged now (not at its retry_at). */
+    conn_t *c = claimed_with_a();
+    exchange_result unk = outcome(EXCH_UNKNOWN);
+    machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause);
+    assert_true(c->retry_at_ms > T0 + 20);
+    assert_int_equal(machine_on_replay(c, 0, 0, T0 + 20), MACHINE_EXCHANGE);
+    /* Provider paused: deferred, recorded. */
+    assert_int_equal(machine_on_replay(c, 0, T0 + 60000, T0 + 21), MACHINE_CHANGED);
+    assert_string_equal(c->last_error, "replay deferred: provider paused");
+    /* In flight: ignored. */
+    machine_claim(c, T0 + 30);
+    assert_int_equal(machine_on_replay(c, 0, 0, T0 + 31), MACHINE_CHANGED);
+    assert_non_null(strstr(c->last_error, "in flight"));
+    /* Connected: never exchanged again. */
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    machine_on_result(c, &ok, "a", "r", T0 + 40, &pause);
+    assert_int_equal(machine_on_replay(c, 0, 0, T0 + 50), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(machine_on_replay(c, 0, 0, T0 + 51), MACHINE_UNCHANGED);
+    free(c);
+    /* Failed definitively: never exchanged again. */
+    c = claimed_with_a();
+    exchange_result rej = outcome(EXCH_REJECTED);
+    machine_on_result(c, &rej, NULL, NULL, T0 + 10, &pause);
+    assert_int_equal(machine_on_replay(c, 0, 0, T0 + 20), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_CODE_REJECTED);
+    free(c);
+    /* Past the deadline: expired, not exchanged. */
+    c = claimed_with_a();
+    machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause);
+    assert_int_equal(machine_on_replay(c, 0, 0, T0 + TTL * 1000 + 1), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    free(c);
+    /* Unknown id. */
+    c = fresh();
+    assert_int_equal(machine_on_replay(c, 1, 0, T0), MACHINE_UNCHANGED);
+    free(c);
+}
+
 static void test_codecs(void **state)
 {
     (void)state;
@@ -371,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_failed_connection_may_start_a_new_chain),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_versions_only_move_forward),
+        cmocka_unit_test(test_replay),
         cmocka_unit_test(test_codecs),
     };
     return cmocka_run_group_tests_name("unit_machine", tests, NULL, NULL);
