@@ -172,12 +172,36 @@ out:
     return rc;
 }
 
+static char *command_encode(const char *schema_name, const records_replay *r, err_t *e);
+static int command_decode(const char *schema_name, const char *json, size_t len,
+                          records_replay *out, err_t *e);
+
 char *records_replay_encode(const records_replay *r, err_t *e)
+{
+    return command_encode(RECORDS_REPLAY_SCHEMA, r, e);
+}
+
+int records_replay_decode(const char *json, size_t len, records_replay *out, err_t *e)
+{
+    return command_decode(RECORDS_REPLAY_SCHEMA, json, len, out, e);
+}
+
+char *records_disconnect_encode(const records_replay *r, err_t *e)
+{
+    return command_encode(RECORDS_DISCONNECT_SCHEMA, r, e);
+}
+
+int records_disconnect_decode(const char *json, size_t len, records_replay *out, err_t *e)
+{
+    return command_decode(RECORDS_DISCONNECT_SCHEMA, json, len, out, e);
+}
+
+static char *command_encode(const char *schema_name, const records_replay *r, err_t *e)
 {
     cJSON *o = cJSON_CreateObject();
     char ts[RECORDS_TIME_MAX];
     records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_REPLAY_SCHEMA);
+    cJSON_AddStringToObject(o, "schema", schema_name);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
     cJSON_AddStringToObject(o, "requested_at", ts);
     cJSON_AddStringToObject(o, "requested_by", r->requested_by);
@@ -185,11 +209,12 @@ char *records_replay_encode(const records_replay *r, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding replay record: out of memory");
+        err_set(e, ERRC_RETRIABLE, "encoding %s record: out of memory", schema_name);
     return s;
 }
 
-int records_replay_decode(const char *json, size_t len, records_replay *out, err_t *e)
+static int command_decode(const char *schema_name, const char *json, size_t len,
+                          records_replay *out, err_t *e)
 {
     static const char *const known[] = {"schema",       "connection_id", "requested_at",
                                         "requested_by", "reason",        NULL};
@@ -214,8 +239,8 @@ int records_replay_decode(const char *json, size_t len, records_replay *out, err
     }
     if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
         goto out;
-    if (strcmp(schema, RECORDS_REPLAY_SCHEMA) != 0) {
-        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_REPLAY_SCHEMA);
+    if (strcmp(schema, schema_name) != 0) {
+        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, schema_name);
         goto out;
     }
     if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||

@@ -64,6 +64,18 @@ char *records_replay_encode(const records_replay *r, err_t *e);
 /* Parse and validate a replay.v1 record. */
 int records_replay_decode(const char *json, size_t len, records_replay *out, err_t *e);
 
+/* disconnect.v1 (topic callbacks, key = connection id): DELETE
+ * /v1/connections/{id} asks the worker to revoke the connection at the
+ * provider and shred its tokens. Same shape as replay.v1 (requested_by =
+ * the intake's request id). */
+#define RECORDS_DISCONNECT_SCHEMA "oauthq.disconnect.v1"
+
+/* JSON text of a disconnect record (malloc'd); r as for replays. */
+char *records_disconnect_encode(const records_replay *r, err_t *e);
+
+/* Parse and validate a disconnect.v1 record. */
+int records_disconnect_decode(const char *json, size_t len, records_replay *out, err_t *e);
+
 /* The "schema" of a JSON record (into out[cap]); -1 when absent. Cheap
  * dispatch before a full decode. */
 int records_schema_of(const char *json, size_t len, char *out, size_t cap);

@@ -279,3 +279,36 @@ machine_action machine_on_replay(conn_t *c, int fresh, int64_t paused_until_ms, 
     c->retry_at_ms = now_ms;
     return machine_on_due(c, 0, now_ms);
 }
+
+machine_action machine_on_disconnect(conn_t *c, int fresh, int64_t now_ms)
+{
+    if (fresh || c->status == CONN_DISCONNECTED)
+        return MACHINE_UNCHANGED;
+    if (c->status == CONN_CONNECTED)
+        return MACHINE_DEAUTHORIZE;
+    const char *why = "disconnect ignored: the connection is not connected";
+    if (strcmp(c->last_error, why) == 0)
+        return MACHINE_UNCHANGED;
+    snprintf(c->last_error, sizeof c->last_error, "%s", why);
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+machine_action machine_on_deauthorized(conn_t *c, int done, const char *detail, int64_t now_ms)
+{
+    if (c->status != CONN_CONNECTED)
+        return MACHINE_UNCHANGED;
+    if (done) {
+        c->status = CONN_DISCONNECTED;
+        c->phase = PHASE_NONE;
+        c->reason = REASON_NONE;
+        /* Shred: the latest changelog record carries no secret any more. */
+        memset(c->access_sealed, 0, sizeof c->access_sealed);
+        memset(c->refresh_sealed, 0, sizeof c->refresh_sealed);
+        c->last_error[0] = '\0';
+    } else {
+        snprintf(c->last_error, sizeof c->last_error, "disconnect failed: %s", detail);
+    }
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}

@@ -39,6 +39,7 @@ typedef enum {
     MACHINE_UNCHANGED = 0, /* nothing to write */
     MACHINE_CHANGED,       /* write the new state (connections + status) */
     MACHINE_EXCHANGE,      /* state changed: claim and exchange the active code */
+    MACHINE_DEAUTHORIZE,   /* revoke at the provider, then machine_on_deauthorized */
 } machine_action;
 
 /* A decoded callback arrived. `fresh` is 1 when `c` was just conn_init'ed
@@ -75,6 +76,15 @@ machine_action machine_on_takeover(conn_t *c, int64_t now_ms);
  * provider is paused); anything else is recorded in last_error as the
  * explanation, never a second exchange. `fresh`: no state for this id. */
 machine_action machine_on_replay(conn_t *c, int fresh, int64_t paused_until_ms, int64_t now_ms);
+
+/* A disconnect request (DELETE /v1/connections/{id}). Connected: the
+ * caller revokes at the provider (idempotent) before committing; anything
+ * else is recorded, and disconnected stays disconnected. */
+machine_action machine_on_disconnect(conn_t *c, int fresh, int64_t now_ms);
+
+/* The provider's answer to the revocation: done → disconnected with the
+ * sealed tokens shredded; otherwise stays connected with last_error. */
+machine_action machine_on_deauthorized(conn_t *c, int done, const char *detail, int64_t now_ms);
 
 /* Backoff before retry number `attempts` (1-based). */
 int64_t machine_backoff_ms(int attempts);

@@ -373,6 +373,38 @@ static void test_replay(void **state)
     free(c);
 }
 
+static void test_disconnect(void **state)
+{
+    (void)state;
+    int pause;
+    conn_t *c = claimed_with_a();
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", T0 + 10, &pause);
+    assert_int_equal(machine_on_disconnect(c, 0, T0 + 20), MACHINE_DEAUTHORIZE);
+    /* Provider unreachable: still connected, explained. */
+    assert_int_equal(machine_on_deauthorized(c, 0, "http 503", T0 + 21), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_string_equal(c->access_sealed, "v1.d1.acc");
+    assert_non_null(strstr(c->last_error, "http 503"));
+    /* Done: disconnected, tokens shredded; idempotent afterwards. */
+    assert_int_equal(machine_on_deauthorized(c, 1, "", T0 + 22), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_DISCONNECTED);
+    assert_string_equal(c->access_sealed, "");
+    assert_string_equal(c->refresh_sealed, "");
+    assert_int_equal(machine_on_disconnect(c, 0, T0 + 23), MACHINE_UNCHANGED);
+    /* Disconnected never exchanges a later code. */
+    records_callback cb = code_cb("Z", T0 + 30);
+    assert_int_equal(machine_on_callback(c, 0, &cb, "hashZ", "sealedZ", "", TTL, T0 + 30),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_DISCONNECTED);
+    free(c);
+    c = claimed_with_a();
+    assert_int_equal(machine_on_disconnect(c, 0, T0 + 5), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(machine_on_disconnect(c, 1, T0 + 5), MACHINE_UNCHANGED);
+    free(c);
+}
+
 static void test_codecs(void **state)
 {
     (void)state;
@@ -416,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_versions_only_move_forward),
         cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_codecs),
     };
     return cmocka_run_group_tests_name("unit_machine", tests, NULL, NULL);
