@@ -51,7 +51,7 @@ LIBWORKER := $(BUILD)/libworker.a
 LIBCTL := $(BUILD)/libctl.a
 LIBSUPPORT := $(BUILD)/libsupport.a
 # Order matters for static linking: users before what they use.
-APPLIBS := $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSIM) $(LIBCOMMON)
+APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
 BINS := $(BUILD)/oauthq-provider-sim
 ifneq ($(wildcard producer/main.c),)

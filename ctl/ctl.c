@@ -4,60 +4,94 @@
 #include <string.h>
 
 #include "common/config.h"
-#include "common/err.h"
-#include "common/kafka.h"
 #include "common/log.h"
+#include "ctl/ctl_args.h"
+#include "ctl/ctl_dlq.h"
+#include "ctl/ctl_out.h"
+#include "ctl/ctl_replay.h"
+#include "ctl/ctl_status.h"
+#include "ctl/ctl_topics.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(const ctl_ctx *cx, int argc, char **argv, err_t *e);
+    void (*help)(FILE *out);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"topics", ctl_topics_run, ctl_topics_help,
+     "topics create|describe   create the topics / show their settings and drift"},
+    {"status", ctl_status_run, ctl_status_help,
+     "status ID                a connection's latest state (no secrets)"},
+    {"dlq", ctl_dlq_run, ctl_dlq_help,
+     "dlq list|show            dead letters: list, or one in full (redacted)"},
+    {"replay", ctl_replay_run, ctl_replay_help,
+     "replay ID...|--dlq       publish replay commands / re-publish dead letters"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: oauthqctl COMMAND [ARGS]\n"
+    fprintf(out, "usage: oauthqctl COMMAND [ARGS] [--json]\n\nCommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %s\n", commands[i].summary);
+    fprintf(out, "  --help                   this text; COMMAND --help for each command\n"
                  "\n"
-                 "Commands:\n"
-                 "  topics create   create callbacks, connections (compact), status\n"
-                 "                  (compact) and dlq topics; existing ones are kept\n"
-                 "  --help          this text\n"
-                 "\n"
-                 "Exit codes: 0 ok, 1 retriable (Kafka unreachable...), 2 usage or\n"
-                 "permanent error, 3 fatal (configuration).\n\n");
+                 "Output: a table by default; --json prints one JSON document on stdout.\n"
+                 "Exit codes: 0 ok, 1 retriable (Kafka unreachable, not delivered: try\n"
+                 "again), 2 usage error, not found, drift or other permanent error,\n"
+                 "3 fatal (configuration).\n\n");
     config_usage(out);
 }
 
-static int exit_code(const err_t *e)
+int ctl_exit_code(errc cls)
 {
-    switch (e->cls) {
+    switch (cls) {
     case ERRC_OK:
-        return 0;
+        return CTL_EXIT_OK;
     case ERRC_RETRIABLE:
-        return 1;
+        return CTL_EXIT_RETRIABLE;
     case ERRC_PERMANENT:
-        return 2;
+        return CTL_EXIT_PERMANENT;
     case ERRC_FATAL:
-        return 3;
+        return CTL_EXIT_FATAL;
     }
-    return 3;
+    return CTL_EXIT_FATAL;
 }
 
 int ctl_main(int argc, char **argv, FILE *out, FILE *errout)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? errout : out);
-        return argc < 2 ? 2 : 0;
+        return argc < 2 ? CTL_EXIT_PERMANENT : CTL_EXIT_OK;
+    }
+    const command *cmd = NULL;
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            cmd = &commands[i];
+    if (!cmd) {
+        fprintf(errout, "oauthqctl: unknown command '%.40s'; see oauthqctl --help\n", argv[1]);
+        return CTL_EXIT_PERMANENT;
+    }
+    if (ctl_args_wants_help(argc - 2, argv + 2)) {
+        cmd->help(out);
+        return CTL_EXIT_OK;
     }
     err_t e = {0};
     config_t cfg;
     if (config_load(&cfg, NULL, &e) < 0 ||
         log_init("oauthqctl", cfg.log_level, cfg.log_format, &e) < 0) {
         fprintf(errout, "oauthqctl: %s\n", e.msg);
-        return exit_code(&e);
+        return ctl_exit_code(e.cls == ERRC_OK ? ERRC_FATAL : e.cls);
     }
-    if (strcmp(argv[1], "topics") == 0 && argc == 3 && strcmp(argv[2], "create") == 0) {
-        if (kafka_topics_ensure(&cfg, &e) < 0) {
-            fprintf(errout, "oauthqctl: %s (%s)\n", e.msg, errc_name(e.cls));
-            return exit_code(&e);
-        }
-        fprintf(out, "topics ready: %s{callbacks,connections,status,dlq}\n", cfg.topic_prefix);
-        return 0;
+    ctl_ctx cx = {&cfg, out, errout, 0};
+    if (cmd->run(&cx, argc - 2, argv + 2, &e) < 0) {
+        errc cls = e.cls == ERRC_OK ? ERRC_FATAL : e.cls;
+        fprintf(errout, "oauthqctl %s: %s (%s)\n", cmd->name, e.msg, errc_name(cls));
+        return ctl_exit_code(cls);
     }
-    fprintf(errout, "oauthqctl: unknown command '%s'; see oauthqctl --help\n", argv[1]);
-    return 2;
+    fflush(out);
+    return CTL_EXIT_OK;
 }

@@ -1,4 +1,4 @@
-/* oauthqctl entry point: everything lives in ctl.c so tests can call it. */
+/* oauthqctl entry point: everything lives in ctl/ so tests can call it. */
 #include "ctl/ctl.h"
 
 int main(int argc, char **argv)

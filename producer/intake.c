@@ -342,7 +342,8 @@ typedef struct {
     char conn_id[IDENT_CONN_ID_MAX];
     char code_hash[16];
     int json;
-    int done; /* written before httpd_wake, read after it (httpd's mutex orders) */
+    int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
+    int done;       /* written before httpd_wake, read after it (httpd's mutex orders) */
     errc cls;
     char reason[ERR_MSG_MAX];
 } pending_cb;
@@ -369,6 +370,23 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
 {
     intake_t *in = app;
     pending_cb *p = httpd_data(r);
+    if (p->disconnect) {
+        if (!p->done || p->cls != ERRC_OK) {
+            httpd_add_header(r, "Retry-After", "2");
+            return fail(in, r, "disconnect", 503, "unavailable",
+                        "The disconnect could not be recorded; retry in a moment.");
+        }
+        char status_url[CONFIG_PATH_MAX + 96];
+        snprintf(status_url, sizeof status_url, "%s/v1/connections/%s", in->cfg.public_url,
+                 p->conn_id);
+        log_kv(LOGL_INFO, "disconnect_requested", "connection_id", p->conn_id, "request_id",
+               httpd_request_id(r));
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", p->conn_id);
+        cJSON_AddStringToObject(o, "status_url", status_url);
+        cJSON_AddStringToObject(o, "status", "disconnect_requested");
+        return respond_json(in, r, "disconnect", 202, o);
+    }
     if (!p->done || p->cls != ERRC_OK) {
         /* Not acknowledged by Kafka (yet): the code is unused as far as we
          * know, so the user can retry the same redirect. */
@@ -515,6 +533,47 @@ static void route_callback(intake_t *in, httpd_req *r)
     free(json);
     crypto_wipe(&rec, sizeof rec);
     crypto_wipe(&cp, sizeof cp);
+}
+
+/* DELETE /v1/connections/{id}: record the request in Kafka (the worker
+ * revokes at the provider and answers with status disconnected); 202 once
+ * Kafka acknowledged it. The id is the capability, as for the status API. */
+static void route_disconnect(intake_t *in, httpd_req *r, const char *id)
+{
+    records_replay d;
+    err_t e = {0};
+    memset(&d, 0, sizeof d);
+    snprintf(d.connection_id, sizeof d.connection_id, "%s", id);
+    d.requested_at_ms = now_ms_wall();
+    snprintf(d.requested_by, sizeof d.requested_by, "%s", httpd_request_id(r));
+    char *json = records_disconnect_encode(&d, &e);
+    pending_cb *p = calloc(1, sizeof *p);
+    if (!json || !p) {
+        free(json);
+        free(p);
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, "disconnect", 503, "unavailable", "Please retry in a moment.");
+    }
+    p->in = in;
+    p->req = r;
+    p->disconnect = 1;
+    snprintf(p->conn_id, sizeof p->conn_id, "%s", id);
+    httpd_set_data(r, p, free);
+    if (httpd_suspend(r, in->deadline_ms, on_callback_wake) < 0) {
+        free(json);
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "disconnect", 503, "busy", "Too many requests at once; please retry.");
+    }
+    httpd_req_ref(r);
+    if (publisher_send(in->pub, in->topic_callbacks, id, json, strlen(json), httpd_request_id(r),
+                       on_delivered, p, &e) < 0) {
+        p->cls = e.cls;
+        snprintf(p->reason, sizeof p->reason, "%s", e.msg);
+        p->done = 1;
+        httpd_wake(r);
+        httpd_req_unref(r);
+    }
+    free(json);
 }
 
 /* ---- status: API, page, snippet ---------------------------------------------- */
@@ -742,8 +801,15 @@ static void handle(void *app, httpd_req *r)
         return route_create(in, r);
     }
     if (strncmp(path, "/v1/connections/", 16) == 0) {
+        if (strcmp(m, "DELETE") == 0) {
+            char id[IDENT_CONN_ID_MAX];
+            int64_t created_at;
+            if (!path_id(in, path, "/v1/connections/", id, sizeof id, &created_at))
+                return fail(in, r, "disconnect", 404, "not_found", "No such connection.");
+            return route_disconnect(in, r, id);
+        }
         if (!get)
-            return fail(in, r, "status", 405, "method_not_allowed", "Use GET.");
+            return fail(in, r, "status", 405, "method_not_allowed", "Use GET or DELETE.");
         return route_status(in, r);
     }
     if (strncmp(path, "/connect/", 9) == 0 && get)

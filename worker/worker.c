@@ -23,6 +23,7 @@
 #include "common/records.h"
 #include "common/sealed.h"
 #include "worker/conn.h"
+#include "worker/deauth.h"
 #include "worker/exchange.h"
 #include "worker/machine.h"
 #include "worker/store.h"
@@ -43,6 +44,7 @@ typedef struct {
     int32_t partition;
     int changed;
     int exchange;
+    int deauthorize;     /* revoke at the provider before the claim commits */
     int64_t conn_offset; /* set by the delivery report of its connections record */
     exchange_req req;
     char code[RECORDS_CODE_MAX + 1];
@@ -254,6 +256,73 @@ static int on_replay(worker_t *w, const rd_kafka_message_t *m, const char *key, 
     return 0;
 }
 
+/* A disconnect.v1 record (DELETE /v1/connections/{id}). */
+static int on_disconnect(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
+{
+    records_replay d;
+    err_t de = {0};
+    if (records_disconnect_decode(m->payload, m->len, &d, &de) < 0 ||
+        strcmp(d.connection_id, key) != 0) {
+        add_dlq(w, m, de.msg[0] ? de.msg : "disconnect: key is not its connection_id");
+        return 0;
+    }
+    int fresh;
+    item_t *it = item_get(w, key, "unknown", m->partition, &fresh, e);
+    if (!it)
+        return -1;
+    machine_action a = machine_on_disconnect(it->c, fresh, now_ms());
+    if (a == MACHINE_CHANGED)
+        it->changed = 1;
+    if (a == MACHINE_DEAUTHORIZE)
+        it->deauthorize = 1;
+    return 0;
+}
+
+/* Revoke at the provider for the items that asked, before the claim
+ * transaction commits their offsets: a crash in between re-consumes the
+ * request and revokes again, which providers treat as already done. */
+static int deauthorize_items(worker_t *w, err_t *e)
+{
+    for (size_t i = 0; i < w->nitems; i++) {
+        item_t *it = &w->items[i];
+        if (!it->deauthorize)
+            continue;
+        it->deauthorize = 0;
+        const provider_t *pv = providers_find(w->providers, it->c->provider);
+        int pi = provider_index(w, it->c->provider);
+        char acc[SEALED_PLAIN_MAX + 1] = "", ref[SEALED_PLAIN_MAX + 1] = "";
+        deauth_result r;
+        memset(&r, 0, sizeof r);
+        if (!pv) {
+            r.cls = DEAUTH_MISCONFIGURED;
+            snprintf(r.detail, sizeof r.detail, "provider not configured");
+        } else if ((it->c->access_sealed[0] &&
+                    sealed_open(w->data_keys, it->c->id, "access_token", it->c->access_sealed, acc,
+                                sizeof acc, e) < 0) ||
+                   (it->c->refresh_sealed[0] &&
+                    sealed_open(w->data_keys, it->c->id, "refresh_token", it->c->refresh_sealed,
+                                ref, sizeof ref, e) < 0)) {
+            crypto_wipe(acc, sizeof acc);
+            crypto_wipe(ref, sizeof ref);
+            return -1;
+        } else if (deauth_run(pv, w->secrets[pi], it->c->account_id, acc, ref,
+                              w->cfg.exchange_timeout_ms, &r, e) < 0) {
+            r.cls = DEAUTH_FAILED;
+            snprintf(r.detail, sizeof r.detail, "%.150s", e->msg);
+            err_clear(e);
+        }
+        crypto_wipe(acc, sizeof acc);
+        crypto_wipe(ref, sizeof ref);
+        if (machine_on_deauthorized(it->c, r.cls == DEAUTH_DONE, r.detail, now_ms()) !=
+            MACHINE_UNCHANGED)
+            it->changed = 1;
+        log_kv(LOGL_INFO, "disconnect", "connection_id", it->c->id, "outcome",
+               deauth_class_name(r.cls), "detail", r.detail, "status",
+               conn_status_name(it->c->status));
+    }
+    return 0;
+}
+
 static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
 {
     char key[CONN_ID_MAX] = "";
@@ -266,6 +335,9 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
     if (usable && m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
         strcmp(schema, RECORDS_REPLAY_SCHEMA) == 0)
         return on_replay(w, m, key, e);
+    if (usable && m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
+        strcmp(schema, RECORDS_DISCONNECT_SCHEMA) == 0)
+        return on_disconnect(w, m, key, e);
     records_callback cb;
     err_t de = {0};
     const char *reason = NULL;
@@ -716,6 +788,10 @@ static int process(worker_t *w, rd_kafka_message_t **msgs, size_t n, err_t *e)
             rc = -1;
             goto out;
         }
+    }
+    if (deauthorize_items(w, e) < 0) {
+        rc = -1;
+        goto out;
     }
     int any = offsets->cnt > 0 || w->ndlq > 0;
     if (n > 0)

@@ -189,7 +189,7 @@ typedef struct {
 static int count_key(const testkafka_record *r, void *ud)
 {
     count_state *c = ud;
-    if (c->out && r->value)
+    if (c->out && r->value && strstr(r->value, "\"schema\":\"oauthq.callback.v1\""))
         fprintf(c->out, "%s\n", r->value);
     if (c->key && r->key && strcmp(r->key, c->key) == 0)
         c->matched++;
@@ -549,6 +549,39 @@ static void test_broker_down_gives_503_then_recovers(void **state)
     testhttp_resp_free(&r);
 }
 
+static int count_disconnects(const testkafka_record *r, void *ud)
+{
+    count_state *c = ud;
+    if (r->key && strcmp(r->key, c->key) == 0 && r->value &&
+        strstr(r->value, "\"schema\":\"oauthq.disconnect.v1\""))
+        c->matched++;
+    return 0;
+}
+
+/* DELETE /v1/connections/{id}: 202 once the request is in Kafka; forged
+ * ids 404 and produce nothing. */
+static void test_disconnect_request_is_recorded(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096], url[256];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_intake_url, id);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("DELETE", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 202);
+    assert_non_null(strstr(r.body, "disconnect_requested"));
+    testhttp_resp_free(&r);
+    err_t e = {0};
+    count_state c = {id, 0, NULL};
+    testkafka_read(&g_cfg, g_topic, 0, 15000, count_disconnects, &c, &e);
+    assert_int_equal(c.matched, 1);
+    id[30] = id[30] == 'A' ? 'B' : 'A';
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_intake_url, id);
+    assert_int_equal(testhttp_do("DELETE", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 404);
+    testhttp_resp_free(&r);
+}
+
 #define FLOWS   40
 #define THREADS 8
 
@@ -630,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_bad_callbacks_produce_nothing),
         cmocka_unit_test(test_issuer_check),
         cmocka_unit_test(test_error_callback_is_recorded),
+        cmocka_unit_test(test_disconnect_request_is_recorded),
         cmocka_unit_test(test_broker_down_gives_503_then_recovers),
         cmocka_unit_test(test_sigterm_loses_no_acknowledged_callback),
     };

@@ -120,7 +120,7 @@ static int setup(void **state)
     config_topic(&g_cfg, "connections", g_t_conn, sizeof g_t_conn, &e);
     config_topic(&g_cfg, "dlq", g_t_dlq, sizeof g_t_dlq, &e);
 
-    char path[400], json[2048];
+    char path[400], json[4096];
     snprintf(path, sizeof path, "%s/secret", g_dir);
     write_file(path, "sk_itest_worker_secret\n");
     snprintf(path, sizeof path, "%s/badsecret", g_dir);
@@ -135,14 +135,16 @@ static int setup(void **state)
     snprintf(json, sizeof json,
              "{\"providers\":["
              "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
+             "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
              "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
              "{\"name\":\"simbad\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
+             "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/badsecret\",\"pkce\":false,"
              "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null}]}",
-             g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir);
+             g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir);
     write_file(path, json);
     setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
 
@@ -684,23 +686,27 @@ static void test_replay(void **state)
     }
     assert_non_null(strstr(original, "simlate"));
     /* Fix the configuration, restart, replay the original record. */
-    char path[320], json[2048];
+    char path[320], json[4096];
     snprintf(path, sizeof path, "%s/providers.json", g_dir);
     snprintf(json, sizeof json,
              "{\"providers\":["
              "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
+             "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
              "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
              "{\"name\":\"simbad\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
+             "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/badsecret\",\"pkce\":false,"
              "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null},"
              "{\"name\":\"simlate\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
+             "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/secret\",\"code_ttl_s\":300,"
              "\"token_auth\":\"client_secret_post\"}]}",
-             g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir);
+             g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
+             g_sim_url, g_sim_url, g_sim_url, g_dir);
     write_file(path, json);
     stop_worker(0);
     g_workers[0] = start_worker(0);
@@ -723,6 +729,82 @@ static void test_replay(void **state)
     st = sim_stats();
     assert_int_equal(token_requests(st, late.hash), 1);
     cJSON_Delete(st);
+}
+
+typedef struct {
+    const char *id;
+    long version;
+    int has_access, has_refresh;
+    char status[16];
+} token_probe;
+
+static int on_tokens(const testkafka_record *r, void *ud)
+{
+    token_probe *p = ud;
+    if (!r->key || !r->value || strcmp(r->key, p->id) != 0)
+        return 0;
+    cJSON *o = cJSON_Parse(r->value);
+    long v = (long)cJSON_GetObjectItem(o, "version")->valuedouble;
+    if (v > p->version) {
+        p->version = v;
+        p->has_access = cJSON_IsString(cJSON_GetObjectItem(o, "access_token_sealed"));
+        p->has_refresh = cJSON_IsString(cJSON_GetObjectItem(o, "refresh_token_sealed"));
+        snprintf(p->status, sizeof p->status, "%s", cJSON_GetObjectItem(o, "status")->valuestring);
+    }
+    cJSON_Delete(o);
+    return 0;
+}
+
+/* Disconnect: the worker revokes at the provider and the latest
+ * connections record carries no token any more. */
+static void test_disconnect(void **state)
+{
+    (void)state;
+    flow f;
+    new_code(&f, "sim", NULL);
+    produce_cb(&f, 0);
+    flush_prod();
+    wait_final(&f, 1, 60);
+    assert_string_equal(st_find(f.id, 0)->status, "connected");
+    cJSON *st = sim_stats();
+    int deauth0 = grants(st, "deauthorized");
+    cJSON_Delete(st);
+    token_probe p = {f.id, -1, 0, 0, ""};
+    err_t e = {0};
+    testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_tokens, &p, &e);
+    assert_true(p.has_access); /* sealed tokens while connected */
+    records_replay d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.connection_id, sizeof d.connection_id, "%s", f.id);
+    d.requested_at_ms = (int64_t)time(NULL) * 1000;
+    snprintf(d.requested_by, sizeof d.requested_by, "itest");
+    char *json = records_disconnect_encode(&d, NULL);
+    for (int i = 0; i < 2; i++) /* twice: idempotent */
+        assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                                           RD_KAFKA_V_KEY(f.id, strlen(f.id)),
+                                           RD_KAFKA_V_VALUE(json, strlen(json)),
+                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                           RD_KAFKA_V_END),
+                         0);
+    free(json);
+    flush_prod();
+    for (int t = 0; t < 60; t++) {
+        read_statuses(0);
+        if (strcmp(st_find(f.id, 0)->status, "disconnected") == 0)
+            break;
+        usleep(500000);
+    }
+    read_statuses(1);
+    assert_string_equal(st_find(f.id, 0)->status, "disconnected");
+    st = sim_stats();
+    assert_int_equal(grants(st, "deauthorized"), deauth0 + 1);
+    assert_int_equal(token_requests(st, f.hash), 1);
+    cJSON_Delete(st);
+    token_probe q = {f.id, -1, 1, 1, ""};
+    testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_tokens, &q, &e);
+    assert_string_equal(q.status, "disconnected");
+    assert_false(q.has_access); /* shredded from the changelog's latest record */
+    assert_false(q.has_refresh);
 }
 
 #define CRASH_N 1000
@@ -865,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_malformed_record_goes_to_dlq_and_partition_flows),
         cmocka_unit_test(test_invalid_client_holds_until_fixed),
         cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_crash_kill9_repeatedly),
         cmocka_unit_test(test_rebalance_survivor_finishes),
         cmocka_unit_test(test_save_connection_records),
