@@ -72,7 +72,7 @@ struct worker {
     part_t parts[MAX_PARTS];
     int nparts;
     exchange_t *x;
-    int fatal;
+    atomic_int fatal; /* read by the listener threads (/readyz) */
     err_t fatal_err;
     /* observability (metrics are lock-free; the listener has its own threads) */
     metrics_t *metrics;
@@ -99,9 +99,9 @@ static int64_t now_ms(void)
 
 static void set_fatal(worker_t *w, const char *fmt, const char *detail)
 {
-    if (w->fatal)
+    if (atomic_load(&w->fatal))
         return;
-    w->fatal = 1;
+    atomic_store(&w->fatal, 1);
     err_set(&w->fatal_err, ERRC_FATAL, fmt, detail);
 }
 
@@ -1073,7 +1073,7 @@ static void handle_http(void *app, httpd_req *r)
     } else if (strcmp(path, "/healthz") == 0) {
         httpd_respond(r, 200, "application/json", "{\"status\":\"ok\"}", 15);
     } else if (strcmp(path, "/readyz") == 0) {
-        int ok = atomic_load(&w->ready) && !w->fatal;
+        int ok = atomic_load(&w->ready) && !atomic_load(&w->fatal);
         const char *b = ok ? "{\"status\":\"ready\"}" : "{\"status\":\"not_ready\"}";
         httpd_respond(r, ok ? 200 : 503, "application/json", b, strlen(b));
     } else {

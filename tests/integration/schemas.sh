@@ -13,6 +13,7 @@ node "$v" schemas/status.v1.json "$logs/status-records.jsonl" --min 100
 node "$v" schemas/connection.v1.json "$logs/connection-records.jsonl" --min 100
 node "$v" schemas/dlq.v1.json "$logs/dlq-records.jsonl" --min 1
 node "$v" schemas/status.v1.json "$logs/status-api-docs.jsonl" --min 100 --status-api
+node "$v" 'schemas/openapi.yaml#StatusDocument' "$logs/status-api-docs.jsonl" --min 100
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import Ajv2020 from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
+import { parse as parseYaml } from 'yaml';
 
 const [schemaPath, recordsPath, ...rest] = process.argv.slice(2);
 if (!schemaPath || !recordsPath) {
@@ -15,7 +16,20 @@ if (!schemaPath || !recordsPath) {
 const min = rest[0] === '--min' ? Number(rest[1]) : 1;
 const ajv = new Ajv2020({ strict: true, strictRequired: false, allErrors: true });
 addFormats(ajv);
-const schema = JSON.parse(readFileSync(schemaPath, 'utf8'));
+// SCHEMA may also be an OpenAPI document and a component name:
+// schemas/openapi.yaml#StatusDocument (OpenAPI 3.1 schemas are JSON Schema).
+let schema;
+if (schemaPath.includes('.yaml#')) {
+  const [file, name] = schemaPath.split('#');
+  const doc = parseYaml(readFileSync(file, 'utf8'));
+  schema = {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: `https://oauthq.dev/openapi/${name}.json`,
+    ...doc.components.schemas[name],
+  };
+} else {
+  schema = JSON.parse(readFileSync(schemaPath, 'utf8'));
+}
 if (rest.includes('--status-api')) {
   // The status API serves the status.v1 record without its "schema" field;
   // before the worker wrote anything it serves version 0 with provider null.
