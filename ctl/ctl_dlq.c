@@ -376,7 +376,8 @@ static int dlq_list_run(const ctl_ctx *cx, const ctl_opts *o, err_t *e)
         rc = -1;
         goto out;
     }
-    qsort(l.items, (size_t)l.n, sizeof *l.items, by_time);
+    if (l.n > 1) /* qsort must not get a NULL base, even for 0 items */
+        qsort(l.items, (size_t)l.n, sizeof *l.items, by_time);
     for (long i = 0; i < l.n; i++)
         cJSON_DeleteItemFromObject(l.items[i], "_at_ms");
     if (cx->json) {
