@@ -8,6 +8,7 @@
 #include "ctl/ctl_args.h"
 #include "ctl/ctl_dlq.h"
 #include "ctl/ctl_out.h"
+#include "ctl/ctl_provider.h"
 #include "ctl/ctl_replay.h"
 #include "ctl/ctl_status.h"
 #include "ctl/ctl_topics.h"
@@ -28,6 +29,8 @@ static const command commands[] = {
      "dlq list|show            dead letters: list, or one in full (redacted)"},
     {"replay", ctl_replay_run, ctl_replay_help,
      "replay ID...|--dlq       publish replay commands / re-publish dead letters"},
+    {"provider", ctl_provider_run, ctl_provider_help,
+     "provider check NAME      verify a provider's endpoint and credentials (no code spent)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
