@@ -270,3 +270,62 @@ int records_schema_of(const char *json, size_t len, char *out, size_t cap)
     cJSON_Delete(o);
     return rc;
 }
+
+char *records_provider_encode(const records_provider *r, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(r->requested_at_ms, ts);
+    cJSON_AddStringToObject(o, "schema", RECORDS_PROVIDER_SCHEMA);
+    cJSON_AddStringToObject(o, "provider", r->provider);
+    cJSON_AddStringToObject(o, "action", r->pause ? "pause" : "resume");
+    cJSON_AddStringToObject(o, "requested_at", ts);
+    cJSON_AddStringToObject(o, "requested_by", r->requested_by);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding provider record: out of memory");
+    return s;
+}
+
+int records_provider_decode(const char *json, size_t len, records_provider *out, err_t *e)
+{
+    static const char *const known[] = {"schema",       "provider",     "action",
+                                        "requested_at", "requested_by", NULL};
+    memset(out, 0, sizeof *out);
+    if (len > 16384)
+        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    char schema[40], action[16], ts[RECORDS_TIME_MAX];
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+        goto out;
+    }
+    for (const cJSON *it = o->child; it; it = it->next) {
+        int ok = 0;
+        for (int i = 0; known[i]; i++)
+            ok |= strcmp(it->string, known[i]) == 0;
+        if (!ok) {
+            err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
+            goto out;
+        }
+    }
+    if (field(o, "schema", schema, sizeof schema, 1, e) < 0 ||
+        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+        field(o, "action", action, sizeof action, 1, e) < 0 ||
+        field(o, "requested_at", ts, sizeof ts, 1, e) < 0 ||
+        field(o, "requested_by", out->requested_by, sizeof out->requested_by, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, RECORDS_PROVIDER_SCHEMA) != 0 ||
+        (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0) ||
+        records_time_parse(ts, &out->requested_at_ms) < 0) {
+        err_set(e, ERRC_PERMANENT, "not a valid %s record", RECORDS_PROVIDER_SCHEMA);
+        goto out;
+    }
+    out->pause = strcmp(action, "pause") == 0;
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}

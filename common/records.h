@@ -76,6 +76,25 @@ char *records_disconnect_encode(const records_replay *r, err_t *e);
 /* Parse and validate a disconnect.v1 record. */
 int records_disconnect_decode(const char *json, size_t len, records_replay *out, err_t *e);
 
+/* provider.v1 (topic callbacks, one copy on EVERY partition so each worker
+ * sees it; key "provider:NAME"): an operator pauses or resumes exchanges
+ * for a provider. Resume also re-reads the provider's client secret, so a
+ * fixed configuration takes effect without a restart. */
+#define RECORDS_PROVIDER_SCHEMA "oauthq.provider.v1"
+
+typedef struct {
+    char provider[RECORDS_PROVIDER_MAX];
+    int pause; /* 1 pause, 0 resume */
+    int64_t requested_at_ms;
+    char requested_by[RECORDS_ID_MAX];
+} records_provider;
+
+/* JSON text of a provider record (malloc'd). */
+char *records_provider_encode(const records_provider *r, err_t *e);
+
+/* Parse and validate a provider.v1 record. */
+int records_provider_decode(const char *json, size_t len, records_provider *out, err_t *e);
+
 /* The "schema" of a JSON record (into out[cap]); -1 when absent. Cheap
  * dispatch before a full decode. */
 int records_schema_of(const char *json, size_t len, char *out, size_t cap);

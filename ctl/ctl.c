@@ -6,6 +6,8 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "ctl/ctl_args.h"
+#include "ctl/ctl_disconnect.h"
+#include "ctl/ctl_token.h"
 #include "ctl/ctl_dlq.h"
 #include "ctl/ctl_out.h"
 #include "ctl/ctl_provider.h"
@@ -30,7 +32,11 @@ static const command commands[] = {
     {"replay", ctl_replay_run, ctl_replay_help,
      "replay ID...|--dlq       publish replay commands / re-publish dead letters"},
     {"provider", ctl_provider_run, ctl_provider_help,
-     "provider check NAME      verify a provider's endpoint and credentials (no code spent)"},
+     "provider check|pause|resume NAME   verify credentials (no code spent) / pause / resume"},
+    {"token", ctl_token_run, ctl_token_help,
+     "token ID                 decrypt and print a connection's tokens (operators)"},
+    {"disconnect", ctl_disconnect_run, ctl_disconnect_help,
+     "disconnect ID...         revoke at the provider (same as DELETE /v1/connections/{id})"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,18 +1,29 @@
 /* ctl_provider — see ctl_provider.h. */
 #include "ctl/ctl_provider.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
 #include "common/crypto.h"
 #include "common/providers.h"
+#include "common/kafka.h"
+#include "common/records.h"
 #include "ctl/ctl_args.h"
+#include "ctl/ctl_send.h"
 #include "worker/exchange.h"
 
 void ctl_provider_help(FILE *out)
 {
-    fprintf(out, "usage: oauthqctl provider check NAME [--json]\n"
+    fprintf(out, "usage: oauthqctl provider check|pause|resume NAME [--json]\n"
+                 "\n"
+                 "pause NAME    stop exchanges for the provider on every worker (codes are\n"
+                 "              held until their deadline, then code_expired)\n"
+                 "resume NAME   workers re-read the provider's client secret and exchange\n"
+                 "              the held codes still inside their deadline\n"
+                 "(both publish a provider.v1 record to every partition of callbacks;\n"
+                 "a worker restart also clears a pause)\n"
                  "\n"
                  "Checks a provider from OAUTHQ_PROVIDERS_FILE without spending a code: one\n"
                  "token request with a made-up code and the configured client credentials.\n"
@@ -24,6 +35,51 @@ void ctl_provider_help(FILE *out)
                  "3 configuration file problems.\n");
 }
 
+/* provider pause|resume NAME: one provider.v1 record on every partition. */
+static int pause_resume(const ctl_ctx *cx, int pause, const char *name, err_t *e)
+{
+    if (!cx->cfg->providers_file[0])
+        return err_set(e, ERRC_FATAL, "OAUTHQ_PROVIDERS_FILE is not set");
+    providers_t *ps = providers_load(cx->cfg->providers_file, e);
+    if (!ps)
+        return -1;
+    int known = providers_find(ps, name) != NULL;
+    providers_free(ps);
+    if (!known)
+        return err_set(e, ERRC_PERMANENT, "provider %.32s is not in %s", name,
+                       cx->cfg->providers_file);
+    records_provider pr;
+    memset(&pr, 0, sizeof pr);
+    snprintf(pr.provider, sizeof pr.provider, "%s", name);
+    pr.pause = pause;
+    pr.requested_at_ms = ctl_out_now_ms();
+    const char *u = getenv("USER");
+    snprintf(pr.requested_by, sizeof pr.requested_by, "%.40s", u && *u ? u : "oauthqctl");
+    char *json = records_provider_encode(&pr, e);
+    if (!json)
+        return -1;
+    char topic[256], key[64];
+    snprintf(key, sizeof key, "provider:%s", name);
+    long n = config_topic(cx->cfg, KAFKA_TOPIC_CALLBACKS, topic, sizeof topic, e) < 0
+                 ? -1
+                 : ctl_send(cx->cfg, topic, key, json, 1, e);
+    free(json);
+    if (n < 0)
+        return -1;
+    if (cx->json) {
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "provider", name);
+        cJSON_AddStringToObject(doc, "action", pause ? "pause" : "resume");
+        cJSON_AddNumberToObject(doc, "partitions", (double)n);
+        ctl_out_json(cx->out, doc, NULL);
+        cJSON_Delete(doc);
+    } else {
+        fprintf(cx->out, "provider %s: %s sent to %ld partitions of %s\n", name,
+                pause ? "pause" : "resume", n, topic);
+    }
+    return 0;
+}
+
 int ctl_provider_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
 {
     ctl_opts o;
@@ -32,8 +88,11 @@ int ctl_provider_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
     ctl_ctx cxv = *cx0;
     cxv.json = (o.seen & CTL_OPT_JSON) != 0;
     const ctl_ctx *cx = &cxv;
+    if (o.npos == 2 && (strcmp(o.pos[0], "pause") == 0 || strcmp(o.pos[0], "resume") == 0))
+        return pause_resume(cx, strcmp(o.pos[0], "pause") == 0, o.pos[1], e);
     if (o.npos != 2 || strcmp(o.pos[0], "check") != 0)
-        return err_set(e, ERRC_PERMANENT, "usage: oauthqctl provider check NAME [--json]");
+        return err_set(e, ERRC_PERMANENT,
+                       "usage: oauthqctl provider check|pause|resume NAME [--json]");
     if (!cx->cfg->providers_file[0])
         return err_set(e, ERRC_FATAL, "OAUTHQ_PROVIDERS_FILE is not set");
     providers_t *ps = providers_load(cx->cfg->providers_file, e);

@@ -126,6 +126,14 @@ machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms)
     return MACHINE_CHANGED;
 }
 
+void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
+{
+    c->phase = PHASE_RETRYING;
+    c->retry_at_ms = paused_until_ms < c->deadline_ms ? paused_until_ms : c->deadline_ms;
+    snprintf(c->last_error, sizeof c->last_error, "held: provider paused");
+    touch(c, now_ms);
+}
+
 void machine_claim(conn_t *c, int64_t now_ms)
 {
     c->phase = PHASE_EXCHANGING;
@@ -215,11 +223,13 @@ machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms
         return MACHINE_CHANGED;
     }
     if (paused_until_ms > now_ms) {
-        if (paused_until_ms >= c->deadline_ms) {
-            fail(c, REASON_CODE_EXPIRED);
-        } else {
-            c->retry_at_ms = paused_until_ms;
-        }
+        /* Held while the provider is paused: due again when the pause ends
+         * or at the code's deadline, whichever comes first (then it
+         * expires), so a long manual pause never fails codes early. */
+        int64_t at = paused_until_ms < c->deadline_ms ? paused_until_ms : c->deadline_ms;
+        if (at == c->retry_at_ms)
+            return MACHINE_UNCHANGED;
+        c->retry_at_ms = at;
         touch(c, now_ms);
         return MACHINE_CHANGED;
     }

@@ -54,6 +54,10 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
  * fails a connection that has nothing better, never a connected one. */
 machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms);
 
+/* The provider is paused: hold a queued code instead of exchanging it;
+ * due again when the pause ends or at the code's deadline. */
+void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms);
+
 /* Take the claim before a request leaves: phase exchanging, attempt+1. */
 void machine_claim(conn_t *c, int64_t now_ms);
 

@@ -256,6 +256,100 @@ static int on_replay(worker_t *w, const rd_kafka_message_t *m, const char *key, 
     return 0;
 }
 
+/* Ids collected from a store iteration (the store cannot be re-entered
+ * from its own callback: collect first, then act). */
+typedef struct {
+    char (*ids)[CONN_ID_MAX];
+    size_t n, cap;
+} id_list;
+
+static int collect_id(const char *id, const char *record, int64_t version, void *ud)
+{
+    (void)record;
+    (void)version;
+    id_list *l = ud;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        char(*ni)[CONN_ID_MAX] = realloc(l->ids, nc * sizeof *ni);
+        if (!ni)
+            return 1;
+        l->ids = ni;
+        l->cap = nc;
+    }
+    snprintf(l->ids[l->n++], CONN_ID_MAX, "%s", id);
+    return 0;
+}
+
+/* A provider.v1 record (oauthqctl provider pause|resume). Every partition
+ * carries a copy, so every worker sees one; handling is idempotent. */
+static int on_provider(worker_t *w, const rd_kafka_message_t *m, err_t *e)
+{
+    records_provider pr;
+    err_t de = {0};
+    if (records_provider_decode(m->payload, m->len, &pr, &de) < 0) {
+        add_dlq(w, m, de.msg);
+        return 0;
+    }
+    int pi = provider_index(w, pr.provider);
+    if (pi < 0) {
+        add_dlq(w, m, "provider record: unknown provider");
+        return 0;
+    }
+    const provider_t *pv = providers_at(w->providers, (size_t)pi);
+    int64_t now = now_ms();
+    if (pr.pause) {
+        if (w->paused_until[pi] < INT64_MAX / 4)
+            log_kv(LOGL_WARN, "provider_paused", "provider", pv->name, "by", pr.requested_by,
+                   "reason", "operator");
+        w->paused_until[pi] = INT64_MAX / 2;
+        return 0;
+    }
+    /* Resume: the configuration was fixed — read the secret again. */
+    char secret[sizeof w->secrets[0]];
+    if (providers_client_secret(pv, secret, sizeof secret, NULL, &de) < 0) {
+        log_kv(LOGL_ERROR, "provider_resume_secret_unreadable", "provider", pv->name, "reason",
+               de.msg);
+    } else {
+        memcpy(w->secrets[pi], secret, sizeof secret);
+    }
+    crypto_wipe(secret, sizeof secret);
+    int was_paused = w->paused_until[pi] > now;
+    w->paused_until[pi] = 0;
+    log_kv(LOGL_INFO, "provider_resumed", "provider", pv->name, "by", pr.requested_by);
+    if (!was_paused)
+        return 0;
+    /* Held codes of this provider are exchanged now (those past their
+     * deadline end as code_expired in machine_on_due). */
+    for (int p = 0; p < w->nparts; p++) {
+        if (!w->parts[p].store)
+            continue;
+        id_list l = {NULL, 0, 0};
+        if (store_due(w->parts[p].store, INT64_MAX / 2, 10000, collect_id, &l, e) < 0) {
+            free(l.ids);
+            return -1;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            int fresh;
+            item_t *it = item_get(w, l.ids[i], "unknown", p, &fresh, e);
+            if (!it) {
+                free(l.ids);
+                return -1;
+            }
+            if (fresh || it->exchange || strcmp(it->c->provider, pv->name) != 0 ||
+                it->c->phase != PHASE_RETRYING)
+                continue;
+            it->c->retry_at_ms = now;
+            machine_action a = machine_on_due(it->c, 0, now);
+            if (a != MACHINE_UNCHANGED)
+                it->changed = 1;
+            if (a == MACHINE_EXCHANGE)
+                it->exchange = 1;
+        }
+        free(l.ids);
+    }
+    return 0;
+}
+
 /* A disconnect.v1 record (DELETE /v1/connections/{id}). */
 static int on_disconnect(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
 {
@@ -332,6 +426,9 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         key[m->key_len] = '\0';
     }
     char schema[40];
+    if (m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
+        strcmp(schema, RECORDS_PROVIDER_SCHEMA) == 0)
+        return on_provider(w, m, e);
     if (usable && m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
         strcmp(schema, RECORDS_REPLAY_SCHEMA) == 0)
         return on_replay(w, m, key, e);
@@ -398,40 +495,23 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
             return -1;
         }
     }
+    char request_id[RECORDS_ID_MAX]; /* correlation with the intake's logs */
+    snprintf(request_id, sizeof request_id, "%s", cb.request_id);
     machine_action a = machine_on_callback(it->c, fresh, &cb, hash, code_sealed, ver_sealed,
                                            pv->code_ttl_s, now_ms());
-    crypto_wipe(&cb, sizeof cb);
+    int is_code = cb.kind == RECORDS_CB_CODE;
+    crypto_wipe(&cb, sizeof cb); /* holds the code: nothing below reads cb */
     if (a != MACHINE_UNCHANGED)
         it->changed = 1;
-    if (a == MACHINE_EXCHANGE)
+    int pi = provider_index(w, it->c->provider); /* cb is wiped by now */
+    if (a == MACHINE_EXCHANGE && pi >= 0 && w->paused_until[pi] > now_ms())
+        machine_hold(it->c, w->paused_until[pi], now_ms()); /* paused: held, not sent */
+    else if (a == MACHINE_EXCHANGE)
         it->exchange = 1;
-    if (a == MACHINE_UNCHANGED || (cb.kind == RECORDS_CB_CODE && !it->exchange && !fresh))
+    if (a == MACHINE_UNCHANGED || (is_code && !it->exchange && !fresh))
         log_kv(LOGL_INFO, "callback_not_exchanged", "connection_id", key, "code_sha256",
-               hash[0] ? hash + 52 : "-", "status", conn_status_name(it->c->status));
-    return 0;
-}
-
-/* Ids collected from a store iteration (the store cannot be re-entered
- * from its own callback: collect first, then act). */
-typedef struct {
-    char (*ids)[CONN_ID_MAX];
-    size_t n, cap;
-} id_list;
-
-static int collect_id(const char *id, const char *record, int64_t version, void *ud)
-{
-    (void)record;
-    (void)version;
-    id_list *l = ud;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 64;
-        char(*ni)[CONN_ID_MAX] = realloc(l->ids, nc * sizeof *ni);
-        if (!ni)
-            return 1;
-        l->ids = ni;
-        l->cap = nc;
-    }
-    snprintf(l->ids[l->n++], CONN_ID_MAX, "%s", id);
+               hash[0] ? hash + 52 : "-", "status", conn_status_name(it->c->status), "request_id",
+               request_id);
     return 0;
 }
 

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,6 +188,15 @@ static int teardown(void **state)
         fprintf(stderr, "logs kept in %s\n", g_dir);
     }
     return 0;
+}
+
+/* Run oauthqctl with the test's environment; returns its exit code. */
+static int ctl_cmd(const char *args)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "'%s/oauthqctl' %s >/dev/null 2>&1", g_build, args);
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WEXITSTATUS(rc);
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -523,16 +533,40 @@ static void test_invalid_client_holds_until_fixed(void **state)
             usleep(500000);
     }
     assert_true(held);
-    /* Fix the configuration and restart the worker: the code is exchanged. */
+    /* Fix the configuration and resume the provider (no restart): the
+     * worker re-reads the secret and exchanges the held code now. */
     char path[320];
     snprintf(path, sizeof path, "%s/badsecret", g_dir);
     write_file(path, "sk_itest_worker_secret\n");
-    stop_worker(0);
-    g_workers[0] = start_worker(0);
-    assert_true(g_workers[0] > 0);
-    /* The held retry is 30 s out (the pause); bounded wait covers it. */
-    wait_final(&f, 1, 90);
+    assert_int_equal(ctl_cmd("provider resume simbad"), 0);
+    wait_final(&f, 1, 25); /* well before the 30 s automatic re-probe */
     assert_string_equal(st_find(f.id, 0)->status, "connected");
+}
+
+/* A manual pause holds new codes (no token request) until resume. */
+static void test_manual_pause_and_resume(void **state)
+{
+    (void)state;
+    assert_int_equal(ctl_cmd("provider pause sim"), 0);
+    sleep(2); /* every partition's copy consumed */
+    flow f;
+    new_code(&f, "sim", NULL);
+    produce_cb(&f, 0);
+    flush_prod();
+    sleep(3);
+    read_statuses(0);
+    st_entry *e = st_find(f.id, 0);
+    assert_non_null(e);
+    assert_string_equal(e->status, "pending");
+    cJSON *st = sim_stats();
+    assert_int_equal(token_requests(st, f.hash), 0); /* held, not sent */
+    cJSON_Delete(st);
+    assert_int_equal(ctl_cmd("provider resume sim"), 0);
+    wait_final(&f, 1, 30);
+    assert_string_equal(st_find(f.id, 0)->status, "connected");
+    st = sim_stats();
+    assert_int_equal(token_requests(st, f.hash), 1);
+    cJSON_Delete(st);
 }
 
 static int on_dlq(const testkafka_record *r, void *ud)
@@ -773,21 +807,31 @@ static void test_disconnect(void **state)
     err_t e = {0};
     testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_tokens, &p, &e);
     assert_true(p.has_access); /* sealed tokens while connected */
+    /* An operator with the data key can open them: the simulator's token. */
+    char cmd[600], line[8192] = "";
+    snprintf(cmd, sizeof cmd, "'%s/oauthqctl' token %s --json 2>/dev/null", g_build, f.id);
+    FILE *pp = popen(cmd, "r");
+    assert_non_null(pp);
+    assert_non_null(fgets(line, sizeof line, pp));
+    assert_int_equal(pclose(pp), 0);
+    assert_non_null(strstr(line, "\"access_token\":\"sk_test_"));
     records_replay d;
     memset(&d, 0, sizeof d);
     snprintf(d.connection_id, sizeof d.connection_id, "%s", f.id);
     d.requested_at_ms = (int64_t)time(NULL) * 1000;
     snprintf(d.requested_by, sizeof d.requested_by, "itest");
     char *json = records_disconnect_encode(&d, NULL);
-    for (int i = 0; i < 2; i++) /* twice: idempotent */
-        assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
-                                           RD_KAFKA_V_KEY(f.id, strlen(f.id)),
-                                           RD_KAFKA_V_VALUE(json, strlen(json)),
-                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                           RD_KAFKA_V_END),
-                         0);
+    /* Twice (idempotent): as the intake would, and with oauthqctl. */
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                                       RD_KAFKA_V_KEY(f.id, strlen(f.id)),
+                                       RD_KAFKA_V_VALUE(json, strlen(json)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
     free(json);
     flush_prod();
+    char args[128];
+    snprintf(args, sizeof args, "disconnect %s", f.id);
+    assert_int_equal(ctl_cmd(args), 0);
     for (int t = 0; t < 60; t++) {
         read_statuses(0);
         if (strcmp(st_find(f.id, 0)->status, "disconnected") == 0)
@@ -946,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_malformed_record_goes_to_dlq_and_partition_flows),
         cmocka_unit_test(test_invalid_client_holds_until_fixed),
+        cmocka_unit_test(test_manual_pause_and_resume),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_crash_kill9_repeatedly),

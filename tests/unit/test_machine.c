@@ -237,11 +237,25 @@ static void test_invalid_client_pauses_and_holds(void **state)
     /* Due while the provider is still paused: pushed to the pause end. */
     assert_int_equal(machine_on_due(c, T0 + 60000, c->retry_at_ms), MACHINE_CHANGED);
     assert_int_equal(c->retry_at_ms, T0 + 60000);
+    /* A queued code while paused is held, not exchanged. */
+    conn_t *q = fresh();
+    records_callback qcb = code_cb("Q", T0);
+    assert_int_equal(machine_on_callback(q, 1, &qcb, "hashQ", "sealedQ", "", TTL, T0),
+                     MACHINE_EXCHANGE);
+    machine_hold(q, INT64_MAX / 2, T0 + 1);
+    assert_int_equal(q->phase, PHASE_RETRYING);
+    assert_int_equal(q->retry_at_ms, q->deadline_ms);
+    assert_int_equal(q->status, CONN_PENDING);
+    free(q);
     /* Pause lifted (configuration fixed): exchanged. */
     assert_int_equal(machine_on_due(c, 0, T0 + 60000), MACHINE_EXCHANGE);
-    /* Paused past the code's deadline: code_expired. */
+    /* Paused past the code's deadline (a manual pause): held until the
+     * deadline, then code_expired — never failed early. */
     c->retry_at_ms = T0 + 100000;
-    assert_int_equal(machine_on_due(c, T0 + TTL * 1000 + 1, T0 + 100000), MACHINE_CHANGED);
+    assert_int_equal(machine_on_due(c, INT64_MAX / 2, T0 + 100000), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(c->retry_at_ms, c->deadline_ms);
+    assert_int_equal(machine_on_due(c, INT64_MAX / 2, c->deadline_ms), MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_FAILED);
     assert_int_equal(c->reason, REASON_CODE_EXPIRED);
     free(c);

@@ -104,12 +104,49 @@ static void test_time_format(void **state)
     assert_int_equal(records_time_parse("2026-11-27T15:49:02.000Zx", &ms), -1);
 }
 
+static void test_command_records(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_replay r = {0}, back;
+    snprintf(r.connection_id, sizeof r.connection_id, "conn1");
+    r.requested_at_ms = 1795794541123;
+    snprintf(r.requested_by, sizeof r.requested_by, "ops");
+    char *j = records_replay_encode(&r, &e);
+    assert_int_equal(records_replay_decode(j, strlen(j), &back, &e), 0);
+    assert_string_equal(back.connection_id, "conn1");
+    /* A replay is not a disconnect (schemas are checked). */
+    assert_int_equal(records_disconnect_decode(j, strlen(j), &back, &e), -1);
+    char schema[40];
+    assert_int_equal(records_schema_of(j, strlen(j), schema, sizeof schema), 0);
+    assert_string_equal(schema, "oauthq.replay.v1");
+    free(j);
+    j = records_disconnect_encode(&r, &e);
+    assert_int_equal(records_disconnect_decode(j, strlen(j), &back, &e), 0);
+    free(j);
+    records_provider p = {0}, pb;
+    snprintf(p.provider, sizeof p.provider, "stripe");
+    p.pause = 1;
+    p.requested_at_ms = 1795794541123;
+    snprintf(p.requested_by, sizeof p.requested_by, "ops");
+    j = records_provider_encode(&p, &e);
+    assert_int_equal(records_provider_decode(j, strlen(j), &pb, &e), 0);
+    assert_true(pb.pause);
+    assert_string_equal(pb.provider, "stripe");
+    free(j);
+    const char *bad = "{\"schema\":\"oauthq.provider.v1\",\"provider\":\"s\",\"action\":"
+                      "\"explode\",\"requested_at\":\"2026-11-27T15:49:02.096Z\","
+                      "\"requested_by\":\"x\"}";
+    assert_int_equal(records_provider_decode(bad, strlen(bad), &pb, &e), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_decode_rejections),
         cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_command_records),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
 }
