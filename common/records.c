@@ -76,6 +76,20 @@ char *records_callback_encode(const records_callback *r, err_t *e)
     return s;
 }
 
+/* Every member of o is named in known (NULL-terminated); else PERMANENT
+ * naming the first stranger. */
+static int only_known(const cJSON *o, const char *const *known, err_t *e)
+{
+    for (const cJSON *it = o->child; it; it = it->next) {
+        int ok = 0;
+        for (int i = 0; known[i]; i++)
+            ok |= strcmp(it->string, known[i]) == 0;
+        if (!ok)
+            return err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
+    }
+    return 0;
+}
+
 /* Copy a string field: required or optional, bounded, no control bytes. */
 static int field(const cJSON *o, const char *k, char *out, size_t cap, int required, err_t *e)
 {
@@ -113,15 +127,8 @@ int records_callback_decode(const char *json, size_t len, records_callback *out,
         err_set(e, ERRC_PERMANENT, "not a JSON object");
         goto out;
     }
-    for (const cJSON *it = o->child; it; it = it->next) {
-        int ok = 0;
-        for (int i = 0; known[i]; i++)
-            ok |= strcmp(it->string, known[i]) == 0;
-        if (!ok) {
-            err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
-            goto out;
-        }
-    }
+    if (only_known(o, known, e) < 0)
+        goto out;
     char schema[40], kind[8], ts[RECORDS_TIME_MAX];
     if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
         goto out;
@@ -228,15 +235,8 @@ static int command_decode(const char *schema_name, const char *json, size_t len,
         err_set(e, ERRC_PERMANENT, "not a JSON object");
         goto out;
     }
-    for (const cJSON *it = o->child; it; it = it->next) {
-        int ok = 0;
-        for (int i = 0; known[i]; i++)
-            ok |= strcmp(it->string, known[i]) == 0;
-        if (!ok) {
-            err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
-            goto out;
-        }
-    }
+    if (only_known(o, known, e) < 0)
+        goto out;
     if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
         goto out;
     if (strcmp(schema, schema_name) != 0) {
@@ -302,15 +302,8 @@ int records_provider_decode(const char *json, size_t len, records_provider *out,
         err_set(e, ERRC_PERMANENT, "not a JSON object");
         goto out;
     }
-    for (const cJSON *it = o->child; it; it = it->next) {
-        int ok = 0;
-        for (int i = 0; known[i]; i++)
-            ok |= strcmp(it->string, known[i]) == 0;
-        if (!ok) {
-            err_set(e, ERRC_PERMANENT, "unknown field %.40s", it->string);
-            goto out;
-        }
-    }
+    if (only_known(o, known, e) < 0)
+        goto out;
     if (field(o, "schema", schema, sizeof schema, 1, e) < 0 ||
         field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
         field(o, "action", action, sizeof action, 1, e) < 0 ||

@@ -122,6 +122,31 @@ static int on_record(const ctl_scan_rec *r, void *ud)
     return 0;
 }
 
+cJSON *ctl_status_latest(const config_t *c, const char *id, int32_t *partition, int64_t *offset,
+                         err_t *e)
+{
+    char topic[256];
+    if (config_topic(c, KAFKA_TOPIC_CONNECTIONS, topic, sizeof topic, e) < 0)
+        return NULL;
+    status_scan s = {0};
+    s.id = id;
+    if (ctl_scan_topic(c, topic, -1, 0, on_record, &s, e) < 0) {
+        cJSON_Delete(s.best);
+        return NULL;
+    }
+    if (!s.best) {
+        if (s.tombstone)
+            err_set(e, ERRC_PERMANENT, "connection %.63s: deleted (tombstone in %s)", id, topic);
+        else
+            err_set(e, ERRC_PERMANENT, "connection %.63s: not found in %s%s", id, topic,
+                    s.bad ? " (only unreadable records)" : "");
+        return NULL;
+    }
+    *partition = s.partition;
+    *offset = s.offset;
+    return s.best;
+}
+
 static const char *const table_fields[] = {"id",
                                            "provider",
                                            "status",
@@ -163,26 +188,15 @@ int ctl_status_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
     const char *id = o.pos[0];
     if (!id[0] || strlen(id) >= RECORDS_ID_MAX)
         return err_set(e, ERRC_PERMANENT, "status: ID must be 1..%d bytes", RECORDS_ID_MAX - 1);
-    char topic[256];
-    if (config_topic(cx.cfg, KAFKA_TOPIC_CONNECTIONS, topic, sizeof topic, e) < 0)
+    int32_t partition = -1;
+    int64_t offset = -1;
+    cJSON *best = ctl_status_latest(cx.cfg, id, &partition, &offset, e);
+    if (!best)
         return -1;
-    status_scan s = {0};
-    s.id = id;
-    if (ctl_scan_topic(cx.cfg, topic, -1, 0, on_record, &s, e) < 0) {
-        cJSON_Delete(s.best);
-        return -1;
-    }
-    if (!s.best) {
-        if (s.tombstone)
-            return err_set(e, ERRC_PERMANENT, "connection %.63s: deleted (tombstone in %s)", id,
-                           topic);
-        return err_set(e, ERRC_PERMANENT, "connection %.63s: not found in %s%s", id, topic,
-                       s.bad ? " (only unreadable records)" : "");
-    }
-    cJSON *doc = ctl_status_project(s.best);
-    cJSON_Delete(s.best);
-    cJSON_AddNumberToObject(doc, "partition", s.partition);
-    cJSON_AddNumberToObject(doc, "offset", (double)s.offset);
+    cJSON *doc = ctl_status_project(best);
+    cJSON_Delete(best);
+    cJSON_AddNumberToObject(doc, "partition", partition);
+    cJSON_AddNumberToObject(doc, "offset", (double)offset);
     int rc = 0;
     if (cx.json) {
         rc = ctl_out_json(cx.out, doc, e);

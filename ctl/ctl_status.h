@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/config.h"
 #include "common/err.h"
 #include "ctl/ctl_out.h"
 
@@ -25,6 +26,12 @@
 /* The printable projection of a parsed connections.v1 record (new object,
  * caller deletes; NULL when rec is not an object). Pure. */
 cJSON *ctl_status_project(const cJSON *rec);
+
+/* The latest connections.v1 record of id (parsed; caller frees), scanning
+ * the compacted topic to its end; *partition and *offset tell where.
+ * NULL with ERRC_PERMANENT when absent or deleted by a tombstone. */
+cJSON *ctl_status_latest(const config_t *c, const char *id, int32_t *partition, int64_t *offset,
+                         err_t *e);
 
 /* `status` command: argv holds ID and options. */
 int ctl_status_run(const ctl_ctx *cx, int argc, char **argv, err_t *e);

@@ -12,7 +12,7 @@
 #include "common/records.h"
 #include "common/sealed.h"
 #include "ctl/ctl_args.h"
-#include "ctl/ctl_scan.h"
+#include "ctl/ctl_status.h"
 
 void ctl_token_help(FILE *out)
 {
@@ -23,34 +23,6 @@ void ctl_token_help(FILE *out)
                  "only, with a warning on stderr, and never logged.\n"
                  "Exit codes: 0 printed, 1 Kafka unreachable, 2 not found / no tokens,\n"
                  "3 configuration (keyring missing or a key id not in it).\n");
-}
-
-typedef struct {
-    const char *id;
-    long version;
-    char *record; /* latest version's JSON */
-} token_scan;
-
-static int on_record(const ctl_scan_rec *r, void *ud)
-{
-    token_scan *t = ud;
-    if (!r->key || strcmp(r->key, t->id) != 0)
-        return 0;
-    if (!r->value) { /* tombstone: forget what came before */
-        free(t->record);
-        t->record = NULL;
-        t->version = -1;
-        return 0;
-    }
-    cJSON *o = cJSON_Parse(r->value);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    if (cJSON_IsNumber(v) && (long)v->valuedouble > t->version) {
-        t->version = (long)v->valuedouble;
-        free(t->record);
-        t->record = strdup(r->value);
-    }
-    cJSON_Delete(o);
-    return 0;
 }
 
 /* Open one sealed field into out (empty when absent). */
@@ -76,19 +48,13 @@ int ctl_token_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
     keyring_t *kr = keyring_load(cx.cfg->data_keys_file, e);
     if (!kr)
         return err_wrap(e, "OAUTHQ_DATA_KEYS_FILE");
-    char topic[256];
-    token_scan t = {o.pos[0], -1, NULL};
     int rc = -1;
     static char acc[SEALED_PLAIN_MAX + 1], ref[SEALED_PLAIN_MAX + 1];
-    cJSON *rec = NULL;
-    if (config_topic(cx.cfg, KAFKA_TOPIC_CONNECTIONS, topic, sizeof topic, e) < 0 ||
-        ctl_scan_topic(cx.cfg, topic, -1, 0, on_record, &t, e) < 0)
+    int32_t partition;
+    int64_t offset;
+    cJSON *rec = ctl_status_latest(cx.cfg, o.pos[0], &partition, &offset, e);
+    if (!rec)
         goto out;
-    if (!t.record) {
-        err_set(e, ERRC_PERMANENT, "connection %.63s: not found in %s", o.pos[0], topic);
-        goto out;
-    }
-    rec = cJSON_Parse(t.record);
     if (open_field(kr, o.pos[0], rec, "access_token_sealed", "access_token", acc, sizeof acc, e) <
             0 ||
         open_field(kr, o.pos[0], rec, "refresh_token_sealed", "refresh_token", ref, sizeof ref, e) <
@@ -124,10 +90,6 @@ out:
     crypto_wipe(acc, sizeof acc);
     crypto_wipe(ref, sizeof ref);
     cJSON_Delete(rec);
-    if (t.record) {
-        crypto_wipe(t.record, strlen(t.record));
-        free(t.record);
-    }
     keyring_free(kr);
     return rc;
 }

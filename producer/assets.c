@@ -13,6 +13,18 @@ static asset table[ASSETS_MAX];
 static char csps[ASSETS_MAX][CSP_MAX];
 static size_t ntable;
 
+void assets_csp_hash(const char *text, size_t len, char *out, size_t cap)
+{
+    uint8_t d[CRYPTO_SHA256_LEN];
+    crypto_sha256(text, len, d);
+    /* CSP hashes are standard base64 with padding (32 bytes: one '='). */
+    char b64[64];
+    crypto_b64url_encode(d, sizeof d, b64, sizeof b64);
+    for (char *c = b64; *c; c++)
+        *c = *c == '-' ? '+' : *c == '_' ? '/' : *c;
+    snprintf(out, cap, "'sha256-%s='", b64);
+}
+
 /* Append " 'sha256-…'" for every <tag>…</tag> block of html to out. */
 static void hash_blocks(const char *html, const char *tag, char *out, size_t cap)
 {
@@ -25,15 +37,10 @@ static void hash_blocks(const char *html, const char *tag, char *out, size_t cap
         const char *end = strstr(p, close);
         if (!end)
             break;
-        uint8_t d[CRYPTO_SHA256_LEN];
-        crypto_sha256(p, (size_t)(end - p), d);
-        /* CSP hashes are standard base64 with padding. */
-        char b64[64];
-        crypto_b64url_encode(d, sizeof d, b64, sizeof b64);
-        for (char *c = b64; *c; c++)
-            *c = *c == '-' ? '+' : *c == '_' ? '/' : *c;
+        char h[80];
+        assets_csp_hash(p, (size_t)(end - p), h, sizeof h);
         size_t n = strlen(out);
-        snprintf(out + n, cap - n, " 'sha256-%s='", b64);
+        snprintf(out + n, cap - n, " %s", h);
         p = end + strlen(close);
     }
 }

@@ -32,6 +32,10 @@ typedef struct {
     const char *csp; /* Content-Security-Policy to send with it */
 } asset;
 
+/* The CSP source expression allowing exactly text[len] inline:
+ * "'sha256-<standard base64>='" into out[cap]. */
+void assets_csp_hash(const char *text, size_t len, char *out, size_t cap);
+
 /* Compute content types and CSP headers; call once at start-up. */
 int assets_init(void);
 

@@ -106,16 +106,10 @@ static char error_csp[160];
 
 static void error_csp_init(void)
 {
-    uint8_t d[CRYPTO_SHA256_LEN];
-    crypto_sha256(ERROR_STYLE, strlen(ERROR_STYLE), d);
-    char b64[64];
-    crypto_b64url_encode(d, sizeof d, b64, sizeof b64);
-    for (char *c = b64; *c; c++)
-        *c = *c == '-' ? '+' : *c == '_' ? '/' : *c;
+    char h[80];
+    assets_csp_hash(ERROR_STYLE, strlen(ERROR_STYLE), h, sizeof h);
     snprintf(error_csp, sizeof error_csp,
-             "default-src 'none'; style-src 'sha256-%s='; base-uri 'none'; "
-             "frame-ancestors 'none'",
-             b64);
+             "default-src 'none'; style-src %s; base-uri 'none'; frame-ancestors 'none'", h);
 }
 
 /* A 4xx/5xx answer: JSON {"error","message"}, or a small HTML page for

@@ -113,6 +113,13 @@ static int provider_index(const worker_t *w, const char *name)
     return -1;
 }
 
+/* Until when a provider is paused (0: not paused, or unknown provider). */
+static int64_t paused_until(const worker_t *w, const char *provider)
+{
+    int pi = provider_index(w, provider);
+    return pi >= 0 ? w->paused_until[pi] : 0;
+}
+
 /* ---- batch working set ------------------------------------------------------ */
 
 static item_t *item_find(worker_t *w, const char *id)
@@ -169,6 +176,15 @@ static item_t *item_get(worker_t *w, const char *id, const char *provider, int32
     }
     w->nitems++;
     return it;
+}
+
+/* Record what the state machine decided for an item. */
+static void item_apply(item_t *it, machine_action a)
+{
+    if (a != MACHINE_UNCHANGED)
+        it->changed = 1;
+    if (a == MACHINE_EXCHANGE)
+        it->exchange = 1;
 }
 
 static void batch_reset(worker_t *w)
@@ -243,12 +259,9 @@ static int on_replay(worker_t *w, const rd_kafka_message_t *m, const char *key, 
         return -1;
     if (it->exchange)
         return 0; /* already being exchanged in this batch */
-    int pi = provider_index(w, it->c->provider);
-    machine_action a = machine_on_replay(it->c, fresh, pi >= 0 ? w->paused_until[pi] : 0, now_ms());
-    if (a != MACHINE_UNCHANGED && !fresh)
-        it->changed = 1;
-    if (a == MACHINE_EXCHANGE)
-        it->exchange = 1;
+    machine_action a = machine_on_replay(it->c, fresh, paused_until(w, it->c->provider), now_ms());
+    if (!fresh) /* an unknown id: nothing to record */
+        item_apply(it, a);
     log_kv(LOGL_INFO, "replay", "connection_id", key, "requested_by", rp.requested_by, "result",
            a == MACHINE_EXCHANGE ? "exchange"
            : fresh               ? "unknown connection"
@@ -339,11 +352,7 @@ static int on_provider(worker_t *w, const rd_kafka_message_t *m, err_t *e)
                 it->c->phase != PHASE_RETRYING)
                 continue;
             it->c->retry_at_ms = now;
-            machine_action a = machine_on_due(it->c, 0, now);
-            if (a != MACHINE_UNCHANGED)
-                it->changed = 1;
-            if (a == MACHINE_EXCHANGE)
-                it->exchange = 1;
+            item_apply(it, machine_on_due(it->c, 0, now));
         }
         free(l.ids);
     }
@@ -425,15 +434,15 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         memcpy(key, m->key, m->key_len);
         key[m->key_len] = '\0';
     }
-    char schema[40];
-    if (m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
-        strcmp(schema, RECORDS_PROVIDER_SCHEMA) == 0)
+    /* Dispatch on the record's schema (one parse; callbacks fall through). */
+    char schema[40] = "";
+    if (m->payload)
+        records_schema_of(m->payload, m->len, schema, sizeof schema);
+    if (strcmp(schema, RECORDS_PROVIDER_SCHEMA) == 0)
         return on_provider(w, m, e);
-    if (usable && m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
-        strcmp(schema, RECORDS_REPLAY_SCHEMA) == 0)
+    if (usable && strcmp(schema, RECORDS_REPLAY_SCHEMA) == 0)
         return on_replay(w, m, key, e);
-    if (usable && m->payload && records_schema_of(m->payload, m->len, schema, sizeof schema) == 0 &&
-        strcmp(schema, RECORDS_DISCONNECT_SCHEMA) == 0)
+    if (usable && strcmp(schema, RECORDS_DISCONNECT_SCHEMA) == 0)
         return on_disconnect(w, m, key, e);
     records_callback cb;
     err_t de = {0};
@@ -500,14 +509,13 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
     machine_action a = machine_on_callback(it->c, fresh, &cb, hash, code_sealed, ver_sealed,
                                            pv->code_ttl_s, now_ms());
     int is_code = cb.kind == RECORDS_CB_CODE;
-    crypto_wipe(&cb, sizeof cb); /* holds the code: nothing below reads cb */
-    if (a != MACHINE_UNCHANGED)
-        it->changed = 1;
-    int pi = provider_index(w, it->c->provider); /* cb is wiped by now */
-    if (a == MACHINE_EXCHANGE && pi >= 0 && w->paused_until[pi] > now_ms())
-        machine_hold(it->c, w->paused_until[pi], now_ms()); /* paused: held, not sent */
-    else if (a == MACHINE_EXCHANGE)
-        it->exchange = 1;
+    crypto_wipe(&cb, sizeof cb);                       /* holds the code: nothing below reads cb */
+    int64_t paused = paused_until(w, it->c->provider); /* cb is wiped by now */
+    if (a == MACHINE_EXCHANGE && paused > now_ms()) {
+        machine_hold(it->c, paused, now_ms()); /* paused: held, not sent */
+        a = MACHINE_CHANGED;
+    }
+    item_apply(it, a);
     if (a == MACHINE_UNCHANGED || (is_code && !it->exchange && !fresh))
         log_kv(LOGL_INFO, "callback_not_exchanged", "connection_id", key, "code_sha256",
                hash[0] ? hash + 52 : "-", "status", conn_status_name(it->c->status), "request_id",
@@ -532,13 +540,7 @@ static int collect_due(worker_t *w, int32_t p, int64_t now, err_t *e)
         }
         if (fresh || it->exchange)
             continue;
-        int pi = provider_index(w, it->c->provider);
-        int64_t paused = pi >= 0 ? w->paused_until[pi] : 0;
-        machine_action a = machine_on_due(it->c, paused, now);
-        if (a != MACHINE_UNCHANGED)
-            it->changed = 1;
-        if (a == MACHINE_EXCHANGE)
-            it->exchange = 1;
+        item_apply(it, machine_on_due(it->c, paused_until(w, it->c->provider), now));
     }
     free(l.ids);
     return 0;
