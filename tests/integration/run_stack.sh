@@ -41,7 +41,10 @@ grep -q "oauthq is up: open $OAUTHQ_PUBLIC_URL/" "$tmp/run-stack.out" || {
     exit 1
 }
 # The demo page, then the flow a browser makes (cookies kept).
-curl -fsS "$OAUTHQ_PUBLIC_URL/" | grep -q "Connect (simulated provider)"
+# (Body captured first: `curl | grep -q` fails under pipefail when grep
+# closes the pipe early.)
+demo=$(curl -fsS "$OAUTHQ_PUBLIC_URL/")
+grep -q "Connect (simulated provider)" <<<"$demo"
 jar=$tmp/jar
 authorize=$(curl -fsS -c "$jar" -o /dev/null -w '%{redirect_url}' "$OAUTHQ_PUBLIC_URL/oauth/start?provider=sim")
 callback=$(curl -fsS -o /dev/null -w '%{redirect_url}' "$authorize")
@@ -54,7 +57,8 @@ for _ in $(seq 1 60); do
     sleep 0.5
 done
 [ "$final" = connected ] || { echo "status is '$final', expected connected" >&2; exit 1; }
-curl -fsS "$OAUTHQ_PUBLIC_URL/connect/$id" | grep -q "<script>"
+page=$(curl -fsS "$OAUTHQ_PUBLIC_URL/connect/$id")
+grep -q "<script>" <<<"$page"
 echo "flow through make run: connected ($id)"
 
 # Ctrl-C stops everything it started (the pids it printed).
