@@ -41,6 +41,8 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+BENCH_LIB_SRC := $(filter-out bench/bench-%.c,$(sort $(wildcard bench/*.c)))
+BENCH_SRC := $(sort $(wildcard bench/bench-*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -50,6 +52,7 @@ LIBINTAKE := $(BUILD)/libintake.a
 LIBWORKER := $(BUILD)/libworker.a
 LIBCTL := $(BUILD)/libctl.a
 LIBSUPPORT := $(BUILD)/libsupport.a
+LIBBENCH := $(BUILD)/libbench.a
 # Order matters for static linking: users before what they use.
 APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
@@ -67,9 +70,10 @@ TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests fuzz fuzz-build
-all: $(BINS) $(TOOLS)
+all: $(BINS) $(TOOLS) $(BENCH_BINS)
 tests: all $(UNIT_BINS) $(ITEST_BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -100,7 +104,8 @@ $(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o
 $(eval $(call archive,$(LIBWORKER),$(WORKER_SRC)))
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
-$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSUPPORT): | $(BUILD)/obj/empty.o
+$(eval $(call archive,$(LIBBENCH),$(BENCH_LIB_SRC)))
+$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSUPPORT) $(LIBBENCH): | $(BUILD)/obj/empty.o
 
 $(BUILD)/oauthq-provider-sim: $(call obj,tests/sim/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -111,6 +116,10 @@ $(BUILD)/oauthq-worker: $(call obj,worker/main.c) $(APPLIBS)
 $(BUILD)/oauthqctl: $(call obj,ctl/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tests/tools/%.o $(LIBSUPPORT) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# Benchmark tools (SPEC §9, scripts/bench): bench/bench-X.c -> build/bench/bench-X.
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBBENCH) $(APPLIBS)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit/test_%.o $(APPLIBS)
 	@mkdir -p $(dir $@)
