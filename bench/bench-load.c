@@ -22,7 +22,8 @@
  *       failed, expired) from when its record became visible, i.e. from
  *       the worker's commit; waits until every accepted non-hang flow is
  *       final (bounded by --timeout-s), then up to --hang-wait-s for the
- *       hang flows.
+ *       hang flows. --samples F: one line per flow, "due_s http_ms
+ *       final_ms h|-" (seconds since the first was due; -1: never).
  *
  *   bench-load watch --in FILE --status-topic T --out JSON [--timeout-s S]
  *       Wait until every flow in FILE has a final status and report the
@@ -69,7 +70,7 @@ static const char *USAGE =
     "usage: bench-load flows --intake URL --count N --out FILE [--authorize] [--hang-every K]\n"
     "                        [--parallel P] [--timeout-s S]\n"
     "       bench-load fire --intake URL --in FILE --out JSON [--rate R | --parallel P]\n"
-    "                       [--status-topic T] [--timeout-s S] [--hang-wait-s S]\n"
+    "                       [--status-topic T] [--timeout-s S] [--hang-wait-s S] [--samples F]\n"
     "       bench-load watch --in FILE --status-topic T --out JSON [--timeout-s S]\n";
 
 /* ---- flow table -------------------------------------------------------------------- */
@@ -240,6 +241,7 @@ typedef struct {
     double rate;
     const char *in, *status_topic;
     long hang_wait_s;
+    const char *samples; /* fire: per-flow "due_s latency_ms hang" lines */
 } opts;
 
 static int start_create(CURLM *m, const opts *o, long i)
@@ -618,6 +620,16 @@ static int run_fire(const opts *o)
     }
     fprintf(out, ", \"complete\": %s}\n", complete ? "true" : "false");
     fclose(out);
+    FILE *sf = o->samples ? fopen(o->samples, "w") : NULL;
+    for (size_t i = 0; sf && i < fl.n; i++) {
+        const flow *f = &fl.f[i];
+        long long us = atomic_load(&f->final_us);
+        fprintf(sf, "%.3f %.1f %.1f %c\n", (f->t_due - t0) / 1000.0,
+                f->t_answer > 0 ? f->t_answer - f->t_due : -1.0,
+                us ? (double)us / 1000.0 - f->t_due : -1.0, f->hang ? 'h' : '-');
+    }
+    if (sf)
+        fclose(sf);
     flows_free(&fl);
     return complete ? 0 : 1;
 }
@@ -677,7 +689,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *mode = argv[1];
-    opts o = {NULL, 0, 64, 120, 0, 0, NULL, 0, NULL, NULL, 30};
+    opts o = {NULL, 0, 64, 120, 0, 0, NULL, 0, NULL, NULL, 30, NULL};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -693,6 +705,8 @@ int main(int argc, char **argv)
             o.out = v;
         } else if (strcmp(a, "--in") == 0) {
             o.in = v;
+        } else if (strcmp(a, "--samples") == 0) {
+            o.samples = v;
         } else if (strcmp(a, "--status-topic") == 0) {
             o.status_topic = v;
         } else if (strcmp(a, "--count") == 0) {
