@@ -50,12 +50,14 @@ rd_kafka_conf_t *kafka_conf_producer(const config_t *c, const char *txn_id, err_
     rd_kafka_conf_t *conf = base(c, e);
     if (!conf)
         return NULL;
+    char txn_timeout[24];
+    snprintf(txn_timeout, sizeof txn_timeout, "%d", KAFKA_TRANSACTION_TIMEOUT_MS);
     if (kafka_conf_set(conf, "enable.idempotence", "true", e) < 0 ||
         kafka_conf_set(conf, "acks", "all", e) < 0 ||
         kafka_conf_set(conf, "linger.ms", "2", e) < 0 ||
         kafka_conf_set(conf, "compression.type", "lz4", e) < 0 ||
         (txn_id && kafka_conf_set(conf, "transactional.id", txn_id, e) < 0) ||
-        (txn_id && kafka_conf_set(conf, "transaction.timeout.ms", "60000", e) < 0)) {
+        (txn_id && kafka_conf_set(conf, "transaction.timeout.ms", txn_timeout, e) < 0)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

@@ -22,6 +22,11 @@
 #define KAFKA_TOPIC_STATUS      "status"
 #define KAFKA_TOPIC_DLQ         "dlq"
 
+/* transaction.timeout.ms of every transactional producer: how long an
+ * open transaction of a dead producer can hold back the last stable offset
+ * and its pending offset commits. */
+#define KAFKA_TRANSACTION_TIMEOUT_MS 60000
+
 /* Set one property; failure is ERRC_FATAL naming the key (never the value). */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, err_t *e);
 

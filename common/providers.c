@@ -49,6 +49,7 @@ static const char *const entry_keys[] = {
     "token_auth",
     "code_ttl_s",
     "issuer",
+    "max_in_flight",
 };
 
 /* Fill e with "<origin>: providers[i]: <detail> (provider "name")"; returns -1. */
@@ -291,6 +292,17 @@ static int parse_entry(pctx *c, const cJSON *obj, provider_t *pv)
     if (!(d >= 1 && d <= PROVIDER_CODE_TTL_MAX) || (double)(int)d != d)
         return fail(c, "key \"code_ttl_s\": must be an integer in [1, %d]", PROVIDER_CODE_TTL_MAX);
     pv->code_ttl_s = (int)d;
+
+    /* Optional bulkhead (SPEC §6): token requests in flight for this
+     * provider on one worker; 0 = the worker's default share. */
+    it = cJSON_GetObjectItemCaseSensitive(obj, "max_in_flight");
+    pv->max_in_flight = 0;
+    if (it) {
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1 && it->valuedouble <= 4096) ||
+            (double)(int)it->valuedouble != it->valuedouble)
+            return fail(c, "key \"max_in_flight\": must be an integer in [1, 4096]");
+        pv->max_in_flight = (int)it->valuedouble;
+    }
 
     return get_string(c, obj, "issuer", OPTIONAL, NULLABLE, pv->issuer, sizeof pv->issuer,
                       check_url);

@@ -55,8 +55,9 @@ typedef struct {
     char scope[256]; /* "" when absent */
     int pkce;        /* 0/1, default 0 */
     provider_token_auth token_auth;
-    int code_ttl_s;   /* 1..3600 */
-    char issuer[512]; /* "" = null: no RFC 9207 iss check */
+    int code_ttl_s;    /* 1..3600 */
+    char issuer[512];  /* "" = null: no RFC 9207 iss check */
+    int max_in_flight; /* 1..4096; 0 = absent (worker default: concurrency / providers) */
 } provider_t;
 
 typedef struct providers providers_t;

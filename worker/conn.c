@@ -130,6 +130,8 @@ char *conn_encode(const conn_t *c, err_t *e)
     cJSON_AddNumberToObject(o, "attempts", c->attempts);
     cJSON_AddNumberToObject(o, "unknown_outcomes", c->unknown_outcomes);
     cJSON_AddBoolToObject(o, "claimed", c->claimed);
+    add_str_or_null(o, "claimed_by", c->claimed_by);
+    cJSON_AddNumberToObject(o, "claimed_at_ms", (double)c->claimed_at_ms);
     cJSON_AddNumberToObject(o, "retry_at_ms", (double)c->retry_at_ms);
     add_str_or_null(o, "last_error", c->last_error);
     cJSON_AddNumberToObject(o, "ignored_codes", c->ignored_codes);
@@ -152,38 +154,6 @@ char *conn_encode(const conn_t *c, err_t *e)
         err_set(e, ERRC_RETRIABLE, "encoding connection: out of memory");
     return s;
 }
-
-static const char *const conn_fields[] = {"schema",
-                                          "id",
-                                          "provider",
-                                          "status",
-                                          "phase",
-                                          "reason",
-                                          "version",
-                                          "created_at_ms",
-                                          "updated_at_ms",
-                                          "code_sha256",
-                                          "code_sealed",
-                                          "verifier_sealed",
-                                          "received_at_ms",
-                                          "deadline_ms",
-                                          "attempts",
-                                          "unknown_outcomes",
-                                          "claimed",
-                                          "retry_at_ms",
-                                          "last_error",
-                                          "ignored_codes",
-                                          "last_ignored_sha256",
-                                          "account_id",
-                                          "livemode",
-                                          "scope",
-                                          "token_type",
-                                          "expires_in",
-                                          "access_token_sealed",
-                                          "refresh_token_sealed",
-                                          "return_to",
-                                          "callback_error",
-                                          NULL};
 
 /* String or null field into out[cap]; required fields must be strings. */
 static int get_str(const cJSON *o, const char *k, char *out, size_t cap, int required, err_t *e)
@@ -229,15 +199,8 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         err_set(e, ERRC_PERMANENT, "connection record: not a JSON object");
         goto out;
     }
-    for (const cJSON *it = o->child; it; it = it->next) {
-        int known = 0;
-        for (int i = 0; conn_fields[i]; i++)
-            known |= strcmp(conn_fields[i], it->string) == 0;
-        if (!known) {
-            err_set(e, ERRC_PERMANENT, "connection record: unknown field %.40s", it->string);
-            goto out;
-        }
-    }
+    /* Unknown fields are tolerated (SPEC §6): a record written by a newer
+     * worker still restores; the fields this version needs are checked. */
     if (get_str(o, "schema", schema, sizeof schema, 1, e) < 0)
         goto out;
     if (strcmp(schema, CONN_SCHEMA) != 0) {
@@ -297,6 +260,12 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         goto out;
     }
     c->claimed = cJSON_IsTrue(cl);
+    /* Lease of the claim (absent in records of older workers: 0 / ""). */
+    if (cJSON_GetObjectItemCaseSensitive(o, "claimed_at_ms") &&
+        get_num(o, "claimed_at_ms", &c->claimed_at_ms, e) < 0)
+        goto out;
+    if (get_str(o, "claimed_by", c->claimed_by, sizeof c->claimed_by, 0, e) < 0)
+        goto out;
     c->livemode = cJSON_IsNull(lm) ? -1 : cJSON_IsTrue(lm);
     rc = 0;
 out:

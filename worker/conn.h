@@ -70,12 +70,14 @@ typedef struct {
     char code_sealed[CONN_SEALED_SMALL];
     char verifier_sealed[CONN_SEALED_SMALL];
     int64_t received_at_ms, deadline_ms;
-    int attempts;         /* token requests sent for the active code */
-    int unknown_outcomes; /* of which the outcome was unknown */
-    int claimed;          /* 1: a committed claim may have sent a request */
-    int64_t retry_at_ms;  /* 0: none scheduled */
-    char last_error[160]; /* operator-facing: "http 503", "invalid_client", ... */
-    int ignored_codes;    /* later different codes, recorded and not exchanged */
+    int attempts;          /* token requests sent for the active code */
+    int unknown_outcomes;  /* of which the outcome was unknown */
+    int claimed;           /* 1: a committed claim may have sent a request */
+    char claimed_by[64];   /* lease: the claiming worker instance */
+    int64_t claimed_at_ms; /* lease: wall-clock claim time (0: none) */
+    int64_t retry_at_ms;   /* 0: none scheduled */
+    char last_error[160];  /* operator-facing: "http 503", "invalid_client", ... */
+    int ignored_codes;     /* later different codes, recorded and not exchanged */
     char last_ignored_hash[CONN_HASH_MAX];
     /* Result of a successful exchange. */
     char account_id[128];

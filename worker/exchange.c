@@ -652,9 +652,36 @@ exchange_t *exchange_new(int max_concurrent, int connect_timeout_ms, int total_t
     return x;
 }
 
+static xfer *prepare(exchange_t *x, exchange_req *req, err_t *e)
+{
+    if (!x || !req || !req->provider) {
+        err_set(e, ERRC_PERMANENT, "exchange: no request or provider");
+        return NULL;
+    }
+    if (exchange_check(req, e) < 0)
+        return NULL;
+    xfer *t = xfer_build(req, e);
+    if (t)
+        result_reset(&req->result);
+    return t;
+}
+
 int exchange_add(exchange_t *x, exchange_req *req, err_t *e)
 {
-    if (!x || !req || !req->provider)
+    xfer *t = prepare(x, req, e);
+    if (!t)
+        return -1;
+    if (x->tail)
+        x->tail->next = t;
+    else
+        x->head = t;
+    x->tail = t;
+    return 0;
+}
+
+int exchange_check(const exchange_req *req, err_t *e)
+{
+    if (!req || !req->provider)
         return err_set(e, ERRC_PERMANENT, "exchange: no request or provider");
     const provider_t *pv = req->provider;
     if (!pv->token_url[0] || !field_ok(pv->client_id, EXCHANGE_FIELD_MAX))
@@ -673,15 +700,6 @@ int exchange_add(exchange_t *x, exchange_req *req, err_t *e)
         return err_set(e, ERRC_PERMANENT,
                        "exchange: provider %s (oauth2) needs a redirect_uri of at most %d bytes",
                        pv->name, EXCHANGE_FIELD_MAX);
-    xfer *t = xfer_build(req, e);
-    if (!t)
-        return -1;
-    result_reset(&req->result);
-    if (x->tail)
-        x->tail->next = t;
-    else
-        x->head = t;
-    x->tail = t;
     return 0;
 }
 
@@ -830,6 +848,62 @@ int exchange_run(exchange_t *x)
             curl_multi_poll(x->m, NULL, 0, POLL_SLICE_MS, NULL);
     }
     return done;
+}
+
+int exchange_start(exchange_t *x, exchange_req *req, err_t *e)
+{
+    if (x && x->n_active >= x->max_concurrent)
+        return err_set(e, ERRC_RETRIABLE, "exchange: %d transfers already active", x->n_active);
+    xfer *t = prepare(x, req, e);
+    if (!t)
+        return -1;
+    return start(x, t) == 0 ? 0 : 1; /* 1: finished at once, nothing sent */
+}
+
+int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud)
+{
+    if (!x || x->n_active == 0)
+        return 0;
+    int finished = 0;
+    int running = 0;
+    CURLMcode mc = curl_multi_perform(x->m, &running);
+    if (mc == CURLM_OK && wait_ms > 0) {
+        curl_multi_poll(x->m, NULL, 0, wait_ms, NULL);
+        mc = curl_multi_perform(x->m, &running);
+    }
+    CURLMsg *msg;
+    int left = 0;
+    while ((msg = curl_multi_info_read(x->m, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        xfer *t = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        if (!t)
+            continue;
+        exchange_req *req = t->req;
+        retire(x, t, (int)msg->data.result, 0);
+        finished++;
+        if (done)
+            done(req, ud);
+    }
+    /* Watchdog (and multi failure): never past the bound. */
+    int64_t now = mono_ms();
+    for (int i = x->n_active - 1; i >= 0; i--) {
+        xfer *t = x->active[i];
+        if (mc != CURLM_OK || now - t->started_ms > (int64_t)x->total_ms + WATCHDOG_SLACK) {
+            exchange_req *req = t->req;
+            retire(x, t, CURLE_OPERATION_TIMEDOUT, 1);
+            finished++;
+            if (done)
+                done(req, ud);
+        }
+    }
+    return finished;
+}
+
+int exchange_active(const exchange_t *x)
+{
+    return x ? x->n_active : 0;
 }
 
 void exchange_free(exchange_t *x)

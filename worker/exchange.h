@@ -86,6 +86,27 @@ exchange_t *exchange_new(int max_concurrent, int connect_timeout_ms, int total_t
 /* Queue req (started by exchange_run); -1 + ERRC_PERMANENT when a field is missing/too long. */
 int exchange_add(exchange_t *x, exchange_req *req, err_t *e);
 
+/* Validate req's fields (what exchange_add/_start check); -1 + ERRC_PERMANENT on a defect. */
+int exchange_check(const exchange_req *req, err_t *e);
+
+/* Hand req to curl now (the pipeline's entry): 0 started, 1 finished at once without sending
+ * (req->result set, e.g. out of memory), -1 + ERRC_PERMANENT on a bad field or ERRC_RETRIABLE
+ * when max_concurrent transfers are active. req stays the caller's and must stay valid until
+ * exchange_perform reports it done. */
+int exchange_start(exchange_t *x, exchange_req *req, err_t *e);
+
+/* Called by exchange_perform for each finished request (req->result filled). */
+typedef void (*exchange_done_fn)(exchange_req *req, void *ud);
+
+/* Drive the started transfers, waiting at most wait_ms for socket activity, and report each
+ * finished one through done (a request past its timeout plus a margin is ended as a timeout).
+ * Never blocks longer than wait_ms plus the time to process what is ready. Returns the number
+ * reported. */
+int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud);
+
+/* Transfers started and not yet reported. */
+int exchange_active(const exchange_t *x);
+
 /* Run every queued request to completion (each bounded by its timeouts plus a margin), filling
  * each req->result; returns how many completed. The queue is empty afterwards. */
 int exchange_run(exchange_t *x);

@@ -134,12 +134,37 @@ void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
     touch(c, now_ms);
 }
 
-void machine_claim(conn_t *c, int64_t now_ms)
+void machine_claim(conn_t *c, const char *instance, int64_t now_ms)
 {
     c->phase = PHASE_EXCHANGING;
     c->claimed = 1;
+    snprintf(c->claimed_by, sizeof c->claimed_by, "%s", instance ? instance : "");
+    c->claimed_at_ms = now_ms;
     c->attempts++;
     c->retry_at_ms = 0;
+    touch(c, now_ms);
+}
+
+machine_action machine_not_sent(conn_t *c, const char *why, int64_t now_ms)
+{
+    if (c->status != CONN_PENDING || !c->claimed)
+        return MACHINE_UNCHANGED;
+    c->claimed = 0;
+    if (c->attempts > 0)
+        c->attempts--; /* nothing left: the attempt does not count */
+    snprintf(c->last_error, sizeof c->last_error, "%s", why ? why : "not sent");
+    c->phase = PHASE_RETRYING;
+    c->retry_at_ms = now_ms < c->deadline_ms ? now_ms : c->deadline_ms;
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+void machine_defer(conn_t *c, int64_t now_ms)
+{
+    c->phase = PHASE_QUEUED;
+    c->retry_at_ms = now_ms < c->deadline_ms ? now_ms : c->deadline_ms;
+    if (c->retry_at_ms <= 0)
+        c->retry_at_ms = 1;
     touch(c, now_ms);
 }
 
@@ -214,8 +239,8 @@ machine_action machine_on_result(conn_t *c, const exchange_result *r, const char
 
 machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
 {
-    if (c->status != CONN_PENDING || c->phase != PHASE_RETRYING || c->retry_at_ms == 0 ||
-        c->retry_at_ms > now_ms)
+    if (c->status != CONN_PENDING || (c->phase != PHASE_RETRYING && c->phase != PHASE_QUEUED) ||
+        c->claimed || c->retry_at_ms == 0 || c->retry_at_ms > now_ms)
         return MACHINE_UNCHANGED;
     if (now_ms >= c->deadline_ms) {
         fail(c, c->unknown_outcomes > 0 ? REASON_PROVIDER_UNAVAILABLE : REASON_CODE_EXPIRED);
@@ -236,19 +261,32 @@ machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms
     return MACHINE_EXCHANGE;
 }
 
-machine_action machine_on_takeover(conn_t *c, int64_t now_ms)
+int64_t machine_resend_at(const conn_t *c, int64_t hold_ms)
+{
+    /* A claim without a recorded time (older record): count from now. */
+    return c->claimed_at_ms > 0 ? c->claimed_at_ms + hold_ms : 0;
+}
+
+machine_action machine_on_takeover(conn_t *c, int64_t hold_ms, int64_t now_ms)
 {
     if (c->status != CONN_PENDING || !c->claimed)
         return MACHINE_UNCHANGED;
-    /* The previous owner may have sent the request: unknown outcome. */
+    /* The previous owner may have sent the request, or may still send it
+     * while its lease runs: an unknown outcome, re-sent only once the
+     * lease, the exchange timeout and the margin have all passed. */
     c->unknown_outcomes++;
     snprintf(c->last_error, sizeof c->last_error, "claim open at takeover");
     c->claimed = 0;
-    if (now_ms >= c->deadline_ms) {
+    int64_t at = machine_resend_at(c, hold_ms);
+    if (at == 0)
+        at = now_ms + hold_ms;
+    if (at < now_ms)
+        at = now_ms;
+    if (at >= c->deadline_ms) {
         fail(c, REASON_PROVIDER_UNAVAILABLE);
     } else {
         c->phase = PHASE_RETRYING;
-        c->retry_at_ms = now_ms; /* due at once */
+        c->retry_at_ms = at;
     }
     touch(c, now_ms);
     return MACHINE_CHANGED;
@@ -319,6 +357,26 @@ machine_action machine_on_deauthorized(conn_t *c, int done, const char *detail, 
     } else {
         snprintf(c->last_error, sizeof c->last_error, "disconnect failed: %s", detail);
     }
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+machine_action machine_on_unconfigured(conn_t *c, int64_t now_ms)
+{
+    if (c->status != CONN_PENDING)
+        return MACHINE_UNCHANGED;
+    snprintf(c->last_error, sizeof c->last_error, "provider not configured");
+    fail(c, REASON_MISCONFIGURED);
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+machine_action machine_on_unsealable(conn_t *c, int64_t now_ms)
+{
+    if (c->status != CONN_PENDING)
+        return MACHINE_UNCHANGED;
+    snprintf(c->last_error, sizeof c->last_error, "code sealed with an unknown data key");
+    fail(c, REASON_MISCONFIGURED);
     touch(c, now_ms);
     return MACHINE_CHANGED;
 }

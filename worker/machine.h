@@ -58,8 +58,24 @@ machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms);
  * due again when the pause ends or at the code's deadline. */
 void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms);
 
-/* Take the claim before a request leaves: phase exchanging, attempt+1. */
-void machine_claim(conn_t *c, int64_t now_ms);
+/* Take the claim before a request leaves: phase exchanging, attempt+1,
+ * the lease (claiming instance, wall-clock claim time). */
+void machine_claim(conn_t *c, const char *instance, int64_t now_ms);
+
+/* A committed claim whose request never left (its lease ran out before it
+ * could be handed to curl, or the partition went away): the attempt does
+ * not count, the code is due again at once. */
+machine_action machine_not_sent(conn_t *c, const char *why, int64_t now_ms);
+
+/* The code should be exchanged but no in-flight slot is free for its
+ * provider: recorded as queued and due at once (served by the due scan
+ * when a slot frees), so the partition keeps flowing. */
+void machine_defer(conn_t *c, int64_t now_ms);
+
+/* When a new owner may re-send an open claim: claimed_at + hold_ms
+ * (lease + exchange timeout + skew margin); 0 when the claim time is
+ * unknown. */
+int64_t machine_resend_at(const conn_t *c, int64_t hold_ms);
 
 /* The exchange ended with outcome r. On success the caller passes the
  * sealed tokens. *pause_provider is set when the provider must be paused
@@ -72,8 +88,10 @@ machine_action machine_on_result(conn_t *c, const exchange_result *r, const char
 machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms);
 
 /* Takeover (or restart): resolve an open claim as an unknown-outcome
- * attempt and schedule it at once. Unchanged when no claim is open. */
-machine_action machine_on_takeover(conn_t *c, int64_t now_ms);
+ * attempt, due no earlier than machine_resend_at(c, hold_ms) (the old
+ * owner's request may still be in flight until then). Unchanged when no
+ * claim is open. */
+machine_action machine_on_takeover(conn_t *c, int64_t hold_ms, int64_t now_ms);
 
 /* An operator's replay (oauthqctl replay). Only a code never definitively
  * answered and still inside its deadline is exchanged (now, unless the
@@ -89,6 +107,15 @@ machine_action machine_on_disconnect(conn_t *c, int fresh, int64_t now_ms);
 /* The provider's answer to the revocation: done → disconnected with the
  * sealed tokens shredded; otherwise stays connected with last_error. */
 machine_action machine_on_deauthorized(conn_t *c, int done, const char *detail, int64_t now_ms);
+
+/* The code cannot be sent: its provider is no longer configured. A
+ * definitive failure (misconfigured), never a crash loop; nothing was
+ * sent. */
+machine_action machine_on_unconfigured(conn_t *c, int64_t now_ms);
+
+/* The stored code cannot be unsealed (its data key left the keyring): a
+ * poison state, failed as misconfigured (the record is dead-lettered). */
+machine_action machine_on_unsealable(conn_t *c, int64_t now_ms);
 
 /* Backoff before retry number `attempts` (1-based). */
 int64_t machine_backoff_ms(int attempts);

@@ -86,6 +86,7 @@ enum {
     ST_META_SET,
     ST_GET,
     ST_DUE,
+    ST_DUE_PROVIDER,
     ST_CLAIMED,
     ST_NEXT_RETRY,
     ST_COUNT,
@@ -111,6 +112,9 @@ static const char *const stmt_sql[ST__N] = {
     [ST_GET] = "SELECT record, version FROM connections WHERE id = ?1",
     [ST_DUE] = "SELECT id, record, version FROM connections"
                " WHERE retry_at_ms > 0 AND retry_at_ms <= ?1 ORDER BY retry_at_ms, id LIMIT ?2",
+    [ST_DUE_PROVIDER] = "SELECT id, record, version FROM connections"
+                        " WHERE retry_at_ms > 0 AND retry_at_ms <= ?1 AND provider = ?3"
+                        " ORDER BY retry_at_ms, id LIMIT ?2",
     [ST_CLAIMED] = "SELECT id, record, version FROM connections WHERE claimed = 1 ORDER BY id",
     [ST_NEXT_RETRY] = "SELECT min(retry_at_ms) FROM connections WHERE retry_at_ms > 0",
     [ST_COUNT] = "SELECT count(*) FROM connections",
@@ -720,14 +724,22 @@ static int iterate(store_t *s, sqlite3_stmt *st, const char *op, store_row_fn fn
 
 int store_due(store_t *s, int64_t now_ms, int limit, store_row_fn fn, void *ud, err_t *e)
 {
+    return store_due_provider(s, NULL, now_ms, limit, fn, ud, e);
+}
+
+int store_due_provider(store_t *s, const char *provider, int64_t now_ms, int limit, store_row_fn fn,
+                       void *ud, err_t *e)
+{
     if (check_use(s, "due", e) < 0)
         return -1;
     if (!fn || limit <= 0)
         return err_set(e, ERRC_PERMANENT, "store due %s: callback and limit > 0 required", s->path);
-    sqlite3_stmt *st = s->st[ST_DUE];
+    sqlite3_stmt *st = s->st[provider ? ST_DUE_PROVIDER : ST_DUE];
     int rc = sqlite3_bind_int64(st, 1, now_ms);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int(st, 2, limit);
+    if (rc == SQLITE_OK && provider)
+        rc = sqlite3_bind_text(st, 3, provider, -1, SQLITE_STATIC);
     if (rc != SQLITE_OK) {
         db_fail(s, rc, "due", e);
         stmt_done(st);

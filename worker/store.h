@@ -82,6 +82,11 @@ typedef int (*store_row_fn)(const char *id, const char *record, int64_t version,
  * returns the number of calls made, -1 on error. */
 int store_due(store_t *s, int64_t now_ms, int limit, store_row_fn fn, void *ud, err_t *e);
 
+/* store_due restricted to one provider's rows (the worker serves each
+ * provider's due work up to its free in-flight slots). */
+int store_due_provider(store_t *s, const char *provider, int64_t now_ms, int limit, store_row_fn fn,
+                       void *ud, err_t *e);
+
 /* Call fn for rows with claimed = 1 (open claims found at takeover), by id; returns the number
  * of calls made, -1 on error. */
 int store_claimed(store_t *s, store_row_fn fn, void *ud, err_t *e);

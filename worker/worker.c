@@ -26,25 +26,36 @@
 #include "worker/deauth.h"
 #include "worker/exchange.h"
 #include "worker/machine.h"
+#include "worker/sched.h"
 #include "worker/store.h"
 
 #define MAX_PARTS      256
 #define DUE_PER_PART   64
 #define TXN_TIMEOUT_MS 30000
-#define SETTLE_TRIES   5
+#define RESTORE_BATCH  2000 /* changelog records per SQLite transaction */
+#define MAX_WAIT_MS    50
 
 typedef struct {
     store_t *store;
-    int assigned;
+    int assigned;        /* ours: consumed, and its offsets go into every transaction */
+    int64_t next_offset; /* callbacks offset to commit (last processed + 1); -1 unknown */
 } part_t;
 
-/* One key's work in a batch. */
+/* One key's live work. An item lives from the record or due row that
+ * touched it until its state committed and no request of it is in
+ * flight; items are heap-allocated so curl may hold pointers into them. */
 typedef struct {
     conn_t *c;
     int32_t partition;
-    int changed;
-    int exchange;
-    int deauthorize;     /* revoke at the provider before the claim commits */
+    int changed;     /* state to write in the next transaction */
+    int exchange;    /* the machine asked for an exchange (claim pending a slot) */
+    int claimed_now; /* claimed in the open transaction: start once it commits */
+    int inflight;    /* handed to curl, result pending */
+    int settled;     /* result applied, its transaction not yet committed */
+    int slot;        /* provider index whose in-flight slot this holds, -1 none */
+    int orphan;      /* its partition went away: never committed by us */
+    int deauthorize; /* revoke at the provider before the next commit */
+    int64_t claim_mono_ms;
     int64_t conn_offset; /* set by the delivery report of its connections record */
     exchange_req req;
     char code[RECORDS_CODE_MAX + 1];
@@ -66,12 +77,22 @@ struct worker {
     int64_t paused_until[PROVIDERS_MAX];
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
-    rd_kafka_t *restorer; /* assign-only reader of the changelog */
+    rd_kafka_t *restorer; /* assign-only reader of the changelog (read_committed) */
+    rd_kafka_t *hwm;      /* read_uncommitted handle: high watermarks for restore */
     char t_callbacks[256], t_connections[256], t_status[256], t_dlq[256];
     char group_id[160], txn_id[160], instance_id[64], redirect_uri[CONFIG_PATH_MAX + 32];
     part_t parts[MAX_PARTS];
     int nparts;
     exchange_t *x;
+    sched_t sched;
+    int64_t takeover_hold_ms;
+    int64_t last_commit_mono;
+    int offsets_dirty;
+    /* Rebalances: the callback only records them; the loop does the work. */
+    rd_kafka_topic_partition_list_t *assign_pending;
+    int revoke_pending;
+    int closing; /* worker_close: the rebalance callback unassigns inline */
+    int64_t revoke_deadline_mono;
     atomic_int fatal; /* read by the listener threads (/readyz) */
     err_t fatal_err;
     /* observability (metrics are lock-free; the listener has its own threads) */
@@ -79,12 +100,12 @@ struct worker {
     httpd_t *http;
     atomic_int ready;
     metric_counter *m_batches, *m_committed, *m_aborted, *m_unknown, *m_retries, *m_dlq,
-        *m_takeovers;
+        *m_takeovers, *m_not_sent;
     metric_histogram *m_exchange_s, *m_restore_s;
-    metric_gauge *m_lag;
+    metric_gauge *m_lag, *m_inflight;
     int64_t lag_checked_ms;
-    /* batch state */
-    item_t *items;
+    /* live working set */
+    item_t **items;
     size_t nitems, cap_items;
     dlq_t *dlqs;
     size_t ndlq, cap_dlq;
@@ -94,6 +115,14 @@ static int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Monotonic milliseconds: leases and the commit cadence. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -125,12 +154,25 @@ static int64_t paused_until(const worker_t *w, const char *provider)
 static item_t *item_find(worker_t *w, const char *id)
 {
     for (size_t i = 0; i < w->nitems; i++)
-        if (strcmp(w->items[i].c->id, id) == 0)
-            return &w->items[i];
+        if (strcmp(w->items[i]->c->id, id) == 0)
+            return w->items[i];
     return NULL;
 }
 
-/* Get the key's item, loading its state from the store (or a fresh one). */
+static void item_free(item_t *it)
+{
+    crypto_wipe(it->code, sizeof it->code);
+    crypto_wipe(it->verifier, sizeof it->verifier);
+    crypto_wipe(&it->req.result, sizeof it->req.result);
+    if (it->c)
+        crypto_wipe(it->c, sizeof *it->c);
+    free(it->c);
+    free(it);
+}
+
+/* Get the key's live item, loading its state from the store (or a fresh
+ * one). *fresh = 1: no state. A stored row that cannot be decoded fails
+ * closed: NULL with ERRC_PERMANENT (the caller dead-letters the record). */
 static item_t *item_get(worker_t *w, const char *id, const char *provider, int32_t partition,
                         int *fresh, err_t *e)
 {
@@ -140,7 +182,7 @@ static item_t *item_get(worker_t *w, const char *id, const char *provider, int32
         return it;
     if (w->nitems == w->cap_items) {
         size_t nc = w->cap_items ? w->cap_items * 2 : 64;
-        item_t *ni = realloc(w->items, nc * sizeof *ni);
+        item_t **ni = realloc(w->items, nc * sizeof *ni);
         if (!ni) {
             err_set(e, ERRC_FATAL, "out of memory");
             return NULL;
@@ -148,33 +190,41 @@ static item_t *item_get(worker_t *w, const char *id, const char *provider, int32
         w->items = ni;
         w->cap_items = nc;
     }
-    it = &w->items[w->nitems];
-    memset(it, 0, sizeof *it);
-    it->c = calloc(1, sizeof *it->c);
-    if (!it->c) {
+    it = calloc(1, sizeof *it);
+    if (it)
+        it->c = calloc(1, sizeof *it->c);
+    if (!it || !it->c) {
+        free(it);
         err_set(e, ERRC_FATAL, "out of memory");
         return NULL;
     }
     it->partition = partition;
     it->conn_offset = -1;
+    it->slot = -1;
     char *rec = NULL;
     int64_t version = 0;
     store_t *st = partition >= 0 && partition < MAX_PARTS ? w->parts[partition].store : NULL;
     int got = st ? store_get(st, id, &rec, &version, e) : 0;
     if (got < 0) {
-        free(it->c);
+        item_free(it);
         return NULL;
     }
-    if (got == 1 && conn_decode(rec, strlen(rec), it->c, e) == 0) {
+    if (got == 1) {
+        err_t de = {0};
+        int ok = conn_decode(rec, strlen(rec), it->c, &de) == 0;
+        crypto_wipe(rec, strlen(rec));
         free(rec);
+        if (!ok) {
+            log_kv(LOGL_ERROR, "store_record_unreadable", "connection_id", id, "reason", de.msg);
+            item_free(it);
+            err_set(e, ERRC_PERMANENT, "stored state of the connection is unreadable (held)");
+            return NULL;
+        }
     } else {
-        if (got == 1)
-            log_kv(LOGL_ERROR, "store_record_unreadable", "connection_id", id, "reason", e->msg);
-        free(rec);
         conn_init(it->c, id, provider, now_ms());
         *fresh = 1;
     }
-    w->nitems++;
+    w->items[w->nitems++] = it;
     return it;
 }
 
@@ -187,19 +237,52 @@ static void item_apply(item_t *it, machine_action a)
         it->exchange = 1;
 }
 
-static void batch_reset(worker_t *w)
+/* Drop the live items nothing refers to any more (committed, not in
+ * flight); all == 1 drops every item not held by curl. */
+static void items_gc(worker_t *w, int all)
 {
+    size_t k = 0;
     for (size_t i = 0; i < w->nitems; i++) {
-        crypto_wipe(w->items[i].code, sizeof w->items[i].code);
-        crypto_wipe(w->items[i].verifier, sizeof w->items[i].verifier);
-        crypto_wipe(&w->items[i].req.result, sizeof w->items[i].req.result);
-        crypto_wipe(w->items[i].c, sizeof *w->items[i].c);
-        free(w->items[i].c);
+        item_t *it = w->items[i];
+        int keep = it->inflight ||
+                   (!all && (it->changed || it->claimed_now || it->exchange || it->deauthorize));
+        if (keep)
+            w->items[k++] = it;
+        else
+            item_free(it);
     }
-    w->nitems = 0;
+    w->nitems = k;
+}
+
+static void dlq_reset(worker_t *w)
+{
     for (size_t i = 0; i < w->ndlq; i++)
         free(w->dlqs[i].value);
     w->ndlq = 0;
+}
+
+/* A dead-letter record for key on partition (original may be NULL). */
+static void add_dlq_raw(worker_t *w, int32_t partition, int64_t offset, const char *key,
+                        const char *original, size_t orig_len, const char *reason)
+{
+    if (w->ndlq == w->cap_dlq) {
+        size_t nc = w->cap_dlq ? w->cap_dlq * 2 : 16;
+        dlq_t *nd = realloc(w->dlqs, nc * sizeof *nd);
+        if (!nd)
+            return;
+        w->dlqs = nd;
+        w->cap_dlq = nc;
+    }
+    dlq_t *d = &w->dlqs[w->ndlq];
+    d->value = conn_dlq_json(reason, w->t_callbacks, partition, offset, key, strlen(key), original,
+                             orig_len, 1, reason, reason, now_ms(), NULL);
+    if (!d->value)
+        return;
+    d->len = strlen(d->value);
+    d->partition = partition;
+    snprintf(d->key, sizeof d->key, "%s", key);
+    w->ndlq++;
+    log_kv(LOGL_WARN, "record_to_dlq", "reason", reason, "key", d->key);
 }
 
 static void add_dlq(worker_t *w, const rd_kafka_message_t *m, const char *reason)
@@ -242,6 +325,18 @@ static int key_usable(const rd_kafka_message_t *m)
 
 /* ---- deciding -------------------------------------------------------------- */
 
+/* item_get failed for message m: a key whose stored state cannot be read
+ * is held (SPEC §6: fail closed) and the record dead-lettered, so the
+ * partition keeps flowing; any other error is the caller's. */
+static int held(worker_t *w, const rd_kafka_message_t *m, err_t *e)
+{
+    if (e->cls != ERRC_PERMANENT)
+        return -1;
+    add_dlq(w, m, e->msg);
+    err_clear(e);
+    return 0;
+}
+
 /* An operator's replay.v1 record: through the state machine, never a
  * second exchange of a definitively answered code. */
 static int on_replay(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
@@ -256,9 +351,9 @@ static int on_replay(worker_t *w, const rd_kafka_message_t *m, const char *key, 
     int fresh;
     item_t *it = item_get(w, key, "unknown", m->partition, &fresh, e);
     if (!it)
-        return -1;
-    if (it->exchange)
-        return 0; /* already being exchanged in this batch */
+        return held(w, m, e);
+    if (it->exchange || it->claimed_now || it->inflight)
+        return 0; /* already being exchanged */
     machine_action a = machine_on_replay(it->c, fresh, paused_until(w, it->c->provider), now_ms());
     if (!fresh) /* an unknown id: nothing to record */
         item_apply(it, a);
@@ -344,6 +439,10 @@ static int on_provider(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         for (size_t i = 0; i < l.n; i++) {
             int fresh;
             item_t *it = item_get(w, l.ids[i], "unknown", p, &fresh, e);
+            if (!it && e->cls == ERRC_PERMANENT) {
+                err_clear(e);
+                continue;
+            }
             if (!it) {
                 free(l.ids);
                 return -1;
@@ -372,7 +471,7 @@ static int on_disconnect(worker_t *w, const rd_kafka_message_t *m, const char *k
     int fresh;
     item_t *it = item_get(w, key, "unknown", m->partition, &fresh, e);
     if (!it)
-        return -1;
+        return held(w, m, e);
     machine_action a = machine_on_disconnect(it->c, fresh, now_ms());
     if (a == MACHINE_CHANGED)
         it->changed = 1;
@@ -387,7 +486,7 @@ static int on_disconnect(worker_t *w, const rd_kafka_message_t *m, const char *k
 static int deauthorize_items(worker_t *w, err_t *e)
 {
     for (size_t i = 0; i < w->nitems; i++) {
-        item_t *it = &w->items[i];
+        item_t *it = w->items[i];
         if (!it->deauthorize)
             continue;
         it->deauthorize = 0;
@@ -464,8 +563,13 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         if (usable) {
             int fresh;
             item_t *it = item_get(w, key, "unknown", m->partition, &fresh, e);
-            if (!it)
-                return -1;
+            if (!it) {
+                crypto_wipe(&cb, sizeof cb);
+                if (e->cls != ERRC_PERMANENT)
+                    return -1;
+                err_clear(e); /* held; the record is already dead-lettered */
+                return 0;
+            }
             if (machine_on_malformed(it->c, fresh, now_ms()) != MACHINE_UNCHANGED)
                 it->changed = 1;
         }
@@ -477,7 +581,7 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
     item_t *it = item_get(w, key, cb.provider, m->partition, &fresh, e);
     if (!it) {
         crypto_wipe(&cb, sizeof cb);
-        return -1;
+        return held(w, m, e);
     }
     if (strcmp(it->c->provider, cb.provider) != 0) {
         if (provider_index(w, it->c->provider) >= 0) {
@@ -523,26 +627,47 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
     return 0;
 }
 
-/* Scheduled retries of partition p that are due now. */
-static int collect_due(worker_t *w, int32_t p, int64_t now, err_t *e)
+/* Due work (scheduled retries, deferred codes, lease-expired takeovers)
+ * of the owned partitions, per provider, no more than its free in-flight
+ * slots: claim only what can start now. */
+static int collect_due(worker_t *w, int64_t now, err_t *e)
 {
-    id_list l = {NULL, 0, 0};
-    if (store_due(w->parts[p].store, now, DUE_PER_PART, collect_id, &l, e) < 0) {
-        free(l.ids);
-        return -1;
-    }
-    for (size_t i = 0; i < l.n; i++) {
-        int fresh;
-        item_t *it = item_get(w, l.ids[i], "unknown", p, &fresh, e);
-        if (!it) {
+    for (size_t pi = 0; pi < providers_count(w->providers); pi++) {
+        const char *name = providers_at(w->providers, pi)->name;
+        int want = sched_free(&w->sched, (int)pi);
+        for (size_t i = 0; i < w->nitems; i++)
+            if (w->items[i]->exchange && strcmp(w->items[i]->c->provider, name) == 0)
+                want--;
+        for (int p = 0; p < w->nparts && want > 0; p++) {
+            if (!w->parts[p].store || !w->parts[p].assigned)
+                continue;
+            id_list l = {NULL, 0, 0};
+            if (store_due_provider(w->parts[p].store, name, now, want + DUE_PER_PART, collect_id,
+                                   &l, e) < 0) {
+                free(l.ids);
+                return -1;
+            }
+            for (size_t i = 0; i < l.n && want > 0; i++) {
+                int fresh;
+                item_t *it = item_get(w, l.ids[i], "unknown", p, &fresh, e);
+                if (!it && e->cls == ERRC_PERMANENT) {
+                    err_clear(e);
+                    continue;
+                }
+                if (!it) {
+                    free(l.ids);
+                    return -1;
+                }
+                if (fresh || it->exchange || it->claimed_now || it->inflight)
+                    continue;
+                machine_action a = machine_on_due(it->c, paused_until(w, it->c->provider), now);
+                item_apply(it, a);
+                if (a == MACHINE_EXCHANGE)
+                    want--;
+            }
             free(l.ids);
-            return -1;
         }
-        if (fresh || it->exchange)
-            continue;
-        item_apply(it, machine_on_due(it->c, paused_until(w, it->c->provider), now));
     }
-    free(l.ids);
     return 0;
 }
 
@@ -591,41 +716,87 @@ static int produce(worker_t *w, const char *topic, int32_t partition, const char
     return 0;
 }
 
-/* Produce the changed items' records (and DLQ records and offsets when
- * given) in one transaction and commit. Returns 0 committed, -1 aborted
- * (abortable), -2 fatal. */
-static int run_txn(worker_t *w, int only_exchanged, rd_kafka_topic_partition_list_t *offsets,
-                   int with_dlq)
+/* Offsets of every owned partition (the current positions, changed or
+ * not): sent with every transaction so the group coordinator fences a
+ * worker that lost its partitions (SPEC §6). NULL when nothing is owned. */
+static rd_kafka_topic_partition_list_t *current_offsets(worker_t *w)
 {
-    rd_kafka_error_t *err = rd_kafka_begin_transaction(w->producer);
-    if (err) {
-        set_fatal(w, "begin_transaction: %s", rd_kafka_error_string(err));
-        rd_kafka_error_destroy(err);
-        return -2;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < w->nparts; p++)
+        if (w->parts[p].assigned && w->parts[p].next_offset >= 0)
+            rd_kafka_topic_partition_list_add(l, w->t_callbacks, p)->offset =
+                w->parts[p].next_offset;
+    if (l->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return NULL;
     }
-    int failed = 0;
-    for (size_t i = 0; i < w->nitems && !failed; i++) {
-        item_t *it = &w->items[i];
-        if (!it->changed || (only_exchanged && !it->exchange))
+    return l;
+}
+
+/* Produce the changed items' records and the DLQ records. */
+static int produce_round(worker_t *w)
+{
+    for (size_t i = 0; i < w->nitems; i++) {
+        item_t *it = w->items[i];
+        if (!it->changed || it->orphan)
             continue;
         it->conn_offset = -1;
         char *conn = conn_encode(it->c, NULL);
         char *status = conn_status_json(it->c, NULL);
-        if (!conn || !status ||
+        int bad =
+            !conn || !status ||
             produce(w, w->t_connections, it->partition, it->c->id, conn, strlen(conn),
                     &it->conn_offset) < 0 ||
-            produce(w, w->t_status, it->partition, it->c->id, status, strlen(status), NULL) < 0)
-            failed = 1;
+            produce(w, w->t_status, it->partition, it->c->id, status, strlen(status), NULL) < 0;
         if (conn)
             crypto_wipe(conn, strlen(conn));
         free(conn);
         free(status);
+        if (bad)
+            return -1;
     }
-    for (size_t i = 0; with_dlq && i < w->ndlq && !failed; i++)
+    for (size_t i = 0; i < w->ndlq; i++)
         if (produce(w, w->t_dlq, w->dlqs[i].partition, w->dlqs[i].key, w->dlqs[i].value,
                     w->dlqs[i].len, NULL) < 0)
-            failed = 1;
-    if (!failed && offsets && offsets->cnt > 0) {
+            return -1;
+    return 0;
+}
+
+typedef enum { TXN_COMMITTED = 0, TXN_ABORTED = -1, TXN_FATAL = -2 } txn_result;
+
+/* Bench only (OAUTHQ_WORKER_BENCH_NO_TXN=1): the same records with a plain
+ * idempotent producer, flushed, then a synchronous offset commit. No
+ * exactly-once: it measures what transactions cost. */
+static txn_result commit_plain(worker_t *w, rd_kafka_topic_partition_list_t *offsets)
+{
+    if (produce_round(w) < 0)
+        return TXN_FATAL;
+    rd_kafka_resp_err_t err = rd_kafka_flush(w->producer, TXN_TIMEOUT_MS);
+    if (!err && offsets)
+        err = rd_kafka_commit(w->consumer, offsets, 0);
+    if (err) {
+        set_fatal(w, "bench commit: %s", rd_kafka_err2str(err));
+        return TXN_FATAL;
+    }
+    metrics_counter_add(w->m_committed, 1);
+    return TXN_COMMITTED;
+}
+
+/* One transaction: the changed states (settles, claims, takeovers), the
+ * DLQ records and the offsets of every owned partition, fenced by the
+ * consumer's group metadata. */
+static txn_result commit_txn(worker_t *w, rd_kafka_topic_partition_list_t *offsets)
+{
+    if (w->cfg.worker_bench_no_txn)
+        return commit_plain(w, offsets);
+    rd_kafka_error_t *err = rd_kafka_begin_transaction(w->producer);
+    if (err) {
+        set_fatal(w, "begin_transaction: %s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        return TXN_FATAL;
+    }
+    int failed = produce_round(w) < 0;
+    if (!failed) {
         rd_kafka_consumer_group_metadata_t *cgm = rd_kafka_consumer_group_metadata(w->consumer);
         for (int tries = 0; tries < 10; tries++) {
             err = rd_kafka_send_offsets_to_transaction(w->producer, offsets, cgm, TXN_TIMEOUT_MS);
@@ -641,7 +812,7 @@ static int run_txn(worker_t *w, int only_exchanged, rd_kafka_topic_partition_lis
             if (kind == 3) {
                 set_fatal(w, "send_offsets_to_transaction: %s", rd_kafka_error_string(err));
                 rd_kafka_error_destroy(err);
-                return -2;
+                return TXN_FATAL;
             }
             rd_kafka_error_destroy(err);
             failed = 1;
@@ -656,16 +827,16 @@ static int run_txn(worker_t *w, int only_exchanged, rd_kafka_topic_partition_lis
             err = NULL;
         }
         if (!err) {
-            rd_kafka_poll(w->producer, 0); /* serve any remaining delivery reports */
+            rd_kafka_poll(w->producer, 0); /* serve the remaining delivery reports */
             metrics_counter_add(w->m_committed, 1);
-            return 0;
+            return TXN_COMMITTED;
         }
         int kind = txn_error_kind(err);
         log_kv(LOGL_WARN, "commit_failed", "reason", rd_kafka_error_string(err));
         if (kind == 3) {
             set_fatal(w, "commit_transaction: %s", rd_kafka_error_string(err));
             rd_kafka_error_destroy(err);
-            return -2;
+            return TXN_FATAL;
         }
         rd_kafka_error_destroy(err);
     }
@@ -673,36 +844,40 @@ static int run_txn(worker_t *w, int only_exchanged, rd_kafka_topic_partition_lis
     if (err) {
         set_fatal(w, "abort_transaction: %s", rd_kafka_error_string(err));
         rd_kafka_error_destroy(err);
-        return -2;
+        return TXN_FATAL;
     }
     log_kv(LOGL_WARN, "transaction_aborted");
     metrics_counter_add(w->m_aborted, 1);
-    return -1;
+    return TXN_ABORTED;
 }
 
 /* After a commit: write the committed states into the partition stores,
  * with the changelog offsets of their records. */
-static int apply_to_stores(worker_t *w, int only_exchanged, err_t *e)
+static int apply_to_stores(worker_t *w, err_t *e)
 {
-    for (int p = 0; p < w->nparts; p++) {
+    size_t cap = w->nitems ? w->nitems : 1;
+    store_row *rows = calloc(cap, sizeof *rows);
+    char **recs = calloc(cap, sizeof *recs);
+    if (!rows || !recs) {
+        free(rows);
+        free(recs);
+        return err_set(e, ERRC_FATAL, "out of memory");
+    }
+    int rc = 0;
+    for (int p = 0; p < w->nparts && rc == 0; p++) {
         if (!w->parts[p].store)
             continue;
         size_t n = 0;
         int64_t max_off = -1;
-        store_row *rows = calloc(w->nitems ? w->nitems : 1, sizeof *rows);
-        char **recs = calloc(w->nitems ? w->nitems : 1, sizeof *recs);
-        if (!rows || !recs) {
-            free(rows);
-            free(recs);
-            return err_set(e, ERRC_FATAL, "out of memory");
-        }
         for (size_t i = 0; i < w->nitems; i++) {
-            item_t *it = &w->items[i];
-            if (it->partition != p || !it->changed || (only_exchanged && !it->exchange))
+            item_t *it = w->items[i];
+            if (it->partition != p || !it->changed || it->orphan)
                 continue;
             recs[n] = conn_encode(it->c, e);
-            if (!recs[n])
+            if (!recs[n]) {
+                rc = -1;
                 break;
+            }
             rows[n] = (store_row){it->c->id,
                                   it->c->version,
                                   conn_status_name(it->c->status),
@@ -716,348 +891,506 @@ static int apply_to_stores(worker_t *w, int only_exchanged, err_t *e)
                 max_off = it->conn_offset;
             n++;
         }
-        int rc = 0;
-        if (n > 0) {
+        if (rc == 0 && n > 0) {
             int64_t applied = store_applied_offset(w->parts[p].store);
-            rc = store_apply(w->parts[p].store, rows, n, max_off > applied ? max_off : applied, e);
+            if (store_apply(w->parts[p].store, rows, n, max_off > applied ? max_off : applied, e) <
+                0)
+                rc = -1;
         }
         for (size_t i = 0; i < n; i++) {
             crypto_wipe(recs[i], strlen(recs[i]));
             free(recs[i]);
         }
-        free(rows);
-        free(recs);
-        if (rc < 0)
-            return -1;
     }
-    return 0;
+    free(rows);
+    free(recs);
+    return rc;
 }
 
-/* Seek the consumer back to the committed offsets of its assignment. */
-static void rewind_consumer(worker_t *w)
+/* Seek the consumer back to the committed offsets of its assignment; a
+ * rewind that cannot be confirmed ends the process (SPEC §6). */
+static int rewind_consumer(worker_t *w, err_t *e)
 {
     rd_kafka_topic_partition_list_t *a = NULL;
     if (rd_kafka_assignment(w->consumer, &a) || !a)
-        return;
-    if (rd_kafka_committed(w->consumer, a, 10000) == 0) {
-        for (int i = 0; i < a->cnt; i++)
-            if (a->elems[i].offset < 0)
-                a->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_error_t *err = rd_kafka_seek_partitions(w->consumer, a, 10000);
-        if (err)
-            rd_kafka_error_destroy(err);
+        return err_set(e, ERRC_FATAL, "rewind: no assignment to rewind");
+    rd_kafka_resp_err_t cerr = rd_kafka_committed(w->consumer, a, w->cfg.kafka_timeout_ms);
+    if (cerr) {
+        rd_kafka_topic_partition_list_destroy(a);
+        return err_set(e, ERRC_FATAL, "rewind: committed offsets: %s", rd_kafka_err2str(cerr));
     }
+    for (int i = 0; i < a->cnt; i++) {
+        int32_t p = a->elems[i].partition;
+        if (a->elems[i].offset < 0)
+            a->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        else if (p >= 0 && p < MAX_PARTS)
+            w->parts[p].next_offset = a->elems[i].offset;
+    }
+    rd_kafka_error_t *err = rd_kafka_seek_partitions(w->consumer, a, w->cfg.kafka_timeout_ms);
+    int bad = err != NULL;
+    for (int i = 0; !bad && i < a->cnt; i++)
+        bad = a->elems[i].err != 0;
+    if (err)
+        rd_kafka_error_destroy(err);
     rd_kafka_topic_partition_list_destroy(a);
+    if (bad)
+        return err_set(e, ERRC_FATAL, "rewind: seek to the committed offsets failed");
     log_kv(LOGL_WARN, "consumer_rewound");
+    return 0;
 }
 
-/* ---- exchange ------------------------------------------------------------------------ */
+/* ---- the exchange pipeline ------------------------------------------------------------ */
 
-static int exchange_items(worker_t *w, err_t *e)
+/* Claim what the machine wants exchanged, as far as slots allow; the rest
+ * is deferred (queued, due at once) so nothing waits claimed. */
+static void claim_items(worker_t *w)
 {
-    int queued = 0;
+    int64_t now = now_ms();
     for (size_t i = 0; i < w->nitems; i++) {
-        item_t *it = &w->items[i];
+        item_t *it = w->items[i];
         if (!it->exchange)
             continue;
-        const provider_t *pv = providers_find(w->providers, it->c->provider);
+        it->exchange = 0;
+        it->changed = 1;
         int pi = provider_index(w, it->c->provider);
+        if (pi < 0) {
+            /* No provider to send it to (configuration changed): a
+             * definitive failure, never a crash loop. */
+            machine_on_unconfigured(it->c, now);
+            continue;
+        }
+        if (w->revoke_pending || !sched_take(&w->sched, pi)) {
+            machine_defer(it->c, now);
+            continue;
+        }
+        machine_claim(it->c, w->instance_id, now);
+        it->slot = pi;
+        it->claimed_now = 1;
+        it->claim_mono_ms = mono_ms();
+    }
+}
+
+static void record_outcome(worker_t *w, item_t *it, const exchange_result *r)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", exchange_class_name(r->cls));
+    metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_exchanges_total",
+                                        "Token requests by outcome class", labels),
+                        1);
+    if (r->cls == EXCH_UNKNOWN)
+        metrics_counter_add(w->m_unknown, 1);
+    if (it->c->phase == PHASE_RETRYING)
+        metrics_counter_add(w->m_retries, 1);
+    if (it->c->status != CONN_PENDING) {
+        char fl[96];
+        snprintf(fl, sizeof fl, "status=\"%s\",reason=\"%s\"", conn_status_name(it->c->status),
+                 conn_reason_name(it->c->reason) ? conn_reason_name(it->c->reason) : "");
+        metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_final_total",
+                                            "Connections that reached a final status", fl),
+                            1);
+    }
+    log_kv(LOGL_INFO, "exchange_done", "connection_id", it->c->id, "code_sha256",
+           it->c->code_hash[0] ? it->c->code_hash + 52 : "-", "outcome",
+           exchange_class_name(r->cls), "detail", r->detail, "status",
+           conn_status_name(it->c->status));
+}
+
+/* A request finished (curl's done callback, on the loop's thread): settle
+ * its outcome into the state; it commits with the next transaction. */
+static void on_exchange_done(exchange_req *req, void *ud)
+{
+    worker_t *w = ud;
+    item_t *it = req->ud;
+    exchange_result *r = &req->result;
+    it->inflight = 0;
+    metrics_histogram_observe(w->m_exchange_s, (double)(mono_ms() - it->claim_mono_ms) / 1000.0);
+    sched_release(&w->sched, it->slot);
+    it->slot = -1;
+    crypto_wipe(it->code, sizeof it->code);
+    crypto_wipe(it->verifier, sizeof it->verifier);
+    if (it->orphan) {
+        /* Its partition went away: the new owner resolves the claim. */
+        log_kv(LOGL_WARN, "exchange_result_dropped", "connection_id", it->c->id, "reason",
+               "partition no longer owned");
+        crypto_wipe(r, sizeof *r);
+        return;
+    }
+    int64_t now = now_ms();
+    char acc[CONN_SEALED_TOKEN] = "", ref[CONN_SEALED_TOKEN] = "";
+    err_t e = {0};
+    if (r->cls == EXCH_SUCCESS &&
+        (sealed_seal(w->data_keys, it->c->id, "access_token", r->access_token,
+                     strlen(r->access_token), acc, sizeof acc, &e) < 0 ||
+         (r->refresh_token[0] &&
+          sealed_seal(w->data_keys, it->c->id, "refresh_token", r->refresh_token,
+                      strlen(r->refresh_token), ref, sizeof ref, &e) < 0))) {
+        /* The claim stays open in the changelog: the next owner counts an
+         * unknown outcome. */
+        set_fatal(w, "sealing tokens: %s", e.msg);
+        crypto_wipe(r, sizeof *r);
+        return;
+    }
+    int pause = 0;
+    machine_on_result(it->c, r, acc, ref, now, &pause);
+    crypto_wipe(acc, sizeof acc);
+    crypto_wipe(ref, sizeof ref);
+    it->changed = 1;
+    it->settled = 1;
+    record_outcome(w, it, r);
+    if (pause) {
+        int pi = provider_index(w, it->c->provider);
+        if (pi >= 0)
+            w->paused_until[pi] = now + MACHINE_PAUSE_MS;
+        log_kv(LOGL_ERROR, "provider_paused", "provider", it->c->provider, "reason",
+               "invalid_client: fix the client credentials; codes are held until their "
+               "deadline");
+    }
+    crypto_wipe(r->access_token, sizeof r->access_token);
+    crypto_wipe(r->refresh_token, sizeof r->refresh_token);
+}
+
+/* After the claim committed: hand each claimed request to curl, but only
+ * while its lease holds (checked on the monotonic clock right before). */
+static void start_claimed(worker_t *w)
+{
+    for (size_t i = 0; i < w->nitems; i++) {
+        item_t *it = w->items[i];
+        if (!it->claimed_now)
+            continue;
+        it->claimed_now = 0;
+        int64_t now = now_ms();
+        const provider_t *pv = providers_at(w->providers, (size_t)it->slot);
+        err_t e = {0};
+        if (!sched_lease_valid(it->claim_mono_ms, mono_ms(), w->cfg.worker_lease_ms)) {
+            metrics_counter_add(w->m_not_sent, 1);
+            log_kv(LOGL_WARN, "claim_not_sent", "connection_id", it->c->id, "reason",
+                   "lease expired before the request could leave");
+            sched_release(&w->sched, it->slot);
+            it->slot = -1;
+            machine_not_sent(it->c, "not sent: lease expired", now);
+            it->changed = 1;
+            continue;
+        }
         if (sealed_open(w->data_keys, it->c->id, "code", it->c->code_sealed, it->code,
-                        sizeof it->code, e) < 0)
-            return -1;
-        it->verifier[0] = '\0';
-        if (it->c->verifier_sealed[0] &&
-            sealed_open(w->data_keys, it->c->id, "code_verifier", it->c->verifier_sealed,
-                        it->verifier, sizeof it->verifier, e) < 0)
-            return -1;
+                        sizeof it->code, &e) < 0 ||
+            (it->c->verifier_sealed[0] &&
+             sealed_open(w->data_keys, it->c->id, "code_verifier", it->c->verifier_sealed,
+                         it->verifier, sizeof it->verifier, &e) < 0)) {
+            /* Poison: sealed with a key no longer in the keyring. */
+            add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
+                        "unsealable: code sealed with an unknown data key");
+            sched_release(&w->sched, it->slot);
+            it->slot = -1;
+            machine_on_unsealable(it->c, now);
+            it->changed = 1;
+            continue;
+        }
         memset(&it->req, 0, sizeof it->req);
         it->req.provider = pv;
-        it->req.client_secret = w->secrets[pi];
+        it->req.client_secret = w->secrets[it->slot];
         it->req.code = it->code;
         it->req.code_verifier = it->verifier;
         it->req.redirect_uri = w->redirect_uri;
         it->req.ud = it;
-        if (exchange_add(w->x, &it->req, e) < 0)
-            return -1;
-        queued++;
-    }
-    int64_t t0 = now_ms();
-    if (queued)
-        exchange_run(w->x);
-    int64_t now = now_ms();
-    if (queued)
-        metrics_histogram_observe(w->m_exchange_s, (double)(now - t0) / 1000.0);
-    for (size_t i = 0; i < w->nitems; i++) {
-        item_t *it = &w->items[i];
-        if (!it->exchange)
+        int rc = exchange_start(w->x, &it->req, &e);
+        if (rc == 0) {
+            it->inflight = 1;
             continue;
+        }
+        if (rc == 1) { /* finished at once, nothing sent */
+            it->inflight = 1;
+            on_exchange_done(&it->req, w);
+            continue;
+        }
+        sched_release(&w->sched, it->slot);
+        it->slot = -1;
         crypto_wipe(it->code, sizeof it->code);
         crypto_wipe(it->verifier, sizeof it->verifier);
-        exchange_result *r = &it->req.result;
-        char acc[CONN_SEALED_TOKEN] = "", ref[CONN_SEALED_TOKEN] = "";
-        if (r->cls == EXCH_SUCCESS) {
-            if (sealed_seal(w->data_keys, it->c->id, "access_token", r->access_token,
-                            strlen(r->access_token), acc, sizeof acc, e) < 0 ||
-                (r->refresh_token[0] &&
-                 sealed_seal(w->data_keys, it->c->id, "refresh_token", r->refresh_token,
-                             strlen(r->refresh_token), ref, sizeof ref, e) < 0))
-                return -1;
-        }
-        int pause = 0;
-        machine_on_result(it->c, r, acc, ref, now, &pause);
-        char labels[64];
-        snprintf(labels, sizeof labels, "outcome=\"%s\"", exchange_class_name(r->cls));
-        metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_exchanges_total",
-                                            "Token requests by outcome class", labels),
-                            1);
-        if (r->cls == EXCH_UNKNOWN)
-            metrics_counter_add(w->m_unknown, 1);
-        if (it->c->phase == PHASE_RETRYING)
-            metrics_counter_add(w->m_retries, 1);
-        if (it->c->status != CONN_PENDING) {
-            char fl[96];
-            snprintf(fl, sizeof fl, "status=\"%s\",reason=\"%s\"", conn_status_name(it->c->status),
-                     conn_reason_name(it->c->reason) ? conn_reason_name(it->c->reason) : "");
-            metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_final_total",
-                                                "Connections that reached a final status", fl),
-                                1);
-        }
-        if (pause) {
-            int pi = provider_index(w, it->c->provider);
-            w->paused_until[pi] = now + MACHINE_PAUSE_MS;
-            log_kv(LOGL_ERROR, "provider_paused", "provider", it->c->provider, "reason",
-                   "invalid_client: fix the client credentials; codes are held until their "
-                   "deadline");
-        }
-        log_kv(LOGL_INFO, "exchange_done", "connection_id", it->c->id, "code_sha256",
-               it->c->code_hash[0] ? it->c->code_hash + 52 : "-", "outcome",
-               exchange_class_name(r->cls), "detail", r->detail, "status",
-               conn_status_name(it->c->status));
-        crypto_wipe(r->access_token, sizeof r->access_token);
-        crypto_wipe(r->refresh_token, sizeof r->refresh_token);
+        log_kv(LOGL_ERROR, "claim_not_sent", "connection_id", it->c->id, "reason", e.msg);
+        if (e.cls == ERRC_PERMANENT)
+            machine_on_unconfigured(it->c, now);
+        else
+            machine_not_sent(it->c, "not sent: no transfer slot", now);
+        it->changed = 1;
     }
+}
+
+/* Is anything waiting for a transaction? */
+static int work_pending(const worker_t *w)
+{
+    if (w->ndlq > 0 || w->offsets_dirty)
+        return 1;
+    for (size_t i = 0; i < w->nitems; i++)
+        if (w->items[i]->changed && !w->items[i]->orphan)
+            return 1;
     return 0;
 }
 
-/* ---- one batch ----------------------------------------------------------------------- */
-
-static int process(worker_t *w, rd_kafka_message_t **msgs, size_t n, err_t *e)
+/* One commit round: revoke what asked, claim, commit, then start the
+ * claimed requests. Returns 0, or -1 on a fatal error (e filled). */
+static int commit_round(worker_t *w, err_t *e)
 {
-    batch_reset(w);
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = msgs[i];
-        if (m->err)
-            continue;
-        rd_kafka_topic_partition_t *tp =
-            rd_kafka_topic_partition_list_find(offsets, w->t_callbacks, m->partition);
-        if (!tp)
-            tp = rd_kafka_topic_partition_list_add(offsets, w->t_callbacks, m->partition);
-        if (m->offset + 1 > tp->offset)
-            tp->offset = m->offset + 1;
-        if (on_message(w, m, e) < 0) {
-            rc = -1;
-            goto out;
-        }
+    if (deauthorize_items(w, e) < 0)
+        return -1;
+    claim_items(w);
+    if (!work_pending(w))
+        return 0;
+    rd_kafka_topic_partition_list_t *offsets = current_offsets(w);
+    if (!offsets) {
+        /* Nothing owned: nothing may be committed (the partitions' new
+         * owners resolve any open claim). */
+        for (size_t i = 0; i < w->nitems; i++)
+            w->items[i]->orphan = 1;
+        dlq_reset(w);
+        items_gc(w, 1);
+        return 0;
     }
-    /* Scheduled retries that are due. */
-    int64_t now = now_ms();
-    for (int p = 0; p < w->nparts; p++) {
-        if (!w->parts[p].store)
-            continue;
-        if (collect_due(w, p, now, e) < 0) {
-            rc = -1;
-            goto out;
-        }
-    }
-    if (deauthorize_items(w, e) < 0) {
-        rc = -1;
-        goto out;
-    }
-    int any = offsets->cnt > 0 || w->ndlq > 0;
-    if (n > 0)
-        metrics_counter_add(w->m_batches, 1);
     metrics_counter_add(w->m_dlq, w->ndlq);
-    for (size_t i = 0; i < w->nitems; i++) {
-        item_t *it = &w->items[i];
-        if (it->exchange) {
-            machine_claim(it->c, now);
-            if (!providers_find(w->providers, it->c->provider)) {
-                /* No provider to send it to (configuration changed): a
-                 * definitive failure, never a crash loop. */
-                exchange_result r;
-                memset(&r, 0, sizeof r);
-                r.cls = EXCH_FAILED;
-                snprintf(r.error, sizeof r.error, "unauthorized_client");
-                snprintf(r.detail, sizeof r.detail, "provider not configured");
-                int pause;
-                machine_on_result(it->c, &r, NULL, NULL, now, &pause);
-                it->exchange = 0;
-            }
-        }
-        any |= it->changed;
-    }
-    if (!any)
-        goto out;
-    /* Claim: states (exchanging for the keys to exchange), DLQ records and
-     * the consumer offsets, atomically. No request has left yet. */
-    int t = run_txn(w, 0, offsets, 1);
-    if (t == -2) {
-        rc = -1;
-        *e = w->fatal_err;
-        goto out;
-    }
-    if (t == -1) {
-        rewind_consumer(w);
-        goto out;
-    }
-    if (apply_to_stores(w, 0, e) < 0) {
-        rc = -1;
-        goto out;
-    }
-    /* Exchange, then settle. */
-    int nx = 0;
-    for (size_t i = 0; i < w->nitems; i++)
-        nx += w->items[i].exchange;
-    if (nx == 0)
-        goto out;
-    if (exchange_items(w, e) < 0) {
-        rc = -1;
-        goto out;
-    }
-    for (int tries = 0;; tries++) {
-        t = run_txn(w, 1, NULL, 0);
-        if (t == 0)
-            break;
-        if (t == -2 || tries + 1 >= SETTLE_TRIES) {
-            /* The claims stay open in the changelog: the next owner treats
-             * them as unknown-outcome attempts. */
-            err_set(e, ERRC_FATAL, "settle transaction failed: %s",
-                    w->fatal ? w->fatal_err.msg : "aborted repeatedly");
-            rc = -1;
-            goto out;
-        }
-    }
-    if (apply_to_stores(w, 1, e) < 0)
-        rc = -1;
-out:
+    txn_result t = commit_txn(w, offsets);
     rd_kafka_topic_partition_list_destroy(offsets);
-    batch_reset(w);
-    return rc;
+    w->last_commit_mono = mono_ms();
+    if (t == TXN_FATAL) {
+        *e = w->fatal_err;
+        return -1;
+    }
+    if (t == TXN_ABORTED) {
+        /* Nothing of it happened: release the claims, forget the decided
+         * states (the store holds the committed ones) and re-consume from
+         * the committed offsets; settles of requests that ran are kept for
+         * the next transaction. */
+        for (size_t i = 0; i < w->nitems; i++) {
+            item_t *it = w->items[i];
+            if (it->claimed_now) {
+                sched_release(&w->sched, it->slot);
+                it->slot = -1;
+                it->claimed_now = 0;
+                it->changed = 0;
+            } else if (!it->settled && !it->inflight) {
+                it->changed = 0;
+            }
+            it->exchange = 0;
+            it->deauthorize = 0;
+        }
+        dlq_reset(w);
+        items_gc(w, 0);
+        return rewind_consumer(w, e);
+    }
+    if (apply_to_stores(w, e) < 0)
+        return -1;
+    for (size_t i = 0; i < w->nitems; i++) {
+        w->items[i]->changed = 0;
+        w->items[i]->settled = 0;
+    }
+    dlq_reset(w);
+    w->offsets_dirty = 0;
+    start_claimed(w); /* may settle at once (changed again: next round) */
+    items_gc(w, 0);
+    return 0;
 }
 
 /* ---- partitions: restore and takeover ---------------------------------------------- */
 
+/* Apply a batch of restored rows; the batch's strings are freed. */
+static int restore_flush(store_t *st, store_row *rows, char **recs, size_t *n, int64_t last_off,
+                         err_t *e)
+{
+    int rc = 0;
+    if (*n > 0 || last_off > store_applied_offset(st))
+        rc = store_apply(st, rows, *n, last_off, e) < 0 ? -1 : 0;
+    for (size_t i = 0; i < *n; i++) {
+        crypto_wipe(recs[i], strlen(recs[i]));
+        free(recs[i]);
+        free((char *)rows[i].id);
+        free((char *)rows[i].provider);
+    }
+    *n = 0;
+    return rc;
+}
+
+static int reopen_empty_store(worker_t *w, int32_t p, err_t *e)
+{
+    char path[CONFIG_PATH_MAX + 320], aux[CONFIG_PATH_MAX + 340];
+    if (store_path(w->cfg.data_dir, w->t_callbacks, p, path, sizeof path, e) < 0)
+        return -1;
+    store_close(w->parts[p].store);
+    w->parts[p].store = NULL;
+    unlink(path);
+    snprintf(aux, sizeof aux, "%s-wal", path);
+    unlink(aux);
+    snprintf(aux, sizeof aux, "%s-shm", path);
+    unlink(aux);
+    w->parts[p].store = store_open(path, w->t_connections, p, e);
+    return w->parts[p].store ? 0 : -1;
+}
+
+/* Bring partition p's store up to date from the changelog (SPEC §6):
+ * read read_committed until the position reaches the high watermark taken
+ * now (so transactions open at assignment are waited for, not skipped),
+ * many records per SQLite transaction. A store ahead of the topic (topic
+ * recreated) is rebuilt; an undecodable record holds its key. */
 static int restore_partition(worker_t *w, int32_t p, err_t *e)
 {
-    store_t *st = w->parts[p].store;
-    int64_t from = store_applied_offset(st) + 1;
-    int64_t lo = 0, hi = 0;
-    if (kafka_watermarks(w->restorer, w->t_connections, p, &lo, &hi, w->cfg.kafka_timeout_ms, e) <
-        0)
+    int64_t lo = 0, hw = 0;
+    if (kafka_watermarks(w->hwm, w->t_connections, p, &lo, &hw, w->cfg.kafka_timeout_ms, e) < 0)
         return -1;
+    int64_t from = store_applied_offset(w->parts[p].store) + 1;
+    if (from > hw) {
+        char part[16];
+        snprintf(part, sizeof part, "%d", p);
+        log_kv(LOGL_WARN, "store_ahead_of_changelog", "partition", part, "action", "rebuild");
+        if (reopen_empty_store(w, p, e) < 0)
+            return -1;
+        from = 0;
+    }
     if (from < lo)
         from = lo;
-    double t0 = (double)now_ms();
+    store_t *st = w->parts[p].store;
+    double t0 = (double)mono_ms();
     long applied = 0;
-    if (from < hi) {
+    if (from < hw) {
         rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(tp, w->t_connections, p)->offset = from;
         rd_kafka_assign(w->restorer, tp);
         rd_kafka_topic_partition_list_destroy(tp);
-        int done = 0;
-        int64_t deadline = now_ms() + 120000;
-        while (!done && now_ms() < deadline) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->restorer, 200);
-            if (!m)
+        store_row *rows = calloc(RESTORE_BATCH, sizeof *rows);
+        char **recs = calloc(RESTORE_BATCH, sizeof *recs);
+        conn_t *c = calloc(1, sizeof *c);
+        if (!rows || !recs || !c) {
+            free(rows);
+            free(recs);
+            free(c);
+            rd_kafka_assign(w->restorer, NULL);
+            return err_set(e, ERRC_FATAL, "out of memory");
+        }
+        size_t n = 0;
+        int64_t pos = from, last = from - 1;
+        int rc = 0;
+        /* Bounded by the transaction timeout: a transaction still open
+         * after that is the broker's to abort; waiting longer is fatal. */
+        int64_t deadline = mono_ms() + KAFKA_TRANSACTION_TIMEOUT_MS + w->cfg.kafka_timeout_ms;
+        while (rc == 0 && pos < hw && mono_ms() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->restorer, 100);
+            if (!m) {
+                rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(q, w->t_connections, p);
+                if (rd_kafka_position(w->restorer, q) == 0 && q->elems[0].offset > pos)
+                    pos = q->elems[0].offset;
+                rd_kafka_topic_partition_list_destroy(q);
                 continue;
+            }
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                done = 1;
-            } else if (!m->err) {
-                conn_t *c = calloc(1, sizeof *c);
+                if (m->offset > pos)
+                    pos = m->offset; /* past control records and aborted data */
+            } else if (m->err) {
+                log_kv(LOGL_WARN, "restore_consumer_error", "reason", rd_kafka_message_errstr(m));
+            } else {
+                pos = m->offset + 1;
+                last = m->offset;
+                char kid[CONN_ID_MAX];
+                size_t kn = m->key_len < sizeof kid - 1 ? m->key_len : sizeof kid - 1;
+                memcpy(kid, m->key ? m->key : "", m->key ? kn : 0);
+                kid[m->key ? kn : 0] = '\0';
                 err_t de = {0};
                 if (!m->payload) {
-                    char kid[CONN_ID_MAX];
-                    size_t kn = m->key_len < sizeof kid - 1 ? m->key_len : sizeof kid - 1;
-                    memcpy(kid, m->key, kn);
-                    kid[kn] = '\0';
-                    const char *ids[1] = {kid};
-                    store_delete(st, ids, 1, m->offset, &de);
-                } else if (c && conn_decode(m->payload, m->len, c, &de) == 0) {
-                    char *rec = strndup(m->payload, m->len);
-                    store_row row = {c->id,
-                                     c->version,
-                                     conn_status_name(c->status),
-                                     conn_phase_name(c->phase),
-                                     c->provider,
-                                     c->retry_at_ms,
-                                     c->claimed,
-                                     rec,
-                                     c->updated_at_ms};
-                    if (store_apply(st, &row, 1, m->offset, &de) < 0)
-                        log_kv(LOGL_ERROR, "restore_apply_failed", "reason", de.msg);
-                    if (rec)
-                        crypto_wipe(rec, strlen(rec));
-                    free(rec);
-                    applied++;
+                    if (restore_flush(st, rows, recs, &n, m->offset - 1, e) < 0) {
+                        rc = -1;
+                    } else {
+                        const char *ids[1] = {kid};
+                        if (store_delete(st, ids, 1, m->offset, e) < 0)
+                            rc = -1;
+                    }
                 } else {
-                    log_kv(LOGL_ERROR, "restore_record_unreadable", "reason", de.msg);
+                    int ok = conn_decode(m->payload, m->len, c, &de) == 0;
+                    if (!ok)
+                        log_kv(LOGL_ERROR, "restore_record_unreadable", "connection_id", kid,
+                               "reason", de.msg, "action", "held");
+                    /* Undecodable: kept as it is, so the key is held (its
+                     * reads fail closed) instead of looking fresh. */
+                    recs[n] = strndup(m->payload, m->len);
+                    rows[n] = (store_row){strdup(ok ? c->id : kid),
+                                          ok ? c->version : INT64_MAX / 4,
+                                          ok ? conn_status_name(c->status) : "pending",
+                                          ok ? conn_phase_name(c->phase) : NULL,
+                                          strdup(ok ? c->provider : "unknown"),
+                                          ok ? c->retry_at_ms : 0,
+                                          ok ? c->claimed : 0,
+                                          recs[n],
+                                          ok ? c->updated_at_ms : 0};
+                    if (!recs[n] || !rows[n].id || !rows[n].provider) {
+                        n++;
+                        restore_flush(st, rows, recs, &n, store_applied_offset(st), e);
+                        rc = err_set(e, ERRC_FATAL, "out of memory");
+                    } else {
+                        n++;
+                        applied++;
+                        crypto_wipe(c, sizeof *c);
+                        if (n == RESTORE_BATCH && restore_flush(st, rows, recs, &n, last, e) < 0)
+                            rc = -1;
+                    }
                 }
-                if (c)
-                    crypto_wipe(c, sizeof *c);
-                free(c);
-                if (m->offset + 1 >= hi)
-                    done = 1;
             }
             rd_kafka_message_destroy(m);
         }
+        if (rc == 0 && restore_flush(st, rows, recs, &n, last, e) < 0)
+            rc = -1;
+        free(rows);
+        free(recs);
+        crypto_wipe(c, sizeof *c);
+        free(c);
         rd_kafka_assign(w->restorer, NULL);
-        if (!done)
-            return err_set(e, ERRC_RETRIABLE, "restoring %s[%d]: not finished in 120 s",
-                           w->t_connections, p);
+        if (rc < 0)
+            return -1;
+        if (pos < hw)
+            return err_set(e, ERRC_FATAL,
+                           "restoring %s[%d]: position %lld never reached the high watermark "
+                           "%lld taken at assignment",
+                           w->t_connections, p, (long long)pos, (long long)hw);
     }
-    metrics_histogram_observe(w->m_restore_s, ((double)now_ms() - t0) / 1000.0);
-    char part[16], n[24], ms[24];
+    metrics_histogram_observe(w->m_restore_s, ((double)mono_ms() - t0) / 1000.0);
+    char part[16], nrec[24], ms[24];
     snprintf(part, sizeof part, "%d", p);
-    snprintf(n, sizeof n, "%ld", applied);
-    snprintf(ms, sizeof ms, "%.0f", (double)now_ms() - t0);
-    log_kv(LOGL_INFO, "partition_restored", "partition", part, "records", n, "ms", ms);
+    snprintf(nrec, sizeof nrec, "%ld", applied);
+    snprintf(ms, sizeof ms, "%.0f", (double)mono_ms() - t0);
+    log_kv(LOGL_INFO, "partition_restored", "partition", part, "records", nrec, "ms", ms);
     return 0;
 }
 
-/* Resolve claims left open by the previous owner (or our own crash). */
+/* Resolve claims left open by the previous owner (or our own crash): the
+ * states go into the live set and commit with the next transaction. */
 static int takeover(worker_t *w, int32_t p, err_t *e)
 {
-    batch_reset(w);
     id_list l = {NULL, 0, 0};
     if (store_claimed(w->parts[p].store, collect_id, &l, e) < 0) {
         free(l.ids);
         return -1;
     }
+    size_t n = 0;
     for (size_t i = 0; i < l.n; i++) {
         int fresh;
         item_t *it = item_get(w, l.ids[i], "unknown", p, &fresh, e);
+        if (!it && e->cls == ERRC_PERMANENT) {
+            err_clear(e);
+            continue;
+        }
         if (!it) {
             free(l.ids);
             return -1;
         }
-        if (!fresh && machine_on_takeover(it->c, now_ms()) != MACHINE_UNCHANGED)
+        if (!fresh && !it->inflight &&
+            machine_on_takeover(it->c, w->takeover_hold_ms, now_ms()) != MACHINE_UNCHANGED) {
             it->changed = 1;
+            n++;
+        }
     }
     free(l.ids);
-    if (w->nitems == 0)
+    if (n == 0)
         return 0;
-    char n[24];
-    snprintf(n, sizeof n, "%zu", w->nitems);
-    log_kv(LOGL_WARN, "open_claims_resolved", "count", n, "as", "unknown outcome");
-    metrics_counter_add(w->m_takeovers, w->nitems);
-    int t = run_txn(w, 0, NULL, 0);
-    int rc = t == 0 ? apply_to_stores(w, 0, e) : -1;
-    if (t != 0)
-        err_set(e, t == -2 ? ERRC_FATAL : ERRC_RETRIABLE, "takeover transaction failed");
-    batch_reset(w);
-    return rc;
+    char cnt[24];
+    snprintf(cnt, sizeof cnt, "%zu", n);
+    log_kv(LOGL_WARN, "open_claims_resolved", "count", cnt, "as",
+           "unknown outcome (re-sent only after the old owner's lease and timeout)");
+    metrics_counter_add(w->m_takeovers, n);
+    return 0;
 }
 
 static void close_partitions(worker_t *w)
@@ -1067,50 +1400,145 @@ static void close_partitions(worker_t *w)
             store_close(w->parts[p].store);
         w->parts[p].store = NULL;
         w->parts[p].assigned = 0;
+        w->parts[p].next_offset = -1;
     }
 }
 
+/* The rebalance callback only records what changed (SPEC §6: no restore
+ * and no transaction inside it); the loop does the work and then calls
+ * rd_kafka_assign itself, which librdkafka waits for. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     worker_t *w = opaque;
+    atomic_store(&w->ready, 0);
+    if (w->closing) { /* rd_kafka_consumer_close: the loop has drained */
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (w->assign_pending)
+            rd_kafka_topic_partition_list_destroy(w->assign_pending);
+        w->assign_pending = rd_kafka_topic_partition_list_copy(parts);
+        return;
+    }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        /* Called between batches (we only poll there): nothing in flight. */
-        log_kv(LOGL_INFO, "partitions_revoked");
-        atomic_store(&w->ready, 0);
-        close_partitions(w);
-        rd_kafka_assign(rk, NULL);
+        log_kv(LOGL_INFO, "partitions_revoked", "lost",
+               rd_kafka_assignment_lost(rk) ? "yes" : "no");
+        w->revoke_pending = 1;
+        w->revoke_deadline_mono = mono_ms() + w->cfg.exchange_timeout_ms + 2000;
+        rd_kafka_pause_partitions(rk, parts);
         return;
     }
-    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        rd_kafka_assign(rk, NULL);
-        return;
+    rd_kafka_assign(rk, NULL);
+}
+
+/* A revocation: let the partitions' requests finish (bounded by the
+ * exchange timeout), commit their settles, then give the partitions up.
+ * Requests still running after the bound are orphaned: their results are
+ * dropped and the new owner treats the claims as unknown outcomes. */
+static int serve_revoke(worker_t *w, err_t *e)
+{
+    int lost = rd_kafka_assignment_lost(w->consumer);
+    if (!lost && exchange_active(w->x) > 0 && mono_ms() < w->revoke_deadline_mono)
+        return 0; /* keep driving the requests */
+    if (!lost && commit_round(w, e) < 0)
+        return -1;
+    for (size_t i = 0; i < w->nitems; i++) {
+        item_t *it = w->items[i];
+        it->orphan = 1;
+        if (it->claimed_now) { /* claimed in an uncommitted round: never sent */
+            sched_release(&w->sched, it->slot);
+            it->slot = -1;
+            it->claimed_now = 0;
+        }
     }
-    err_t e = {0};
-    for (int i = 0; i < parts->cnt && !w->fatal; i++) {
-        int32_t p = parts->elems[i].partition;
-        if (p < 0 || p >= MAX_PARTS || p >= w->nparts) {
-            set_fatal(w, "partition out of range: %s", parts->elems[i].topic);
-            break;
-        }
-        char path[CONFIG_PATH_MAX + 320];
-        if (store_path(w->cfg.data_dir, w->t_callbacks, p, path, sizeof path, &e) < 0 ||
-            !(w->parts[p].store = store_open(path, w->t_connections, p, &e)) ||
-            restore_partition(w, p, &e) < 0 || takeover(w, p, &e) < 0) {
-            set_fatal(w, "taking over a partition: %s", e.msg);
-            break;
-        }
-        w->parts[p].assigned = 1;
+    dlq_reset(w);
+    items_gc(w, 1);
+    close_partitions(w);
+    rd_kafka_assign(w->consumer, NULL);
+    w->revoke_pending = 0;
+    return 0;
+}
+
+/* Stop requested: the same as a revocation (finish the requests in flight
+ * within the exchange timeout, commit their settles, give the partitions
+ * up), so rd_kafka_consumer_close afterwards has nothing left to do. */
+static int drain(worker_t *w, err_t *e)
+{
+    w->revoke_deadline_mono = mono_ms() + w->cfg.exchange_timeout_ms + 2000;
+    w->revoke_pending = 1;
+    for (int guard = 0; w->revoke_pending && !w->fatal && guard < 1000000; guard++) {
+        if (serve_revoke(w, e) < 0)
+            return -1;
+        if (w->revoke_pending)
+            exchange_perform(w->x, 5, on_exchange_done, w);
     }
     if (w->fatal) {
-        rd_kafka_assign(rk, NULL);
-        return;
+        *e = w->fatal_err;
+        return -1;
     }
-    char n[16];
-    snprintf(n, sizeof n, "%d", parts->cnt);
-    log_kv(LOGL_INFO, "partitions_assigned", "count", n);
-    rd_kafka_assign(rk, parts);
-    atomic_store(&w->ready, 1);
+    return 0;
+}
+
+/* An assignment: restore and take over each partition, then start
+ * consuming it from its committed offset. */
+static int serve_assign(worker_t *w, err_t *e)
+{
+    rd_kafka_topic_partition_list_t *parts = w->assign_pending;
+    w->assign_pending = NULL;
+    int rc = 0;
+    for (int i = 0; i < parts->cnt && rc == 0; i++) {
+        int32_t p = parts->elems[i].partition;
+        char path[CONFIG_PATH_MAX + 320];
+        if (p < 0 || p >= MAX_PARTS || p >= w->nparts) {
+            rc = err_set(e, ERRC_FATAL, "partition %d out of range", p);
+            break;
+        }
+        if (store_path(w->cfg.data_dir, w->t_callbacks, p, path, sizeof path, e) < 0 ||
+            !(w->parts[p].store = store_open(path, w->t_connections, p, e)) ||
+            restore_partition(w, p, e) < 0 || takeover(w, p, e) < 0) {
+            err_wrap(e, "taking over a partition");
+            rc = -1;
+        }
+    }
+    /* Where each partition resumes: its committed offset, else the start.
+     * The fetch asks for stable offsets (KIP-447): a dead owner's open
+     * transaction holds them back until the broker aborts it, so the wait
+     * is bounded by the transaction timeout, not the request timeout. */
+    if (rc == 0) {
+        rd_kafka_resp_err_t cerr = rd_kafka_committed(
+            w->consumer, parts, KAFKA_TRANSACTION_TIMEOUT_MS + w->cfg.kafka_timeout_ms);
+        if (cerr)
+            rc = err_set(e, ERRC_FATAL, "committed offsets: %s", rd_kafka_err2str(cerr));
+    }
+    for (int i = 0; i < parts->cnt && rc == 0; i++) {
+        int32_t p = parts->elems[i].partition;
+        int64_t off = parts->elems[i].offset, lo = 0, hi = 0;
+        if (off < 0) {
+            if (kafka_watermarks(w->hwm, w->t_callbacks, p, &lo, &hi, w->cfg.kafka_timeout_ms, e) <
+                0) {
+                rc = -1;
+                break;
+            }
+            off = lo;
+        }
+        w->parts[p].next_offset = off;
+        w->parts[p].assigned = 1;
+    }
+    if (rc == 0) {
+        rd_kafka_resp_err_t aerr = rd_kafka_assign(w->consumer, parts);
+        if (aerr)
+            rc = err_set(e, ERRC_FATAL, "assign: %s", rd_kafka_err2str(aerr));
+    }
+    if (rc == 0) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", parts->cnt);
+        log_kv(LOGL_INFO, "partitions_assigned", "count", n);
+        atomic_store(&w->ready, 1);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return rc;
 }
 
 /* ---- observability ------------------------------------------------------------------- */
@@ -1184,12 +1612,17 @@ static int open_observability(worker_t *w, err_t *e)
                                "Records sent to the dead-letter topic", NULL);
     w->m_takeovers = metrics_counter(w->metrics, "oauthq_worker_claims_taken_over_total",
                                      "Open claims resolved as unknown outcomes at takeover", NULL);
-    w->m_exchange_s = metrics_histogram(w->metrics, "oauthq_worker_exchange_batch_seconds",
-                                        "Time to run one batch of concurrent token requests", NULL,
+    w->m_exchange_s = metrics_histogram(w->metrics, "oauthq_worker_exchange_seconds",
+                                        "Time from claim to settle of one token request", NULL,
                                         exch_bounds, sizeof exch_bounds / sizeof exch_bounds[0]);
     w->m_restore_s = metrics_histogram(
         w->metrics, "oauthq_worker_restore_seconds", "Time to bring a partition store up to date",
         NULL, restore_bounds, sizeof restore_bounds / sizeof restore_bounds[0]);
+    w->m_not_sent =
+        metrics_counter(w->metrics, "oauthq_worker_claims_not_sent_total",
+                        "Claims whose lease ran out before the request could leave", NULL);
+    w->m_inflight = metrics_gauge(w->metrics, "oauthq_worker_exchanges_in_flight",
+                                  "Token requests handed to curl and not yet answered", NULL);
     w->m_lag = metrics_gauge(w->metrics, "oauthq_worker_consumer_lag",
                              "Callbacks not yet consumed on the assigned partitions", NULL);
     if (!w->cfg.worker_listen[0])
@@ -1294,13 +1727,49 @@ worker_t *worker_open(const config_t *c, err_t *e)
     if (!(w->x = exchange_new(c->worker_concurrency, c->exchange_connect_timeout_ms,
                               c->exchange_timeout_ms, e)))
         goto fail;
+    {
+        int limits[SCHED_PROVIDERS_MAX] = {0};
+        size_t np = providers_count(w->providers);
+        if (np > SCHED_PROVIDERS_MAX) {
+            err_set(e, ERRC_FATAL, "more than %d providers", SCHED_PROVIDERS_MAX);
+            goto fail;
+        }
+        for (size_t i = 0; i < np; i++)
+            limits[i] = providers_at(w->providers, i)->max_in_flight;
+        sched_init(&w->sched, c->worker_concurrency, (int)np, limits);
+        w->takeover_hold_ms = sched_takeover_hold_ms(c->worker_lease_ms, c->exchange_timeout_ms,
+                                                     c->worker_takeover_margin_ms);
+        w->last_commit_mono = -1;
+        for (int p = 0; p < MAX_PARTS; p++)
+            w->parts[p].next_offset = -1;
+    }
 
     rd_kafka_conf_t *rc = kafka_conf_consumer(c, NULL, e);
     if (!rc)
         goto fail;
+    /* The restorer reads to an end it knows: a fetch that finds nothing new
+     * (only markers) must not wait the default 500 ms before answering. */
+    if (kafka_conf_set(rc, "fetch.wait.max.ms", "10", e) < 0) {
+        rd_kafka_conf_destroy(rc);
+        goto fail;
+    }
     if (!(w->restorer = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, sizeof errstr))) {
         rd_kafka_conf_destroy(rc);
         err_set(e, ERRC_FATAL, "restore consumer: %s", errstr);
+        goto fail;
+    }
+    /* High watermarks for restore come from a read_uncommitted handle: a
+     * read_committed one would answer the last stable offset. */
+    rd_kafka_conf_t *hc = kafka_conf_consumer(c, NULL, e);
+    if (!hc)
+        goto fail;
+    if (kafka_conf_set(hc, "isolation.level", "read_uncommitted", e) < 0) {
+        rd_kafka_conf_destroy(hc);
+        goto fail;
+    }
+    if (!(w->hwm = rd_kafka_new(RD_KAFKA_CONSUMER, hc, errstr, sizeof errstr))) {
+        rd_kafka_conf_destroy(hc);
+        err_set(e, ERRC_FATAL, "watermark client: %s", errstr);
         goto fail;
     }
     int n1 = partition_count(w, w->t_callbacks, e);
@@ -1316,7 +1785,7 @@ worker_t *worker_open(const config_t *c, err_t *e)
     }
     w->nparts = n1;
 
-    rd_kafka_conf_t *pc = kafka_conf_producer(c, w->txn_id, e);
+    rd_kafka_conf_t *pc = kafka_conf_producer(c, c->worker_bench_no_txn ? NULL : w->txn_id, e);
     if (!pc)
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
@@ -1327,8 +1796,11 @@ worker_t *worker_open(const config_t *c, err_t *e)
     }
     /* init_transactions fences older instances with our transactional.id;
      * retried while the broker (transaction coordinator) warms up. */
+    if (c->worker_bench_no_txn)
+        log_kv(LOGL_WARN, "bench_no_transactions", "warning",
+               "OAUTHQ_WORKER_BENCH_NO_TXN=1: no exactly-once; for benchmarks only");
     int64_t deadline = now_ms() + 60000;
-    for (;;) {
+    for (; !c->worker_bench_no_txn;) {
         rd_kafka_error_t *err = rd_kafka_init_transactions(w->producer, 10000);
         if (!err)
             break;
@@ -1378,47 +1850,100 @@ fail:
     return NULL;
 }
 
+/* The loop (SPEC §6): never waits for a token request. Each turn takes
+ * what the consumer has (without blocking while requests are in flight),
+ * decides it, drives curl, and every OAUTHQ_WORKER_COMMIT_MS commits the
+ * settles, claims, DLQ records and offsets in one transaction. */
 int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
 {
     size_t cap = (size_t)w->cfg.worker_batch;
-    rd_kafka_message_t **msgs = calloc(cap, sizeof *msgs);
-    if (!msgs)
-        return err_set(e, ERRC_FATAL, "out of memory");
     int rc = 0;
-    while (!*stop) {
-        size_t n = 0;
-        int64_t until = now_ms() + 100;
-        while (n < cap) {
-            int64_t left = until - now_ms();
-            rd_kafka_message_t *m =
-                rd_kafka_consumer_poll(w->consumer, n == 0 && left > 0 ? (int)left : 0);
-            if (w->fatal)
+    while (!*stop && rc == 0) {
+        if (w->fatal) {
+            *e = w->fatal_err;
+            rc = -1;
+            break;
+        }
+        if (w->revoke_pending) {
+            if (serve_revoke(w, e) < 0) {
+                rc = -1;
                 break;
+            }
+        } else if (w->assign_pending) {
+            if (serve_assign(w, e) < 0) {
+                rc = -1;
+                break;
+            }
+        }
+        int pending = work_pending(w);
+        int active = exchange_active(w->x);
+        int wait = sched_wait_ms(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms, pending,
+                                 MAX_WAIT_MS);
+        /* Consumer first: block on it only when no request needs driving. */
+        for (size_t n = 0; n < cap; n++) {
+            rd_kafka_message_t *m =
+                rd_kafka_consumer_poll(w->consumer, n == 0 && active == 0 ? wait : 0);
             if (!m)
                 break;
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     log_kv(LOGL_WARN, "consumer_error", "reason", rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
-                if (n == 0 && now_ms() < until)
-                    continue;
                 break;
             }
-            msgs[n++] = m;
+            int32_t p = m->partition;
+            if (p < 0 || p >= w->nparts || !w->parts[p].assigned) {
+                rd_kafka_message_destroy(m); /* not ours (any more) */
+                continue;
+            }
+            int r = on_message(w, m, e);
+            if (r == 0) {
+                w->parts[p].next_offset = m->offset + 1;
+                w->offsets_dirty = 1;
+            }
+            rd_kafka_message_destroy(m);
+            if (r < 0) {
+                rc = -1;
+                break;
+            }
+            if (w->revoke_pending || w->assign_pending)
+                break;
         }
-        if (w->fatal) {
-            *e = w->fatal_err;
-            rc = -1;
-        } else if (process(w, msgs, n, e) < 0) {
-            rc = -1;
+        if (rc < 0 || w->fatal)
+            continue;
+        /* Drive the requests in flight; settle what finished. */
+        active = exchange_active(w->x);
+        if (active > 0) {
+            int wt = sched_wait_ms(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms,
+                                   work_pending(w), 5);
+            exchange_perform(w->x, wt, on_exchange_done, w);
         }
-        for (size_t i = 0; i < n; i++)
-            rd_kafka_message_destroy(msgs[i]);
-        if (rc < 0)
+        metrics_gauge_set(w->m_inflight, exchange_active(w->x));
+        if (w->fatal)
+            continue;
+        if (!sched_commit_due(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms, 1))
+            continue;
+        /* Scheduled work that is due, as far as slots are free. */
+        if (collect_due(w, now_ms(), e) < 0) {
+            rc = -1;
             break;
+        }
+        int any = work_pending(w);
+        for (size_t i = 0; !any && i < w->nitems; i++)
+            any = w->items[i]->exchange || w->items[i]->deauthorize;
+        if (any) {
+            metrics_counter_add(w->m_batches, 1);
+            if (commit_round(w, e) < 0) {
+                rc = -1;
+                break;
+            }
+        } else {
+            w->last_commit_mono = mono_ms();
+        }
         update_lag(w);
     }
-    free(msgs);
+    if (rc == 0 && *stop)
+        rc = drain(w, e);
     return rc;
 }
 
@@ -1429,6 +1954,7 @@ void worker_close(worker_t *w)
     if (w->http)
         httpd_stop(w->http);
     if (w->consumer) {
+        w->closing = 1;
         rd_kafka_consumer_close(w->consumer);
         rd_kafka_destroy(w->consumer);
     }
@@ -1439,10 +1965,16 @@ void worker_close(worker_t *w)
         rd_kafka_consumer_close(w->restorer);
         rd_kafka_destroy(w->restorer);
     }
-    batch_reset(w);
+    exchange_free(w->x); /* before the items its transfers point into */
+    for (size_t i = 0; i < w->nitems; i++)
+        item_free(w->items[i]);
     free(w->items);
+    dlq_reset(w);
     free(w->dlqs);
-    exchange_free(w->x);
+    if (w->assign_pending)
+        rd_kafka_topic_partition_list_destroy(w->assign_pending);
+    if (w->hwm)
+        rd_kafka_destroy(w->hwm);
     keyring_free(w->data_keys);
     providers_free(w->providers);
     crypto_wipe(w->secrets, sizeof w->secrets);

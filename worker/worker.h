@@ -4,40 +4,55 @@
  * per partition restored from the compacted connections changelog.
  *
  * Design (why each guarantee holds):
- *  - claim / exchange / settle. For a batch, the worker decides every
- *    key's transition with the pure state machine (machine.h), then commits
- *    ONE transaction (the claim) holding the new connections and status
- *    records — for keys about to be exchanged, state `exchanging` with the
- *    code (sealed), its hash and the attempt number — and the consumer
- *    offsets. Only after that commit does any token request leave (curl
- *    multi, concurrent across keys, one per key). A second transaction (the
- *    settle) records each outcome. So a code is sent again only when the
- *    changelog says a claim was open: after a crash or fencing between claim
- *    and settle the next owner finds `claimed`, counts an unknown-outcome
- *    attempt and may retry within the code's deadline (G1's one allowed
- *    re-send); every other duplicate — same code again, reloads, other
- *    intakes, replays, rebalances — meets the committed state first and is
- *    recorded, not exchanged.
- *  - The offsets commit with the claim, so an acknowledged callback is
- *    either still unconsumed or already part of a committed state that
- *    carries everything needed to finish it (G2).
+ *  - A continuous pipeline, not a batch barrier. One loop consumes, decides
+ *    each key's transition with the pure state machine (machine.h), claims,
+ *    drives the token requests (curl multi, event-driven, one per key) and
+ *    settles outcomes as they complete. Every OAUTHQ_WORKER_COMMIT_MS one
+ *    transaction carries the settles of finished exchanges, the claims of
+ *    new ones (state `exchanging`, sealed code, hash, attempt, claiming
+ *    instance and claim time), DLQ records and the positions of every owned
+ *    partition. A hanging request holds only its own key and its slot.
+ *  - Claim before send. A token request leaves only after its claim
+ *    committed, so a code is sent again only when the changelog says a
+ *    claim was open: the next owner counts an unknown-outcome attempt and
+ *    may retry within the code's deadline (G1's one allowed re-send); every
+ *    other duplicate — same code, reloads, other intakes, replays,
+ *    rebalances — meets the committed state first and is recorded.
+ *  - Fencing and leases (G1 across zombies). Every transaction sends the
+ *    consumer group metadata with the current positions, so a worker that
+ *    lost its partitions (session timeout, SIGSTOP, GC pause) commits
+ *    nothing once another member owns them. A claim is a lease: the request
+ *    is handed to curl only if the lease (OAUTHQ_WORKER_LEASE_MS from the
+ *    claim, monotonic clock) is still valid, else it is settled "not sent".
+ *    Only what can start now is claimed (sched.h: free slots under the
+ *    total concurrency and the provider's bulkhead). A new owner re-sends
+ *    an open claim only after claim time + lease + exchange timeout +
+ *    margin, scheduled as a retry, so a zombie's last request has ended.
+ *  - The offsets commit with the work, so an acknowledged callback is
+ *    either still unconsumed or part of a committed state that carries
+ *    everything needed to finish it (G2).
  *  - The store lags, never leads: rows are written to SQLite only after the
- *    transaction that produced them committed, with the changelog offsets
- *    the delivery reports gave. On assignment, a partition's store is
- *    brought up to date from the changelog (read_committed) before the
- *    partition is consumed, and open claims are resolved (takeover).
+ *    transaction that produced them committed. On assignment (recorded by
+ *    the rebalance callback, served by the loop) a partition's store is
+ *    brought up to date from the changelog, read_committed until the
+ *    position reaches the high watermark taken at assignment (many records
+ *    per SQLite transaction); a store ahead of the topic is rebuilt;
+ *    undecodable rows are kept as held placeholders (fail closed); open
+ *    claims are then resolved (takeover).
  *  - connections, status and callbacks are co-partitioned explicitly: a
- *    key's records go to the partition its callback came from, so a
- *    partition's state moves with the partition.
+ *    key's records go to the partition its callback came from.
  *  - Retries are rows with retry_at in the store, served by the loop's
  *    timer; nothing sleeps on a partition.
  * Failure classes: retriable Kafka errors are retried; an abortable
- * transaction error aborts, rewinds the consumer to the committed offsets
- * and drops the batch (the claim had not committed, so nothing was sent);
- * a settle that cannot commit is retried, then the process exits; fatal or
- * fenced errors end the process (exit 3) and a supervisor restarts it.
+ * transaction error aborts, releases the round's claims (nothing was sent),
+ * rewinds the consumer to the committed offsets (exit if that cannot be
+ * confirmed) and redoes the work; a record that cannot be read or sealed
+ * (poison) goes to the DLQ with a reason and the partition keeps flowing;
+ * fatal or fenced errors end the process (exit 3), a supervisor restarts it.
  * Not covered: a provider that consumes a code and answers with a
- * definitive error; token-endpoint requests lost inside the provider.
+ * definitive error; token-endpoint requests lost inside the provider; the
+ * provider deauthorize call of a disconnect still runs synchronously in the
+ * loop (bounded by the exchange timeout).
  *
  * Threads: everything runs on the caller's thread (worker_run); the
  * Kafka clients' internal threads never call back into worker state except

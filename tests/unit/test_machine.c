@@ -71,7 +71,7 @@ static conn_t *claimed_with_a(void)
     records_callback cb = code_cb("A", T0);
     assert_int_equal(machine_on_callback(c, 1, &cb, "hashA", "sealedA", "", TTL, T0),
                      MACHINE_EXCHANGE);
-    machine_claim(c, T0 + 1);
+    machine_claim(c, "w1", T0 + 1);
     return c;
 }
 
@@ -90,7 +90,7 @@ static void test_first_code_exchanges_and_duplicates_do_not(void **state)
     assert_int_equal(machine_on_callback(c, 0, &cb, "hashA", "sealedA", "", TTL, T0 + 5),
                      MACHINE_UNCHANGED);
     assert_int_equal(c->version, v);
-    machine_claim(c, T0 + 6);
+    machine_claim(c, "w1", T0 + 6);
     assert_int_equal(c->phase, PHASE_EXCHANGING);
     assert_int_equal(c->attempts, 1);
     assert_true(c->claimed);
@@ -136,7 +136,7 @@ static void test_success_is_sticky(void **state)
     /* Late or stale exchange results cannot downgrade it either. */
     exchange_result bad = outcome(EXCH_REJECTED);
     assert_int_equal(machine_on_result(c, &bad, NULL, NULL, T0 + 600, &pause), MACHINE_UNCHANGED);
-    assert_int_equal(machine_on_takeover(c, T0 + 700), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_takeover(c, 0, T0 + 700), MACHINE_UNCHANGED);
     assert_int_equal(machine_on_due(c, 0, T0 + 800), MACHINE_UNCHANGED);
     assert_int_equal(c->status, CONN_CONNECTED);
     free(c);
@@ -186,7 +186,7 @@ static void test_unknown_then_invalid_grant_is_reconnect_required(void **state)
     /* Not yet due. */
     assert_int_equal(machine_on_due(c, 0, T0 + 11), MACHINE_UNCHANGED);
     assert_int_equal(machine_on_due(c, 0, c->retry_at_ms), MACHINE_EXCHANGE);
-    machine_claim(c, c->retry_at_ms);
+    machine_claim(c, "w1", c->retry_at_ms);
     assert_int_equal(c->attempts, 2);
     exchange_result rej = outcome(EXCH_REJECTED);
     machine_on_result(c, &rej, NULL, NULL, T0 + 5000, &pause);
@@ -265,17 +265,57 @@ static void test_takeover_resolves_claims_as_unknown(void **state)
 {
     (void)state;
     conn_t *c = claimed_with_a();
-    assert_int_equal(machine_on_takeover(c, T0 + 50), MACHINE_CHANGED);
+    assert_int_equal(machine_on_takeover(c, 0, T0 + 50), MACHINE_CHANGED);
     assert_int_equal(c->unknown_outcomes, 1);
     assert_false(c->claimed);
     assert_int_equal(c->phase, PHASE_RETRYING);
     assert_int_equal(machine_on_due(c, 0, T0 + 50), MACHINE_EXCHANGE);
-    assert_int_equal(machine_on_takeover(c, T0 + 51), MACHINE_UNCHANGED); /* no open claim */
+    assert_int_equal(machine_on_takeover(c, 0, T0 + 51), MACHINE_UNCHANGED); /* no open claim */
     free(c);
     c = claimed_with_a();
-    assert_int_equal(machine_on_takeover(c, T0 + TTL * 1000), MACHINE_CHANGED);
+    assert_int_equal(machine_on_takeover(c, 0, T0 + TTL * 1000), MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_FAILED);
     assert_int_equal(c->reason, REASON_PROVIDER_UNAVAILABLE);
+    free(c);
+}
+
+/* Lease (SPEC §6): a new owner waits until claim time + hold before it
+ * re-sends; a duplicate meanwhile is not exchanged; never earlier. */
+static void test_takeover_waits_for_the_lease(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    int64_t claimed_at = c->claimed_at_ms;
+    assert_string_equal(c->claimed_by, "w1");
+    assert_int_equal(machine_on_takeover(c, 22000, claimed_at + 100), MACHINE_CHANGED);
+    assert_int_equal(c->retry_at_ms, claimed_at + 22000);
+    assert_int_equal(machine_on_due(c, 0, claimed_at + 21999), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, claimed_at + 22000), MACHINE_EXCHANGE);
+    free(c);
+    /* Taken over long after the lease: due at once. */
+    c = claimed_with_a();
+    claimed_at = c->claimed_at_ms;
+    assert_int_equal(machine_on_takeover(c, 1000, claimed_at + 5000), MACHINE_CHANGED);
+    assert_int_equal(c->retry_at_ms, claimed_at + 5000);
+    free(c);
+}
+
+/* A claim whose request never left: the attempt does not count and the
+ * code is due again at once, without an unknown outcome. */
+static void test_not_sent_and_defer(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    int att = c->attempts;
+    assert_int_equal(machine_not_sent(c, "lease expired", T0 + 60), MACHINE_CHANGED);
+    assert_false(c->claimed);
+    assert_int_equal(c->attempts, att - 1);
+    assert_int_equal(c->unknown_outcomes, 0);
+    assert_int_equal(machine_not_sent(c, "x", T0 + 61), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, T0 + 61), MACHINE_EXCHANGE);
+    machine_defer(c, T0 + 62);
+    assert_int_equal(c->phase, PHASE_QUEUED);
+    assert_int_equal(machine_on_due(c, 0, T0 + 62), MACHINE_EXCHANGE);
     free(c);
 }
 
@@ -338,7 +378,7 @@ static void test_versions_only_move_forward(void **state)
     assert_true(c->version > v);
     v = c->version;
     machine_on_due(c, 0, c->retry_at_ms);
-    machine_claim(c, T0 + 2000);
+    machine_claim(c, "w1", T0 + 2000);
     assert_true(c->version > v);
     free(c);
 }
@@ -357,7 +397,7 @@ static void test_replay(void **state)
     assert_int_equal(machine_on_replay(c, 0, T0 + 60000, T0 + 21), MACHINE_CHANGED);
     assert_string_equal(c->last_error, "replay deferred: provider paused");
     /* In flight: ignored. */
-    machine_claim(c, T0 + 30);
+    machine_claim(c, "w1", T0 + 30);
     assert_int_equal(machine_on_replay(c, 0, 0, T0 + 31), MACHINE_CHANGED);
     assert_non_null(strstr(c->last_error, "in flight"));
     /* Connected: never exchanged again. */
@@ -458,6 +498,8 @@ int main(void)
         cmocka_unit_test(test_retry_safe_uses_retry_after_and_deadline),
         cmocka_unit_test(test_invalid_client_pauses_and_holds),
         cmocka_unit_test(test_takeover_resolves_claims_as_unknown),
+        cmocka_unit_test(test_takeover_waits_for_the_lease),
+        cmocka_unit_test(test_not_sent_and_defer),
         cmocka_unit_test(test_failed_connection_may_start_a_new_chain),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_versions_only_move_forward),
