@@ -1530,6 +1530,11 @@ static int serve_assign(worker_t *w, err_t *e)
         rd_kafka_resp_err_t aerr = rd_kafka_assign(w->consumer, parts);
         if (aerr)
             rc = err_set(e, ERRC_FATAL, "assign: %s", rd_kafka_err2str(aerr));
+        /* The revocation paused the partitions it took away, and an
+         * application pause outlives unassign/assign in librdkafka: a
+         * partition owned again would stay paused forever. */
+        else if ((aerr = rd_kafka_resume_partitions(w->consumer, parts)) != 0)
+            rc = err_set(e, ERRC_FATAL, "resume: %s", rd_kafka_err2str(aerr));
     }
     if (rc == 0) {
         char n[16];

@@ -43,6 +43,7 @@
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/records.h"
+#include "worker/conn.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"
@@ -963,6 +964,272 @@ static void test_rebalance_survivor_finishes(void **state)
     cJSON_Delete(st);
 }
 
+/* Final status record's updated_at per flow (ISO-8601 UTC, milliseconds:
+ * strings compare in time order). */
+typedef struct {
+    const flow *fl;
+    int n;
+    char (*at)[32];
+} final_at_probe;
+
+static int on_final_at(const testkafka_record *r, void *ud)
+{
+    final_at_probe *p = ud;
+    if (!r->key || !r->value)
+        return 0;
+    for (int i = 0; i < p->n; i++) {
+        if (strcmp(r->key, p->fl[i].id) != 0)
+            continue;
+        cJSON *o = cJSON_Parse(r->value);
+        const cJSON *s = cJSON_GetObjectItem(o, "status");
+        const cJSON *u = cJSON_GetObjectItem(o, "updated_at");
+        if (!p->at[i][0] && cJSON_IsString(s) && strcmp(s->valuestring, "pending") != 0 &&
+            cJSON_IsString(u))
+            snprintf(p->at[i], sizeof p->at[i], "%s", u->valuestring);
+        cJSON_Delete(o);
+        break;
+    }
+    return 0;
+}
+
+/* SPEC §6: one hanging token request delays only its own connection. Codes
+ * that hang until the exchange timeout are consumed first; connections that
+ * arrive while they hang reach their final status before any of the
+ * hanging ones does (a batch barrier would settle them after the hang). */
+static void test_hanging_request_delays_only_its_connection(void **state)
+{
+    (void)state;
+    static flow hang[4], quick[20];
+    for (int i = 0; i < 4; i++)
+        new_code(&hang[i], "sim", "hang");
+    for (int i = 0; i < 20; i++)
+        new_code(&quick[i], "sim", NULL);
+    for (int i = 0; i < 4; i++)
+        produce_cb(&hang[i], 0);
+    flush_prod();
+    usleep(300 * 1000); /* the hanging requests are in flight */
+    for (int i = 0; i < 20; i++)
+        produce_cb(&quick[i], 0);
+    flush_prod();
+    wait_final(quick, 20, 60);
+    wait_final(hang, 4, 120);
+    static char at_hang[4][32], at_quick[20][32];
+    memset(at_hang, 0, sizeof at_hang);
+    memset(at_quick, 0, sizeof at_quick);
+    final_at_probe ph = {hang, 4, at_hang}, pq = {quick, 20, at_quick};
+    err_t e = {0};
+    testkafka_read(&g_cfg, g_t_status, 0, 20000, on_final_at, &ph, &e);
+    testkafka_read(&g_cfg, g_t_status, 0, 20000, on_final_at, &pq, &e);
+    const char *first_hang = NULL, *last_quick = NULL;
+    for (int i = 0; i < 4; i++) {
+        assert_true(at_hang[i][0]);
+        if (!first_hang || strcmp(at_hang[i], first_hang) < 0)
+            first_hang = at_hang[i];
+    }
+    for (int i = 0; i < 20; i++) {
+        assert_true(at_quick[i][0]);
+        if (!last_quick || strcmp(at_quick[i], last_quick) > 0)
+            last_quick = at_quick[i];
+    }
+    fprintf(stderr, "hang: last quick final %s, first hanging final %s\n", last_quick, first_hang);
+    assert_true(strcmp(last_quick, first_hang) < 0);
+}
+
+/* Versions per key in a topic only grow in offset order (G4); counts the
+ * regressions among the given flows. */
+typedef struct {
+    const flow *fl;
+    int n;
+    long *last;
+    int regressions;
+} mono_probe;
+
+static int on_mono(const testkafka_record *r, void *ud)
+{
+    mono_probe *p = ud;
+    if (!r->key || !r->value)
+        return 0;
+    for (int i = 0; i < p->n; i++) {
+        if (strcmp(r->key, p->fl[i].id) != 0)
+            continue;
+        cJSON *o = cJSON_Parse(r->value);
+        const cJSON *v = cJSON_GetObjectItem(o, "version");
+        if (cJSON_IsNumber(v)) {
+            long ver = (long)v->valuedouble;
+            if (ver <= p->last[i]) {
+                fprintf(stderr, "version regression: %s %ld after %ld\n", r->key, ver, p->last[i]);
+                p->regressions++;
+            }
+            p->last[i] = ver;
+        }
+        cJSON_Delete(o);
+        break;
+    }
+    return 0;
+}
+
+static int version_regressions(const char *topic, const flow *fl, int n)
+{
+    long *last = calloc((size_t)n, sizeof *last);
+    assert_non_null(last);
+    for (int i = 0; i < n; i++)
+        last[i] = -1;
+    mono_probe p = {fl, n, last, 0};
+    err_t e = {0};
+    testkafka_read(&g_cfg, topic, 0, 20000, on_mono, &p, &e);
+    free(last);
+    return p.regressions;
+}
+
+/* G1 across a zombie: a worker stopped (SIGSTOP) longer than the session
+ * timeout while it has requests in flight loses its partitions; the
+ * survivor takes them over and re-sends open claims only after the lease,
+ * the exchange timeout and the margin. When the zombie resumes it commits
+ * nothing (every transaction is fenced by the group metadata) and sends
+ * nothing whose lease ran out. Checked on the simulator's per-code
+ * counters: a code requested twice must be an unknown outcome that did
+ * not end connected; versions never regress in status or connections. */
+static void test_zombie_paused_worker(void **state)
+{
+    (void)state;
+    g_workers[1] = start_worker(1);
+    assert_true(g_workers[1] > 0);
+    sleep(8); /* both in the group */
+    enum { NZ = 120 };
+    static flow fl[NZ];
+    for (int i = 0; i < NZ; i++)
+        new_code(&fl[i], "sim", i % 2 ? "latency:3000" : "latency:200");
+    for (int i = 0; i < NZ; i++)
+        produce_cb(&fl[i], 0);
+    flush_prod();
+    sleep(1); /* requests in flight on both workers */
+    pid_t z = g_workers[1];
+    assert_int_equal(kill(z, SIGSTOP), 0);
+    sleep(16); /* session timeout, takeover, the survivor's hold */
+    for (int i = 0; i < NZ; i += 3)
+        produce_cb(&fl[i], 0); /* duplicates while the zombie is stopped */
+    flush_prod();
+    assert_int_equal(kill(z, SIGCONT), 0);
+    sleep(3); /* the zombie runs again: whatever it tries must change nothing */
+    for (int i = 1; i < NZ; i += 3)
+        produce_cb(&fl[i], 0);
+    flush_prod();
+    wait_final(fl, NZ, 180);
+    stop_worker(1);
+    cJSON *st = sim_stats();
+    int resent = 0;
+    for (int i = 0; i < NZ; i++) {
+        int n = token_requests(st, fl[i].hash);
+        st_entry *e = st_find(fl[i].id, 0);
+        assert_non_null(e);
+        assert_true(n >= 1);
+        if (n > 1) {
+            conn_probe p = {fl[i].id, 0, -1, 0};
+            err_t e2 = {0};
+            testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_conn, &p, &e2);
+            if (p.unknown < 1 || strcmp(e->status, "connected") == 0)
+                fprintf(stderr, "zombie: %s sent %d times, unknown=%d, status=%s\n", fl[i].id, n,
+                        p.unknown, e->status);
+            assert_true(p.unknown >= 1);
+            assert_string_not_equal(e->status, "connected");
+            resent++;
+        }
+    }
+    cJSON_Delete(st);
+    assert_int_equal(version_regressions(g_t_status, fl, NZ), 0);
+    assert_int_equal(version_regressions(g_t_conn, fl, NZ), 0);
+    fprintf(stderr, "zombie: %d codes, %d re-sent after an unknown outcome\n", NZ, resent);
+}
+
+/* SPEC §6 restore: a transaction still open on the changelog when a
+ * partition is assigned is waited for, not skipped. A producer of the
+ * test's own writes "X connected" in a transaction, the worker starts
+ * (restoring), X's callback arrives, then the transaction commits: the
+ * callback meets the committed connected state and its code is never sent.
+ * A store that restored only to the last stable offset would find X fresh
+ * and exchange it. */
+static void test_restore_waits_for_open_transaction(void **state)
+{
+    (void)state;
+    flow x, y;
+    new_code(&x, "sim", NULL);
+    int32_t part =
+        rd_kafka_msg_partitioner_consistent_random(NULL, x.id, strlen(x.id), 4, NULL, NULL);
+    /* y: a later flow on the same partition, to know X's callback was read. */
+    for (int i = 0; i < 200; i++) {
+        new_code(&y, "sim", NULL);
+        if (rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL) ==
+            part)
+            break;
+    }
+    assert_int_equal(
+        rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL), part);
+    for (int i = 0; i < MAXW; i++)
+        stop_worker(i); /* nobody owns the partitions now */
+
+    err_t e = {0};
+    char errstr[256];
+    rd_kafka_conf_t *pc = kafka_conf_producer(&g_cfg, "itest-open-txn", &e);
+    assert_non_null(pc);
+    rd_kafka_t *tp = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
+    assert_non_null(tp);
+    rd_kafka_error_t *err = rd_kafka_init_transactions(tp, 30000);
+    assert_null(err);
+    assert_null(rd_kafka_begin_transaction(tp));
+    conn_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    conn_init(c, x.id, "sim", now);
+    c->status = CONN_CONNECTED;
+    c->phase = PHASE_NONE;
+    c->version = 5;
+    c->attempts = 1;
+    c->livemode = 0;
+    snprintf(c->code_hash, sizeof c->code_hash, "%s", x.hash);
+    snprintf(c->account_id, sizeof c->account_id, "acct_open_txn");
+    char *cj = conn_encode(c, &e);
+    char *sj = conn_status_json(c, &e);
+    assert_non_null(cj);
+    assert_non_null(sj);
+    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_conn), RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
+                                       RD_KAFKA_V_VALUE(cj, strlen(cj)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_status), RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
+                                       RD_KAFKA_V_VALUE(sj, strlen(sj)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    free(cj);
+    free(sj);
+    free(c);
+    assert_int_equal(rd_kafka_flush(tp, 30000), 0); /* written, not committed */
+
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    sleep(4); /* the worker is assigned and restoring behind the open transaction */
+    produce_cb(&x, 0);
+    produce_cb(&y, 0);
+    flush_prod();
+    sleep(1);
+    err = rd_kafka_commit_transaction(tp, 30000);
+    assert_null(err);
+    rd_kafka_destroy(tp);
+
+    wait_final(&y, 1, 120); /* the worker read past X's callback */
+    wait_final(&x, 1, 10);
+    cJSON *st = sim_stats();
+    int nx = token_requests(st, x.hash), ny = token_requests(st, y.hash);
+    cJSON_Delete(st);
+    fprintf(stderr, "open transaction at assignment: X sent %d times, Y %d\n", nx, ny);
+    assert_int_equal(nx, 0);
+    assert_int_equal(ny, 1);
+    assert_string_equal(st_find(x.id, 0)->status, "connected");
+}
+
 static int save_record(const testkafka_record *r, void *ud)
 {
     FILE *out = ud;
@@ -994,8 +1261,14 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_crash_kill9_repeatedly),
+        cmocka_unit_test(test_hanging_request_delays_only_its_connection),
         cmocka_unit_test(test_rebalance_survivor_finishes),
+        cmocka_unit_test(test_zombie_paused_worker),
+        cmocka_unit_test(test_restore_waits_for_open_transaction),
         cmocka_unit_test(test_save_connection_records),
     };
+    /* OAUTHQ_TEST_FILTER=pattern runs only the matching tests (debugging). */
+    if (getenv("OAUTHQ_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("OAUTHQ_TEST_FILTER"));
     return cmocka_run_group_tests_name("integration_worker", tests, setup, teardown);
 }
