@@ -1146,9 +1146,11 @@ static int commit_round(worker_t *w, err_t *e)
         return 0;
     }
     metrics_counter_add(w->m_dlq, w->ndlq);
+    /* The cadence runs start to start: a transaction every commit_ms, or
+     * back to back when one takes longer, never commit_ms + its duration. */
+    w->last_commit_mono = mono_ms();
     txn_result t = commit_txn(w, offsets);
     rd_kafka_topic_partition_list_destroy(offsets);
-    w->last_commit_mono = mono_ms();
     if (t == TXN_FATAL) {
         *e = w->fatal_err;
         return -1;
