@@ -361,22 +361,24 @@ machine_action machine_on_deauthorized(conn_t *c, int done, const char *detail, 
     return MACHINE_CHANGED;
 }
 
-machine_action machine_on_unconfigured(conn_t *c, int64_t now_ms)
+/* A pending connection this deployment cannot exchange: failed as
+ * misconfigured, with the operator-facing why. */
+static machine_action fail_misconfigured(conn_t *c, const char *why, int64_t now_ms)
 {
     if (c->status != CONN_PENDING)
         return MACHINE_UNCHANGED;
-    snprintf(c->last_error, sizeof c->last_error, "provider not configured");
+    snprintf(c->last_error, sizeof c->last_error, "%s", why);
     fail(c, REASON_MISCONFIGURED);
     touch(c, now_ms);
     return MACHINE_CHANGED;
 }
 
+machine_action machine_on_unconfigured(conn_t *c, int64_t now_ms)
+{
+    return fail_misconfigured(c, "provider not configured", now_ms);
+}
+
 machine_action machine_on_unsealable(conn_t *c, int64_t now_ms)
 {
-    if (c->status != CONN_PENDING)
-        return MACHINE_UNCHANGED;
-    snprintf(c->last_error, sizeof c->last_error, "code sealed with an unknown data key");
-    fail(c, REASON_MISCONFIGURED);
-    touch(c, now_ms);
-    return MACHINE_CHANGED;
+    return fail_misconfigured(c, "code sealed with an unknown data key", now_ms);
 }

@@ -1697,6 +1697,26 @@ static int partition_count(worker_t *w, const char *topic, err_t *e)
     return n;
 }
 
+/* An assign-only consumer (no group) with one setting of its own. */
+static rd_kafka_t *assign_consumer(const config_t *c, const char *key, const char *value,
+                                   const char *what, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
+    if (!conf)
+        return NULL;
+    if (kafka_conf_set(conf, key, value, e) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        err_set(e, ERRC_FATAL, "%s: %s", what, errstr);
+    }
+    return rk;
+}
+
 worker_t *worker_open(const config_t *c, err_t *e)
 {
     worker_t *w = calloc(1, sizeof *w);
@@ -1751,34 +1771,14 @@ worker_t *worker_open(const config_t *c, err_t *e)
             w->parts[p].next_offset = -1;
     }
 
-    rd_kafka_conf_t *rc = kafka_conf_consumer(c, NULL, e);
-    if (!rc)
-        goto fail;
     /* The restorer reads to an end it knows: a fetch that finds nothing new
-     * (only markers) must not wait the default 500 ms before answering. */
-    if (kafka_conf_set(rc, "fetch.wait.max.ms", "10", e) < 0) {
-        rd_kafka_conf_destroy(rc);
-        goto fail;
-    }
-    if (!(w->restorer = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, sizeof errstr))) {
-        rd_kafka_conf_destroy(rc);
-        err_set(e, ERRC_FATAL, "restore consumer: %s", errstr);
-        goto fail;
-    }
-    /* High watermarks for restore come from a read_uncommitted handle: a
+     * (only markers) must not wait the default 500 ms before answering.
+     * High watermarks for restore come from a read_uncommitted handle: a
      * read_committed one would answer the last stable offset. */
-    rd_kafka_conf_t *hc = kafka_conf_consumer(c, NULL, e);
-    if (!hc)
+    if (!(w->restorer = assign_consumer(c, "fetch.wait.max.ms", "10", "restore consumer", e)) ||
+        !(w->hwm =
+              assign_consumer(c, "isolation.level", "read_uncommitted", "watermark client", e)))
         goto fail;
-    if (kafka_conf_set(hc, "isolation.level", "read_uncommitted", e) < 0) {
-        rd_kafka_conf_destroy(hc);
-        goto fail;
-    }
-    if (!(w->hwm = rd_kafka_new(RD_KAFKA_CONSUMER, hc, errstr, sizeof errstr))) {
-        rd_kafka_conf_destroy(hc);
-        err_set(e, ERRC_FATAL, "watermark client: %s", errstr);
-        goto fail;
-    }
     int n1 = partition_count(w, w->t_callbacks, e);
     int n2 = n1 < 0 ? -1 : partition_count(w, w->t_connections, e);
     int n3 = n2 < 0 ? -1 : partition_count(w, w->t_status, e);
