@@ -805,51 +805,6 @@ static void retire(exchange_t *x, xfer *t, int curl_code, int forced)
     xfer_free(t);
 }
 
-int exchange_run(exchange_t *x)
-{
-    if (!x)
-        return 0;
-    int done = 0;
-    while (x->head || x->n_active > 0) {
-        while (x->n_active < x->max_concurrent && x->head) {
-            xfer *t = x->head;
-            x->head = t->next;
-            if (!x->head)
-                x->tail = NULL;
-            t->next = NULL;
-            if (start(x, t) != 0)
-                done++;
-        }
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(x->m, &running);
-        CURLMsg *msg;
-        int left = 0;
-        while ((msg = curl_multi_info_read(x->m, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            xfer *t = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-            int rc = (int)msg->data.result;
-            if (t) {
-                retire(x, t, rc, 0);
-                done++;
-            }
-        }
-        /* Watchdog (and multi failure): never wait past the bound. */
-        int64_t now = mono_ms();
-        for (int i = x->n_active - 1; i >= 0; i--) {
-            xfer *t = x->active[i];
-            if (mc != CURLM_OK || now - t->started_ms > (int64_t)x->total_ms + WATCHDOG_SLACK) {
-                retire(x, t, CURLE_OPERATION_TIMEDOUT, 1);
-                done++;
-            }
-        }
-        if (x->n_active > 0)
-            curl_multi_poll(x->m, NULL, 0, POLL_SLICE_MS, NULL);
-    }
-    return done;
-}
-
 int exchange_start(exchange_t *x, exchange_req *req, err_t *e)
 {
     if (x && x->n_active >= x->max_concurrent)
@@ -899,6 +854,28 @@ int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud
         }
     }
     return finished;
+}
+
+int exchange_run(exchange_t *x)
+{
+    if (!x)
+        return 0;
+    int done = 0;
+    while (x->head || x->n_active > 0) {
+        while (x->n_active < x->max_concurrent && x->head) {
+            xfer *t = x->head;
+            x->head = t->next;
+            if (!x->head)
+                x->tail = NULL;
+            t->next = NULL;
+            if (start(x, t) != 0)
+                done++;
+        }
+        /* Bounded: exchange_perform's watchdog retires every transfer by
+         * the total timeout. */
+        done += exchange_perform(x, POLL_SLICE_MS, NULL, NULL);
+    }
+    return done;
 }
 
 int exchange_active(const exchange_t *x)

@@ -261,9 +261,11 @@ static void dlq_reset(worker_t *w)
     w->ndlq = 0;
 }
 
-/* A dead-letter record for key on partition (original may be NULL). */
-static void add_dlq_raw(worker_t *w, int32_t partition, int64_t offset, const char *key,
-                        const char *original, size_t orig_len, const char *reason)
+/* Queue a dead-letter record (key of key_len bytes, original may be NULL)
+ * for the next transaction; event names the log line. */
+static void dlq_push(worker_t *w, int32_t partition, int64_t offset, const char *key,
+                     size_t key_len, const char *original, size_t orig_len, const char *reason,
+                     const char *event)
 {
     if (w->ndlq == w->cap_dlq) {
         size_t nc = w->cap_dlq ? w->cap_dlq * 2 : 16;
@@ -274,39 +276,30 @@ static void add_dlq_raw(worker_t *w, int32_t partition, int64_t offset, const ch
         w->cap_dlq = nc;
     }
     dlq_t *d = &w->dlqs[w->ndlq];
-    d->value = conn_dlq_json(reason, w->t_callbacks, partition, offset, key, strlen(key), original,
+    d->value = conn_dlq_json(reason, w->t_callbacks, partition, offset, key, key_len, original,
                              orig_len, 1, reason, reason, now_ms(), NULL);
     if (!d->value)
         return;
     d->len = strlen(d->value);
     d->partition = partition;
-    snprintf(d->key, sizeof d->key, "%s", key);
+    size_t kn = key_len < sizeof d->key - 1 ? key_len : sizeof d->key - 1;
+    memcpy(d->key, key ? key : "", key ? kn : 0);
+    d->key[key ? kn : 0] = '\0';
     w->ndlq++;
-    log_kv(LOGL_WARN, "record_to_dlq", "reason", reason, "key", d->key);
+    log_kv(LOGL_WARN, event, "reason", reason, "key", d->key);
+}
+
+/* A dead-letter record for key on partition (original may be NULL). */
+static void add_dlq_raw(worker_t *w, int32_t partition, int64_t offset, const char *key,
+                        const char *original, size_t orig_len, const char *reason)
+{
+    dlq_push(w, partition, offset, key, strlen(key), original, orig_len, reason, "record_to_dlq");
 }
 
 static void add_dlq(worker_t *w, const rd_kafka_message_t *m, const char *reason)
 {
-    if (w->ndlq == w->cap_dlq) {
-        size_t nc = w->cap_dlq ? w->cap_dlq * 2 : 16;
-        dlq_t *nd = realloc(w->dlqs, nc * sizeof *nd);
-        if (!nd)
-            return;
-        w->dlqs = nd;
-        w->cap_dlq = nc;
-    }
-    dlq_t *d = &w->dlqs[w->ndlq];
-    d->value = conn_dlq_json(reason, w->t_callbacks, m->partition, m->offset, m->key, m->key_len,
-                             m->payload, m->len, 1, reason, reason, now_ms(), NULL);
-    if (!d->value)
-        return;
-    d->len = strlen(d->value);
-    d->partition = m->partition;
-    size_t kn = m->key_len < sizeof d->key - 1 ? m->key_len : sizeof d->key - 1;
-    memcpy(d->key, m->key ? m->key : "", m->key ? kn : 0);
-    d->key[m->key ? kn : 0] = '\0';
-    w->ndlq++;
-    log_kv(LOGL_WARN, "callback_to_dlq", "reason", reason, "key", d->key);
+    dlq_push(w, m->partition, m->offset, m->key, m->key_len, m->payload, m->len, reason,
+             "callback_to_dlq");
 }
 
 /* A usable key is a printable token short enough to be a connection id. */
