@@ -102,6 +102,7 @@ struct worker {
     metric_counter *m_batches, *m_committed, *m_aborted, *m_unknown, *m_retries, *m_dlq,
         *m_takeovers, *m_not_sent;
     metric_histogram *m_exchange_s, *m_restore_s;
+    metric_histogram *m_txn_s[4]; /* by phase: produce, send_offsets, commit, total */
     metric_gauge *m_lag, *m_inflight;
     int64_t lag_checked_ms;
     /* live working set */
@@ -124,6 +125,14 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Monotonic microseconds, for the transaction phase timings. */
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void set_fatal(worker_t *w, const char *fmt, const char *detail)
@@ -782,6 +791,7 @@ static txn_result commit_txn(worker_t *w, rd_kafka_topic_partition_list_t *offse
 {
     if (w->cfg.worker_bench_no_txn)
         return commit_plain(w, offsets);
+    int64_t t0 = mono_us();
     rd_kafka_error_t *err = rd_kafka_begin_transaction(w->producer);
     if (err) {
         set_fatal(w, "begin_transaction: %s", rd_kafka_error_string(err));
@@ -789,6 +799,7 @@ static txn_result commit_txn(worker_t *w, rd_kafka_topic_partition_list_t *offse
         return TXN_FATAL;
     }
     int failed = produce_round(w) < 0;
+    int64_t t1 = mono_us(), t2 = t1;
     if (!failed) {
         rd_kafka_consumer_group_metadata_t *cgm = rd_kafka_consumer_group_metadata(w->consumer);
         for (int tries = 0; tries < 10; tries++) {
@@ -812,6 +823,7 @@ static txn_result commit_txn(worker_t *w, rd_kafka_topic_partition_list_t *offse
         }
     }
     if (!failed) {
+        t2 = mono_us();
         for (int tries = 0; tries < 10; tries++) {
             err = rd_kafka_commit_transaction(w->producer, TXN_TIMEOUT_MS);
             if (!err || txn_error_kind(err) != 1)
@@ -821,6 +833,11 @@ static txn_result commit_txn(worker_t *w, rd_kafka_topic_partition_list_t *offse
         }
         if (!err) {
             rd_kafka_poll(w->producer, 0); /* serve the remaining delivery reports */
+            int64_t t3 = mono_us();
+            metrics_histogram_observe(w->m_txn_s[0], (double)(t1 - t0) / 1e6);
+            metrics_histogram_observe(w->m_txn_s[1], (double)(t2 - t1) / 1e6);
+            metrics_histogram_observe(w->m_txn_s[2], (double)(t3 - t2) / 1e6);
+            metrics_histogram_observe(w->m_txn_s[3], (double)(t3 - t0) / 1e6);
             metrics_counter_add(w->m_committed, 1);
             return TXN_COMMITTED;
         }
@@ -1615,6 +1632,16 @@ static int open_observability(worker_t *w, err_t *e)
     w->m_exchange_s = metrics_histogram(w->metrics, "oauthq_worker_exchange_seconds",
                                         "Time from claim to settle of one token request", NULL,
                                         exch_bounds, sizeof exch_bounds / sizeof exch_bounds[0]);
+    static const double txn_bounds[] = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5};
+    static const char *const txn_phases[4] = {"produce", "send_offsets", "commit", "total"};
+    for (int i = 0; i < 4; i++) {
+        char lb[32];
+        snprintf(lb, sizeof lb, "phase=\"%s\"", txn_phases[i]);
+        w->m_txn_s[i] =
+            metrics_histogram(w->metrics, "oauthq_worker_transaction_seconds",
+                              "Duration of the worker's transactions (committed ones), by phase",
+                              lb, txn_bounds, sizeof txn_bounds / sizeof txn_bounds[0]);
+    }
     w->m_restore_s = metrics_histogram(
         w->metrics, "oauthq_worker_restore_seconds", "Time to bring a partition store up to date",
         NULL, restore_bounds, sizeof restore_bounds / sizeof restore_bounds[0]);
