@@ -322,3 +322,58 @@ out:
     cJSON_Delete(o);
     return rc;
 }
+
+char *records_provider_state_encode(const records_provider_state *r, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ts[RECORDS_TIME_MAX], until[RECORDS_TIME_MAX];
+    records_time_format(r->as_of_ms, ts);
+    cJSON_AddStringToObject(o, "schema", RECORDS_PROVIDER_STATE_SCHEMA);
+    cJSON_AddStringToObject(o, "provider", r->provider);
+    cJSON_AddStringToObject(o, "state", r->state);
+    if (r->until_ms > 0) {
+        records_time_format(r->until_ms, until);
+        cJSON_AddStringToObject(o, "until", until);
+    }
+    cJSON_AddStringToObject(o, "as_of", ts);
+    cJSON_AddStringToObject(o, "by", r->by);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding provider_state record: out of memory");
+    return s;
+}
+
+int records_provider_state_decode(const char *json, size_t len, records_provider_state *out,
+                                  err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    if (len > 16384)
+        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    char schema[40], ts[RECORDS_TIME_MAX], until[RECORDS_TIME_MAX] = "";
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+        goto out;
+    }
+    if (field(o, "schema", schema, sizeof schema, 1, e) < 0 ||
+        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+        field(o, "state", out->state, sizeof out->state, 1, e) < 0 ||
+        field(o, "until", until, sizeof until, 0, e) < 0 ||
+        field(o, "as_of", ts, sizeof ts, 1, e) < 0 ||
+        field(o, "by", out->by, sizeof out->by, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, RECORDS_PROVIDER_STATE_SCHEMA) != 0 ||
+        (strcmp(out->state, "running") != 0 && strcmp(out->state, "paused") != 0 &&
+         strcmp(out->state, "invalid_client") != 0) ||
+        records_time_parse(ts, &out->as_of_ms) < 0 ||
+        (until[0] && records_time_parse(until, &out->until_ms) < 0)) {
+        err_set(e, ERRC_PERMANENT, "not a valid %s record", RECORDS_PROVIDER_STATE_SCHEMA);
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}

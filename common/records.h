@@ -112,4 +112,28 @@ void records_time_format(int64_t ms, char out[RECORDS_TIME_MAX]);
 /* Parse that exact format back; -1 when malformed. */
 int records_time_parse(const char *s, int64_t *ms);
 
+/* provider_state.v1 (topic connections, the worker's changelog; key
+ * RECORDS_PROVIDER_STATE_KEY_PREFIX + provider name, one per partition):
+ * whether the worker pauses exchanges for a provider, so a restarted or
+ * newly assigned worker holds what the operator paused (an operator pause)
+ * and probes before re-sending after invalid_client. Readers of the
+ * changelog that look for connections skip keys with this prefix. */
+#define RECORDS_PROVIDER_STATE_SCHEMA     "oauthq.provider_state.v1"
+#define RECORDS_PROVIDER_STATE_KEY_PREFIX "_provider."
+
+typedef struct {
+    char provider[RECORDS_PROVIDER_MAX];
+    char state[16];          /* running | paused | invalid_client */
+    int64_t until_ms;        /* invalid_client: the next probe time; else 0 */
+    int64_t as_of_ms;        /* when this state was decided (newest wins) */
+    char by[RECORDS_ID_MAX]; /* operator name, or "worker" */
+} records_provider_state;
+
+/* JSON text of a provider_state record (malloc'd); NULL on allocation failure. */
+char *records_provider_state_encode(const records_provider_state *r, err_t *e);
+
+/* Parse a provider_state.v1 record (unknown fields tolerated: it is a changelog record). */
+int records_provider_state_decode(const char *json, size_t len, records_provider_state *out,
+                                  err_t *e);
+
 #endif

@@ -21,6 +21,7 @@ void sched_init(sched_t *s, int concurrency, int nproviders, const int *max_in_f
         int m = max_in_flight && max_in_flight[i] > 0 ? max_in_flight[i] : share;
         s->limit[i] = m < concurrency ? m : concurrency;
     }
+    s->probe_timeout_ms = 60000;
 }
 
 int sched_free(const sched_t *s, int p)
@@ -78,4 +79,88 @@ int sched_wait_ms(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, int 
     if (left <= 0)
         return 0;
     return left < max_wait_ms ? (int)left : max_wait_ms;
+}
+
+static int valid(const sched_t *s, int p)
+{
+    return p >= 0 && p < s->n;
+}
+
+int sched_pause_set(sched_t *s, int p, sched_pause_kind kind, int64_t until_ms, int64_t as_of_ms)
+{
+    if (!valid(s, p) || as_of_ms < s->pause_as_of[p] ||
+        (as_of_ms == s->pause_as_of[p] && s->pause_as_of[p] != 0))
+        return 0;
+    s->pause[p] = kind;
+    s->pause_until[p] = kind == SCHED_PAUSED_INVALID_CLIENT ? until_ms : 0;
+    s->pause_as_of[p] = as_of_ms;
+    s->probe_since[p] = 0;
+    return 1;
+}
+
+int64_t sched_paused_until(const sched_t *s, int p, int64_t now_ms)
+{
+    if (!valid(s, p))
+        return 0;
+    switch (s->pause[p]) {
+    case SCHED_PAUSED_OPERATOR:
+        return INT64_MAX / 2;
+    case SCHED_PAUSED_INVALID_CLIENT:
+        return s->pause_until[p] > now_ms ? s->pause_until[p] : 0;
+    case SCHED_RUNNING:
+        break;
+    }
+    return 0;
+}
+
+static int probe_out(const sched_t *s, int p, int64_t now_ms)
+{
+    return s->probe_since[p] != 0 && now_ms - s->probe_since[p] < s->probe_timeout_ms;
+}
+
+int sched_claimable(const sched_t *s, int p, int64_t now_ms)
+{
+    if (!valid(s, p))
+        return 0;
+    int f = sched_free(s, p);
+    switch (s->pause[p]) {
+    case SCHED_PAUSED_OPERATOR:
+        return 0;
+    case SCHED_PAUSED_INVALID_CLIENT:
+        if (s->pause_until[p] > now_ms || probe_out(s, p, now_ms))
+            return 0;
+        return f > 0 ? 1 : 0;
+    case SCHED_RUNNING:
+        break;
+    }
+    return f;
+}
+
+int sched_claim_note(sched_t *s, int p, int64_t now_ms)
+{
+    if (!valid(s, p) || s->pause[p] != SCHED_PAUSED_INVALID_CLIENT)
+        return 0;
+    s->probe_since[p] = now_ms > 0 ? now_ms : 1;
+    return 1;
+}
+
+void sched_probe_done(sched_t *s, int p, int still_invalid, int64_t now_ms, int64_t interval_ms)
+{
+    if (!valid(s, p))
+        return;
+    s->probe_since[p] = 0;
+    if (s->pause[p] != SCHED_PAUSED_INVALID_CLIENT || still_invalid < 0)
+        return;
+    if (still_invalid) {
+        s->pause_until[p] = now_ms + interval_ms;
+        return;
+    }
+    /* as_of stays the pause's: an operator's later pause or resume still applies. */
+    s->pause[p] = SCHED_RUNNING;
+    s->pause_until[p] = 0;
+}
+
+void sched_set_probe_timeout(sched_t *s, int64_t probe_timeout_ms)
+{
+    s->probe_timeout_ms = probe_timeout_ms > 0 ? probe_timeout_ms : 1;
 }

@@ -10,6 +10,15 @@
  * while sched_lease_valid holds, so a claimed request never waits behind
  * others long enough for another worker to take the partition over.
  *
+ * Provider pauses (SPEC §5, issue 14 defects 2 and 6) live here too: an
+ * operator pause holds every code of the provider until a resume; an
+ * invalid_client answer pauses the provider for a probe interval, after
+ * which exactly ONE held code goes out as a probe (never all of them with
+ * the same secret); its answer either extends the pause or ends it, and
+ * then the rest follow under the normal slot limits. Each pause carries
+ * the time it was decided (as_of), so copies restored from several
+ * partitions' changelogs and records read late agree: the newest wins.
+ *
  * Threads: a sched_t belongs to the worker loop's thread.
  */
 #ifndef OAUTHQ_WORKER_SCHED_H
@@ -19,11 +28,22 @@
 
 #define SCHED_PROVIDERS_MAX 64
 
+typedef enum {
+    SCHED_RUNNING = 0,          /* not paused */
+    SCHED_PAUSED_OPERATOR,      /* oauthqctl provider pause: until a resume */
+    SCHED_PAUSED_INVALID_CLIENT /* invalid_client: until a probe succeeds (or a resume) */
+} sched_pause_kind;
+
 typedef struct {
     int total_limit, total_used;
     int n; /* providers */
     int limit[SCHED_PROVIDERS_MAX];
     int used[SCHED_PROVIDERS_MAX];
+    sched_pause_kind pause[SCHED_PROVIDERS_MAX];
+    int64_t pause_until[SCHED_PROVIDERS_MAX]; /* wall ms: invalid_client's next probe */
+    int64_t pause_as_of[SCHED_PROVIDERS_MAX]; /* wall ms the pause state was decided */
+    int64_t probe_since[SCHED_PROVIDERS_MAX]; /* wall ms a probe was claimed, 0 none */
+    int64_t probe_timeout_ms;
 } sched_t;
 
 /* Slots: concurrency in all; provider i may hold max_in_flight[i], or when 0 the default share
@@ -53,5 +73,33 @@ int sched_commit_due(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, i
 /* How long the loop may wait for input before the next transaction is due (0..max_wait_ms). */
 int sched_wait_ms(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, int pending,
                   int max_wait_ms);
+
+/* Set provider p's pause state as decided at as_of_ms (kind SCHED_RUNNING = resume; until_ms is
+ * the next probe time for SCHED_PAUSED_INVALID_CLIENT). Ignored (returns 0) when an equal or newer
+ * state is already known; 1 when applied. */
+int sched_pause_set(sched_t *s, int p, sched_pause_kind kind, int64_t until_ms, int64_t as_of_ms);
+
+/* Until when provider p's codes are held, for the state machine (wall ms; 0 = not paused; an
+ * operator pause is effectively forever; an invalid_client pause past its probe time is "now"
+ * minus nothing: 0, and sched_claimable lets one probe out). */
+int64_t sched_paused_until(const sched_t *s, int p, int64_t now_ms);
+
+/* How many claims provider p may make now: the free slots when running, at most one (the
+ * probe) when an invalid_client pause reached its probe time and no probe is out, else 0. */
+int sched_claimable(const sched_t *s, int p, int64_t now_ms);
+
+/* A claim for provider p is being made: 1 when it is the probe (the caller marks its item and
+ * reports its answer with sched_probe_done), 0 for a normal claim. Call only after
+ * sched_claimable(p) > 0. */
+int sched_claim_note(sched_t *s, int p, int64_t now_ms);
+
+/* The probe's answer: still_invalid = 1 extends the pause to now + interval_ms, 0 ends it. A
+ * probe that never got an answer (not sent) passes still_invalid = -1: the next probe may go at
+ * once. A probe out longer than probe_timeout_ms is forgotten by sched_claimable. */
+void sched_probe_done(sched_t *s, int p, int still_invalid, int64_t now_ms, int64_t interval_ms);
+
+/* A probe claimed at probe_since and unanswered for this long no longer blocks the next one
+ * (its request is over: lease + exchange timeout have passed). */
+void sched_set_probe_timeout(sched_t *s, int64_t probe_timeout_ms);
 
 #endif

@@ -55,6 +55,7 @@ typedef struct {
     int slot;        /* provider index whose in-flight slot this holds, -1 none */
     int orphan;      /* its partition went away: never committed by us */
     int deauthorize; /* revoke at the provider before the next commit */
+    int probe;       /* the one request that probes a provider paused by invalid_client */
     int64_t claim_mono_ms;
     int64_t conn_offset; /* set by the delivery report of its connections record */
     exchange_req req;
@@ -74,7 +75,12 @@ struct worker {
     providers_t *providers;
     keyring_t *data_keys;
     char secrets[PROVIDERS_MAX][512];
-    int64_t paused_until[PROVIDERS_MAX];
+    /* Provider pause states to write to the changelog (one record per
+     * partition and provider; SPEC §5 pauses survive restarts and
+     * rebalances). */
+    unsigned char pstate_dirty[MAX_PARTS][PROVIDERS_MAX];
+    int64_t pstate_offset[MAX_PARTS][PROVIDERS_MAX]; /* delivery report: its changelog offset,
+                                                        the store row's version */
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
     rd_kafka_t *restorer; /* assign-only reader of the changelog (read_committed) */
@@ -151,11 +157,79 @@ static int provider_index(const worker_t *w, const char *name)
     return -1;
 }
 
-/* Until when a provider is paused (0: not paused, or unknown provider). */
+/* Until when a provider's codes are held (0: not paused, or unknown provider). */
 static int64_t paused_until(const worker_t *w, const char *provider)
 {
     int pi = provider_index(w, provider);
-    return pi >= 0 ? w->paused_until[pi] : 0;
+    return pi >= 0 ? sched_paused_until(&w->sched, pi, now_ms()) : 0;
+}
+
+/* Write provider pi's pause state to partition p's changelog (all owned
+ * partitions when p < 0) with the next transaction. */
+static void pstate_mark(worker_t *w, int p, int pi)
+{
+    if (pi < 0 || pi >= PROVIDERS_MAX)
+        return;
+    for (int q = p < 0 ? 0 : p; q < (p < 0 ? w->nparts : p + 1) && q < MAX_PARTS; q++)
+        if (w->parts[q].assigned || q == p)
+            w->pstate_dirty[q][pi] = 1;
+}
+
+static const char *pstate_name(sched_pause_kind k)
+{
+    return k == SCHED_PAUSED_OPERATOR         ? "paused"
+           : k == SCHED_PAUSED_INVALID_CLIENT ? "invalid_client"
+                                              : "running";
+}
+
+/* Provider pi's current pause state as a provider_state.v1 record. */
+static char *pstate_encode(const worker_t *w, int pi, err_t *e)
+{
+    records_provider_state r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.provider, sizeof r.provider, "%s", providers_at(w->providers, (size_t)pi)->name);
+    snprintf(r.state, sizeof r.state, "%s", pstate_name(w->sched.pause[pi]));
+    r.until_ms = w->sched.pause[pi] == SCHED_PAUSED_INVALID_CLIENT ? w->sched.pause_until[pi] : 0;
+    r.as_of_ms = w->sched.pause_as_of[pi];
+    snprintf(r.by, sizeof r.by, "%s", w->instance_id);
+    return records_provider_state_encode(&r, e);
+}
+
+/* After a partition's restore: the pause states its changelog holds (the
+ * newest decision per provider wins across partitions). */
+static int pstate_load(worker_t *w, int32_t p, err_t *e)
+{
+    for (size_t pi = 0; pi < providers_count(w->providers) && pi < PROVIDERS_MAX; pi++) {
+        char key[RECORDS_PROVIDER_MAX + 16], *rec = NULL;
+        int64_t version = 0;
+        snprintf(key, sizeof key, "%s%s", RECORDS_PROVIDER_STATE_KEY_PREFIX,
+                 providers_at(w->providers, pi)->name);
+        int got = store_get(w->parts[p].store, key, &rec, &version, e);
+        if (got < 0)
+            return -1;
+        if (!got)
+            continue;
+        records_provider_state r;
+        err_t de = {0};
+        int ok = records_provider_state_decode(rec, strlen(rec), &r, &de) == 0;
+        free(rec);
+        if (!ok) {
+            /* Fail closed: an unreadable pause state holds the provider
+             * until an operator resumes it. */
+            log_kv(LOGL_ERROR, "provider_state_unreadable", "provider", key, "reason", de.msg,
+                   "action", "paused until oauthqctl provider resume");
+            sched_pause_set(&w->sched, (int)pi, SCHED_PAUSED_OPERATOR, 0, 1);
+            continue;
+        }
+        sched_pause_kind k = strcmp(r.state, "paused") == 0           ? SCHED_PAUSED_OPERATOR
+                             : strcmp(r.state, "invalid_client") == 0 ? SCHED_PAUSED_INVALID_CLIENT
+                                                                      : SCHED_RUNNING;
+        if (sched_pause_set(&w->sched, (int)pi, k, r.until_ms, r.as_of_ms) && k != SCHED_RUNNING)
+            log_kv(LOGL_WARN, "provider_paused", "provider", r.provider, "reason",
+                   k == SCHED_PAUSED_OPERATOR ? "operator (restored)"
+                                              : "invalid_client (restored)");
+    }
+    return 0;
 }
 
 /* ---- batch working set ------------------------------------------------------ */
@@ -407,11 +481,14 @@ static int on_provider(worker_t *w, const rd_kafka_message_t *m, err_t *e)
     }
     const provider_t *pv = providers_at(w->providers, (size_t)pi);
     int64_t now = now_ms();
+    /* Every partition's changelog keeps the provider's state (a copy of
+     * the record reaches each partition): a restarted or newly assigned
+     * worker restores it (SPEC §5). */
+    pstate_mark(w, m->partition, pi);
     if (pr.pause) {
-        if (w->paused_until[pi] < INT64_MAX / 4)
+        if (sched_pause_set(&w->sched, pi, SCHED_PAUSED_OPERATOR, 0, pr.requested_at_ms))
             log_kv(LOGL_WARN, "provider_paused", "provider", pv->name, "by", pr.requested_by,
                    "reason", "operator");
-        w->paused_until[pi] = INT64_MAX / 2;
         return 0;
     }
     /* Resume: the configuration was fixed — read the secret again. */
@@ -423,8 +500,9 @@ static int on_provider(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         memcpy(w->secrets[pi], secret, sizeof secret);
     }
     crypto_wipe(secret, sizeof secret);
-    int was_paused = w->paused_until[pi] > now;
-    w->paused_until[pi] = 0;
+    int was_paused = w->sched.pause[pi] != SCHED_RUNNING;
+    if (!sched_pause_set(&w->sched, pi, SCHED_RUNNING, 0, pr.requested_at_ms))
+        return 0; /* a newer decision is already in force */
     log_kv(LOGL_INFO, "provider_resumed", "provider", pv->name, "by", pr.requested_by);
     if (!was_paused)
         return 0;
@@ -637,9 +715,16 @@ static int collect_due(worker_t *w, int64_t now, err_t *e)
     for (size_t pi = 0; pi < providers_count(w->providers); pi++) {
         const char *name = providers_at(w->providers, pi)->name;
         int want = sched_free(&w->sched, (int)pi);
+        /* Paused by invalid_client and at its probe time: one code goes
+         * (the probe), the rest wait for its answer (issue 14, defect 6);
+         * while paused every due code is held or expires at its deadline. */
+        int allow = sched_claimable(&w->sched, (int)pi, now);
+        int64_t paused = sched_paused_until(&w->sched, (int)pi, now);
         for (size_t i = 0; i < w->nitems; i++)
-            if (w->items[i]->exchange && strcmp(w->items[i]->c->provider, name) == 0)
+            if (w->items[i]->exchange && strcmp(w->items[i]->c->provider, name) == 0) {
                 want--;
+                allow--;
+            }
         for (int p = 0; p < w->nparts && want > 0; p++) {
             if (!w->parts[p].store || !w->parts[p].assigned)
                 continue;
@@ -662,10 +747,14 @@ static int collect_due(worker_t *w, int64_t now, err_t *e)
                 }
                 if (fresh || it->exchange || it->claimed_now || it->inflight)
                     continue;
-                machine_action a = machine_on_due(it->c, paused_until(w, it->c->provider), now);
+                if (paused <= now && allow <= 0 && now < it->c->deadline_ms)
+                    continue; /* waits for the probe's answer */
+                machine_action a = machine_on_due(it->c, paused, now);
                 item_apply(it, a);
-                if (a == MACHINE_EXCHANGE)
+                if (a == MACHINE_EXCHANGE) {
                     want--;
+                    allow--;
+                }
             }
             free(l.ids);
         }
@@ -757,6 +846,21 @@ static int produce_round(worker_t *w)
         if (bad)
             return -1;
     }
+    for (int p = 0; p < w->nparts && p < MAX_PARTS; p++)
+        for (size_t pi = 0; pi < providers_count(w->providers) && pi < PROVIDERS_MAX; pi++) {
+            if (!w->pstate_dirty[p][pi] || !w->parts[p].assigned)
+                continue;
+            char key[RECORDS_PROVIDER_MAX + 16];
+            snprintf(key, sizeof key, "%s%s", RECORDS_PROVIDER_STATE_KEY_PREFIX,
+                     providers_at(w->providers, pi)->name);
+            char *rec = pstate_encode(w, (int)pi, NULL);
+            w->pstate_offset[p][pi] = -1;
+            int bad = !rec || produce(w, w->t_connections, p, key, rec, strlen(rec),
+                                      &w->pstate_offset[p][pi]) < 0;
+            free(rec);
+            if (bad)
+                return -1;
+        }
     for (size_t i = 0; i < w->ndlq; i++)
         if (produce(w, w->t_dlq, w->dlqs[i].partition, w->dlqs[i].key, w->dlqs[i].value,
                     w->dlqs[i].len, NULL) < 0)
@@ -901,6 +1005,41 @@ static int apply_to_stores(worker_t *w, err_t *e)
                 max_off = it->conn_offset;
             n++;
         }
+        /* The provider pause states written in this transaction (their
+         * version only grows, so the store keeps the newest). */
+        char pkeys[PROVIDERS_MAX][RECORDS_PROVIDER_MAX + 16];
+        for (size_t pi = 0; rc == 0 && pi < providers_count(w->providers) && pi < PROVIDERS_MAX;
+             pi++) {
+            if (!w->pstate_dirty[p][pi] || !w->parts[p].assigned)
+                continue;
+            if (n == cap) {
+                size_t nc = cap * 2;
+                store_row *nr = realloc(rows, nc * sizeof *rows);
+                if (nr)
+                    rows = nr;
+                char **ns = nr ? realloc(recs, nc * sizeof *recs) : NULL;
+                if (ns)
+                    recs = ns;
+                if (!nr || !ns) {
+                    rc = err_set(e, ERRC_FATAL, "out of memory");
+                    break;
+                }
+                cap = nc;
+            }
+            snprintf(pkeys[pi], sizeof pkeys[pi], "%s%s", RECORDS_PROVIDER_STATE_KEY_PREFIX,
+                     providers_at(w->providers, pi)->name);
+            if (!(recs[n] = pstate_encode(w, (int)pi, e))) {
+                rc = -1;
+                break;
+            }
+            int64_t v = w->pstate_offset[p][pi]; /* its changelog offset: only grows */
+            rows[n] =
+                (store_row){pkeys[pi], v, "control", NULL,    providers_at(w->providers, pi)->name,
+                            0,         0, recs[n],   now_ms()};
+            if (v > max_off)
+                max_off = v;
+            n++;
+        }
         if (rc == 0 && n > 0) {
             int64_t applied = store_applied_offset(w->parts[p].store);
             if (store_apply(w->parts[p].store, rows, n, max_off > applied ? max_off : applied, e) <
@@ -951,6 +1090,18 @@ static int rewind_consumer(worker_t *w, err_t *e)
 
 /* ---- the exchange pipeline ------------------------------------------------------------ */
 
+/* Give a claimed item's slot back without an answer (never sent); a probe
+ * that never left lets the next one go. */
+static void release_slot(worker_t *w, item_t *it)
+{
+    sched_release(&w->sched, it->slot);
+    if (it->probe) {
+        int pi = provider_index(w, it->c->provider);
+        sched_probe_done(&w->sched, pi, -1, now_ms(), w->cfg.worker_probe_interval_ms);
+        it->probe = 0;
+    }
+}
+
 /* Claim what the machine wants exchanged, as far as slots allow; the rest
  * is deferred (queued, due at once) so nothing waits claimed. */
 static void claim_items(worker_t *w)
@@ -969,9 +1120,23 @@ static void claim_items(worker_t *w)
             machine_on_unconfigured(it->c, now);
             continue;
         }
-        if (w->revoke_pending || !sched_take(&w->sched, pi)) {
+        if (w->revoke_pending || sched_claimable(&w->sched, pi, now) <= 0 ||
+            !sched_take(&w->sched, pi)) {
             machine_defer(it->c, now);
             continue;
+        }
+        it->probe = sched_claim_note(&w->sched, pi, now);
+        if (it->probe) {
+            /* The probe uses the secret as it is now on disk: fixing the
+             * file is enough, no resume needed. */
+            char secret[sizeof w->secrets[0]];
+            err_t se = {0};
+            if (providers_client_secret(providers_at(w->providers, (size_t)pi), secret,
+                                        sizeof secret, NULL, &se) == 0)
+                memcpy(w->secrets[pi], secret, sizeof secret);
+            crypto_wipe(secret, sizeof secret);
+            log_kv(LOGL_WARN, "provider_probe", "provider", it->c->provider, "connection_id",
+                   it->c->id, "reason", "invalid_client pause: one code probes the credentials");
         }
         machine_claim(it->c, w->instance_id, now);
         it->slot = pi;
@@ -1047,14 +1212,30 @@ static void on_exchange_done(exchange_req *req, void *ud)
     it->changed = 1;
     it->settled = 1;
     record_outcome(w, it, r);
-    if (pause) {
-        int pi = provider_index(w, it->c->provider);
-        if (pi >= 0)
-            w->paused_until[pi] = now + MACHINE_PAUSE_MS;
-        log_kv(LOGL_ERROR, "provider_paused", "provider", it->c->provider, "reason",
-               "invalid_client: fix the client credentials; codes are held until their "
-               "deadline");
+    int pi = provider_index(w, it->c->provider);
+    if (pause && it->c->status == CONN_PENDING && it->c->retry_at_ms > now &&
+        it->c->retry_at_ms > now + w->cfg.worker_probe_interval_ms)
+        /* Held with the others: due again at the next probe time (the
+         * machine's default re-probe delay is MACHINE_PAUSE_MS). */
+        it->c->retry_at_ms = now + w->cfg.worker_probe_interval_ms;
+    if (it->probe) {
+        it->probe = 0;
+        int was = pi >= 0 && w->sched.pause[pi] == SCHED_PAUSED_INVALID_CLIENT;
+        sched_probe_done(&w->sched, pi, pause, now, w->cfg.worker_probe_interval_ms);
+        if (was && w->sched.pause[pi] == SCHED_RUNNING) {
+            log_kv(LOGL_INFO, "provider_resumed", "provider", it->c->provider, "by",
+                   "probe: the credentials work again; held codes follow");
+            pstate_mark(w, -1, pi);
+        }
+    } else if (pause && pi >= 0 &&
+               sched_pause_set(&w->sched, pi, SCHED_PAUSED_INVALID_CLIENT,
+                               now + w->cfg.worker_probe_interval_ms, now)) {
+        pstate_mark(w, -1, pi);
     }
+    if (pause)
+        log_kv(LOGL_ERROR, "provider_paused", "provider", it->c->provider, "reason",
+               "invalid_client: fix the client credentials; codes are held (one probes "
+               "every interval) until their deadline");
     crypto_wipe(r->access_token, sizeof r->access_token);
     crypto_wipe(r->refresh_token, sizeof r->refresh_token);
 }
@@ -1075,7 +1256,7 @@ static void start_claimed(worker_t *w)
             metrics_counter_add(w->m_not_sent, 1);
             log_kv(LOGL_WARN, "claim_not_sent", "connection_id", it->c->id, "reason",
                    "lease expired before the request could leave");
-            sched_release(&w->sched, it->slot);
+            release_slot(w, it);
             it->slot = -1;
             machine_not_sent(it->c, "not sent: lease expired", now);
             it->changed = 1;
@@ -1089,7 +1270,7 @@ static void start_claimed(worker_t *w)
             /* Poison: sealed with a key no longer in the keyring. */
             add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
                         "unsealable: code sealed with an unknown data key");
-            sched_release(&w->sched, it->slot);
+            release_slot(w, it);
             it->slot = -1;
             machine_on_unsealable(it->c, now);
             it->changed = 1;
@@ -1112,7 +1293,7 @@ static void start_claimed(worker_t *w)
             on_exchange_done(&it->req, w);
             continue;
         }
-        sched_release(&w->sched, it->slot);
+        release_slot(w, it);
         it->slot = -1;
         crypto_wipe(it->code, sizeof it->code);
         crypto_wipe(it->verifier, sizeof it->verifier);
@@ -1130,6 +1311,10 @@ static int work_pending(const worker_t *w)
 {
     if (w->ndlq > 0 || w->offsets_dirty)
         return 1;
+    for (int p = 0; p < w->nparts && p < MAX_PARTS; p++)
+        for (size_t pi = 0; pi < PROVIDERS_MAX; pi++)
+            if (w->pstate_dirty[p][pi] && w->parts[p].assigned)
+                return 1;
     for (size_t i = 0; i < w->nitems; i++)
         if (w->items[i]->changed && !w->items[i]->orphan)
             return 1;
@@ -1173,7 +1358,7 @@ static int commit_round(worker_t *w, err_t *e)
         for (size_t i = 0; i < w->nitems; i++) {
             item_t *it = w->items[i];
             if (it->claimed_now) {
-                sched_release(&w->sched, it->slot);
+                release_slot(w, it);
                 it->slot = -1;
                 it->claimed_now = 0;
                 it->changed = 0;
@@ -1194,6 +1379,7 @@ static int commit_round(worker_t *w, err_t *e)
         w->items[i]->settled = 0;
     }
     dlq_reset(w);
+    memset(w->pstate_dirty, 0, sizeof w->pstate_dirty);
     w->offsets_dirty = 0;
     start_claimed(w); /* may settle at once (changed again: next round) */
     items_gc(w, 0);
@@ -1310,6 +1496,28 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
                         const char *ids[1] = {kid};
                         if (store_delete(st, ids, 1, m->offset, e) < 0)
                             rc = -1;
+                    }
+                } else if (strncmp(kid, RECORDS_PROVIDER_STATE_KEY_PREFIX,
+                                   strlen(RECORDS_PROVIDER_STATE_KEY_PREFIX)) == 0) {
+                    /* A provider's pause state (read by pstate_load once the
+                     * partition is restored): its offset is its version. */
+                    recs[n] = strndup(m->payload, m->len);
+                    rows[n] = (store_row){strdup(kid),
+                                          m->offset,
+                                          "control",
+                                          NULL,
+                                          strdup(kid + strlen(RECORDS_PROVIDER_STATE_KEY_PREFIX)),
+                                          0,
+                                          0,
+                                          recs[n],
+                                          0};
+                    n++;
+                    if (!recs[n - 1] || !rows[n - 1].id || !rows[n - 1].provider) {
+                        restore_flush(st, rows, recs, &n, store_applied_offset(st), e);
+                        rc = err_set(e, ERRC_FATAL, "out of memory");
+                    } else if (n == RESTORE_BATCH &&
+                               restore_flush(st, rows, recs, &n, last, e) < 0) {
+                        rc = -1;
                     }
                 } else {
                     int ok = conn_decode(m->payload, m->len, c, &de) == 0;
@@ -1460,7 +1668,7 @@ static int serve_revoke(worker_t *w, err_t *e)
         item_t *it = w->items[i];
         it->orphan = 1;
         if (it->claimed_now) { /* claimed in an uncommitted round: never sent */
-            sched_release(&w->sched, it->slot);
+            release_slot(w, it);
             it->slot = -1;
             it->claimed_now = 0;
         }
@@ -1500,6 +1708,22 @@ static int serve_assign(worker_t *w, err_t *e)
     rd_kafka_topic_partition_list_t *parts = w->assign_pending;
     w->assign_pending = NULL;
     int rc = 0;
+    /* Where each partition resumes: its committed offset, else the start.
+     * The fetch asks for stable offsets (KIP-447): a previous owner's open
+     * transaction holds them back until it commits or aborts (a dead one:
+     * until the broker aborts it), so the wait is bounded by the
+     * transaction timeout, not the request timeout.
+     * It comes BEFORE the restore: a paused owner (a zombie) may have sent
+     * its offsets while its records still sat in its producer's queue;
+     * when it resumes it commits them. Waiting for stable offsets first
+     * means that transaction is over, so its records are below the high
+     * watermark the restore then takes, and the store sees them. Restoring
+     * first would miss them and decide from stale state (a version written
+     * twice, found by the zombie test under load). */
+    rd_kafka_resp_err_t cerr = rd_kafka_committed(
+        w->consumer, parts, KAFKA_TRANSACTION_TIMEOUT_MS + w->cfg.kafka_timeout_ms);
+    if (cerr)
+        rc = err_set(e, ERRC_FATAL, "committed offsets: %s", rd_kafka_err2str(cerr));
     for (int i = 0; i < parts->cnt && rc == 0; i++) {
         int32_t p = parts->elems[i].partition;
         char path[CONFIG_PATH_MAX + 320];
@@ -1509,20 +1733,10 @@ static int serve_assign(worker_t *w, err_t *e)
         }
         if (store_path(w->cfg.data_dir, w->t_callbacks, p, path, sizeof path, e) < 0 ||
             !(w->parts[p].store = store_open(path, w->t_connections, p, e)) ||
-            restore_partition(w, p, e) < 0 || takeover(w, p, e) < 0) {
+            restore_partition(w, p, e) < 0 || pstate_load(w, p, e) < 0 || takeover(w, p, e) < 0) {
             err_wrap(e, "taking over a partition");
             rc = -1;
         }
-    }
-    /* Where each partition resumes: its committed offset, else the start.
-     * The fetch asks for stable offsets (KIP-447): a dead owner's open
-     * transaction holds them back until the broker aborts it, so the wait
-     * is bounded by the transaction timeout, not the request timeout. */
-    if (rc == 0) {
-        rd_kafka_resp_err_t cerr = rd_kafka_committed(
-            w->consumer, parts, KAFKA_TRANSACTION_TIMEOUT_MS + w->cfg.kafka_timeout_ms);
-        if (cerr)
-            rc = err_set(e, ERRC_FATAL, "committed offsets: %s", rd_kafka_err2str(cerr));
     }
     for (int i = 0; i < parts->cnt && rc == 0; i++) {
         int32_t p = parts->elems[i].partition;
@@ -1784,6 +1998,8 @@ worker_t *worker_open(const config_t *c, err_t *e)
         for (size_t i = 0; i < np; i++)
             limits[i] = providers_at(w->providers, i)->max_in_flight;
         sched_init(&w->sched, c->worker_concurrency, (int)np, limits);
+        sched_set_probe_timeout(&w->sched,
+                                (int64_t)c->worker_lease_ms + c->exchange_timeout_ms + 1000);
         w->takeover_hold_ms = sched_takeover_hold_ms(c->worker_lease_ms, c->exchange_timeout_ms,
                                                      c->worker_takeover_margin_ms);
         w->last_commit_mono = -1;

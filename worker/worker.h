@@ -33,12 +33,19 @@
  *    everything needed to finish it (G2).
  *  - The store lags, never leads: rows are written to SQLite only after the
  *    transaction that produced them committed. On assignment (recorded by
- *    the rebalance callback, served by the loop) a partition's store is
+ *    the rebalance callback, served by the loop) the partitions' committed
+ *    offsets are fetched first, as stable offsets (so a previous owner's
+ *    transaction that already sent its offsets is over, committed or
+ *    aborted, and its records are in the log), then a partition's store is
  *    brought up to date from the changelog, read_committed until the
- *    position reaches the high watermark taken at assignment (many records
- *    per SQLite transaction); a store ahead of the topic is rebuilt;
- *    undecodable rows are kept as held placeholders (fail closed); open
- *    claims are then resolved (takeover).
+ *    position reaches the high watermark taken then (many records per
+ *    SQLite transaction); a store ahead of the topic is rebuilt;
+ *    undecodable rows are kept as held placeholders (fail closed); the
+ *    providers' pause states come back with it (provider_state.v1 rows);
+ *    open claims are then resolved (takeover).
+ *  - Provider pauses (operator, or invalid_client with one probe per
+ *    OAUTHQ_WORKER_PROBE_INTERVAL_MS) are rules in sched.h and records in
+ *    the changelog, so they survive restarts and rebalances.
  *  - connections, status and callbacks are co-partitioned explicitly: a
  *    key's records go to the partition its callback came from.
  *  - Retries are rows with retry_at in the store, served by the loop's

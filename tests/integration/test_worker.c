@@ -111,6 +111,7 @@ static int setup(void **state)
     setenv("OAUTHQ_EXCHANGE_TIMEOUT_MS", "1500", 1);
     setenv("OAUTHQ_EXCHANGE_CONNECT_TIMEOUT_MS", "1000", 1);
     setenv("OAUTHQ_WORKER_CONCURRENCY", "64", 1);
+    setenv("OAUTHQ_WORKER_PROBE_INTERVAL_MS", "2000", 1);
     err_t e = {0};
     if (config_load(&g_cfg, NULL, &e) < 0 || kafka_topics_ensure(&g_cfg, &e) < 0) {
         fprintf(stderr, "setup: %s\n", e.msg);
@@ -126,6 +127,8 @@ static int setup(void **state)
     snprintf(path, sizeof path, "%s/secret", g_dir);
     write_file(path, "sk_itest_worker_secret\n");
     snprintf(path, sizeof path, "%s/badsecret", g_dir);
+    write_file(path, "sk_wrong_secret_value\n");
+    snprintf(path, sizeof path, "%s/badsecret2", g_dir);
     write_file(path, "sk_wrong_secret_value\n");
     snprintf(path, sizeof path, "%s/data.json", g_dir);
     write_file(path, "{\"active\":\"d1\",\"keys\":{\"d1\":"
@@ -145,8 +148,14 @@ static int setup(void **state)
              "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
              "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/badsecret\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null}]}",
-             g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir);
+             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null},"
+             "{\"name\":\"simbad2\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
+             "deauthorize\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/badsecret2\",\"pkce\":false,"
+             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null}]}",
+             g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
+             g_sim_url, g_sim_url, g_sim_url, g_dir);
     write_file(path, json);
     setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
 
@@ -571,6 +580,91 @@ static void test_manual_pause_and_resume(void **state)
     st = sim_stats();
     assert_int_equal(token_requests(st, f.hash), 1);
     cJSON_Delete(st);
+}
+
+/* Issue 14 defect 2: a pause survives a restart of every worker (the
+ * state is in the changelog, not in memory). */
+static void test_pause_survives_restart(void **state)
+{
+    (void)state;
+    assert_int_equal(ctl_cmd("provider pause sim"), 0);
+    sleep(2); /* every partition's copy consumed and committed */
+    stop_worker(0);
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    flow f;
+    new_code(&f, "sim", NULL);
+    produce_cb(&f, 0);
+    flush_prod();
+    sleep(6); /* the new worker restored, took the partitions and consumed the code */
+    read_statuses(0);
+    st_entry *e = st_find(f.id, 0);
+    assert_non_null(e);
+    assert_string_equal(e->status, "pending");
+    cJSON *st = sim_stats();
+    assert_int_equal(token_requests(st, f.hash), 0); /* still paused: held, not sent */
+    cJSON_Delete(st);
+    assert_int_equal(ctl_cmd("provider resume sim"), 0);
+    wait_final(&f, 1, 30);
+    assert_string_equal(st_find(f.id, 0)->status, "connected");
+    st = sim_stats();
+    assert_int_equal(token_requests(st, f.hash), 1);
+    cJSON_Delete(st);
+}
+
+/* Issue 14 defect 6: after invalid_client one held code probes per
+ * interval (2 s here), never every held code at once, and the probe reads
+ * the secret file again: fixing it releases every held code, no resume. */
+static void test_invalid_client_probes_one_code(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    flow f[N];
+    for (int i = 0; i < N; i++) {
+        new_code(&f[i], "simbad2", NULL);
+        produce_cb(&f[i], 0);
+    }
+    flush_prod();
+    /* The first wave: each code got invalid_client at most once. */
+    int total = 0, prev = -1;
+    for (int t = 0; t < 40 && total != prev; t++) {
+        usleep(500000);
+        prev = total;
+        cJSON *st = sim_stats();
+        total = 0;
+        for (int i = 0; i < N; i++)
+            total += token_requests(st, f[i].hash);
+        cJSON_Delete(st);
+    }
+    assert_true(total >= 1 && total <= N);
+    /* 7 s paused: probes go one at a time (about one per 2 s). */
+    int first = total, max_step = 0;
+    for (int t = 0; t < 28; t++) {
+        usleep(250000);
+        cJSON *st = sim_stats();
+        int now = 0;
+        for (int i = 0; i < N; i++)
+            now += token_requests(st, f[i].hash);
+        cJSON_Delete(st);
+        if (now - total > max_step)
+            max_step = now - total;
+        total = now;
+    }
+    fprintf(stderr, "invalid_client: first wave %d, probes in 7 s %d, largest step %d\n", first,
+            total - first, max_step);
+    assert_true(total - first >= 2); /* it does probe again */
+    assert_true(total - first <= 5); /* one per interval, not every held code */
+    assert_true(max_step <= 1);
+    read_statuses(0);
+    for (int i = 0; i < N; i++)
+        assert_string_equal(st_find(f[i].id, 0)->status, "pending");
+    /* Fix the secret file only: the next probe succeeds and the rest follow. */
+    char path[320];
+    snprintf(path, sizeof path, "%s/badsecret2", g_dir);
+    write_file(path, "sk_itest_worker_secret\n");
+    wait_final(f, N, 20);
+    for (int i = 0; i < N; i++)
+        assert_string_equal(st_find(f[i].id, 0)->status, "connected");
 }
 
 static int on_dlq(const testkafka_record *r, void *ud)
@@ -1233,11 +1327,113 @@ static void test_restore_waits_for_open_transaction(void **state)
     assert_string_equal(st_find(x.id, 0)->status, "connected");
 }
 
+/* A previous owner paused after sending its offsets but before its records
+ * reached the broker (they sat in its producer's queue) commits them when
+ * it resumes. The new owner must take its restore's high watermark only
+ * after those offsets are stable, or it decides from a store without them.
+ * Simulated with a transaction that sends the group's offsets, waits until
+ * the worker is assigned, and only then produces X=connected and commits. */
+static void test_restore_after_pending_offsets(void **state)
+{
+    (void)state;
+    flow x, y;
+    new_code(&x, "sim", NULL);
+    int32_t part =
+        rd_kafka_msg_partitioner_consistent_random(NULL, x.id, strlen(x.id), 4, NULL, NULL);
+    for (int i = 0; i < 200; i++) {
+        new_code(&y, "sim", NULL);
+        if (rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL) ==
+            part)
+            break;
+    }
+    assert_int_equal(
+        rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL), part);
+    for (int i = 0; i < MAXW; i++)
+        stop_worker(i);
+
+    err_t e = {0};
+    char errstr[256], group[300];
+    snprintf(group, sizeof group, "%sworker", g_cfg.topic_prefix);
+    /* Where the worker stopped: the callbacks partition's end (all read). */
+    rd_kafka_conf_t *qc = kafka_conf_consumer(&g_cfg, NULL, &e);
+    assert_non_null(qc);
+    rd_kafka_t *q = rd_kafka_new(RD_KAFKA_CONSUMER, qc, errstr, sizeof errstr);
+    assert_non_null(q);
+    int64_t lo = 0, hi = 0;
+    assert_int_equal(rd_kafka_query_watermark_offsets(q, g_t_callbacks, part, &lo, &hi, 10000), 0);
+    rd_kafka_destroy(q);
+
+    rd_kafka_conf_t *pc = kafka_conf_producer(&g_cfg, "itest-pending-offsets", &e);
+    assert_non_null(pc);
+    rd_kafka_t *tp = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
+    assert_non_null(tp);
+    assert_null(rd_kafka_init_transactions(tp, 30000));
+    assert_null(rd_kafka_begin_transaction(tp));
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offs, g_t_callbacks, part)->offset = hi;
+    rd_kafka_consumer_group_metadata_t *cgm = rd_kafka_consumer_group_metadata_new(group);
+    assert_null(rd_kafka_send_offsets_to_transaction(tp, offs, cgm, 30000));
+    rd_kafka_consumer_group_metadata_destroy(cgm);
+    rd_kafka_topic_partition_list_destroy(offs);
+
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    sleep(5); /* assigned, waiting for the pending offsets */
+
+    conn_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    conn_init(c, x.id, "sim", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    c->status = CONN_CONNECTED;
+    c->phase = PHASE_NONE;
+    c->version = 5;
+    c->attempts = 1;
+    snprintf(c->code_hash, sizeof c->code_hash, "%s", x.hash);
+    snprintf(c->account_id, sizeof c->account_id, "acct_pending_offsets");
+    char *cj = conn_encode(c, &e);
+    char *sj = conn_status_json(c, &e);
+    assert_non_null(cj);
+    assert_non_null(sj);
+    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_conn), RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
+                                       RD_KAFKA_V_VALUE(cj, strlen(cj)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_status), RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
+                                       RD_KAFKA_V_VALUE(sj, strlen(sj)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    free(cj);
+    free(sj);
+    free(c);
+    assert_null(rd_kafka_commit_transaction(tp, 30000));
+    rd_kafka_destroy(tp);
+
+    produce_cb(&x, 0); /* a reload of X's callback: X is connected, nothing to send */
+    produce_cb(&y, 0);
+    flush_prod();
+    wait_final(&y, 1, 120);
+    wait_final(&x, 1, 10);
+    cJSON *st = sim_stats();
+    int nx = token_requests(st, x.hash), ny = token_requests(st, y.hash);
+    cJSON_Delete(st);
+    fprintf(stderr, "pending offsets at assignment: X sent %d times, Y %d\n", nx, ny);
+    assert_int_equal(nx, 0);
+    assert_int_equal(ny, 1);
+    assert_string_equal(st_find(x.id, 0)->status, "connected");
+}
+
+/* Connections records to one file, the providers' pause states (same
+ * topic, keys "_provider.NAME") to another: each has its own schema. */
 static int save_record(const testkafka_record *r, void *ud)
 {
-    FILE *out = ud;
+    FILE **out = ud;
+    int pstate = r->key && strncmp(r->key, RECORDS_PROVIDER_STATE_KEY_PREFIX,
+                                   strlen(RECORDS_PROVIDER_STATE_KEY_PREFIX)) == 0;
     if (r->value)
-        fprintf(out, "%s\n", r->value);
+        fprintf(out[pstate], "%s\n", r->value);
     return 0;
 }
 
@@ -1245,11 +1441,14 @@ static int save_record(const testkafka_record *r, void *ud)
 static void test_save_connection_records(void **state)
 {
     (void)state;
-    FILE *out = fopen("var/test-logs/connection-records.jsonl", "a");
-    assert_non_null(out);
+    FILE *out[2] = {fopen("var/test-logs/connection-records.jsonl", "a"),
+                    fopen("var/test-logs/provider-state-records.jsonl", "a")};
+    assert_non_null(out[0]);
+    assert_non_null(out[1]);
     err_t e = {0};
     long n = testkafka_read(&g_cfg, g_t_conn, 1, 30000, save_record, out, &e);
-    fclose(out);
+    fclose(out[0]);
+    fclose(out[1]);
     assert_true(n > 0);
 }
 
@@ -1261,6 +1460,8 @@ int main(void)
         cmocka_unit_test(test_malformed_record_goes_to_dlq_and_partition_flows),
         cmocka_unit_test(test_invalid_client_holds_until_fixed),
         cmocka_unit_test(test_manual_pause_and_resume),
+        cmocka_unit_test(test_pause_survives_restart),
+        cmocka_unit_test(test_invalid_client_probes_one_code),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_crash_kill9_repeatedly),
@@ -1268,6 +1469,7 @@ int main(void)
         cmocka_unit_test(test_rebalance_survivor_finishes),
         cmocka_unit_test(test_zombie_paused_worker),
         cmocka_unit_test(test_restore_waits_for_open_transaction),
+        cmocka_unit_test(test_restore_after_pending_offsets),
         cmocka_unit_test(test_save_connection_records),
     };
     /* OAUTHQ_TEST_FILTER=pattern runs only the matching tests (debugging). */

@@ -140,13 +140,43 @@ static void test_command_records(void **state)
     assert_int_equal(records_provider_decode(bad, strlen(bad), &pb, &e), -1);
 }
 
+/* provider_state.v1: the worker's persisted pause (issue 14, defect 2). */
+static void test_provider_state(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_provider_state r = {0}, b;
+    snprintf(r.provider, sizeof r.provider, "stripe");
+    snprintf(r.state, sizeof r.state, "invalid_client");
+    r.until_ms = 1795794571123;
+    r.as_of_ms = 1795794541123;
+    snprintf(r.by, sizeof r.by, "w1");
+    char *j = records_provider_state_encode(&r, &e);
+    assert_non_null(j);
+    assert_int_equal(records_provider_state_decode(j, strlen(j), &b, &e), 0);
+    assert_string_equal(b.provider, "stripe");
+    assert_string_equal(b.state, "invalid_client");
+    assert_true(b.until_ms == r.until_ms && b.as_of_ms == r.as_of_ms);
+    free(j);
+    /* Unknown fields are tolerated (a changelog record); bad states are not. */
+    const char *extra = "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"s\","
+                        "\"state\":\"paused\",\"as_of\":\"2026-11-27T15:49:02.096Z\","
+                        "\"by\":\"w\",\"later\":1}";
+    assert_int_equal(records_provider_state_decode(extra, strlen(extra), &b, &e), 0);
+    assert_int_equal(b.until_ms, 0);
+    const char *bad = "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"s\","
+                      "\"state\":\"sleepy\",\"as_of\":\"2026-11-27T15:49:02.096Z\","
+                      "\"by\":\"w\"}";
+    assert_int_equal(records_provider_state_decode(bad, strlen(bad), &b, &e), -1);
+    assert_int_equal(records_provider_state_decode("[]", 2, &b, &e), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_decode_rejections),
-        cmocka_unit_test(test_time_format),
-        cmocka_unit_test(test_command_records),
+        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_decode_rejections),
+        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_command_records),
+        cmocka_unit_test(test_provider_state),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
 }

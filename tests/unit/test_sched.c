@@ -87,12 +87,79 @@ static void test_commit_cadence(void **state)
     assert_int_equal(sched_wait_ms(100, 101, 200, 1, 50), 50);
 }
 
+/* Defect 6: after invalid_client exactly one held code goes out as a probe
+ * per interval; the rest wait for its answer. */
+static void test_invalid_client_probe(void **state)
+{
+    (void)state;
+    sched_t s;
+    sched_init(&s, 8, 2, NULL);
+    assert_int_equal(sched_claimable(&s, 0, 1000), 4);
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_PAUSED_INVALID_CLIENT, 31000, 1000), 1);
+    assert_int_equal(sched_paused_until(&s, 0, 1000), 31000);
+    assert_int_equal(sched_claimable(&s, 0, 30999), 0);
+    assert_int_equal(sched_claimable(&s, 1, 30999), 4); /* the other provider runs */
+    /* Probe time: one claim, and it is the probe. */
+    assert_int_equal(sched_paused_until(&s, 0, 31000), 0);
+    assert_int_equal(sched_claimable(&s, 0, 31000), 1);
+    assert_int_equal(sched_claim_note(&s, 0, 31000), 1);
+    assert_int_equal(sched_claimable(&s, 0, 31001), 0); /* only one out */
+    /* Still invalid: paused another interval, then one more probe. */
+    sched_probe_done(&s, 0, 1, 31100, 30000);
+    assert_int_equal(sched_claimable(&s, 0, 61099), 0);
+    assert_int_equal(sched_claimable(&s, 0, 61100), 1);
+    assert_int_equal(sched_claim_note(&s, 0, 61100), 1);
+    /* Not sent: the next probe may go at once. */
+    sched_probe_done(&s, 0, -1, 61200, 30000);
+    assert_int_equal(sched_claimable(&s, 0, 61200), 1);
+    assert_int_equal(sched_claim_note(&s, 0, 61200), 1);
+    /* A probe that never reports is forgotten after the probe timeout. */
+    sched_set_probe_timeout(&s, 5000);
+    assert_int_equal(sched_claimable(&s, 0, 66199), 0);
+    assert_int_equal(sched_claimable(&s, 0, 66200), 1);
+    assert_int_equal(sched_claim_note(&s, 0, 66200), 1);
+    /* Success: running again, every slot free, claims are not probes. */
+    sched_probe_done(&s, 0, 0, 66300, 30000);
+    assert_int_equal(sched_claimable(&s, 0, 66300), 4);
+    assert_int_equal(sched_claim_note(&s, 0, 66300), 0);
+    assert_int_equal(sched_paused_until(&s, 0, 66300), 0);
+}
+
+/* Defect 2: pauses restored from several changelogs and read late agree
+ * (the newest decision wins); an operator pause holds until a resume. */
+static void test_pause_ordering(void **state)
+{
+    (void)state;
+    sched_t s;
+    sched_init(&s, 4, 1, NULL);
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_PAUSED_OPERATOR, 0, 5000), 1);
+    assert_true(sched_paused_until(&s, 0, 1000000000) > 1000000000);
+    assert_int_equal(sched_claimable(&s, 0, 6000), 0);
+    /* An older resume (another partition's copy, read late) changes nothing. */
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_RUNNING, 0, 4000), 0);
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_RUNNING, 0, 5000), 0); /* same decision */
+    assert_int_equal(sched_claimable(&s, 0, 6000), 0);
+    /* The newer resume applies; a later copy of the old pause does not. */
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_RUNNING, 0, 7000), 1);
+    assert_int_equal(sched_claimable(&s, 0, 7001), 4);
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_PAUSED_OPERATOR, 0, 5000), 0);
+    assert_int_equal(sched_paused_until(&s, 0, 7001), 0);
+    /* An operator resume ends an invalid_client pause decided before it. */
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_PAUSED_INVALID_CLIENT, 40000, 10000), 1);
+    assert_int_equal(sched_pause_set(&s, 0, SCHED_RUNNING, 0, 11000), 1);
+    assert_int_equal(sched_claimable(&s, 0, 11001), 4);
+    /* Unknown providers are never claimable nor paused. */
+    assert_int_equal(sched_pause_set(&s, 3, SCHED_PAUSED_OPERATOR, 0, 1), 0);
+    assert_int_equal(sched_claimable(&s, -1, 1), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_shares), cmocka_unit_test(test_bulkhead),
         cmocka_unit_test(test_total_cap),      cmocka_unit_test(test_lease),
-        cmocka_unit_test(test_commit_cadence),
+        cmocka_unit_test(test_commit_cadence), cmocka_unit_test(test_invalid_client_probe),
+        cmocka_unit_test(test_pause_ordering),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
