@@ -5,7 +5,9 @@
 #include "common/buf.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,13 +22,16 @@ void buf_init(buf_t *b, size_t max, int secret)
     b->cap = 0;
     b->max = max;
     b->secret = secret;
+    b->err = 0;
 }
 
 /* Make room for n more bytes plus the NUL: 0, BUF_TOO_LARGE or BUF_NOMEM. */
 static int grow(buf_t *b, size_t n)
 {
+    if (b->err)
+        return b->err;
     if (n > b->max - b->len)
-        return BUF_TOO_LARGE;
+        return b->err = BUF_TOO_LARGE;
     size_t need = b->len + n + 1;
     if (need <= b->cap)
         return 0;
@@ -39,7 +44,7 @@ static int grow(buf_t *b, size_t n)
     if (b->secret) {
         p = malloc(cap); /* not realloc: the old block must be wiped, not left behind */
         if (!p)
-            return BUF_NOMEM;
+            return b->err = BUF_NOMEM;
         if (b->p) {
             memcpy(p, b->p, b->len + 1);
             crypto_wipe(b->p, b->cap);
@@ -48,7 +53,7 @@ static int grow(buf_t *b, size_t n)
     } else {
         p = realloc(b->p, cap);
         if (!p)
-            return BUF_NOMEM;
+            return b->err = BUF_NOMEM;
     }
     b->p = p;
     b->cap = cap;
@@ -99,6 +104,51 @@ int buf_add_formenc(buf_t *b, const char *s)
     return 0;
 }
 
+int buf_printf(buf_t *b, const char *fmt, ...)
+{
+    if (b->err)
+        return b->err;
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (k < 0)
+        return b->err = BUF_NOMEM;
+    if ((size_t)k < sizeof small)
+        return buf_add(b, small, (size_t)k);
+    int rc = grow(b, (size_t)k);
+    if (rc != 0)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)k;
+    return 0;
+}
+
+int buf_error(const buf_t *b)
+{
+    return b->err;
+}
+
+char *buf_take(buf_t *b, size_t *len)
+{
+    if (!b->err && !b->p && grow(b, 0) == 0)
+        b->p[0] = '\0';
+    if (b->err) {
+        buf_free(b);
+        return NULL;
+    }
+    char *p = b->p;
+    if (len)
+        *len = b->len;
+    b->p = NULL;
+    b->len = 0;
+    b->cap = 0;
+    return p;
+}
+
 const char *buf_str(const buf_t *b)
 {
     return b->p ? b->p : "";
@@ -117,6 +167,7 @@ void buf_reset(buf_t *b)
         b->p[0] = '\0';
     }
     b->len = 0;
+    b->err = 0;
 }
 
 void buf_free(buf_t *b)
@@ -129,4 +180,5 @@ void buf_free(buf_t *b)
     b->p = NULL;
     b->len = 0;
     b->cap = 0;
+    b->err = 0;
 }

@@ -5,7 +5,7 @@
  * timestamps that leave the process (records, status documents, logs,
  * deadlines stored in Kafka or SQLite). It can jump (NTP, operator).
  *
- * clock_mono_ms: CLOCK_MONOTONIC, milliseconds since an arbitrary start. For
+ * clock_mono_ms (and _us): CLOCK_MONOTONIC, since an arbitrary start. For
  * durations, timeouts and deadlines inside one process only; never stored,
  * never compared across processes.
  *
@@ -21,5 +21,8 @@ int64_t clock_wall_ms(void);
 
 /* Monotonic time, ms since an arbitrary point (durations and in-process deadlines only). */
 int64_t clock_mono_ms(void);
+
+/* Monotonic time in µs, for durations shorter than a few ms (latency histograms). */
+int64_t clock_mono_us(void);
 
 #endif

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, err_t *e)
@@ -145,15 +146,13 @@ errc kafka_error_errc(const rd_kafka_error_t *error)
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
                      int timeout_ms, err_t *e)
 {
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = clock_mono_ms();
     for (;;) {
         rd_kafka_resp_err_t err =
             rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, timeout_ms);
         if (!err)
             return 0;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        int64_t spent = clock_mono_ms() - t0;
         if (kafka_errc(err) != ERRC_RETRIABLE || spent >= timeout_ms)
             return err_set(e, kafka_errc(err), "watermarks of %s[%d]: %s", topic, partition,
                            rd_kafka_err2str(err));

@@ -6,6 +6,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "ctl/ctl_out.h"
@@ -80,9 +81,9 @@ long ctl_scan_topic(const config_t *c, const char *topic, int32_t partition, int
     }
     int neof = 0;
     long n = 0;
-    int64_t idle_since = ctl_out_mono_ms();
+    int64_t idle_since = clock_mono_ms();
     while (neof < want) {
-        if (ctl_out_mono_ms() - idle_since > c->kafka_timeout_ms) {
+        if (clock_mono_ms() - idle_since > c->kafka_timeout_ms) {
             err_set(e, ERRC_RETRIABLE,
                     "reading %s: no progress in %d ms (%d of %d partitions read)", topic,
                     c->kafka_timeout_ms, neof, want);
@@ -93,7 +94,7 @@ long ctl_scan_topic(const config_t *c, const char *topic, int32_t partition, int
             continue;
         int stop = 0;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            idle_since = ctl_out_mono_ms();
+            idle_since = clock_mono_ms();
             if (m->partition >= 0 && m->partition < nparts && !at_eof[m->partition]) {
                 at_eof[m->partition] = 1;
                 neof++;
@@ -103,7 +104,7 @@ long ctl_scan_topic(const config_t *c, const char *topic, int32_t partition, int
              * the idle bound. */
             log_kv(LOGL_DEBUG, "scan_error", "topic", topic, "error", rd_kafka_err2str(m->err));
         } else {
-            idle_since = ctl_out_mono_ms();
+            idle_since = clock_mono_ms();
             char *k = m->key ? strndup(m->key, m->key_len) : NULL;
             char *v = m->payload ? strndup(m->payload, m->len) : NULL;
             if ((m->key && !k) || (m->payload && !v)) {

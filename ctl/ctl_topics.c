@@ -8,6 +8,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "ctl/ctl_args.h"
@@ -369,7 +370,7 @@ void ctl_topics_help(FILE *out)
 int ctl_topics_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
 {
     ctl_opts o;
-    if (ctl_args_parse(argc, argv, CTL_OPT_JSON, ctl_out_now_ms(), &o, e) < 0)
+    if (ctl_args_parse(argc, argv, CTL_OPT_JSON, clock_wall_ms(), &o, e) < 0)
         return -1;
     ctl_ctx cx = *cx0;
     cx.json = (o.seen & CTL_OPT_JSON) != 0;

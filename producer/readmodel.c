@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 
@@ -81,13 +82,6 @@ static unsigned hash(const char *s)
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 16777619u;
     return h % BUCKETS;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int exec(sqlite3 *db, const char *sql, err_t *e, const char *what)
@@ -219,7 +213,7 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         sqlite3_bind_text(up, 1, id, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(up, 2, version);
         sqlite3_bind_text(up, 3, doc, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(up, 4, now_ms());
+        sqlite3_bind_int64(up, 4, clock_wall_ms());
         int s = sqlite3_step(up);
         free(doc);
         if (s != SQLITE_DONE) {

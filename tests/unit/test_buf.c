@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -39,7 +40,7 @@ static void test_buf_grows_to_its_limit_and_no_further(void **state)
     buf_free(&b);
 }
 
-static void test_buf_refuses_a_chunk_larger_than_the_room_left(void **state)
+static void test_buf_first_error_sticks(void **state)
 {
     (void)state;
     buf_t b;
@@ -47,9 +48,39 @@ static void test_buf_refuses_a_chunk_larger_than_the_room_left(void **state)
     assert_int_equal(buf_adds(&b, "12345"), 0);
     assert_int_equal(buf_adds(&b, "6789"), BUF_TOO_LARGE);
     assert_string_equal(buf_str(&b), "12345");
+    /* Would fit, but the buffer already failed: the caller checks once at the end. */
+    assert_int_equal(buf_adds(&b, "6"), BUF_TOO_LARGE);
+    assert_int_equal(buf_error(&b), BUF_TOO_LARGE);
+    assert_string_equal(buf_str(&b), "12345");
+    assert_null(buf_take(&b, NULL));
+    assert_null(b.p);
+    assert_int_equal(buf_error(&b), 0);
     assert_int_equal(buf_adds(&b, "678"), 0);
-    assert_string_equal(buf_str(&b), "12345678");
+    assert_string_equal(buf_str(&b), "678");
     buf_free(&b);
+}
+
+static void test_buf_printf_and_take(void **state)
+{
+    (void)state;
+    buf_t b;
+    buf_init(&b, 10000, 0);
+    size_t len = 0;
+    char *empty = buf_take(&b, &len);
+    assert_non_null(empty);
+    assert_string_equal(empty, "");
+    free(empty);
+    assert_int_equal(buf_printf(&b, "%s=%d;", "n", 42), 0);
+    char big[600];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(buf_printf(&b, "%s", big), 0); /* longer than the stack scratch */
+    char *s = buf_take(&b, &len);
+    assert_int_equal(len, 5 + 599);
+    assert_int_equal(strncmp(s, "n=42;zzz", 8), 0);
+    assert_int_equal(strlen(s), len);
+    assert_null(b.p);
+    free(s);
 }
 
 static void test_buf_secret_reset_wipes_the_bytes(void **state)
@@ -95,7 +126,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grows_to_its_limit_and_no_further),
-        cmocka_unit_test(test_buf_refuses_a_chunk_larger_than_the_room_left),
+        cmocka_unit_test(test_buf_first_error_sticks),
+        cmocka_unit_test(test_buf_printf_and_take),
         cmocka_unit_test(test_buf_secret_reset_wipes_the_bytes),
         cmocka_unit_test(test_buf_formenc),
         cmocka_unit_test(test_clocks),
