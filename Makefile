@@ -94,14 +94,23 @@ $(eval $(call archive,$(LIBSIM),$(SIM_SRC)))
 # Static files of the intake, embedded as byte arrays (scripts/embed-assets).
 $(BUILD)/gen/assets_data.c: $(ASSET_FILES) scripts/embed-assets
 	scripts/embed-assets $@ $(ASSET_FILES)
-$(BUILD)/obj/gen/assets_data.o: $(BUILD)/gen/assets_data.c
+# The SQL of each store, embedded from schemas/: the file there is the one that runs.
+$(BUILD)/gen/store_schema.c: schemas/worker-store.sql scripts/embed-assets
+	scripts/embed-assets --text $@ store_schema_text $<
+$(BUILD)/gen/readmodel_schema.c: schemas/readmodel.sql scripts/embed-assets
+	scripts/embed-assets --text $@ readmodel_schema_text $<
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
-$(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o
+$(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o \
+              $(BUILD)/obj/gen/readmodel_schema.o
 	@mkdir -p $(dir $@)
 	@rm -f $@
 	$(AR) rcs $@ $^
-$(eval $(call archive,$(LIBWORKER),$(WORKER_SRC)))
+$(LIBWORKER): $(call obj,$(WORKER_SRC)) $(BUILD)/obj/gen/store_schema.o
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(AR) rcs $@ $^
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
 $(eval $(call archive,$(LIBBENCH),$(BENCH_LIB_SRC)))

@@ -21,27 +21,8 @@
 #define BATCH_MAX 1000
 #define MAX_PARTS 1024
 
-/* Same text as schemas/readmodel.sql (a unit test keeps them equal). */
-static const char schema_sql[] =
-    "-- The intake's read model (producer/readmodel.c): the latest status\n"
-    "-- document per connection, materialised from the compacted status topic\n"
-    "-- (read_committed), with the per-partition offsets stored in the same\n"
-    "-- SQLite transaction as the rows, so a restart resumes where it stopped\n"
-    "-- and a deleted file is rebuilt from the topic. A cache: Kafka is the truth.\n"
-    "-- migrate: 1\n"
-    "CREATE TABLE status (\n"
-    "    id TEXT NOT NULL PRIMARY KEY,\n"
-    "    version INTEGER NOT NULL,\n"
-    "    doc TEXT NOT NULL,\n"
-    "    updated_at_ms INTEGER NOT NULL\n"
-    ");\n"
-    "CREATE TABLE offsets (\n"
-    "    topic TEXT NOT NULL,\n"
-    "    partition INTEGER NOT NULL,\n"
-    "    next_offset INTEGER NOT NULL,\n"
-    "    PRIMARY KEY (topic, partition)\n"
-    ");\n"
-    "PRAGMA user_version = 1;\n";
+/* schemas/readmodel.sql, embedded by the build (scripts/embed-assets --text). */
+extern const char readmodel_schema_text[];
 
 typedef struct waiter {
     char id[64];
@@ -73,7 +54,7 @@ struct readmodel {
 
 const char *readmodel_schema_sql(void)
 {
-    return schema_sql;
+    return readmodel_schema_text;
 }
 
 static unsigned hash(const char *s)
@@ -112,7 +93,7 @@ static int open_db(readmodel_t *rm, err_t *e)
     sqlite3_finalize(st);
     if (version == 0) {
         /* Everything after the "-- migrate: 1" marker is migration 1. */
-        const char *m1 = strstr(schema_sql, "-- migrate: 1");
+        const char *m1 = strstr(readmodel_schema_text, "-- migrate: 1");
         if (!m1 || exec(rm->wdb, "BEGIN", e, "migration") < 0 ||
             exec(rm->wdb, m1, e, "migration") < 0 || exec(rm->wdb, "COMMIT", e, "migration") < 0)
             return -1;
