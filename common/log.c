@@ -322,6 +322,15 @@ void log_kv_(log_level level, const char *event, ...)
     emit(level, event, kv, n & ~(size_t)1);
 }
 
+const char *log_code_id(const char *sha256_hex, char out[LOG_CODE_ID_LEN + 1])
+{
+    if (!sha256_hex || !sha256_hex[0])
+        snprintf(out, LOG_CODE_ID_LEN + 1, "-");
+    else
+        snprintf(out, LOG_CODE_ID_LEN + 1, "%.*s", LOG_CODE_ID_LEN, sha256_hex);
+    return out;
+}
+
 void log_msg(log_level level, const char *fmt, ...)
 {
     if (!log_enabled(level))

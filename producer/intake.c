@@ -328,7 +328,7 @@ typedef struct {
     intake_t *in;
     httpd_req *req;
     char conn_id[IDENT_CONN_ID_MAX];
-    char code_hash[16];
+    char code_hash[LOG_CODE_ID_LEN + 1];
     int json;
     int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
     int done;       /* written before httpd_wake, read after it (httpd's mutex orders) */
@@ -491,9 +491,9 @@ static void route_callback(intake_t *in, httpd_req *r)
     if (cp.kind == CALLBACK_CODE) {
         char full[CRYPTO_SHA256_HEX];
         crypto_sha256_hex(cp.code, strlen(cp.code), full);
-        snprintf(p->code_hash, sizeof p->code_hash, "%.12s", full);
+        log_code_id(full, p->code_hash);
     } else {
-        snprintf(p->code_hash, sizeof p->code_hash, "-");
+        log_code_id(NULL, p->code_hash);
     }
     httpd_set_data(r, p, free);
 

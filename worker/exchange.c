@@ -36,18 +36,17 @@
 #include "common/log.h"
 #include "worker/provhttp.h"
 
-#define WATCHDOG_SLACK   2000 /* ms beyond total_timeout before we abort a transfer ourselves */
-#define POLL_SLICE_MS    200
-#define MAX_CONCURRENT   4096
-#define TIMEOUT_MAX_MS   600000
-#define EXPIRES_IN_MAX   1000000000L
-#define CODE_HASH_PREFIX 12
+#define WATCHDOG_SLACK 2000 /* ms beyond total_timeout before we abort a transfer ourselves */
+#define POLL_SLICE_MS  200
+#define MAX_CONCURRENT 4096
+#define TIMEOUT_MAX_MS 600000
+#define EXPIRES_IN_MAX 1000000000L
 
 typedef struct xfer {
     exchange_req *req;
     provhttp_t *http; /* form body (code, secret, verifier), headers, answer, easy handle */
     int64_t started_ms;
-    char code_hash[CODE_HASH_PREFIX + 1];
+    char code_id[LOG_CODE_ID_LEN + 1]; /* log_code_id of the code */
     struct xfer *next;
 } xfer;
 
@@ -415,10 +414,9 @@ static xfer *xfer_build(const exchange_req *req, err_t *e)
         err_set(e, ERRC_FATAL, "exchange: out of memory");
         return NULL;
     }
-    uint8_t md[CRYPTO_SHA256_LEN];
-    crypto_sha256(req->code, strlen(req->code), md);
-    for (int i = 0; i < CODE_HASH_PREFIX / 2; i++)
-        snprintf(t->code_hash + 2 * i, 3, "%02x", md[i]);
+    char hex[CRYPTO_SHA256_HEX];
+    crypto_sha256_hex(req->code, strlen(req->code), hex);
+    log_code_id(hex, t->code_id);
     t->req = (exchange_req *)req;
     return t;
 }
@@ -555,7 +553,7 @@ static void finish(exchange_t *x, xfer *t, int curl_code, int forced)
     snprintf(ms, sizeof ms, "%lld", (long long)(clock_mono_ms() - t->started_ms));
     log_kv(r->cls == EXCH_SUCCESS ? LOGL_INFO : LOGL_WARN, "token_exchange", "provider",
            t->req->provider->name, "class", exchange_class_name(r->cls), "http_status", st,
-           "detail", r->detail, "code_sha256", t->code_hash, "elapsed_ms", ms);
+           "detail", r->detail, "code_sha256", t->code_id, "elapsed_ms", ms);
 }
 
 /* Start t; on a local failure it is finished at once (nothing was sent). */
