@@ -56,16 +56,8 @@ LIBBENCH := $(BUILD)/libbench.a
 # Order matters for static linking: users before what they use.
 APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
-BINS := $(BUILD)/oauthq-provider-sim
-ifneq ($(wildcard producer/main.c),)
-BINS += $(BUILD)/oauthq-intake
-endif
-ifneq ($(wildcard worker/main.c),)
-BINS += $(BUILD)/oauthq-worker
-endif
-ifneq ($(wildcard ctl/main.c),)
-BINS += $(BUILD)/oauthqctl
-endif
+BINS := $(BUILD)/oauthq-provider-sim $(BUILD)/oauthq-intake $(BUILD)/oauthq-worker \
+        $(BUILD)/oauthqctl
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
@@ -84,11 +76,8 @@ define archive
 $(1): $(call obj,$(2))
 	@mkdir -p $$(dir $$@)
 	@rm -f $$@
-	$$(AR) rcs $$@ $$^ $$(if $$^,,$$(BUILD)/obj/empty.o)
+	$$(AR) rcs $$@ $$^
 endef
-$(BUILD)/obj/empty.o:
-	@mkdir -p $(dir $@)
-	echo 'typedef int oauthq_empty_unit;' | $(CC) $(CFLAGS) -x c -c - -o $@
 $(eval $(call archive,$(LIBCOMMON),$(COMMON_SRC)))
 $(eval $(call archive,$(LIBSIM),$(SIM_SRC)))
 # Static files of the intake, embedded as byte arrays (scripts/embed-assets).
@@ -114,7 +103,6 @@ $(LIBWORKER): $(call obj,$(WORKER_SRC)) $(BUILD)/obj/gen/store_schema.o
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
 $(eval $(call archive,$(LIBBENCH),$(BENCH_LIB_SRC)))
-$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSUPPORT) $(LIBBENCH): | $(BUILD)/obj/empty.o
 
 $(BUILD)/oauthq-provider-sim: $(call obj,tests/sim/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@

@@ -43,12 +43,9 @@ struct httpd_req {
     char *hdr_name[HTTPD_HEADERS_MAX];
     char *hdr_value[HTTPD_HEADERS_MAX];
     int nhdr;
-    int status;
     void *data;
     void (*data_free)(void *);
     char reqid[20];
-    char ip[64];
-    int64_t start_ms; /* monotonic */
 };
 
 struct httpd {
@@ -105,7 +102,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->d = d;
     r->conn = conn;
     r->state = REQ_READING;
-    r->start_ms = clock_mono_ms();
     buf_init(&r->body, HTTPD_BODY_MAX, 1);
     size_t n = strnlen(uri, HTTPD_URI_MAX + 1);
     if (n > HTTPD_URI_MAX) {
@@ -127,18 +123,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL;
     }
     snprintf(r->reqid, sizeof r->reqid, "%08x%08x", d->seq_base, atomic_fetch_add(&d->seq, 1));
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(r->ip, sizeof r->ip, "unknown");
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->ip,
-                      sizeof r->ip);
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->ip,
-                      sizeof r->ip);
-    }
     return r;
 }
 
@@ -343,11 +327,6 @@ const char *httpd_body(const httpd_req *r, size_t *len)
     return buf_str(&r->body);
 }
 
-const char *httpd_client_ip(const httpd_req *r)
-{
-    return r->ip;
-}
-
 int httpd_wants_html(const httpd_req *r)
 {
     const char *a = httpd_header(r, "Accept");
@@ -363,16 +342,6 @@ const char *httpd_request_id(const httpd_req *r)
     return r->reqid;
 }
 
-double httpd_elapsed_ms(const httpd_req *r)
-{
-    return clock_mono_ms() - r->start_ms;
-}
-
-int httpd_draining(const httpd_req *r)
-{
-    return atomic_load(&r->d->draining);
-}
-
 void httpd_set_data(httpd_req *r, void *data, void (*free_fn)(void *))
 {
     r->data = data;
@@ -382,11 +351,6 @@ void httpd_set_data(httpd_req *r, void *data, void (*free_fn)(void *))
 void *httpd_data(const httpd_req *r)
 {
     return r->data;
-}
-
-int httpd_status(const httpd_req *r)
-{
-    return r->status;
 }
 
 /* ---- responses ------------------------------------------------------------------ */
@@ -432,7 +396,6 @@ void httpd_respond(httpd_req *r, int status, const char *content_type, const cha
         MHD_add_response_header(resp, "Connection", "close");
     MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    r->status = status;
     r->state = REQ_RESPONDED;
 }
 

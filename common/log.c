@@ -330,16 +330,3 @@ const char *log_code_id(const char *sha256_hex, char out[LOG_CODE_ID_LEN + 1])
         snprintf(out, LOG_CODE_ID_LEN + 1, "%.*s", LOG_CODE_ID_LEN, sha256_hex);
     return out;
 }
-
-void log_msg(log_level level, const char *fmt, ...)
-{
-    if (!log_enabled(level))
-        return;
-    char msg[LOG_LINE_MAX / 2];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *kv[2] = {"msg", msg};
-    emit(level, "log", kv, 2);
-}

@@ -49,14 +49,6 @@ void log_secrets_clear(void);
 #define log_kv(level, ...) log_kv_((level), __VA_ARGS__, (const char *)NULL)
 void log_kv_(log_level level, const char *event, ...) __attribute__((sentinel));
 
-/* printf-style message as the "msg" field of a "log" event. */
-void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-#define log_debug(...) log_msg(LOGL_DEBUG, __VA_ARGS__)
-#define log_info(...)  log_msg(LOGL_INFO, __VA_ARGS__)
-#define log_warn(...)  log_msg(LOGL_WARN, __VA_ARGS__)
-#define log_error(...) log_msg(LOGL_ERROR, __VA_ARGS__)
-
 /* The id logged under "code_sha256": the first LOG_CODE_ID_LEN digits of sha256_hex (a code's
  * lowercase hex SHA-256), or "-" when it is NULL or empty; written to out, returned. */
 const char *log_code_id(const char *sha256_hex, char out[LOG_CODE_ID_LEN + 1]);

@@ -918,11 +918,6 @@ fail:
     return NULL;
 }
 
-int intake_port(const intake_t *in)
-{
-    return httpd_port(in->http);
-}
-
 int intake_fatal(const intake_t *in)
 {
     return in->pub && publisher_fatal(in->pub);

@@ -146,11 +146,6 @@ int publisher_fatal(const publisher_t *p)
     return atomic_load(&p->fatal);
 }
 
-int publisher_outq(const publisher_t *p)
-{
-    return rd_kafka_outq_len(p->rk);
-}
-
 void publisher_close(publisher_t *p, int flush_ms)
 {
     if (!p)

@@ -44,7 +44,6 @@ struct readmodel {
     pthread_t thread;
     atomic_int stop;
     atomic_int caught_up;
-    atomic_llong records_read;
     int nparts;
     int64_t end_at_start[MAX_PARTS];
     int64_t next_offset[MAX_PARTS];
@@ -269,7 +268,6 @@ static void *apply_main(void *arg)
         }
         if (n > 0) {
             err_t e = {0};
-            atomic_fetch_add(&rm->records_read, (long long)n);
             metrics_counter_add(rm->m_read, n);
             for (int tries = 0; tries < 5; tries++) {
                 if (apply(rm, msgs, n, &e) == 0)
@@ -489,9 +487,4 @@ void readmodel_wake_all(readmodel_t *rm)
 int readmodel_caught_up(readmodel_t *rm)
 {
     return atomic_load(&rm->caught_up);
-}
-
-int64_t readmodel_records_read(readmodel_t *rm)
-{
-    return atomic_load(&rm->records_read);
 }
