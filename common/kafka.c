@@ -161,45 +161,81 @@ int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64
     }
 }
 
-typedef struct {
-    const char *suffix;
-    const char *policy;
-    const char *retention_ms;
-} topic_spec;
-
 /* SPEC §2: callbacks delete ≥ 7 d, connections and status compacted,
  * dlq delete ≥ 14 d. */
-static const topic_spec topic_specs[] = {
-    {KAFKA_TOPIC_CALLBACKS, "delete", "604800000"},
-    {KAFKA_TOPIC_CONNECTIONS, "compact", NULL},
-    {KAFKA_TOPIC_STATUS, "compact", NULL},
-    {KAFKA_TOPIC_DLQ, "delete", "1209600000"},
+const kafka_topic_spec kafka_topic_specs[KAFKA_TOPICS] = {
+    {KAFKA_TOPIC_CALLBACKS, "delete", KAFKA_RETENTION_7D},
+    {KAFKA_TOPIC_CONNECTIONS, "compact", 0},
+    {KAFKA_TOPIC_STATUS, "compact", 0},
+    {KAFKA_TOPIC_DLQ, "delete", KAFKA_RETENTION_14D},
 };
-#define NTOPICS (sizeof topic_specs / sizeof topic_specs[0])
 
-int kafka_topics_ensure(const config_t *c, err_t *e)
+int kafka_min_isr(int replication)
+{
+    return replication >= 3 ? 2 : 1;
+}
+
+rd_kafka_t *kafka_admin_new(const config_t *c, err_t *e)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = kafka_conf_admin(c, e);
     if (!conf)
-        return -1;
+        return NULL;
+    if (kafka_conf_set(conf, "allow.auto.create.topics", "false", e) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!rk) {
         rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "kafka admin client: %s", errstr);
+        err_set(e, ERRC_FATAL, "kafka admin client: %s", errstr);
     }
+    return rk;
+}
+
+int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt)
+        return err_set(e, ERRC_PERMANENT, "topic %s: bad name", topic);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err)
+        return err_set(e, kafka_errc(err) == ERRC_FATAL ? ERRC_FATAL : ERRC_RETRIABLE,
+                       "metadata for %s: %s", topic, rd_kafka_err2str(err));
+    int rc = 0;
+    if (md->topic_cnt != 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        (!md->topics[0].err && md->topics[0].partition_cnt == 0))
+        rc = err_set(e, ERRC_PERMANENT, "topic %s does not exist (oauthqctl topics create)", topic);
+    else if (md->topics[0].err)
+        rc = err_set(e, kafka_errc(md->topics[0].err) == ERRC_FATAL ? ERRC_FATAL : ERRC_PERMANENT,
+                     "metadata for %s: %s", topic, rd_kafka_err2str(md->topics[0].err));
+    else
+        *n = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+int kafka_topics_ensure(const config_t *c, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_t *rk = kafka_admin_new(c, e);
+    if (!rk)
+        return -1;
     int rc = -1;
-    rd_kafka_NewTopic_t *nts[NTOPICS] = {0};
+    rd_kafka_NewTopic_t *nts[KAFKA_TOPICS] = {0};
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_event_t *ev = NULL;
     rd_kafka_AdminOptions_set_request_timeout(opts, c->kafka_timeout_ms, errstr, sizeof errstr);
     rd_kafka_AdminOptions_set_operation_timeout(opts, c->kafka_timeout_ms, errstr, sizeof errstr);
     char min_isr[8];
-    snprintf(min_isr, sizeof min_isr, "%d", c->topic_replication >= 3 ? 2 : 1);
-    for (size_t i = 0; i < NTOPICS; i++) {
+    snprintf(min_isr, sizeof min_isr, "%d", kafka_min_isr(c->topic_replication));
+    for (size_t i = 0; i < KAFKA_TOPICS; i++) {
+        const kafka_topic_spec *ts = &kafka_topic_specs[i];
         char name[256];
-        if (config_topic(c, topic_specs[i].suffix, name, sizeof name, e) < 0)
+        if (config_topic(c, ts->suffix, name, sizeof name, e) < 0)
             goto out;
         nts[i] = rd_kafka_NewTopic_new(name, c->topic_partitions, c->topic_replication, errstr,
                                        sizeof errstr);
@@ -207,15 +243,18 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
             err_set(e, ERRC_FATAL, "topic %s: %s", name, errstr);
             goto out;
         }
-        rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy", topic_specs[i].policy);
+        rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy", ts->policy);
         rd_kafka_NewTopic_set_config(nts[i], "min.insync.replicas", min_isr);
-        if (topic_specs[i].retention_ms)
-            rd_kafka_NewTopic_set_config(nts[i], "retention.ms", topic_specs[i].retention_ms);
-        else
+        if (ts->min_retention_ms) {
+            char ret[24];
+            snprintf(ret, sizeof ret, "%lld", ts->min_retention_ms);
+            rd_kafka_NewTopic_set_config(nts[i], "retention.ms", ret);
+        } else {
             /* Compacted changelogs: tombstones kept a day for slow readers. */
-            rd_kafka_NewTopic_set_config(nts[i], "delete.retention.ms", "86400000");
+            rd_kafka_NewTopic_set_config(nts[i], "delete.retention.ms", KAFKA_TOMBSTONE_KEEP);
+        }
     }
-    rd_kafka_CreateTopics(rk, nts, NTOPICS, opts, q);
+    rd_kafka_CreateTopics(rk, nts, KAFKA_TOPICS, opts, q);
     ev = rd_kafka_queue_poll(q, c->kafka_timeout_ms + 2000);
     if (!ev) {
         err_set(e, ERRC_RETRIABLE, "creating topics: no answer from %s in %d ms",
@@ -244,7 +283,7 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
 out:
     if (ev)
         rd_kafka_event_destroy(ev);
-    for (size_t i = 0; i < NTOPICS; i++)
+    for (size_t i = 0; i < KAFKA_TOPICS; i++)
         if (nts[i])
             rd_kafka_NewTopic_destroy(nts[i]);
     rd_kafka_AdminOptions_destroy(opts);

@@ -54,8 +54,36 @@ errc kafka_error_errc(const rd_kafka_error_t *error);
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
                      int timeout_ms, err_t *e);
 
-/* Create callbacks, connections (compact), status (compact) and dlq with the
- * configured partitions/replication; existing topics are accepted. */
+/* The topics of SPEC §2, in creation order: the one table that
+ * kafka_topics_ensure creates from and `oauthqctl topics describe` checks
+ * against. */
+typedef struct {
+    const char *suffix;         /* KAFKA_TOPIC_* */
+    const char *policy;         /* cleanup.policy */
+    long long min_retention_ms; /* retention.ms at creation, the least accepted; 0: compacted */
+} kafka_topic_spec;
+
+#define KAFKA_TOPICS         4
+#define KAFKA_RETENTION_7D   604800000LL
+#define KAFKA_RETENTION_14D  1209600000LL
+#define KAFKA_TOMBSTONE_KEEP "86400000" /* delete.retention.ms of compacted topics: 1 d */
+
+extern const kafka_topic_spec kafka_topic_specs[KAFKA_TOPICS];
+
+/* min.insync.replicas for a replication factor: 2 from 3 replicas on, else 1. */
+int kafka_min_isr(int replication);
+
+/* An Admin API client (a producer handle from kafka_conf_admin that never auto-creates
+ * topics); the caller destroys it. NULL + ERRC_FATAL. */
+rd_kafka_t *kafka_admin_new(const config_t *c, err_t *e);
+
+/* Partition count of topic from one metadata request (bounded by timeout_ms; never creates
+ * the topic): 0, or -1 with ERRC_RETRIABLE (broker unreachable, timeout), ERRC_FATAL, or
+ * ERRC_PERMANENT (the topic does not exist, has no partitions or an error). */
+int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e);
+
+/* Create every topic of kafka_topic_specs with the configured partitions/replication and
+ * kafka_min_isr; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);
 
 #endif

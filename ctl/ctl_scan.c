@@ -11,31 +11,6 @@
 #include "common/log.h"
 #include "ctl/ctl_out.h"
 
-/* Partition count of topic, from metadata (bounded by timeout_ms). */
-static int partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt)
-        return err_set(e, ERRC_PERMANENT, "topic %s: bad name", topic);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    if (err)
-        return err_set(e, kafka_errc(err) == ERRC_FATAL ? ERRC_FATAL : ERRC_RETRIABLE,
-                       "metadata for %s: %s", topic, rd_kafka_err2str(err));
-    int rc = 0;
-    if (md->topic_cnt != 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-        md->topics[0].partition_cnt == 0)
-        rc = err_set(e, ERRC_PERMANENT, "topic %s does not exist (oauthqctl topics create)", topic);
-    else if (md->topics[0].err)
-        rc = err_set(e, kafka_errc(md->topics[0].err), "metadata for %s: %s", topic,
-                     rd_kafka_err2str(md->topics[0].err));
-    else
-        *n = md->topics[0].partition_cnt;
-    rd_kafka_metadata_destroy(md);
-    return rc;
-}
-
 long ctl_scan_topic(const config_t *c, const char *topic, int32_t partition, int64_t start_offset,
                     ctl_scan_fn fn, void *ud, err_t *e)
 {
@@ -56,7 +31,7 @@ long ctl_scan_topic(const config_t *c, const char *topic, int32_t partition, int
     int nparts = 0;
     rd_kafka_topic_partition_list_t *parts = NULL;
     char *at_eof = NULL;
-    if (partition_count(rk, topic, c->kafka_timeout_ms, &nparts, e) < 0)
+    if (kafka_partition_count(rk, topic, c->kafka_timeout_ms, &nparts, e) < 0)
         goto out;
     if (partition >= nparts) {
         err_set(e, ERRC_PERMANENT, "topic %s has no partition %d (it has %d)", topic, partition,

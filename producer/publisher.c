@@ -128,17 +128,8 @@ int publisher_send(publisher_t *p, const char *topic, const char *key, const cha
 
 int publisher_reachable(publisher_t *p, const char *topic, int timeout_ms)
 {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topic, NULL);
-    if (!t)
-        return 0;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(p->rk, 0, t, &md, timeout_ms);
-    int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1 &&
-             md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(t);
-    return ok;
+    int n = 0;
+    return kafka_partition_count(p->rk, topic, timeout_ms, &n, NULL) == 0;
 }
 
 int publisher_fatal(const publisher_t *p)

@@ -296,20 +296,11 @@ static int start_consumer(readmodel_t *rm, err_t *e)
         rd_kafka_conf_destroy(conf);
         return err_set(e, ERRC_FATAL, "read model consumer: %s", errstr);
     }
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rm->rk, rm->topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rm->rk, 0, t, &md, rm->cfg.kafka_timeout_ms);
-    rd_kafka_topic_destroy(t);
-    if (err)
-        return err_set(e, kafka_errc(err), "metadata of %s: %s", rm->topic, rd_kafka_err2str(err));
-    if (md->topics[0].err) {
-        err_set(e, ERRC_FATAL, "metadata of %s: %s", rm->topic,
-                rd_kafka_err2str(md->topics[0].err));
-        rd_kafka_metadata_destroy(md);
+    if (kafka_partition_count(rm->rk, rm->topic, rm->cfg.kafka_timeout_ms, &rm->nparts, e) < 0) {
+        if (e && e->cls == ERRC_PERMANENT)
+            e->cls = ERRC_FATAL; /* no status topic: the intake cannot serve */
         return -1;
     }
-    rm->nparts = md->topics[0].partition_cnt;
-    rd_kafka_metadata_destroy(md);
     if (rm->nparts > MAX_PARTS)
         return err_set(e, ERRC_FATAL, "%s has more than %d partitions", rm->topic, MAX_PARTS);
     /* Resume from the offsets stored with the rows. */
@@ -340,7 +331,7 @@ static int start_consumer(readmodel_t *rm, err_t *e)
             rm->next_offset[p] = lo; /* compacted or deleted away: start at the log start */
         rd_kafka_topic_partition_list_add(parts, rm->topic, p)->offset = rm->next_offset[p];
     }
-    err = rd_kafka_assign(rm->rk, parts);
+    rd_kafka_resp_err_t err = rd_kafka_assign(rm->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (err)
         return err_set(e, kafka_errc(err), "assign %s: %s", rm->topic, rd_kafka_err2str(err));
