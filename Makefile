@@ -39,7 +39,6 @@ CTL_SRC := $(filter-out ctl/main.c,$(sort $(wildcard ctl/*.c)))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
-TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 BENCH_LIB_SRC := $(filter-out bench/bench-%.c,$(sort $(wildcard bench/*.c)))
 BENCH_SRC := $(sort $(wildcard bench/bench-*.c))
@@ -58,14 +57,13 @@ APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
 BINS := $(BUILD)/oauthq-provider-sim $(BUILD)/oauthq-intake $(BUILD)/oauthq-worker \
         $(BUILD)/oauthqctl
-TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests fuzz fuzz-build
-all: $(BINS) $(TOOLS) $(BENCH_BINS)
+all: $(BINS) $(BENCH_BINS)
 tests: all $(UNIT_BINS) $(ITEST_BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -111,8 +109,6 @@ $(BUILD)/oauthq-intake: $(call obj,producer/main.c) $(APPLIBS)
 $(BUILD)/oauthq-worker: $(call obj,worker/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/oauthqctl: $(call obj,ctl/main.c) $(APPLIBS)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
-$(BUILD)/%: $(BUILD)/obj/tests/tools/%.o $(LIBSUPPORT) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # Benchmark tools (SPEC §9, scripts/bench): bench/bench-X.c -> build/bench/bench-X.
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBBENCH) $(APPLIBS)
