@@ -2,6 +2,7 @@
 #include "common/kafka.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -215,6 +216,125 @@ int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int
         *n = md->topics[0].partition_cnt;
     rd_kafka_metadata_destroy(md);
     return rc;
+}
+
+long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, kafka_scan_fn fn,
+                void *ud, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
+    if (!conf)
+        return -1;
+    if (kafka_conf_set(conf, "allow.auto.create.topics", "false", e) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return err_set(e, ERRC_FATAL, "consumer: %s", errstr);
+    }
+    long count = -1;
+    int nparts = 0;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    char *at_eof = NULL;
+    int64_t deadline = clock_mono_ms() + o->timeout_ms;
+    if (kafka_partition_count(rk, topic, o->idle_ms, &nparts, e) < 0)
+        goto out;
+    if (o->partition >= nparts) {
+        err_set(e, ERRC_PERMANENT, "topic %s has no partition %d (it has %d)", topic, o->partition,
+                nparts);
+        goto out;
+    }
+    parts = rd_kafka_topic_partition_list_new(nparts);
+    for (int i = 0; i < nparts; i++)
+        if (o->partition < 0 || i == o->partition)
+            rd_kafka_topic_partition_list_add(parts, topic, i)->offset =
+                o->partition < 0 ? RD_KAFKA_OFFSET_BEGINNING : o->start_offset;
+    int want = parts->cnt;
+    rd_kafka_resp_err_t aerr = rd_kafka_assign(rk, parts);
+    if (aerr) {
+        err_set(e, kafka_errc(aerr), "assign %s: %s", topic, rd_kafka_err2str(aerr));
+        goto out;
+    }
+    at_eof = calloc((size_t)nparts, 1);
+    if (!at_eof) {
+        err_set(e, ERRC_RETRIABLE, "out of memory");
+        goto out;
+    }
+    int neof = 0;
+    long n = 0;
+    int64_t idle_since = clock_mono_ms();
+    while (!(neof == want && n >= o->min_records)) {
+        if (clock_mono_ms() >= deadline && neof == want)
+            break; /* at the end, fewer than min_records: the caller judges the count */
+        if (clock_mono_ms() >= deadline) {
+            err_set(e, ERRC_RETRIABLE, "reading %s: not at the end after %d ms", topic,
+                    o->timeout_ms);
+            goto out;
+        }
+        if (neof < want && clock_mono_ms() - idle_since > o->idle_ms) {
+            err_set(e, ERRC_RETRIABLE,
+                    "reading %s: no progress in %d ms (%d of %d partitions read)", topic,
+                    o->idle_ms, neof, want);
+            goto out;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        int in_range = m->partition >= 0 && m->partition < nparts;
+        int stop = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            idle_since = clock_mono_ms();
+            if (in_range && !at_eof[m->partition]) {
+                at_eof[m->partition] = 1;
+                neof++;
+            }
+        } else if (m->err) {
+            /* Transient consumer errors: reported, reading goes on until a bound. */
+            log_kv(LOGL_DEBUG, "scan_error", "topic", topic, "error", rd_kafka_err2str(m->err));
+        } else {
+            idle_since = clock_mono_ms();
+            if (in_range && at_eof[m->partition]) {
+                at_eof[m->partition] = 0; /* newer records after the end seen */
+                neof--;
+            }
+            char *k = m->key ? strndup(m->key, m->key_len) : NULL;
+            char *v = m->payload ? strndup(m->payload, m->len) : NULL;
+            if ((m->key && !k) || (m->payload && !v)) {
+                free(k);
+                free(v);
+                rd_kafka_message_destroy(m);
+                err_set(e, ERRC_RETRIABLE, "out of memory");
+                goto out;
+            }
+            rd_kafka_timestamp_type_t tt;
+            kafka_rec r = {
+                m->partition, m->offset, rd_kafka_message_timestamp(m, &tt), k, m->key_len, v,
+                m->len};
+            n++;
+            int rc = fn ? fn(&r, ud) : 0;
+            free(k);
+            free(v);
+            if (rc < 0) {
+                rd_kafka_message_destroy(m);
+                err_set(e, ERRC_PERMANENT, "stopped by caller");
+                goto out;
+            }
+            stop = rc > 0;
+        }
+        rd_kafka_message_destroy(m);
+        if (stop)
+            break;
+    }
+    count = n;
+out:
+    free(at_eof);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return count;
 }
 
 int kafka_topics_ensure(const config_t *c, err_t *e)

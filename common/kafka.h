@@ -82,6 +82,39 @@ rd_kafka_t *kafka_admin_new(const config_t *c, err_t *e);
  * ERRC_PERMANENT (the topic does not exist, has no partitions or an error). */
 int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e);
 
+/* One record handed over by kafka_scan; the pointers live until the callback returns. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* Kafka record timestamp, -1 when unknown */
+    const char *key;      /* NUL-terminated copy, NULL for a null key */
+    size_t key_len;
+    const char *value; /* NUL-terminated copy, NULL for a tombstone */
+    size_t value_len;
+} kafka_rec;
+
+/* Per record: 0 go on, 1 stop (not an error), -1 fail the scan (ERRC_PERMANENT "stopped by
+ * caller"; the callback keeps its own reason). */
+typedef int (*kafka_scan_fn)(const kafka_rec *r, void *ud);
+
+typedef struct {
+    int32_t partition;    /* < 0: every partition from the beginning; else this one ... */
+    int64_t start_offset; /* ... from this offset */
+    long min_records;     /* past the end, keep waiting (up to timeout_ms) for this many */
+    int idle_ms;          /* no record and no end for this long: ERRC_RETRIABLE */
+    int timeout_ms;       /* overall bound (> 0) */
+} kafka_scan_opts;
+
+/* The one bounded topic reader (oauthqctl, tests, tools): an assign-only read_committed
+ * consumer (no group, no commits, never creates the topic) reads until every chosen partition
+ * reached its end (partition EOF; re-armed when newer records arrive) and min_records were
+ * handed over, or the callback stops it, or timeout_ms passed at the end (fewer records is not
+ * an error: the caller judges the count). Returns the number of records handed over, or -1: a
+ * missing topic or partition ERRC_PERMANENT; an unreachable broker, idle_ms without progress or
+ * timeout_ms before the end ERRC_RETRIABLE. Single-threaded; one consumer per call. */
+long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, kafka_scan_fn fn,
+                void *ud, err_t *e);
+
 /* Create every topic of kafka_topic_specs with the configured partitions/replication and
  * kafka_min_isr; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);
