@@ -7,13 +7,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 
-double bench_now_ms(void)
+double bench_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return (double)clock_mono_us() / 1000.0;
 }
 
 void bench_sleep_ms(double ms)
