@@ -51,12 +51,6 @@ static void result_reset(deauth_result *out)
     memset(out, 0, sizeof *out);
 }
 
-static void wipe_str(char *s)
-{
-    if (s)
-        crypto_wipe(s, strlen(s));
-}
-
 static int stripe_like(const provider_t *pv)
 {
     return pv && (pv->profile == PROVIDER_PROFILE_STRIPE || pv->profile == PROVIDER_PROFILE_SIM);
@@ -78,17 +72,6 @@ const char *deauth_class_name(deauth_class c)
 }
 
 /* ---- the pure classifier ------------------------------------------------ */
-
-/* Overwrite every string value of a parse tree. */
-static void json_wipe(cJSON *j)
-{
-    for (cJSON *it = j; it; it = it->next) {
-        if (it->valuestring)
-            wipe_str(it->valuestring);
-        if (it->child)
-            json_wipe(it->child);
-    }
-}
 
 /* The "error" member when it is a short identifier ([A-Za-z0-9_.-]), else NULL. */
 static const char *error_code(const cJSON *j)
@@ -184,16 +167,10 @@ void deauth_classify_http(const provider_t *pv, long status, const char *body, s
 {
     result_reset(out);
     out->http_status = status;
-    int ra = provhttp_parse_retry_after(retry_after, DEAUTH_RETRY_AFTER_MAX);
-    if (ra >= 0)
-        out->retry_after_s = ra;
-    if (!body)
-        len = 0;
+    out->retry_after_s = provhttp_retry_after_s(status, retry_after, DEAUTH_RETRY_AFTER_MAX);
 
     if (status == 429) {
         out->cls = DEAUTH_RETRY;
-        if (out->retry_after_s < 1)
-            out->retry_after_s = 1;
         snprintf(out->detail, sizeof out->detail, "http 429 retry-after %d", out->retry_after_s);
         return;
     }
@@ -219,21 +196,9 @@ void deauth_classify_http(const provider_t *pv, long status, const char *body, s
         return;
     }
 
-    cJSON *j = NULL;
-    /* A NUL byte is never valid JSON text, and cJSON would silently cut a string at it. */
-    if (len > 0 && len <= DEAUTH_BODY_MAX && !memchr(body, '\0', len)) {
-        j = cJSON_ParseWithLength(body, len);
-        if (j && !cJSON_IsObject(j)) {
-            json_wipe(j);
-            cJSON_Delete(j);
-            j = NULL;
-        }
-    }
+    cJSON *j = provhttp_json_object(body, len, DEAUTH_BODY_MAX);
     classify_4xx(pv, status, j, out);
-    if (j) {
-        json_wipe(j);
-        cJSON_Delete(j);
-    }
+    provhttp_json_free(j);
 }
 
 /* ---- transport ---------------------------------------------------------- */

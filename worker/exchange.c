@@ -60,12 +60,6 @@ struct exchange {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void wipe_str(char *s)
-{
-    if (s)
-        crypto_wipe(s, strlen(s));
-}
-
 static void result_reset(exchange_result *out)
 {
     crypto_wipe(out, sizeof *out);
@@ -125,17 +119,6 @@ static int copy_checked(const cJSON *it, char *out, size_t cap, unsigned char lo
     }
     memcpy(out, s, n + 1);
     return 0;
-}
-
-/* Overwrite every string value of a parse tree (tokens live there). */
-static void json_wipe(cJSON *j)
-{
-    for (cJSON *it = j; it; it = it->next) {
-        if (it->valuestring)
-            wipe_str(it->valuestring);
-        if (it->child)
-            json_wipe(it->child);
-    }
 }
 
 typedef struct {
@@ -224,16 +207,10 @@ void exchange_classify_http(const provider_t *pv, long status, const char *body,
 {
     result_reset(out);
     out->http_status = status;
-    int ra = provhttp_parse_retry_after(retry_after, EXCHANGE_RETRY_AFTER_MAX);
-    if (ra >= 0)
-        out->retry_after_s = ra;
-    if (!body)
-        len = 0;
+    out->retry_after_s = provhttp_retry_after_s(status, retry_after, EXCHANGE_RETRY_AFTER_MAX);
 
     if (status == 429) {
         out->cls = EXCH_RETRY_SAFE;
-        if (out->retry_after_s < 1)
-            out->retry_after_s = 1;
         snprintf(out->detail, sizeof out->detail, "http 429 retry-after %d", out->retry_after_s);
         return;
     }
@@ -258,16 +235,7 @@ void exchange_classify_http(const provider_t *pv, long status, const char *body,
         return;
     }
 
-    cJSON *j = NULL;
-    /* A NUL byte is never valid JSON text, and cJSON would silently cut a string at it. */
-    if (len > 0 && len <= EXCHANGE_BODY_MAX && !memchr(body, '\0', len)) {
-        j = cJSON_ParseWithLength(body, len);
-        if (j && !cJSON_IsObject(j)) {
-            json_wipe(j);
-            cJSON_Delete(j);
-            j = NULL;
-        }
-    }
+    cJSON *j = provhttp_json_object(body, len, EXCHANGE_BODY_MAX);
 
     if (status < 300) {
         int dropped = 0;
@@ -294,10 +262,7 @@ void exchange_classify_http(const provider_t *pv, long status, const char *body,
                      out->error[0] ? "unrecognised error" : "unparseable error");
         }
     }
-    if (j) {
-        json_wipe(j);
-        cJSON_Delete(j);
-    }
+    provhttp_json_free(j);
 }
 
 static const char *curl_short(int c)

@@ -238,3 +238,41 @@ int provhttp_parse_retry_after(const char *v, int cap)
         return -1;
     return n > cap ? cap : (int)n;
 }
+
+int provhttp_retry_after_s(long status, const char *retry_after, int cap)
+{
+    int ra = provhttp_parse_retry_after(retry_after, cap);
+    if (ra < 0)
+        ra = 0;
+    return status == 429 && ra < 1 ? 1 : ra;
+}
+
+static void json_wipe(cJSON *j)
+{
+    for (cJSON *it = j; it; it = it->next) {
+        if (it->valuestring)
+            wipe_str(it->valuestring);
+        if (it->child)
+            json_wipe(it->child);
+    }
+}
+
+void provhttp_json_free(cJSON *j)
+{
+    if (!j)
+        return;
+    json_wipe(j);
+    cJSON_Delete(j);
+}
+
+cJSON *provhttp_json_object(const char *body, size_t len, size_t max)
+{
+    if (!body || len == 0 || len > max || memchr(body, '\0', len))
+        return NULL;
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (j && !cJSON_IsObject(j)) {
+        provhttp_json_free(j);
+        j = NULL;
+    }
+    return j;
+}

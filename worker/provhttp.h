@@ -28,6 +28,7 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 
 typedef struct provhttp provhttp_t;
@@ -69,6 +70,17 @@ void provhttp_wipe_body(provhttp_t *p);
 
 /* Wipe and free everything the handle owns (remove it from any multi first); NULL ok. */
 void provhttp_free(provhttp_t *p);
+
+/* PURE: the retry delay of an answer: its Retry-After (as provhttp_parse_retry_after) or 0, and
+ * at least 1 for a 429. */
+int provhttp_retry_after_s(long status, const char *retry_after, int cap);
+
+/* PURE: body[len] parsed when it is a JSON object of at most max bytes with no NUL byte (cJSON
+ * would silently cut a string at one), else NULL. Free with provhttp_json_free. */
+cJSON *provhttp_json_object(const char *body, size_t len, size_t max);
+
+/* Overwrite every string of the tree (tokens live there), then delete it; NULL ok. */
+void provhttp_json_free(cJSON *j);
 
 /* PURE: Retry-After in delta-seconds form (RFC 9110 §10.2.3) capped at cap, or -1 (absent,
  * HTTP-date or malformed). */
