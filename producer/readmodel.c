@@ -51,11 +51,6 @@ struct readmodel {
     metric_counter *m_read, *m_applied, *m_skipped;
 };
 
-const char *readmodel_schema_sql(void)
-{
-    return readmodel_schema_text;
-}
-
 static unsigned hash(const char *s)
 {
     unsigned h = 2166136261u;

@@ -85,11 +85,6 @@ struct store {
     char path[STORE_PATH_MAX];
 };
 
-const char *store_schema_sql(void)
-{
-    return store_schema_text;
-}
-
 /* ---- errors ------------------------------------------------------------- */
 
 static errc sqlite_class(int rc)
