@@ -39,7 +39,6 @@ CTL_SRC := $(filter-out ctl/main.c,$(sort $(wildcard ctl/*.c)))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
-TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 BENCH_LIB_SRC := $(filter-out bench/bench-%.c,$(sort $(wildcard bench/*.c)))
 BENCH_SRC := $(sort $(wildcard bench/bench-*.c))
@@ -56,24 +55,15 @@ LIBBENCH := $(BUILD)/libbench.a
 # Order matters for static linking: users before what they use.
 APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
-BINS := $(BUILD)/oauthq-provider-sim
-ifneq ($(wildcard producer/main.c),)
-BINS += $(BUILD)/oauthq-intake
-endif
-ifneq ($(wildcard worker/main.c),)
-BINS += $(BUILD)/oauthq-worker
-endif
-ifneq ($(wildcard ctl/main.c),)
-BINS += $(BUILD)/oauthqctl
-endif
-TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+BINS := $(BUILD)/oauthq-provider-sim $(BUILD)/oauthq-intake $(BUILD)/oauthq-worker \
+        $(BUILD)/oauthqctl
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests fuzz fuzz-build
-all: $(BINS) $(TOOLS) $(BENCH_BINS)
+all: $(BINS) $(BENCH_BINS)
 tests: all $(UNIT_BINS) $(ITEST_BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -84,28 +74,33 @@ define archive
 $(1): $(call obj,$(2))
 	@mkdir -p $$(dir $$@)
 	@rm -f $$@
-	$$(AR) rcs $$@ $$^ $$(if $$^,,$$(BUILD)/obj/empty.o)
+	$$(AR) rcs $$@ $$^
 endef
-$(BUILD)/obj/empty.o:
-	@mkdir -p $(dir $@)
-	echo 'typedef int oauthq_empty_unit;' | $(CC) $(CFLAGS) -x c -c - -o $@
 $(eval $(call archive,$(LIBCOMMON),$(COMMON_SRC)))
 $(eval $(call archive,$(LIBSIM),$(SIM_SRC)))
 # Static files of the intake, embedded as byte arrays (scripts/embed-assets).
 $(BUILD)/gen/assets_data.c: $(ASSET_FILES) scripts/embed-assets
 	scripts/embed-assets $@ $(ASSET_FILES)
-$(BUILD)/obj/gen/assets_data.o: $(BUILD)/gen/assets_data.c
+# The SQL of each store, embedded from schemas/: the file there is the one that runs.
+$(BUILD)/gen/store_schema.c: schemas/worker-store.sql scripts/embed-assets
+	scripts/embed-assets --text $@ store_schema_text $<
+$(BUILD)/gen/readmodel_schema.c: schemas/readmodel.sql scripts/embed-assets
+	scripts/embed-assets --text $@ readmodel_schema_text $<
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
-$(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o
+$(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o \
+              $(BUILD)/obj/gen/readmodel_schema.o
 	@mkdir -p $(dir $@)
 	@rm -f $@
 	$(AR) rcs $@ $^
-$(eval $(call archive,$(LIBWORKER),$(WORKER_SRC)))
+$(LIBWORKER): $(call obj,$(WORKER_SRC)) $(BUILD)/obj/gen/store_schema.o
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(AR) rcs $@ $^
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
 $(eval $(call archive,$(LIBBENCH),$(BENCH_LIB_SRC)))
-$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSUPPORT) $(LIBBENCH): | $(BUILD)/obj/empty.o
 
 $(BUILD)/oauthq-provider-sim: $(call obj,tests/sim/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -114,8 +109,6 @@ $(BUILD)/oauthq-intake: $(call obj,producer/main.c) $(APPLIBS)
 $(BUILD)/oauthq-worker: $(call obj,worker/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/oauthqctl: $(call obj,ctl/main.c) $(APPLIBS)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
-$(BUILD)/%: $(BUILD)/obj/tests/tools/%.o $(LIBSUPPORT) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # Benchmark tools (SPEC §9, scripts/bench): bench/bench-X.c -> build/bench/bench-X.
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBBENCH) $(APPLIBS)

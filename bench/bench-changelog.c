@@ -128,7 +128,7 @@ int main(int argc, char **argv)
     conn_t *c = malloc(sizeof *c);
     uint64_t rng = 0;
     size_t bytes = 0;
-    double t0 = bench_now_ms();
+    double t0 = bench_mono_ms();
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     int64_t now = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
@@ -158,7 +158,7 @@ int main(int argc, char **argv)
     }
     if (rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR)
         fail = 1;
-    double secs = (bench_now_ms() - t0) / 1000.0;
+    double secs = (bench_mono_ms() - t0) / 1000.0;
     printf("{\"records\": %ld, \"seconds\": %.2f, \"per_s\": %.0f, \"record_bytes\": %zu}\n",
            g_acked, secs, secs > 0 ? (double)g_acked / secs : 0,
            g_acked ? bytes / (size_t)g_acked : 0);

@@ -316,9 +316,9 @@ static int run_flows(const opts *o)
     CURLM *m = multi_new(o->parallel * 2);
     uint64_t rng = 0;
     long next = 0, done = 0, active = 0, failed = 0;
-    double deadline = bench_now_ms() + (double)o->timeout_s * 1000.0;
+    double deadline = bench_mono_ms() + (double)o->timeout_s * 1000.0;
     /* Each of the P slots carries one flow at a time (create, then authorize). */
-    while (done + failed < o->count && bench_now_ms() < deadline && failed == 0) {
+    while (done + failed < o->count && bench_mono_ms() < deadline && failed == 0) {
         while (active < o->parallel && next < o->count) {
             if (start_create(m, o, next++) < 0) {
                 failed++;
@@ -405,7 +405,7 @@ static void *reader_main(void *arg)
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rd->rk, 50);
         if (!msg)
             continue;
-        double now = bench_now_ms();
+        double now = bench_mono_ms();
         if (!msg->err && msg->key && msg->payload) {
             atomic_fetch_add(&rd->records, 1);
             flow *f = flows_find(rd->fl, msg->key, msg->key_len);
@@ -464,7 +464,7 @@ static int wait_finals(const flows *fl, int hang, double deadline)
         }
         if (missing == 0)
             return 0;
-        if (bench_now_ms() >= deadline)
+        if (bench_mono_ms() >= deadline)
             return -1;
         bench_sleep_ms(20);
     }
@@ -494,10 +494,10 @@ static int run_fire(const opts *o)
     size_t next = 0, answered = 0;
     long inflight = 0, max_inflight = 0, failed = 0;
     double max_lag = 0;
-    double t0 = bench_now_ms() + 50;
+    double t0 = bench_mono_ms() + 50;
     double deadline = t0 + (double)o->timeout_s * 1000.0;
-    while (answered < fl.n && bench_now_ms() < deadline) {
-        double now = bench_now_ms();
+    while (answered < fl.n && bench_mono_ms() < deadline) {
+        double now = bench_mono_ms();
         while (next < fl.n) {
             double due = o->rate > 0 ? t0 + (double)next * 1000.0 / o->rate : now;
             if (o->rate > 0 && due > now)
@@ -529,7 +529,7 @@ static int run_fire(const opts *o)
             req *r = NULL;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
             flow *f = &fl.f[r->idx];
-            f->t_answer = bench_now_ms();
+            f->t_answer = bench_mono_ms();
             if (msg->data.result == CURLE_OK)
                 curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &f->http);
             else
@@ -540,12 +540,12 @@ static int run_fire(const opts *o)
         }
         int wait_ms = 5;
         if (o->rate > 0 && next < fl.n) {
-            double due = t0 + (double)next * 1000.0 / o->rate - bench_now_ms();
+            double due = t0 + (double)next * 1000.0 / o->rate - bench_mono_ms();
             wait_ms = due < 0 ? 0 : due < 5 ? (int)due : 5;
         }
         curl_multi_poll(m, NULL, 0, wait_ms, NULL);
     }
-    double t_sent = bench_now_ms();
+    double t_sent = bench_mono_ms();
     curl_multi_cleanup(m);
 
     long accepted = 0, rejected = 0, unanswered = (long)(fl.n - answered);
@@ -564,10 +564,10 @@ static int run_fire(const opts *o)
     for (size_t i = 0; i < fl.n; i++)
         hang_total += fl.f[i].hang;
     if (o->status_topic) {
-        if (wait_finals(&fl, 0, bench_now_ms() + (double)o->timeout_s * 1000.0) < 0)
+        if (wait_finals(&fl, 0, bench_mono_ms() + (double)o->timeout_s * 1000.0) < 0)
             complete = 0;
         if (hang_total > 0)
-            wait_finals(&fl, 1, bench_now_ms() + (double)o->hang_wait_s * 1000.0);
+            wait_finals(&fl, 1, bench_mono_ms() + (double)o->hang_wait_s * 1000.0);
         reader_stop(&rd, th);
     }
 
@@ -652,7 +652,7 @@ static int run_watch(const opts *o)
     }
     for (size_t i = 0; i < fl.n; i++)
         fl.f[i].http = 200; /* sent by an earlier `fire` */
-    int complete = wait_finals(&fl, 0, bench_now_ms() + (double)o->timeout_s * 1000.0) == 0;
+    int complete = wait_finals(&fl, 0, bench_mono_ms() + (double)o->timeout_s * 1000.0) == 0;
     reader_stop(&rd, th);
     bench_samples ts = {0};
     for (size_t i = 0; i < fl.n; i++)

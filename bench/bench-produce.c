@@ -42,7 +42,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     (void)rk;
     (void)opaque;
     double *sent = m->_private;
-    double now = bench_now_ms();
+    double now = bench_mono_ms();
     g_run.outstanding--;
     if (m->err)
         g_run.errors++;
@@ -81,7 +81,7 @@ static int produce_one(rd_kafka_topic_t *rkt, uint64_t *rng, long seq, size_t *b
         return -1;
     double *sent = timed ? malloc(sizeof *sent) : NULL;
     if (sent)
-        *sent = bench_now_ms();
+        *sent = bench_mono_ms();
     *bytes = strlen(json);
     int rc = rd_kafka_produce(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_FREE, json, *bytes, key,
                               strlen(key), sent);
@@ -151,10 +151,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-produce: warm-up record not acknowledged on %s\n", topic);
         return 1;
     }
-    double t0 = bench_now_ms();
+    double t0 = bench_mono_ms();
     g_run.t_end = t0 + (double)seconds * 1000.0;
     int fail = 0;
-    while (!fail && bench_now_ms() < g_run.t_end) {
+    while (!fail && bench_mono_ms() < g_run.t_end) {
         while (window == 0 || g_run.outstanding < window) {
             int rc = produce_one(rkt, &rng, seq++, &bytes, 1, &e);
             if (rc < 0)

@@ -18,21 +18,14 @@
 
 static int delete_topics(const config_t *c, err_t *e)
 {
-    static const char *suffix[] = {KAFKA_TOPIC_CALLBACKS, KAFKA_TOPIC_CONNECTIONS,
-                                   KAFKA_TOPIC_STATUS, KAFKA_TOPIC_DLQ};
-    enum { N = sizeof suffix / sizeof suffix[0] };
+    enum { N = KAFKA_TOPICS };
     char names[N][300], errstr[256];
     rd_kafka_DeleteTopic_t *del[N];
-    rd_kafka_conf_t *conf = kafka_conf_admin(c, e);
-    if (!conf)
+    rd_kafka_t *rk = kafka_admin_new(c, e);
+    if (!rk)
         return -1;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "admin client: %s", errstr);
-    }
     for (int i = 0; i < N; i++) {
-        if (config_topic(c, suffix[i], names[i], sizeof names[i], e) < 0) {
+        if (config_topic(c, kafka_topic_specs[i].suffix, names[i], sizeof names[i], e) < 0) {
             for (int j = 0; j < i; j++)
                 rd_kafka_DeleteTopic_destroy(del[j]);
             rd_kafka_destroy(rk);

@@ -7,13 +7,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 
-double bench_now_ms(void)
+double bench_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return (double)clock_mono_us() / 1000.0;
 }
 
 void bench_sleep_ms(double ms)
@@ -135,26 +134,15 @@ rd_kafka_t *bench_consumer(const config_t *c, const char *topic, int timeout_ms,
         err_set(e, ERRC_FATAL, "consumer: %s", errstr);
         return NULL;
     }
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    if (!err && (md->topic_cnt != 1 || md->topics[0].err)) {
-        err = md->topic_cnt != 1 ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC : md->topics[0].err;
-        rd_kafka_metadata_destroy(md);
-    }
-    if (err) {
-        err_set(e, ERRC_RETRIABLE, "metadata for %s: %s", topic, rd_kafka_err2str(err));
+    int n = 0;
+    if (kafka_partition_count(rk, topic, timeout_ms, &n, e) < 0) {
         rd_kafka_destroy(rk);
         return NULL;
     }
-    int n = md->topics[0].partition_cnt;
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++)
-        rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_metadata_destroy(md);
-    err = rd_kafka_assign(rk, parts);
+        rd_kafka_topic_partition_list_add(parts, topic, i)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_resp_err_t err = rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (err) {
         err_set(e, kafka_errc(err), "assign %s: %s", topic, rd_kafka_err2str(err));

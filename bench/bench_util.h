@@ -16,7 +16,7 @@
 #include "common/err.h"
 
 /* Monotonic time in milliseconds (fractional). */
-double bench_now_ms(void);
+double bench_mono_ms(void);
 
 /* Sleep ms milliseconds (fractional). */
 void bench_sleep_ms(double ms);

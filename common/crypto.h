@@ -35,9 +35,6 @@ void crypto_hmac_sha256(const void *key, size_t klen, const void *msg, size_t ml
 /* 1 when a and b (n bytes each) are equal, in time independent of content. */
 int crypto_ct_equal(const void *a, const void *b, size_t n);
 
-/* Encoded length of n bytes in unpadded base64url. */
-size_t crypto_b64url_len(size_t n);
-
 /* Encode n bytes as unpadded base64url into out[cap] (NUL-terminated);
  * returns the length, or -1 when cap is too small. */
 long crypto_b64url_encode(const void *in, size_t n, char *out, size_t cap);

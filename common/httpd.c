@@ -16,6 +16,8 @@
 
 #include <microhttpd.h>
 
+#include "common/buf.h"
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
 
@@ -26,9 +28,9 @@ struct httpd_req {
     struct MHD_Connection *conn;
     atomic_int refs;
     req_state state;
-    int wake_pending; /* guarded by d->mu */
-    int timed_out;    /* guarded by d->mu until the wake is processed */
-    double deadline_ms;
+    int wake_pending;    /* guarded by d->mu */
+    int timed_out;       /* guarded by d->mu until the wake is processed */
+    int64_t deadline_ms; /* monotonic */
     httpd_wake_fn on_wake;
     httpd_req *prev, *next; /* suspended list, guarded by d->mu */
     char *uri;
@@ -36,18 +38,14 @@ struct httpd_req {
     size_t path_len;
     int uri_too_long;
     char method[16];
-    char *body;
-    size_t body_len;
+    buf_t body; /* secret: form posts may carry secrets */
     int body_too_big;
     char *hdr_name[HTTPD_HEADERS_MAX];
     char *hdr_value[HTTPD_HEADERS_MAX];
     int nhdr;
-    int status;
     void *data;
     void (*data_free)(void *);
     char reqid[20];
-    char ip[64];
-    double start_ms;
 };
 
 struct httpd {
@@ -66,13 +64,6 @@ struct httpd {
     int port;
 };
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 /* ---- request lifetime ---------------------------------------------------- */
 
 void httpd_req_ref(httpd_req *r)
@@ -90,10 +81,7 @@ void httpd_req_unref(httpd_req *r)
         free(r->hdr_name[i]);
         free(r->hdr_value[i]);
     }
-    if (r->body) {
-        crypto_wipe(r->body, r->body_len); /* may hold secrets (form posts) */
-        free(r->body);
-    }
+    buf_free(&r->body);
     if (r->uri) {
         crypto_wipe(r->uri, strlen(r->uri)); /* callback URIs carry codes */
         free(r->uri);
@@ -114,7 +102,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->d = d;
     r->conn = conn;
     r->state = REQ_READING;
-    r->start_ms = now_ms();
+    buf_init(&r->body, HTTPD_BODY_MAX, 1);
     size_t n = strnlen(uri, HTTPD_URI_MAX + 1);
     if (n > HTTPD_URI_MAX) {
         r->uri_too_long = 1;
@@ -135,18 +123,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL;
     }
     snprintf(r->reqid, sizeof r->reqid, "%08x%08x", d->seq_base, atomic_fetch_add(&d->seq, 1));
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(r->ip, sizeof r->ip, "unknown");
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->ip,
-                      sizeof r->ip);
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->ip,
-                      sizeof r->ip);
-    }
     return r;
 }
 
@@ -192,18 +168,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (*upload_data_size > 0) {
             size_t n = *upload_data_size;
             *upload_data_size = 0;
-            if (r->body_too_big || r->body_len + n > HTTPD_BODY_MAX) {
-                r->body_too_big = 1;
-                return MHD_YES; /* keep reading (and discarding) to answer 413 */
-            }
-            char *nb = realloc(r->body, r->body_len + n + 1);
-            if (!nb)
-                return MHD_NO;
-            r->body = nb;
-            memcpy(r->body + r->body_len, upload_data, n);
-            r->body_len += n;
-            r->body[r->body_len] = '\0';
-            return MHD_YES;
+            if (r->body_too_big)
+                return MHD_YES;
+            int rc = buf_add(&r->body, upload_data, n);
+            if (rc == BUF_TOO_LARGE)
+                r->body_too_big = 1; /* keep reading (and discarding) to answer 413 */
+            return rc == BUF_NOMEM ? MHD_NO : MHD_YES;
         }
         r->state = REQ_DISPATCHED;
         if (r->uri_too_long)
@@ -267,7 +237,7 @@ static void *deadline_main(void *arg)
     while (!atomic_load(&d->stopping)) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        double now = now_ms();
+        int64_t now = clock_mono_ms();
         pthread_mutex_lock(&d->mu);
         httpd_req *r = d->susp_head;
         while (r) {
@@ -290,7 +260,7 @@ int httpd_suspend(httpd_req *r, int timeout_ms, httpd_wake_fn on_wake)
     }
     pthread_mutex_lock(&d->mu);
     r->on_wake = on_wake;
-    r->deadline_ms = now_ms() + timeout_ms;
+    r->deadline_ms = clock_mono_ms() + timeout_ms;
     r->wake_pending = 0;
     r->timed_out = 0;
     r->state = REQ_SUSPENDED;
@@ -353,13 +323,8 @@ const char *httpd_cookie(const httpd_req *r, const char *name)
 const char *httpd_body(const httpd_req *r, size_t *len)
 {
     if (len)
-        *len = r->body_len;
-    return r->body ? r->body : "";
-}
-
-const char *httpd_client_ip(const httpd_req *r)
-{
-    return r->ip;
+        *len = buf_len(&r->body);
+    return buf_str(&r->body);
 }
 
 int httpd_wants_html(const httpd_req *r)
@@ -377,16 +342,6 @@ const char *httpd_request_id(const httpd_req *r)
     return r->reqid;
 }
 
-double httpd_elapsed_ms(const httpd_req *r)
-{
-    return now_ms() - r->start_ms;
-}
-
-int httpd_draining(const httpd_req *r)
-{
-    return atomic_load(&r->d->draining);
-}
-
 void httpd_set_data(httpd_req *r, void *data, void (*free_fn)(void *))
 {
     r->data = data;
@@ -396,11 +351,6 @@ void httpd_set_data(httpd_req *r, void *data, void (*free_fn)(void *))
 void *httpd_data(const httpd_req *r)
 {
     return r->data;
-}
-
-int httpd_status(const httpd_req *r)
-{
-    return r->status;
 }
 
 /* ---- responses ------------------------------------------------------------------ */
@@ -446,7 +396,6 @@ void httpd_respond(httpd_req *r, int status, const char *content_type, const cha
         MHD_add_response_header(resp, "Connection", "close");
     MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    r->status = status;
     r->state = REQ_RESPONDED;
 }
 

@@ -13,6 +13,9 @@
  * (httpd_respond*) or suspend (httpd_suspend) before returning.
  * MHD never times out suspended connections, so every suspension carries a
  * deadline: when it passes, on_wake runs with timed_out=1 and must answer.
+ * Draining: from httpd_quiesce (or httpd_stop) on, httpd itself answers
+ * every newly dispatched request 503 shutting_down with Connection: close;
+ * handlers never see those and need not check.
  * Limits: total connections, connections per IP, per-connection memory
  * (URL + headers), request body bytes, number of suspended requests.
  */
@@ -48,7 +51,7 @@ typedef struct {
 /* Bind and start serving; ERRC_FATAL when the address cannot be used. */
 httpd_t *httpd_start(const httpd_opts *o, httpd_handler h, void *app, err_t *e);
 
-/* Stop accepting new connections (graceful shutdown, first step). */
+/* Stop accepting new connections and start draining (graceful shutdown, first step). */
 void httpd_quiesce(httpd_t *d);
 
 /* Number of requests currently suspended. */
@@ -72,16 +75,10 @@ const char *httpd_cookie(const httpd_req *r, const char *name);
 /* Request body (NUL-terminated copy) and its length; 413 already sent by
  * httpd when it exceeded HTTPD_BODY_MAX, so handlers never see that. */
 const char *httpd_body(const httpd_req *r, size_t *len);
-/* Client address as text. */
-const char *httpd_client_ip(const httpd_req *r);
 /* 1 when the client prefers HTML (Accept names text/html before JSON). */
 int httpd_wants_html(const httpd_req *r);
 /* Per-request id (for logs and correlation). */
 const char *httpd_request_id(const httpd_req *r);
-/* Milliseconds since the request arrived. */
-double httpd_elapsed_ms(const httpd_req *r);
-/* 1 while the server is shutting down (handlers answer 503). */
-int httpd_draining(const httpd_req *r);
 
 /* ---- responding --------------------------------------------------------- */
 /* Add a response header (copied; at most HTTPD_HEADERS_MAX). */
@@ -89,8 +86,6 @@ void httpd_add_header(httpd_req *r, const char *name, const char *value);
 /* Queue the response; body copied. Exactly once per request. */
 void httpd_respond(httpd_req *r, int status, const char *content_type, const char *body,
                    size_t len);
-/* Status of the response queued (0 before). */
-int httpd_status(const httpd_req *r);
 
 /* ---- suspension ---------------------------------------------------------- */
 /* Suspend until httpd_wake() or timeout_ms; -1 when too many requests are

@@ -2,10 +2,12 @@
 #include "common/kafka.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, err_t *e)
@@ -145,15 +147,13 @@ errc kafka_error_errc(const rd_kafka_error_t *error)
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
                      int timeout_ms, err_t *e)
 {
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = clock_mono_ms();
     for (;;) {
         rd_kafka_resp_err_t err =
             rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, timeout_ms);
         if (!err)
             return 0;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        int64_t spent = clock_mono_ms() - t0;
         if (kafka_errc(err) != ERRC_RETRIABLE || spent >= timeout_ms)
             return err_set(e, kafka_errc(err), "watermarks of %s[%d]: %s", topic, partition,
                            rd_kafka_err2str(err));
@@ -162,45 +162,200 @@ int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64
     }
 }
 
-typedef struct {
-    const char *suffix;
-    const char *policy;
-    const char *retention_ms;
-} topic_spec;
-
 /* SPEC §2: callbacks delete ≥ 7 d, connections and status compacted,
  * dlq delete ≥ 14 d. */
-static const topic_spec topic_specs[] = {
-    {KAFKA_TOPIC_CALLBACKS, "delete", "604800000"},
-    {KAFKA_TOPIC_CONNECTIONS, "compact", NULL},
-    {KAFKA_TOPIC_STATUS, "compact", NULL},
-    {KAFKA_TOPIC_DLQ, "delete", "1209600000"},
+const kafka_topic_spec kafka_topic_specs[KAFKA_TOPICS] = {
+    {KAFKA_TOPIC_CALLBACKS, "delete", KAFKA_RETENTION_7D},
+    {KAFKA_TOPIC_CONNECTIONS, "compact", 0},
+    {KAFKA_TOPIC_STATUS, "compact", 0},
+    {KAFKA_TOPIC_DLQ, "delete", KAFKA_RETENTION_14D},
 };
-#define NTOPICS (sizeof topic_specs / sizeof topic_specs[0])
 
-int kafka_topics_ensure(const config_t *c, err_t *e)
+int kafka_min_isr(int replication)
+{
+    return replication >= 3 ? 2 : 1;
+}
+
+rd_kafka_t *kafka_admin_new(const config_t *c, err_t *e)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = kafka_conf_admin(c, e);
     if (!conf)
-        return -1;
+        return NULL;
+    if (kafka_conf_set(conf, "allow.auto.create.topics", "false", e) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!rk) {
         rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "kafka admin client: %s", errstr);
+        err_set(e, ERRC_FATAL, "kafka admin client: %s", errstr);
     }
+    return rk;
+}
+
+int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt)
+        return err_set(e, ERRC_PERMANENT, "topic %s: bad name", topic);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err)
+        return err_set(e, kafka_errc(err) == ERRC_FATAL ? ERRC_FATAL : ERRC_RETRIABLE,
+                       "metadata for %s: %s", topic, rd_kafka_err2str(err));
+    int rc = 0;
+    if (md->topic_cnt != 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        (!md->topics[0].err && md->topics[0].partition_cnt == 0))
+        rc = err_set(e, ERRC_PERMANENT, "topic %s does not exist (oauthqctl topics create)", topic);
+    else if (md->topics[0].err)
+        rc = err_set(e, kafka_errc(md->topics[0].err) == ERRC_FATAL ? ERRC_FATAL : ERRC_PERMANENT,
+                     "metadata for %s: %s", topic, rd_kafka_err2str(md->topics[0].err));
+    else
+        *n = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, kafka_scan_fn fn,
+                void *ud, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
+    if (!conf)
+        return -1;
+    if (kafka_conf_set(conf, "allow.auto.create.topics", "false", e) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return err_set(e, ERRC_FATAL, "consumer: %s", errstr);
+    }
+    long count = -1;
+    int nparts = 0;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    char *at_eof = NULL;
+    int64_t deadline = clock_mono_ms() + o->timeout_ms;
+    if (kafka_partition_count(rk, topic, o->idle_ms, &nparts, e) < 0)
+        goto out;
+    if (o->partition >= nparts) {
+        err_set(e, ERRC_PERMANENT, "topic %s has no partition %d (it has %d)", topic, o->partition,
+                nparts);
+        goto out;
+    }
+    parts = rd_kafka_topic_partition_list_new(nparts);
+    for (int i = 0; i < nparts; i++)
+        if (o->partition < 0 || i == o->partition)
+            rd_kafka_topic_partition_list_add(parts, topic, i)->offset =
+                o->partition < 0 ? RD_KAFKA_OFFSET_BEGINNING : o->start_offset;
+    int want = parts->cnt;
+    rd_kafka_resp_err_t aerr = rd_kafka_assign(rk, parts);
+    if (aerr) {
+        err_set(e, kafka_errc(aerr), "assign %s: %s", topic, rd_kafka_err2str(aerr));
+        goto out;
+    }
+    at_eof = calloc((size_t)nparts, 1);
+    if (!at_eof) {
+        err_set(e, ERRC_RETRIABLE, "out of memory");
+        goto out;
+    }
+    int neof = 0;
+    long n = 0;
+    int64_t idle_since = clock_mono_ms();
+    while (!(neof == want && n >= o->min_records)) {
+        if (clock_mono_ms() >= deadline && neof == want)
+            break; /* at the end, fewer than min_records: the caller judges the count */
+        if (clock_mono_ms() >= deadline) {
+            err_set(e, ERRC_RETRIABLE, "reading %s: not at the end after %d ms", topic,
+                    o->timeout_ms);
+            goto out;
+        }
+        if (neof < want && clock_mono_ms() - idle_since > o->idle_ms) {
+            err_set(e, ERRC_RETRIABLE,
+                    "reading %s: no progress in %d ms (%d of %d partitions read)", topic,
+                    o->idle_ms, neof, want);
+            goto out;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        int in_range = m->partition >= 0 && m->partition < nparts;
+        int stop = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            idle_since = clock_mono_ms();
+            if (in_range && !at_eof[m->partition]) {
+                at_eof[m->partition] = 1;
+                neof++;
+            }
+        } else if (m->err) {
+            /* Transient consumer errors: reported, reading goes on until a bound. */
+            log_kv(LOGL_DEBUG, "scan_error", "topic", topic, "error", rd_kafka_err2str(m->err));
+        } else {
+            idle_since = clock_mono_ms();
+            if (in_range && at_eof[m->partition]) {
+                at_eof[m->partition] = 0; /* newer records after the end seen */
+                neof--;
+            }
+            char *k = m->key ? strndup(m->key, m->key_len) : NULL;
+            char *v = m->payload ? strndup(m->payload, m->len) : NULL;
+            if ((m->key && !k) || (m->payload && !v)) {
+                free(k);
+                free(v);
+                rd_kafka_message_destroy(m);
+                err_set(e, ERRC_RETRIABLE, "out of memory");
+                goto out;
+            }
+            rd_kafka_timestamp_type_t tt;
+            kafka_rec r = {
+                m->partition, m->offset, rd_kafka_message_timestamp(m, &tt), k, m->key_len, v,
+                m->len};
+            n++;
+            int rc = fn ? fn(&r, ud) : 0;
+            free(k);
+            free(v);
+            if (rc < 0) {
+                rd_kafka_message_destroy(m);
+                err_set(e, ERRC_PERMANENT, "stopped by caller");
+                goto out;
+            }
+            stop = rc > 0;
+        }
+        rd_kafka_message_destroy(m);
+        if (stop)
+            break;
+    }
+    count = n;
+out:
+    free(at_eof);
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return count;
+}
+
+int kafka_topics_ensure(const config_t *c, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_t *rk = kafka_admin_new(c, e);
+    if (!rk)
+        return -1;
     int rc = -1;
-    rd_kafka_NewTopic_t *nts[NTOPICS] = {0};
+    rd_kafka_NewTopic_t *nts[KAFKA_TOPICS] = {0};
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_event_t *ev = NULL;
     rd_kafka_AdminOptions_set_request_timeout(opts, c->kafka_timeout_ms, errstr, sizeof errstr);
     rd_kafka_AdminOptions_set_operation_timeout(opts, c->kafka_timeout_ms, errstr, sizeof errstr);
     char min_isr[8];
-    snprintf(min_isr, sizeof min_isr, "%d", c->topic_replication >= 3 ? 2 : 1);
-    for (size_t i = 0; i < NTOPICS; i++) {
+    snprintf(min_isr, sizeof min_isr, "%d", kafka_min_isr(c->topic_replication));
+    for (size_t i = 0; i < KAFKA_TOPICS; i++) {
+        const kafka_topic_spec *ts = &kafka_topic_specs[i];
         char name[256];
-        if (config_topic(c, topic_specs[i].suffix, name, sizeof name, e) < 0)
+        if (config_topic(c, ts->suffix, name, sizeof name, e) < 0)
             goto out;
         nts[i] = rd_kafka_NewTopic_new(name, c->topic_partitions, c->topic_replication, errstr,
                                        sizeof errstr);
@@ -208,15 +363,18 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
             err_set(e, ERRC_FATAL, "topic %s: %s", name, errstr);
             goto out;
         }
-        rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy", topic_specs[i].policy);
+        rd_kafka_NewTopic_set_config(nts[i], "cleanup.policy", ts->policy);
         rd_kafka_NewTopic_set_config(nts[i], "min.insync.replicas", min_isr);
-        if (topic_specs[i].retention_ms)
-            rd_kafka_NewTopic_set_config(nts[i], "retention.ms", topic_specs[i].retention_ms);
-        else
+        if (ts->min_retention_ms) {
+            char ret[24];
+            snprintf(ret, sizeof ret, "%lld", ts->min_retention_ms);
+            rd_kafka_NewTopic_set_config(nts[i], "retention.ms", ret);
+        } else {
             /* Compacted changelogs: tombstones kept a day for slow readers. */
-            rd_kafka_NewTopic_set_config(nts[i], "delete.retention.ms", "86400000");
+            rd_kafka_NewTopic_set_config(nts[i], "delete.retention.ms", KAFKA_TOMBSTONE_KEEP);
+        }
     }
-    rd_kafka_CreateTopics(rk, nts, NTOPICS, opts, q);
+    rd_kafka_CreateTopics(rk, nts, KAFKA_TOPICS, opts, q);
     ev = rd_kafka_queue_poll(q, c->kafka_timeout_ms + 2000);
     if (!ev) {
         err_set(e, ERRC_RETRIABLE, "creating topics: no answer from %s in %d ms",
@@ -245,7 +403,7 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
 out:
     if (ev)
         rd_kafka_event_destroy(ev);
-    for (size_t i = 0; i < NTOPICS; i++)
+    for (size_t i = 0; i < KAFKA_TOPICS; i++)
         if (nts[i])
             rd_kafka_NewTopic_destroy(nts[i]);
     rd_kafka_AdminOptions_destroy(opts);

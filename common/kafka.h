@@ -54,8 +54,69 @@ errc kafka_error_errc(const rd_kafka_error_t *error);
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
                      int timeout_ms, err_t *e);
 
-/* Create callbacks, connections (compact), status (compact) and dlq with the
- * configured partitions/replication; existing topics are accepted. */
+/* The topics of SPEC §2, in creation order: the one table that
+ * kafka_topics_ensure creates from and `oauthqctl topics describe` checks
+ * against. */
+typedef struct {
+    const char *suffix;         /* KAFKA_TOPIC_* */
+    const char *policy;         /* cleanup.policy */
+    long long min_retention_ms; /* retention.ms at creation, the least accepted; 0: compacted */
+} kafka_topic_spec;
+
+#define KAFKA_TOPICS         4
+#define KAFKA_RETENTION_7D   604800000LL
+#define KAFKA_RETENTION_14D  1209600000LL
+#define KAFKA_TOMBSTONE_KEEP "86400000" /* delete.retention.ms of compacted topics: 1 d */
+
+extern const kafka_topic_spec kafka_topic_specs[KAFKA_TOPICS];
+
+/* min.insync.replicas for a replication factor: 2 from 3 replicas on, else 1. */
+int kafka_min_isr(int replication);
+
+/* An Admin API client (a producer handle from kafka_conf_admin that never auto-creates
+ * topics); the caller destroys it. NULL + ERRC_FATAL. */
+rd_kafka_t *kafka_admin_new(const config_t *c, err_t *e);
+
+/* Partition count of topic from one metadata request (bounded by timeout_ms; never creates
+ * the topic): 0, or -1 with ERRC_RETRIABLE (broker unreachable, timeout), ERRC_FATAL, or
+ * ERRC_PERMANENT (the topic does not exist, has no partitions or an error). */
+int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e);
+
+/* One record handed over by kafka_scan; the pointers live until the callback returns. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* Kafka record timestamp, -1 when unknown */
+    const char *key;      /* NUL-terminated copy, NULL for a null key */
+    size_t key_len;
+    const char *value; /* NUL-terminated copy, NULL for a tombstone */
+    size_t value_len;
+} kafka_rec;
+
+/* Per record: 0 go on, 1 stop (not an error), -1 fail the scan (ERRC_PERMANENT "stopped by
+ * caller"; the callback keeps its own reason). */
+typedef int (*kafka_scan_fn)(const kafka_rec *r, void *ud);
+
+typedef struct {
+    int32_t partition;    /* < 0: every partition from the beginning; else this one ... */
+    int64_t start_offset; /* ... from this offset */
+    long min_records;     /* past the end, keep waiting (up to timeout_ms) for this many */
+    int idle_ms;          /* no record and no end for this long: ERRC_RETRIABLE */
+    int timeout_ms;       /* overall bound (> 0) */
+} kafka_scan_opts;
+
+/* The one bounded topic reader (oauthqctl, tests, tools): an assign-only read_committed
+ * consumer (no group, no commits, never creates the topic) reads until every chosen partition
+ * reached its end (partition EOF; re-armed when newer records arrive) and min_records were
+ * handed over, or the callback stops it, or timeout_ms passed at the end (fewer records is not
+ * an error: the caller judges the count). Returns the number of records handed over, or -1: a
+ * missing topic or partition ERRC_PERMANENT; an unreachable broker, idle_ms without progress or
+ * timeout_ms before the end ERRC_RETRIABLE. Single-threaded; one consumer per call. */
+long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, kafka_scan_fn fn,
+                void *ud, err_t *e);
+
+/* Create every topic of kafka_topic_specs with the configured partitions/replication and
+ * kafka_min_isr; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);
 
 #endif

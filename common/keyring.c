@@ -154,11 +154,6 @@ size_t keyring_count(const keyring_t *k)
     return k->n;
 }
 
-const char *keyring_kid_at(const keyring_t *k, size_t i)
-{
-    return i < k->n ? k->kid[i] : NULL;
-}
-
 const uint8_t *keyring_key_at(const keyring_t *k, size_t i)
 {
     return i < k->n ? k->key[i] : NULL;

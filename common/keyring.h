@@ -37,9 +37,8 @@ const uint8_t *keyring_active_key(const keyring_t *k);
 /* Key bytes for kid, or NULL when the keyring does not hold it. */
 const uint8_t *keyring_find(const keyring_t *k, const char *kid);
 
-/* Number of keys and the i-th key id/bytes (for verify-with-any). */
+/* Number of keys and the i-th key's bytes (for verify-with-any). */
 size_t keyring_count(const keyring_t *k);
-const char *keyring_kid_at(const keyring_t *k, size_t i);
 const uint8_t *keyring_key_at(const keyring_t *k, size_t i);
 
 /* Wipe and free; NULL is fine. */

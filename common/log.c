@@ -322,15 +322,11 @@ void log_kv_(log_level level, const char *event, ...)
     emit(level, event, kv, n & ~(size_t)1);
 }
 
-void log_msg(log_level level, const char *fmt, ...)
+const char *log_code_id(const char *sha256_hex, char out[LOG_CODE_ID_LEN + 1])
 {
-    if (!log_enabled(level))
-        return;
-    char msg[LOG_LINE_MAX / 2];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *kv[2] = {"msg", msg};
-    emit(level, "log", kv, 2);
+    if (!sha256_hex || !sha256_hex[0])
+        snprintf(out, LOG_CODE_ID_LEN + 1, "-");
+    else
+        snprintf(out, LOG_CODE_ID_LEN + 1, "%.*s", LOG_CODE_ID_LEN, sha256_hex);
+    return out;
 }

@@ -12,7 +12,10 @@
  *   2. Values registered with log_secret() (client secrets, keys loaded at
  *      start-up) are replaced by "[REDACTED]" wherever they appear in the
  *      rendered line, including free-text messages.
- * Log a hash prefix (e.g. code_sha256) when an identity is needed.
+ * Log a hash prefix when an identity is needed: a code is logged as
+ * "code_sha256" = log_code_id (the first LOG_CODE_ID_LEN hex digits of its
+ * SHA-256), the same id in every process, so one grep follows a code from
+ * the intake through the worker to the token endpoint.
  */
 #ifndef OAUTHQ_COMMON_LOG_H
 #define OAUTHQ_COMMON_LOG_H
@@ -23,7 +26,8 @@
 
 #define LOG_LINE_MAX       4096
 #define LOG_SECRETS_MAX    64
-#define LOG_SECRET_MIN_LEN 6 /* shorter values would redact ordinary text */
+#define LOG_SECRET_MIN_LEN 6  /* shorter values would redact ordinary text */
+#define LOG_CODE_ID_LEN    12 /* hex digits of a code's SHA-256 in logs */
 
 typedef enum { LOGL_DEBUG = 0, LOGL_INFO = 1, LOGL_WARN = 2, LOGL_ERROR = 3 } log_level;
 
@@ -45,13 +49,9 @@ void log_secrets_clear(void);
 #define log_kv(level, ...) log_kv_((level), __VA_ARGS__, (const char *)NULL)
 void log_kv_(log_level level, const char *event, ...) __attribute__((sentinel));
 
-/* printf-style message as the "msg" field of a "log" event. */
-void log_msg(log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-#define log_debug(...) log_msg(LOGL_DEBUG, __VA_ARGS__)
-#define log_info(...)  log_msg(LOGL_INFO, __VA_ARGS__)
-#define log_warn(...)  log_msg(LOGL_WARN, __VA_ARGS__)
-#define log_error(...) log_msg(LOGL_ERROR, __VA_ARGS__)
+/* The id logged under "code_sha256": the first LOG_CODE_ID_LEN digits of sha256_hex (a code's
+ * lowercase hex SHA-256), or "-" when it is NULL or empty; written to out, returned. */
+const char *log_code_id(const char *sha256_hex, char out[LOG_CODE_ID_LEN + 1]);
 
 /* Is `level` enabled? Lets callers skip costly field preparation. */
 int log_enabled(log_level level);

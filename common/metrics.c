@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+
 typedef enum { MT_COUNTER, MT_GAUGE, MT_HISTOGRAM } mtype;
 
 struct metric_counter {
@@ -293,41 +295,6 @@ void metrics_histogram_observe(metric_histogram *h, double v)
 
 /* ---- rendering ------------------------------------------------------------------ */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    for (int tries = 0; !b->oom && tries < 2; tries++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if ((size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t ncap = b->cap * 2;
-        if (ncap < b->n + (size_t)k + 1)
-            ncap = b->n + (size_t)k + 1;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-}
-
 /* Shortest text that reads back as v; Prometheus spellings for NaN/±Inf. */
 static void fmt_double(double v, char *out, size_t cap)
 {
@@ -347,31 +314,31 @@ static void fmt_double(double v, char *out, size_t cap)
 }
 
 /* HELP text escaping: \\ and \n. */
-static void sb_help(sbuf *b, const char *help)
+static void sb_help(buf_t *b, const char *help)
 {
     for (const char *p = help; *p; p++) {
         if (*p == '\\')
-            sb_printf(b, "\\\\");
+            buf_printf(b, "\\\\");
         else if (*p == '\n')
-            sb_printf(b, "\\n");
+            buf_printf(b, "\\n");
         else
-            sb_printf(b, "%c", *p);
+            buf_printf(b, "%c", *p);
     }
 }
 
-static void render_series(sbuf *b, const family *f, const series *s)
+static void render_series(buf_t *b, const family *f, const series *s)
 {
     const char *l = s->labels;
     const char *lo = *l ? "{" : "", *lc = *l ? "}" : "";
     char num[64];
     switch (f->type) {
     case MT_COUNTER:
-        sb_printf(b, "%s%s%s%s %" PRIu64 "\n", f->name, lo, l, lc,
-                  atomic_load_explicit(&s->c.v, memory_order_relaxed));
+        buf_printf(b, "%s%s%s%s %" PRIu64 "\n", f->name, lo, l, lc,
+                   atomic_load_explicit(&s->c.v, memory_order_relaxed));
         break;
     case MT_GAUGE:
-        sb_printf(b, "%s%s%s%s %" PRId64 "\n", f->name, lo, l, lc,
-                  atomic_load_explicit(&s->g.v, memory_order_relaxed));
+        buf_printf(b, "%s%s%s%s %" PRId64 "\n", f->name, lo, l, lc,
+                   atomic_load_explicit(&s->g.v, memory_order_relaxed));
         break;
     case MT_HISTOGRAM: {
         const struct metric_histogram *h = &s->h;
@@ -383,14 +350,14 @@ static void render_series(sbuf *b, const family *f, const series *s)
                 fmt_double(h->bounds[i], num, sizeof num);
             else
                 snprintf(num, sizeof num, "+Inf");
-            sb_printf(b, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", f->name, l, sep, num, cum);
+            buf_printf(b, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", f->name, l, sep, num, cum);
         }
         uint64_t bits = atomic_load_explicit(&h->sum_bits, memory_order_relaxed);
         double sum;
         memcpy(&sum, &bits, sizeof sum);
         fmt_double(sum, num, sizeof num);
-        sb_printf(b, "%s_sum%s%s%s %s\n", f->name, lo, l, lc, num);
-        sb_printf(b, "%s_count%s%s%s %" PRIu64 "\n", f->name, lo, l, lc, cum);
+        buf_printf(b, "%s_sum%s%s%s %s\n", f->name, lo, l, lc, num);
+        buf_printf(b, "%s_count%s%s%s %" PRIu64 "\n", f->name, lo, l, lc, cum);
         break;
     }
     }
@@ -400,31 +367,28 @@ int metrics_render(metrics_t *m, char **out, size_t *len, err_t *e)
 {
     if (!m || !out)
         return err_set(e, ERRC_PERMANENT, "metrics_render: bad arguments");
-    sbuf b = {malloc(4096), 0, 4096, 0};
-    if (!b.p)
-        return err_set(e, ERRC_FATAL, "metrics_render: out of memory");
-    b.p[0] = '\0';
+    buf_t b;
+    buf_init(&b, METRICS_TEXT_MAX, 0);
     pthread_mutex_lock(&m->mu);
-    for (size_t fi = 0; fi < m->nfam && !b.oom; fi++) {
+    for (size_t fi = 0; fi < m->nfam && !buf_error(&b); fi++) {
         const family *f = m->fam[fi];
         if (f->help[0]) {
-            sb_printf(&b, "# HELP %s ", f->name);
+            buf_printf(&b, "# HELP %s ", f->name);
             sb_help(&b, f->help);
-            sb_printf(&b, "\n");
+            buf_printf(&b, "\n");
         }
-        sb_printf(&b, "# TYPE %s %s\n", f->name, type_names[f->type]);
+        buf_printf(&b, "# TYPE %s %s\n", f->name, type_names[f->type]);
         for (size_t si = 0; si < m->nser; si++)
             if (m->ser[si]->fam == fi)
                 render_series(&b, f, m->ser[si]);
     }
     pthread_mutex_unlock(&m->mu);
-    if (b.oom) {
-        free(b.p);
-        return err_set(e, ERRC_FATAL, "metrics_render: out of memory");
-    }
-    *out = b.p;
-    if (len)
-        *len = b.n;
+    int err = buf_error(&b);
+    *out = buf_take(&b, len);
+    if (!*out)
+        return err_set(e, ERRC_FATAL, "metrics_render: %s",
+                       err == BUF_TOO_LARGE ? "text larger than METRICS_TEXT_MAX"
+                                            : "out of memory");
     return 0;
 }
 

@@ -36,6 +36,8 @@
 #define METRICS_NAME_MAX    128
 #define METRICS_LABELS_MAX  512
 #define METRICS_HELP_MAX    256
+#define METRICS_TEXT_MAX                                                                           \
+    (32u * 1024 * 1024) /* bound of one rendering (above what the limits allow) */
 
 typedef struct metrics metrics_t;
 typedef struct metric_counter metric_counter;
@@ -76,7 +78,8 @@ void metrics_histogram_observe(metric_histogram *h, double v);
 
 /* Render every series grouped by name (one # HELP and # TYPE per name, names in registration
  * order; HELP omitted when empty); histograms as cumulative _bucket{le}, _sum, _count.
- * *out is malloc'd and NUL-terminated, *len its length; caller frees. */
+ * *out is malloc'd and NUL-terminated, *len its length; caller frees. ERRC_FATAL when out of
+ * memory or longer than METRICS_TEXT_MAX. */
 int metrics_render(metrics_t *m, char **out, size_t *len, err_t *e);
 
 /* Escape a label value (\\, \", \n) into out[cap] (cap ≥ 1); truncates safely, never

@@ -3,10 +3,14 @@
  *
  * Commands (each with --help, a table by default and --json for one JSON
  * document on stdout):
- *   topics create|describe    ctl_topics.h
- *   status ID                 ctl_status.h
- *   dlq list|show             ctl_dlq.h
- *   replay ID... | --dlq      ctl_replay.h
+ *   topics create|describe         ctl_topics.h
+ *   status ID                      ctl_status.h
+ *   dlq list|show                  ctl_dlq.h
+ *   replay ID... | --dlq           ctl_replay.h
+ *   provider check|pause|resume    ctl_provider.h
+ *   token ID                       ctl_token.h
+ *   disconnect ID...               ctl_disconnect.h
+ * (the table in ctl.c is the list; this one follows it).
  * Every command returns an err_t class, mapped here and only here to the
  * exit code: 0 ok, 1 retriable (Kafka unreachable, not delivered: try
  * again), 2 usage, permanent error, not found or drift, 3 fatal

@@ -22,7 +22,8 @@ static const flag_spec flags[] = {
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
-int ctl_args_long(const char *s, long min, long max, long *out)
+/* Parse a decimal long in [min, max] (whole string); -1 otherwise. */
+static int parse_long(const char *s, long min, long max, long *out)
 {
     if (!s || !*s || (*s < '0' || *s > '9'))
         return -1;
@@ -58,7 +59,7 @@ static int set_value(ctl_opts *o, unsigned flag, const char *name, const char *v
         snprintf(o->reason, sizeof o->reason, "%s", v);
         return 0;
     case CTL_OPT_LIMIT:
-        if (ctl_args_long(v, 1, CTL_LIMIT_MAX, &o->limit) < 0)
+        if (parse_long(v, 1, CTL_LIMIT_MAX, &o->limit) < 0)
             return err_set(e, ERRC_PERMANENT, "%s: expected an integer 1..%ld", name,
                            CTL_LIMIT_MAX);
         return 0;
@@ -225,7 +226,7 @@ int ctl_args_time(const char *s, int64_t now_ms, int64_t *ms, err_t *e)
         default:
             break;
         }
-        if (unit && ctl_args_long(num, 0, 100L * 365 * 86400, &v) == 0 &&
+        if (unit && parse_long(num, 0, 100L * 365 * 86400, &v) == 0 &&
             (int64_t)v * unit <= now_ms) {
             *ms = now_ms - (int64_t)v * unit;
             return 0;
@@ -246,7 +247,7 @@ int ctl_args_partoff(const char *s, int32_t *partition, int64_t *offset, err_t *
         return err_set(e, ERRC_PERMANENT, "expected PARTITION:OFFSET, got '%.40s'", s ? s : "");
     memcpy(part, s, (size_t)(colon - s));
     part[colon - s] = '\0';
-    if (ctl_args_long(part, 0, 1000000, &p) < 0 || ctl_args_long(colon + 1, 0, LONG_MAX, &o) < 0)
+    if (parse_long(part, 0, 1000000, &p) < 0 || parse_long(colon + 1, 0, LONG_MAX, &o) < 0)
         return err_set(e, ERRC_PERMANENT, "expected PARTITION:OFFSET, got '%.40s'", s);
     *partition = (int32_t)p;
     *offset = (int64_t)o;

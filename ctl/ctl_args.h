@@ -55,7 +55,4 @@ int ctl_args_time(const char *s, int64_t now_ms, int64_t *ms, err_t *e);
 /* Parse "PARTITION:OFFSET" (both non-negative decimal). */
 int ctl_args_partoff(const char *s, int32_t *partition, int64_t *offset, err_t *e);
 
-/* Parse a decimal long in [min, max] (whole string); -1 otherwise. */
-int ctl_args_long(const char *s, long min, long max, long *out);
-
 #endif

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/records.h"
 #include "ctl/ctl_args.h"
@@ -43,7 +44,7 @@ int ctl_disconnect_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
         records_replay d;
         memset(&d, 0, sizeof d);
         snprintf(d.connection_id, sizeof d.connection_id, "%s", o.pos[i]);
-        d.requested_at_ms = ctl_out_now_ms();
+        d.requested_at_ms = clock_wall_ms();
         const char *u = getenv("USER");
         snprintf(d.requested_by, sizeof d.requested_by, "%.40s", u && *u ? u : "oauthqctl");
         char *json = records_disconnect_encode(&d, e);

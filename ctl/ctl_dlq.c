@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "ctl/ctl_args.h"
@@ -57,31 +59,6 @@ int ctl_dlq_match(const ctl_dlq_entry *d, const ctl_dlq_filter *f)
 
 /* ---- redaction ------------------------------------------------------------ */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf_t;
-
-static void put(buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 256) + n;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 static int is_ident(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -104,10 +81,11 @@ static int secret_name(const char *s, size_t n)
  * embedded in a string is scrubbed too. */
 static char *scrub_text(const char *s, size_t n)
 {
-    buf_t b = {0};
-    put(&b, "", 0);
+    buf_t b;
+    /* Each input byte yields at most itself or a redaction marker. */
+    buf_init(&b, n * (sizeof CTL_REDACTED + 1) + 16, 0);
     size_t i = 0;
-    while (i < n && !b.oom) {
+    while (i < n && !buf_error(&b)) {
         if (s[i] == '"' || (s[i] == '\\' && i + 1 < n && s[i + 1] == '"')) {
             /* A quoted name: "name" or \"name\" (inside a JSON string). */
             int esc = s[i] == '\\';
@@ -124,12 +102,12 @@ static char *scrub_text(const char *s, size_t n)
                     j++;
                     while (j < n && (s[j] == ' ' || s[j] == '\t'))
                         j++;
-                    put(&b, s + i, j - i);
+                    buf_add(&b, s + i, j - i);
                     if (j < n && (s[j] == '"' || (s[j] == '\\' && j + 1 < n && s[j + 1] == '"'))) {
                         int vesc = s[j] == '\\';
-                        put(&b, s + j, vesc ? 2 : 1);
+                        buf_add(&b, s + j, vesc ? 2 : 1);
                         j += vesc ? 2 : 1;
-                        put(&b, CTL_REDACTED, strlen(CTL_REDACTED));
+                        buf_add(&b, CTL_REDACTED, strlen(CTL_REDACTED));
                         /* Skip to the closing quote of the value. */
                         while (j < n) {
                             if (!vesc && s[j] == '\\' && j + 1 < n) {
@@ -143,7 +121,7 @@ static char *scrub_text(const char *s, size_t n)
                             j++;
                         }
                     } else {
-                        put(&b, CTL_REDACTED, strlen(CTL_REDACTED));
+                        buf_add(&b, CTL_REDACTED, strlen(CTL_REDACTED));
                         while (j < n && s[j] != ',' && s[j] != '}' && s[j] != ']')
                             j++;
                     }
@@ -151,7 +129,7 @@ static char *scrub_text(const char *s, size_t n)
                     continue;
                 }
             }
-            put(&b, s + i, esc ? 2 : 1);
+            buf_add(&b, s + i, esc ? 2 : 1);
             i += esc ? 2 : 1;
             continue;
         }
@@ -159,10 +137,10 @@ static char *scrub_text(const char *s, size_t n)
             size_t j = i;
             while (j < n && is_ident(s[j]))
                 j++;
-            put(&b, s + i, j - i);
+            buf_add(&b, s + i, j - i);
             if (j < n && s[j] == '=' && secret_name(s + i, j - i)) {
-                put(&b, "=", 1);
-                put(&b, CTL_REDACTED, strlen(CTL_REDACTED));
+                buf_add(&b, "=", 1);
+                buf_add(&b, CTL_REDACTED, strlen(CTL_REDACTED));
                 j++;
                 while (j < n && s[j] != '&' && s[j] != '"' && s[j] != ' ' && s[j] != '\\' &&
                        s[j] != ',' && s[j] != '}')
@@ -171,14 +149,10 @@ static char *scrub_text(const char *s, size_t n)
             i = j;
             continue;
         }
-        put(&b, s + i, 1);
+        buf_add(&b, s + i, 1);
         i++;
     }
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return buf_take(&b, NULL);
 }
 
 /* Put r in place of it inside node, keeping its member name (ViaPointer
@@ -499,7 +473,7 @@ int ctl_dlq_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
     if (!list && strcmp(argv[0], "show") != 0)
         return err_set(e, ERRC_PERMANENT, "dlq: unknown subcommand '%.40s'", argv[0]);
     unsigned allowed = CTL_OPT_JSON | (list ? CTL_OPT_SINCE | CTL_OPT_REASON | CTL_OPT_LIMIT : 0);
-    if (ctl_args_parse(argc - 1, argv + 1, allowed, ctl_out_now_ms(), &o, e) < 0)
+    if (ctl_args_parse(argc - 1, argv + 1, allowed, clock_wall_ms(), &o, e) < 0)
         return -1;
     ctl_ctx cx = *cx0;
     cx.json = (o.seen & CTL_OPT_JSON) != 0;

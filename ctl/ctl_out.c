@@ -41,17 +41,3 @@ const char *ctl_out_cell(const cJSON *obj, const char *key, char *buf, size_t ca
         snprintf(buf, cap, "-");
     return buf;
 }
-
-int64_t ctl_out_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t ctl_out_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}

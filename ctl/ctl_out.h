@@ -35,10 +35,4 @@ void ctl_out_add_time(cJSON *obj, const char *key, int64_t ms);
  * and booleans as text, null/absent as "-". Writes into buf[cap]. */
 const char *ctl_out_cell(const cJSON *obj, const char *key, char *buf, size_t cap);
 
-/* Current wall-clock time in unix ms. */
-int64_t ctl_out_now_ms(void);
-
-/* Monotonic milliseconds (for bounded waits). */
-int64_t ctl_out_mono_ms(void);
-
 #endif

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/providers.h"
 #include "common/kafka.h"
@@ -52,7 +53,7 @@ static int pause_resume(const ctl_ctx *cx, int pause, const char *name, err_t *e
     memset(&pr, 0, sizeof pr);
     snprintf(pr.provider, sizeof pr.provider, "%s", name);
     pr.pause = pause;
-    pr.requested_at_ms = ctl_out_now_ms();
+    pr.requested_at_ms = clock_wall_ms();
     const char *u = getenv("USER");
     snprintf(pr.requested_by, sizeof pr.requested_by, "%.40s", u && *u ? u : "oauthqctl");
     char *json = records_provider_encode(&pr, e);

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/records.h"
@@ -102,7 +103,7 @@ static int publish(const config_t *c, const char *topic, pub_t *pubs, long n, er
         rd_kafka_conf_destroy(conf);
         return err_set(e, ERRC_FATAL, "kafka producer: %s", errstr);
     }
-    int64_t deadline = ctl_out_mono_ms() + c->produce_timeout_ms + 2000;
+    int64_t deadline = clock_mono_ms() + c->produce_timeout_ms + 2000;
     for (long i = 0; i < n; i++) {
         rd_kafka_resp_err_t err;
         for (;;) {
@@ -111,7 +112,7 @@ static int publish(const config_t *c, const char *topic, pub_t *pubs, long n, er
                                     RD_KAFKA_V_VALUE(pubs[i].value, pubs[i].len),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                     RD_KAFKA_V_OPAQUE(&pubs[i]), RD_KAFKA_V_END);
-            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || ctl_out_mono_ms() > deadline)
+            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || clock_mono_ms() > deadline)
                 break;
             rd_kafka_poll(rk, 50);
         }
@@ -120,7 +121,7 @@ static int publish(const config_t *c, const char *topic, pub_t *pubs, long n, er
             pubs[i].err = err;
         }
     }
-    int64_t left = deadline - ctl_out_mono_ms();
+    int64_t left = deadline - clock_mono_ms();
     rd_kafka_flush(rk, left > 0 ? (int)left : 0);
     int rc = 0;
     for (long i = 0; i < n && rc == 0; i++) {
@@ -172,7 +173,7 @@ static int replay_ids(const ctl_ctx *cx, const ctl_opts *o, const char *topic, e
     int rc = 0;
     records_replay r;
     memset(&r, 0, sizeof r);
-    r.requested_at_ms = ctl_out_now_ms();
+    r.requested_at_ms = clock_wall_ms();
     requested_by(r.requested_by);
     snprintf(r.reason, sizeof r.reason, "%s", o->reason);
     for (int i = 0; i < o->npos && rc == 0; i++) {
@@ -376,7 +377,7 @@ int ctl_replay_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
     ctl_opts o;
     unsigned allowed =
         CTL_OPT_JSON | CTL_OPT_SINCE | CTL_OPT_REASON | CTL_OPT_DRY_RUN | CTL_OPT_DLQ;
-    if (ctl_args_parse(argc, argv, allowed, ctl_out_now_ms(), &o, e) < 0)
+    if (ctl_args_parse(argc, argv, allowed, clock_wall_ms(), &o, e) < 0)
         return -1;
     ctl_ctx cx = *cx0;
     cx.json = (o.seen & CTL_OPT_JSON) != 0;

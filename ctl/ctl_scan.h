@@ -1,5 +1,5 @@
 /*
- * ctl_scan — bounded reads of one topic for oauthqctl.
+ * ctl_scan — bounded reads of one topic for oauthqctl, on kafka_scan.
  *
  * An assign-only, read_committed consumer (kafka_conf_consumer with no
  * group; it never commits) reads the chosen partitions from a start offset
@@ -19,21 +19,13 @@
 
 #include "common/config.h"
 #include "common/err.h"
+#include "common/kafka.h"
 
-typedef struct {
-    int32_t partition;
-    int64_t offset;
-    int64_t timestamp_ms; /* Kafka record timestamp, -1 when unknown */
-    const char *key;      /* NUL-terminated copy, NULL for a null key */
-    size_t key_len;
-    const char *value; /* NUL-terminated copy, NULL for a tombstone */
-    size_t value_len;
-} ctl_scan_rec;
+/* A record (common/kafka's kafka_rec). */
+typedef kafka_rec ctl_scan_rec;
 
-/* Per record; return 1 to stop reading (not an error), 0 to go on, -1 to
- * fail the scan (the callback filled its own err_t and the scan returns -1
- * with ERRC_PERMANENT "stopped by caller" in e). */
-typedef int (*ctl_scan_fn)(const ctl_scan_rec *r, void *ud);
+/* Per record: as kafka_scan_fn (1 stop, 0 go on, -1 fail). */
+typedef kafka_scan_fn ctl_scan_fn;
 
 /* Read `topic` (full name). partition < 0: every partition from the
  * beginning; otherwise only that partition from start_offset. Returns the

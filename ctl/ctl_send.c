@@ -48,22 +48,8 @@ long ctl_send(const config_t *c, const char *topic, const char *key, const char 
     int copies = 1;
     long rc = -1;
     if (every_partition) {
-        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, c->kafka_timeout_ms);
-        rd_kafka_topic_destroy(t);
-        if (err) {
-            err_set(e, kafka_errc(err), "metadata of %s: %s", topic, rd_kafka_err2str(err));
+        if (kafka_partition_count(rk, topic, c->kafka_timeout_ms, &copies, e) < 0)
             goto out;
-        }
-        if (md->topics[0].err) {
-            err_set(e, ERRC_PERMANENT, "metadata of %s: %s", topic,
-                    rd_kafka_err2str(md->topics[0].err));
-            rd_kafka_metadata_destroy(md);
-            goto out;
-        }
-        copies = md->topics[0].partition_cnt;
-        rd_kafka_metadata_destroy(md);
         if (copies < 1 || copies > COPIES_MAX) {
             err_set(e, ERRC_PERMANENT, "%s has %d partitions", topic, copies);
             goto out;

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/records.h"
 #include "ctl/ctl_args.h"
@@ -179,7 +180,7 @@ static const char *const table_fields[] = {"id",
 int ctl_status_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
 {
     ctl_opts o;
-    if (ctl_args_parse(argc, argv, CTL_OPT_JSON, ctl_out_now_ms(), &o, e) < 0)
+    if (ctl_args_parse(argc, argv, CTL_OPT_JSON, clock_wall_ms(), &o, e) < 0)
         return -1;
     ctl_ctx cx = *cx0;
     cx.json = (o.seen & CTL_OPT_JSON) != 0;

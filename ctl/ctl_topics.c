@@ -1,4 +1,5 @@
-/* ctl_topics — see ctl_topics.h. Single-threaded. */
+/* ctl_topics — see ctl_topics.h. The expected settings are kafka_topic_specs and
+ * kafka_min_isr (common/kafka), the table kafka_topics_ensure creates from. Single-threaded. */
 #include "ctl/ctl_topics.h"
 
 #include <limits.h>
@@ -8,31 +9,19 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "ctl/ctl_args.h"
 
-/* Mirrors kafka_topics_ensure (common/kafka.c): callbacks delete ≥ 7 d,
- * connections and status compacted, dlq delete ≥ 14 d (SPEC §2). */
-static const struct {
-    const char *suffix;
-    const char *policy;
-    long long min_retention_ms; /* 0: not checked (compacted) */
-} expected[CTL_TOPICS] = {
-    {KAFKA_TOPIC_CALLBACKS, "delete", CTL_RETENTION_7D},
-    {KAFKA_TOPIC_CONNECTIONS, "compact", 0},
-    {KAFKA_TOPIC_STATUS, "compact", 0},
-    {KAFKA_TOPIC_DLQ, "delete", CTL_RETENTION_14D},
-};
-
 const char *ctl_topics_suffix(int i)
 {
-    return i >= 0 && i < CTL_TOPICS ? expected[i].suffix : NULL;
+    return i >= 0 && i < CTL_TOPICS ? kafka_topic_specs[i].suffix : NULL;
 }
 
 const char *ctl_topics_policy(int i)
 {
-    return i >= 0 && i < CTL_TOPICS ? expected[i].policy : NULL;
+    return i >= 0 && i < CTL_TOPICS ? kafka_topic_specs[i].policy : NULL;
 }
 
 static void add(ctl_drift *out, int cap, int *n, const char *topic, const char *kind,
@@ -56,17 +45,17 @@ int ctl_topics_drift(const ctl_topic_desc d[CTL_TOPICS], int want_partitions, in
                      ctl_drift *out, int cap)
 {
     int n = 0;
-    int want_isr = want_replication >= 3 ? 2 : 1;
+    int want_isr = kafka_min_isr(want_replication);
     for (int i = 0; i < CTL_TOPICS; i++) {
         const ctl_topic_desc *t = &d[i];
-        const char *s = expected[i].suffix;
+        const char *s = kafka_topic_specs[i].suffix;
         if (!t->exists) {
             add(out, cap, &n, s, "missing", "%s does not exist (oauthqctl topics create)", t->name);
             continue;
         }
-        if (t->cleanup_policy[0] && strcmp(t->cleanup_policy, expected[i].policy) != 0)
+        if (t->cleanup_policy[0] && strcmp(t->cleanup_policy, kafka_topic_specs[i].policy) != 0)
             add(out, cap, &n, s, "cleanup_policy", "cleanup.policy is %s, expected %s",
-                t->cleanup_policy, expected[i].policy);
+                t->cleanup_policy, kafka_topic_specs[i].policy);
         if (t->partitions < want_partitions)
             add(out, cap, &n, s, "partitions_below_config",
                 "%d partitions, fewer than OAUTHQ_TOPIC_PARTITIONS=%d", t->partitions,
@@ -83,10 +72,10 @@ int ctl_topics_drift(const ctl_topic_desc d[CTL_TOPICS], int want_partitions, in
             add(out, cap, &n, s, "min_insync_below_config",
                 "min.insync.replicas %d, expected %d for replication %d", t->min_isr, want_isr,
                 want_replication);
-        if (expected[i].min_retention_ms > 0 && t->retention_ms != LLONG_MIN &&
-            t->retention_ms >= 0 && t->retention_ms < expected[i].min_retention_ms)
+        if (kafka_topic_specs[i].min_retention_ms > 0 && t->retention_ms != LLONG_MIN &&
+            t->retention_ms >= 0 && t->retention_ms < kafka_topic_specs[i].min_retention_ms)
             add(out, cap, &n, s, "retention_below_spec", "retention.ms %lld, expected >= %lld",
-                t->retention_ms, expected[i].min_retention_ms);
+                t->retention_ms, kafka_topic_specs[i].min_retention_ms);
     }
     /* The worker co-partitions callbacks, connections and status: a key's
      * state must live in the partition its callbacks arrive on. */
@@ -100,24 +89,6 @@ int ctl_topics_drift(const ctl_topic_desc d[CTL_TOPICS], int want_partitions, in
 }
 
 /* ---- describe ------------------------------------------------------------- */
-
-static rd_kafka_t *admin_client(const config_t *c, err_t *e)
-{
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_admin(c, e);
-    if (!conf)
-        return NULL;
-    if (kafka_conf_set(conf, "allow.auto.create.topics", "false", e) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        err_set(e, ERRC_FATAL, "kafka admin client: %s", errstr);
-    }
-    return rk;
-}
 
 /* Partitions and replication of every topic, from one metadata request for
  * all topics (a request naming a topic could auto-create it). */
@@ -298,12 +269,12 @@ static int topics_describe(const ctl_ctx *cx, err_t *e)
     ctl_topic_desc d[CTL_TOPICS];
     memset(d, 0, sizeof d);
     for (int i = 0; i < CTL_TOPICS; i++) {
-        d[i].suffix = expected[i].suffix;
+        d[i].suffix = kafka_topic_specs[i].suffix;
         d[i].retention_ms = LLONG_MIN;
         if (config_topic(cx->cfg, d[i].suffix, d[i].name, sizeof d[i].name, e) < 0)
             return -1;
     }
-    rd_kafka_t *rk = admin_client(cx->cfg, e);
+    rd_kafka_t *rk = kafka_admin_new(cx->cfg, e);
     if (!rk)
         return -1;
     int rc = describe_metadata(rk, cx->cfg, d, e);
@@ -335,7 +306,7 @@ static int topics_create(const ctl_ctx *cx, err_t *e)
         cJSON *ts = cJSON_AddArrayToObject(doc, "topics");
         for (int i = 0; i < CTL_TOPICS; i++) {
             char name[CTL_TOPIC_NAME];
-            if (config_topic(cx->cfg, expected[i].suffix, name, sizeof name, e) == 0)
+            if (config_topic(cx->cfg, kafka_topic_specs[i].suffix, name, sizeof name, e) == 0)
                 cJSON_AddItemToArray(ts, cJSON_CreateString(name));
         }
         cJSON_AddBoolToObject(doc, "ready", 1);
@@ -369,7 +340,7 @@ void ctl_topics_help(FILE *out)
 int ctl_topics_run(const ctl_ctx *cx0, int argc, char **argv, err_t *e)
 {
     ctl_opts o;
-    if (ctl_args_parse(argc, argv, CTL_OPT_JSON, ctl_out_now_ms(), &o, e) < 0)
+    if (ctl_args_parse(argc, argv, CTL_OPT_JSON, clock_wall_ms(), &o, e) < 0)
         return -1;
     ctl_ctx cx = *cx0;
     cx.json = (o.seen & CTL_OPT_JSON) != 0;

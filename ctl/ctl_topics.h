@@ -14,14 +14,15 @@
 #include <stdio.h>
 
 #include "common/err.h"
+#include "common/kafka.h"
 #include "ctl/ctl_out.h"
 
-#define CTL_TOPICS        4
+#define CTL_TOPICS        KAFKA_TOPICS
 #define CTL_DRIFT_MAX     32
 #define CTL_DRIFT_TEXT    200
 #define CTL_TOPIC_NAME    256
-#define CTL_RETENTION_7D  604800000LL
-#define CTL_RETENTION_14D 1209600000LL
+#define CTL_RETENTION_7D  KAFKA_RETENTION_7D
+#define CTL_RETENTION_14D KAFKA_RETENTION_14D
 
 /* What one topic looks like on the cluster. */
 typedef struct {

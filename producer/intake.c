@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -47,13 +48,6 @@ struct intake {
     metric_histogram *produce_latency;
     metric_gauge *inflight;
 };
-
-static int64_t now_ms_wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- responses ---------------------------------------------------------- */
 
@@ -177,7 +171,7 @@ typedef struct {
 static int start_flow(intake_t *in, const provider_t *pv, const char *return_to,
                       const uint8_t *binding, started_flow *f, err_t *e)
 {
-    int64_t now = now_ms_wall() / 1000;
+    int64_t now = clock_wall_ms() / 1000;
     ident_state st;
     memset(&st, 0, sizeof st);
     if (ident_conn_new(in->keys, now, st.conn_id, e) < 0)
@@ -334,7 +328,7 @@ typedef struct {
     intake_t *in;
     httpd_req *req;
     char conn_id[IDENT_CONN_ID_MAX];
-    char code_hash[16];
+    char code_hash[LOG_CODE_ID_LEN + 1];
     int json;
     int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
     int done;       /* written before httpd_wake, read after it (httpd's mutex orders) */
@@ -424,7 +418,7 @@ static void route_callback(intake_t *in, httpd_req *r)
     }
     ident_state st;
     ident_result vr =
-        ident_state_verify(in->keys, cp.state, strlen(cp.state), now_ms_wall() / 1000, &st);
+        ident_state_verify(in->keys, cp.state, strlen(cp.state), clock_wall_ms() / 1000, &st);
     const provider_t *pv = vr == IDENT_OK ? providers_find(in->providers, st.provider) : NULL;
     const char *why = NULL, *code = NULL, *msg = NULL;
     if (vr == IDENT_EXPIRED) {
@@ -475,7 +469,7 @@ static void route_callback(intake_t *in, httpd_req *r)
     snprintf(rec.iss, sizeof rec.iss, "%s", cp.iss);
     snprintf(rec.scope, sizeof rec.scope, "%s", cp.scope);
     snprintf(rec.return_to, sizeof rec.return_to, "%s", st.return_to);
-    rec.received_at_ms = now_ms_wall();
+    rec.received_at_ms = clock_wall_ms();
     snprintf(rec.intake_id, sizeof rec.intake_id, "%s", in->intake_id);
     snprintf(rec.request_id, sizeof rec.request_id, "%s", httpd_request_id(r));
     char *json = records_callback_encode(&rec, &e);
@@ -497,9 +491,9 @@ static void route_callback(intake_t *in, httpd_req *r)
     if (cp.kind == CALLBACK_CODE) {
         char full[CRYPTO_SHA256_HEX];
         crypto_sha256_hex(cp.code, strlen(cp.code), full);
-        snprintf(p->code_hash, sizeof p->code_hash, "%.12s", full);
+        log_code_id(full, p->code_hash);
     } else {
-        snprintf(p->code_hash, sizeof p->code_hash, "-");
+        log_code_id(NULL, p->code_hash);
     }
     httpd_set_data(r, p, free);
 
@@ -538,7 +532,7 @@ static void route_disconnect(intake_t *in, httpd_req *r, const char *id)
     err_t e = {0};
     memset(&d, 0, sizeof d);
     snprintf(d.connection_id, sizeof d.connection_id, "%s", id);
-    d.requested_at_ms = now_ms_wall();
+    d.requested_at_ms = clock_wall_ms();
     snprintf(d.requested_by, sizeof d.requested_by, "%s", httpd_request_id(r));
     char *json = records_disconnect_encode(&d, &e);
     pending_cb *p = calloc(1, sizeof *p);
@@ -591,7 +585,7 @@ static const char *path_id(intake_t *in, const char *path, const char *prefix, c
  * pending/awaiting_callback, or expired once its flow's state expired. */
 static char *synthetic_doc(intake_t *in, const char *id, int64_t created_at)
 {
-    int expired = now_ms_wall() / 1000 > created_at + in->cfg.state_ttl_s;
+    int expired = clock_wall_ms() / 1000 > created_at + in->cfg.state_ttl_s;
     char ts[RECORDS_TIME_MAX];
     records_time_format(created_at * 1000, ts);
     cJSON *o = cJSON_CreateObject();
@@ -922,11 +916,6 @@ intake_t *intake_open(const config_t *c, err_t *e)
 fail:
     intake_close(in, 0);
     return NULL;
-}
-
-int intake_port(const intake_t *in)
-{
-    return httpd_port(in->http);
 }
 
 int intake_fatal(const intake_t *in)

@@ -2,8 +2,12 @@
  * intake — the oauthq-intake application (SPEC §4): routes, checks and the
  * publish-before-acknowledge rule (G2), on top of httpd and publisher.
  *
- * Routes: GET /oauth/start, POST /v1/connections, GET /oauth/callback,
- * GET /healthz, GET /readyz, GET /metrics. Everything else answers 404.
+ * Routes (handle() in intake.c is the list; HEAD wherever GET):
+ * GET /oauth/start, GET /oauth/callback, POST /v1/connections,
+ * GET and DELETE /v1/connections/{id}, GET /connect/{id} (status page),
+ * GET /static/oauthq-status.js, GET / (demo page, OAUTHQ_DEMO=1 only),
+ * GET /healthz, GET /readyz, GET /metrics. A known path with another method
+ * answers 405, everything else 404.
  * Owns its config copy, providers, state keyring, producer, HTTP server and
  * metrics. intake_open/intake_close run on the main thread; requests run
  * on httpd's threads and delivery reports on the publisher's thread.
@@ -19,9 +23,6 @@ typedef struct intake intake_t;
 /* Load providers and keys, start the producer and the HTTP server.
  * Configuration problems are ERRC_FATAL naming the variable or file. */
 intake_t *intake_open(const config_t *c, err_t *e);
-
-/* Port the HTTP server is bound to. */
-int intake_port(const intake_t *in);
 
 /* 1 when the producer hit a fatal error: the process must exit. */
 int intake_fatal(const intake_t *in);

@@ -10,6 +10,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 
@@ -23,15 +24,8 @@ struct publisher {
 typedef struct {
     publisher_done_fn fn;
     void *ud;
-    double sent_ms;
+    int64_t sent_us; /* monotonic */
 } completion;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
 
 /* Poll thread: delivery reports. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -41,7 +35,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     completion *c = m->_private;
     if (!c)
         return;
-    double lat = now_ms() - c->sent_ms;
+    double lat = (double)(clock_mono_us() - c->sent_us) / 1000.0; /* ms */
     if (m->err)
         c->fn(c->ud, kafka_errc(m->err) == ERRC_FATAL ? ERRC_FATAL : ERRC_RETRIABLE,
               rd_kafka_err2str(m->err), lat);
@@ -118,7 +112,7 @@ int publisher_send(publisher_t *p, const char *topic, const char *key, const cha
         return err_set(e, ERRC_RETRIABLE, "out of memory");
     c->fn = fn;
     c->ud = ud;
-    c->sent_ms = now_ms();
+    c->sent_us = clock_mono_us();
     rd_kafka_resp_err_t err = rd_kafka_producev(
         p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
         RD_KAFKA_V_VALUE((void *)(uintptr_t)value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -134,27 +128,13 @@ int publisher_send(publisher_t *p, const char *topic, const char *key, const cha
 
 int publisher_reachable(publisher_t *p, const char *topic, int timeout_ms)
 {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topic, NULL);
-    if (!t)
-        return 0;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(p->rk, 0, t, &md, timeout_ms);
-    int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1 &&
-             md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(t);
-    return ok;
+    int n = 0;
+    return kafka_partition_count(p->rk, topic, timeout_ms, &n, NULL) == 0;
 }
 
 int publisher_fatal(const publisher_t *p)
 {
     return atomic_load(&p->fatal);
-}
-
-int publisher_outq(const publisher_t *p)
-{
-    return rd_kafka_outq_len(p->rk);
 }
 
 void publisher_close(publisher_t *p, int flush_ms)

@@ -37,9 +37,6 @@ int publisher_reachable(publisher_t *p, const char *topic, int timeout_ms);
 /* 1 after a fatal producer error. */
 int publisher_fatal(const publisher_t *p);
 
-/* Records queued or in flight. */
-int publisher_outq(const publisher_t *p);
-
 /* Flush for up to flush_ms, stop the poll thread and destroy. Records not
  * delivered by then complete with an error before this returns. */
 void publisher_close(publisher_t *p, int flush_ms);

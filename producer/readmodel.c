@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
+#include "common/clock.h"
 #include "common/kafka.h"
 #include "common/log.h"
 
@@ -20,27 +21,8 @@
 #define BATCH_MAX 1000
 #define MAX_PARTS 1024
 
-/* Same text as schemas/readmodel.sql (a unit test keeps them equal). */
-static const char schema_sql[] =
-    "-- The intake's read model (producer/readmodel.c): the latest status\n"
-    "-- document per connection, materialised from the compacted status topic\n"
-    "-- (read_committed), with the per-partition offsets stored in the same\n"
-    "-- SQLite transaction as the rows, so a restart resumes where it stopped\n"
-    "-- and a deleted file is rebuilt from the topic. A cache: Kafka is the truth.\n"
-    "-- migrate: 1\n"
-    "CREATE TABLE status (\n"
-    "    id TEXT NOT NULL PRIMARY KEY,\n"
-    "    version INTEGER NOT NULL,\n"
-    "    doc TEXT NOT NULL,\n"
-    "    updated_at_ms INTEGER NOT NULL\n"
-    ");\n"
-    "CREATE TABLE offsets (\n"
-    "    topic TEXT NOT NULL,\n"
-    "    partition INTEGER NOT NULL,\n"
-    "    next_offset INTEGER NOT NULL,\n"
-    "    PRIMARY KEY (topic, partition)\n"
-    ");\n"
-    "PRAGMA user_version = 1;\n";
+/* schemas/readmodel.sql, embedded by the build (scripts/embed-assets --text). */
+extern const char readmodel_schema_text[];
 
 typedef struct waiter {
     char id[64];
@@ -62,7 +44,6 @@ struct readmodel {
     pthread_t thread;
     atomic_int stop;
     atomic_int caught_up;
-    atomic_llong records_read;
     int nparts;
     int64_t end_at_start[MAX_PARTS];
     int64_t next_offset[MAX_PARTS];
@@ -70,24 +51,12 @@ struct readmodel {
     metric_counter *m_read, *m_applied, *m_skipped;
 };
 
-const char *readmodel_schema_sql(void)
-{
-    return schema_sql;
-}
-
 static unsigned hash(const char *s)
 {
     unsigned h = 2166136261u;
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 16777619u;
     return h % BUCKETS;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int exec(sqlite3 *db, const char *sql, err_t *e, const char *what)
@@ -118,7 +87,7 @@ static int open_db(readmodel_t *rm, err_t *e)
     sqlite3_finalize(st);
     if (version == 0) {
         /* Everything after the "-- migrate: 1" marker is migration 1. */
-        const char *m1 = strstr(schema_sql, "-- migrate: 1");
+        const char *m1 = strstr(readmodel_schema_text, "-- migrate: 1");
         if (!m1 || exec(rm->wdb, "BEGIN", e, "migration") < 0 ||
             exec(rm->wdb, m1, e, "migration") < 0 || exec(rm->wdb, "COMMIT", e, "migration") < 0)
             return -1;
@@ -219,7 +188,7 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         sqlite3_bind_text(up, 1, id, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(up, 2, version);
         sqlite3_bind_text(up, 3, doc, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(up, 4, now_ms());
+        sqlite3_bind_int64(up, 4, clock_wall_ms());
         int s = sqlite3_step(up);
         free(doc);
         if (s != SQLITE_DONE) {
@@ -294,7 +263,6 @@ static void *apply_main(void *arg)
         }
         if (n > 0) {
             err_t e = {0};
-            atomic_fetch_add(&rm->records_read, (long long)n);
             metrics_counter_add(rm->m_read, n);
             for (int tries = 0; tries < 5; tries++) {
                 if (apply(rm, msgs, n, &e) == 0)
@@ -323,20 +291,11 @@ static int start_consumer(readmodel_t *rm, err_t *e)
         rd_kafka_conf_destroy(conf);
         return err_set(e, ERRC_FATAL, "read model consumer: %s", errstr);
     }
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rm->rk, rm->topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rm->rk, 0, t, &md, rm->cfg.kafka_timeout_ms);
-    rd_kafka_topic_destroy(t);
-    if (err)
-        return err_set(e, kafka_errc(err), "metadata of %s: %s", rm->topic, rd_kafka_err2str(err));
-    if (md->topics[0].err) {
-        err_set(e, ERRC_FATAL, "metadata of %s: %s", rm->topic,
-                rd_kafka_err2str(md->topics[0].err));
-        rd_kafka_metadata_destroy(md);
+    if (kafka_partition_count(rm->rk, rm->topic, rm->cfg.kafka_timeout_ms, &rm->nparts, e) < 0) {
+        if (e && e->cls == ERRC_PERMANENT)
+            e->cls = ERRC_FATAL; /* no status topic: the intake cannot serve */
         return -1;
     }
-    rm->nparts = md->topics[0].partition_cnt;
-    rd_kafka_metadata_destroy(md);
     if (rm->nparts > MAX_PARTS)
         return err_set(e, ERRC_FATAL, "%s has more than %d partitions", rm->topic, MAX_PARTS);
     /* Resume from the offsets stored with the rows. */
@@ -367,7 +326,7 @@ static int start_consumer(readmodel_t *rm, err_t *e)
             rm->next_offset[p] = lo; /* compacted or deleted away: start at the log start */
         rd_kafka_topic_partition_list_add(parts, rm->topic, p)->offset = rm->next_offset[p];
     }
-    err = rd_kafka_assign(rm->rk, parts);
+    rd_kafka_resp_err_t err = rd_kafka_assign(rm->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (err)
         return err_set(e, kafka_errc(err), "assign %s: %s", rm->topic, rd_kafka_err2str(err));
@@ -514,9 +473,4 @@ void readmodel_wake_all(readmodel_t *rm)
 int readmodel_caught_up(readmodel_t *rm)
 {
     return atomic_load(&rm->caught_up);
-}
-
-int64_t readmodel_records_read(readmodel_t *rm)
-{
-    return atomic_load(&rm->records_read);
 }

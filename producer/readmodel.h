@@ -50,10 +50,4 @@ void readmodel_wake_all(readmodel_t *rm);
 /* 1 once every partition reached the end offset seen at start. */
 int readmodel_caught_up(readmodel_t *rm);
 
-/* Records read from Kafka since start (tests: resume, not re-read). */
-int64_t readmodel_records_read(readmodel_t *rm);
-
-/* The embedded schema (equals schemas/readmodel.sql). */
-const char *readmodel_schema_sql(void);
-
 #endif

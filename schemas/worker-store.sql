@@ -14,8 +14,8 @@
 -- database gives the current schema. A released section is never edited: a
 -- change is a new section appended at the end.
 --
--- worker/store.c embeds this text verbatim; tests/unit/test_store.c checks
--- that the two are byte-for-byte equal.
+-- The build embeds this file into the worker (scripts/embed-assets --text):
+-- it is the text that runs.
 
 -- migrate: 1
 CREATE TABLE connections (

@@ -1,13 +1,13 @@
 /*
- * deauth — see deauth.h. One libcurl easy transfer per deauth_run, in the
- * caller's thread, on a fresh non-reusable HTTP/1.1 connection, bounded by
- * the caller's timeout (connect and total).
+ * deauth — see deauth.h. One blocking provhttp transfer per deauth_run, in
+ * the caller's thread, with provhttp's wire rules (fresh non-reusable
+ * HTTP/1.1 connection, no redirects, bounded answer), bounded by the caller's
+ * timeout (connect and total).
  *
- * Ownership: deauth_run owns the form body (token or account id, maybe the
- * client secret), the header list (maybe Basic credentials) and the response
- * buffer; each is wiped before it is freed. The classifier owns nothing and
- * allocates only cJSON's parse tree, whose strings are wiped before it is
- * deleted.
+ * Ownership: deauth_run owns the provhttp request: the form body (token or
+ * account id, maybe the client secret), the header list (maybe Basic
+ * credentials) and the response; provhttp wipes each before it is freed. The classifier owns
+ * nothing and allocates only cJSON's parse tree, whose strings are wiped before it is deleted.
  *
  * Classification (deauth_classify_http; stripe = profiles stripe and sim):
  *   2xx                                              DONE (RFC 7009: also unknown tokens)
@@ -40,28 +40,15 @@
 
 #include "common/crypto.h"
 #include "common/log.h"
+#include "worker/provhttp.h"
 
-#define RETRY_AFTER_HDR 32
-#define ERROR_MAX       64
-
-typedef struct {
-    char resp[DEAUTH_BODY_MAX + 1];
-    size_t resp_len;
-    int overflow;
-    char retry_after[RETRY_AFTER_HDR];
-} xfer;
+#define ERROR_MAX 64
 
 /* ---- small helpers ------------------------------------------------------ */
 
 static void result_reset(deauth_result *out)
 {
     memset(out, 0, sizeof *out);
-}
-
-static void wipe_str(char *s)
-{
-    if (s)
-        crypto_wipe(s, strlen(s));
 }
 
 static int stripe_like(const provider_t *pv)
@@ -85,39 +72,6 @@ const char *deauth_class_name(deauth_class c)
 }
 
 /* ---- the pure classifier ------------------------------------------------ */
-
-/* Retry-After in delta-seconds form: 0..DEAUTH_RETRY_AFTER_MAX, or -1. */
-static int parse_retry_after(const char *v)
-{
-    if (!v)
-        return -1;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    long n = 0;
-    int digits = 0;
-    while (*v >= '0' && *v <= '9') {
-        if (++digits > 10)
-            return -1;
-        n = n * 10 + (*v - '0');
-        v++;
-    }
-    while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
-        v++;
-    if (digits == 0 || *v != '\0')
-        return -1;
-    return n > DEAUTH_RETRY_AFTER_MAX ? DEAUTH_RETRY_AFTER_MAX : (int)n;
-}
-
-/* Overwrite every string value of a parse tree. */
-static void json_wipe(cJSON *j)
-{
-    for (cJSON *it = j; it; it = it->next) {
-        if (it->valuestring)
-            wipe_str(it->valuestring);
-        if (it->child)
-            json_wipe(it->child);
-    }
-}
 
 /* The "error" member when it is a short identifier ([A-Za-z0-9_.-]), else NULL. */
 static const char *error_code(const cJSON *j)
@@ -213,16 +167,10 @@ void deauth_classify_http(const provider_t *pv, long status, const char *body, s
 {
     result_reset(out);
     out->http_status = status;
-    int ra = parse_retry_after(retry_after);
-    if (ra >= 0)
-        out->retry_after_s = ra;
-    if (!body)
-        len = 0;
+    out->retry_after_s = provhttp_retry_after_s(status, retry_after, DEAUTH_RETRY_AFTER_MAX);
 
     if (status == 429) {
         out->cls = DEAUTH_RETRY;
-        if (out->retry_after_s < 1)
-            out->retry_after_s = 1;
         snprintf(out->detail, sizeof out->detail, "http 429 retry-after %d", out->retry_after_s);
         return;
     }
@@ -248,21 +196,9 @@ void deauth_classify_http(const provider_t *pv, long status, const char *body, s
         return;
     }
 
-    cJSON *j = NULL;
-    /* A NUL byte is never valid JSON text, and cJSON would silently cut a string at it. */
-    if (len > 0 && len <= DEAUTH_BODY_MAX && !memchr(body, '\0', len)) {
-        j = cJSON_ParseWithLength(body, len);
-        if (j && !cJSON_IsObject(j)) {
-            json_wipe(j);
-            cJSON_Delete(j);
-            j = NULL;
-        }
-    }
+    cJSON *j = provhttp_json_object(body, len, DEAUTH_BODY_MAX);
     classify_4xx(pv, status, j, out);
-    if (j) {
-        json_wipe(j);
-        cJSON_Delete(j);
-    }
+    provhttp_json_free(j);
 }
 
 /* ---- transport ---------------------------------------------------------- */
@@ -312,191 +248,41 @@ static void classify_transport(int curl_code, deauth_result *out)
 
 /* ---- request building --------------------------------------------------- */
 
-/* Append s form-urlencoded (application/x-www-form-urlencoded, space as '+'). */
-static void form_enc(char *buf, size_t *len, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            buf[(*len)++] = (char)*p;
-        } else if (*p == ' ') {
-            buf[(*len)++] = '+';
-        } else {
-            buf[(*len)++] = '%';
-            buf[(*len)++] = hex[*p >> 4];
-            buf[(*len)++] = hex[*p & 15];
-        }
-    }
-    buf[*len] = '\0';
-}
-
-static void raw_app(char *buf, size_t *len, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(buf + *len, s, n + 1);
-    *len += n;
-}
-
-/* Standard base64 with padding into out (NUL-terminated); out must hold 4*ceil(n/3)+1. */
-static void b64_std(const unsigned char *in, size_t n, char *out)
-{
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = t[(v >> 18) & 63];
-        out[o++] = t[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? t[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? t[v & 63] : '=';
-    }
-    out[o] = '\0';
-}
-
 static int field_ok(const char *s, size_t max)
 {
     return s && s[0] && strnlen(s, max + 1) <= max;
 }
 
-/* "Authorization: Basic …" of user:pass, each form-urlencoded (RFC 6749 §2.3.1); pass may be ""
- * (Stripe's secret-as-user form). malloc'd, the caller wipes and frees it; NULL when out of
- * memory. */
-static char *basic_header(const char *user, const char *pass)
-{
-    size_t plen = 3 * (strlen(user) + strlen(pass)) + 2;
-    size_t hlen = 32 + 4 * (plen / 3 + 1);
-    char *pair = malloc(plen);
-    char *hdr = malloc(hlen);
-    if (!pair || !hdr) {
-        free(pair);
-        free(hdr);
-        return NULL;
-    }
-    size_t pn = 0, hn = 0;
-    pair[0] = '\0';
-    hdr[0] = '\0';
-    form_enc(pair, &pn, user);
-    raw_app(pair, &pn, ":");
-    form_enc(pair, &pn, pass);
-    raw_app(hdr, &hn, "Authorization: Basic ");
-    b64_std((const unsigned char *)pair, pn, hdr + hn);
-    crypto_wipe(pair, plen);
-    free(pair);
-    return hdr;
-}
-
-static void free_headers(struct curl_slist *h)
-{
-    for (struct curl_slist *s = h; s; s = s->next)
-        wipe_str(s->data);
-    curl_slist_free_all(h);
-}
-
-/* Append one header; 0 or -1 (list unchanged). */
-static int add_header(struct curl_slist **list, const char *h)
-{
-    struct curl_slist *s = curl_slist_append(*list, h);
-    if (!s)
-        return -1;
-    *list = s;
-    return 0;
-}
-
-/* Body and headers of the request; 0, or -1 when out of memory (nothing to free). */
-static int build_request(const provider_t *pv, const char *secret, const char *account_id,
-                         const char *token, int is_refresh, char **body_out, size_t *body_len,
-                         size_t *body_cap, struct curl_slist **hdrs_out)
+/* The request (body, headers) for pv; NULL when out of memory. */
+static provhttp_t *build_request(const provider_t *pv, const char *secret, const char *account_id,
+                                 const char *token, int is_refresh)
 {
     int stripe = stripe_like(pv);
     int basic = stripe || pv->token_auth == PROVIDER_AUTH_BASIC;
-    size_t cap = 128 + 3 * strlen(pv->client_id) + 3 * (stripe ? strlen(account_id) : 0) +
-                 3 * (stripe ? 0 : strlen(token)) + (basic ? 0 : 3 * strlen(secret));
-    char *body = malloc(cap);
-    if (!body)
-        return -1;
-    size_t n = 0;
-    body[0] = '\0';
+    provhttp_t *p = provhttp_new(pv->deauthorize_url, DEAUTH_BODY_MAX);
+    if (!p)
+        return NULL;
+    int ok;
     if (stripe) {
-        raw_app(body, &n, "client_id=");
-        form_enc(body, &n, pv->client_id);
-        raw_app(body, &n, "&stripe_user_id=");
-        form_enc(body, &n, account_id);
+        ok = provhttp_form(p, "client_id", pv->client_id) == 0 &&
+             provhttp_form(p, "stripe_user_id", account_id) == 0;
     } else {
-        raw_app(body, &n, "token=");
-        form_enc(body, &n, token);
-        raw_app(body, &n,
-                is_refresh ? "&token_type_hint=refresh_token" : "&token_type_hint=access_token");
-        if (!basic) {
-            raw_app(body, &n, "&client_id=");
-            form_enc(body, &n, pv->client_id);
-            raw_app(body, &n, "&client_secret=");
-            form_enc(body, &n, secret);
-        }
+        ok =
+            provhttp_form(p, "token", token) == 0 &&
+            provhttp_form(p, "token_type_hint", is_refresh ? "refresh_token" : "access_token") == 0;
+        if (ok && !basic)
+            ok = provhttp_form(p, "client_id", pv->client_id) == 0 &&
+                 provhttp_form(p, "client_secret", secret) == 0;
     }
-
-    struct curl_slist *hdrs = NULL;
-    int ok = add_header(&hdrs, "Accept: application/json") == 0 &&
-             add_header(&hdrs, "Content-Type: application/x-www-form-urlencoded") == 0 &&
-             add_header(&hdrs, "Expect:") == 0;
-    if (ok && basic) {
-        /* Stripe: the secret key as user, empty password (`curl -u sk_…:`). */
-        char *h = stripe ? basic_header(secret, "") : basic_header(pv->client_id, secret);
-        ok = h && add_header(&hdrs, h) == 0;
-        if (h) {
-            wipe_str(h);
-            free(h);
-        }
-    }
+    /* Stripe: the secret key as user, empty password (`curl -u sk_…:`). */
+    if (ok && basic)
+        ok = (stripe ? provhttp_basic(p, secret, "") : provhttp_basic(p, pv->client_id, secret)) ==
+             0;
     if (!ok) {
-        free_headers(hdrs);
-        crypto_wipe(body, cap);
-        free(body);
-        return -1;
+        provhttp_free(p);
+        return NULL;
     }
-    *body_out = body;
-    *body_len = n;
-    *body_cap = cap;
-    *hdrs_out = hdrs;
-    return 0;
-}
-
-/* ---- libcurl callbacks -------------------------------------------------- */
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    xfer *t = ud;
-    size_t n = size * nmemb;
-    if (n > DEAUTH_BODY_MAX - t->resp_len) {
-        t->overflow = 1;
-        return 0; /* abort: CURLE_WRITE_ERROR */
-    }
-    memcpy(t->resp + t->resp_len, ptr, n);
-    t->resp_len += n;
-    t->resp[t->resp_len] = '\0';
-    return n;
-}
-
-static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    xfer *t = ud;
-    size_t n = size * nmemb;
-    if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
-        t->retry_after[0] = '\0'; /* a new response (after 1xx) starts */
-        return n;
-    }
-    static const char name[] = "retry-after:";
-    size_t nl = sizeof name - 1;
-    if (n > nl && strncasecmp(ptr, name, nl) == 0) {
-        size_t vl = n - nl;
-        if (vl >= sizeof t->retry_after)
-            vl = sizeof t->retry_after - 1;
-        memcpy(t->retry_after, ptr + nl, vl);
-        t->retry_after[vl] = '\0';
-    }
-    return n;
+    return p;
 }
 
 /* ---- the call ----------------------------------------------------------- */
@@ -529,51 +315,26 @@ static int refuse(deauth_result *out, err_t *e, errc cls, const char *msg)
 }
 
 /* Perform the transfer and classify it into out. */
-static void perform(const provider_t *pv, const char *body, size_t body_len,
-                    struct curl_slist *hdrs, int timeout_ms, xfer *t, deauth_result *out)
+static void perform(const provider_t *pv, provhttp_t *p, int timeout_ms, deauth_result *out)
 {
-    CURL *h = curl_easy_init();
-    int bad = !h;
-    if (!bad) {
-        bad |= curl_easy_setopt(h, CURLOPT_URL, pv->deauthorize_url) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, body) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "oauthq-worker") != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, t) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HEADERDATA, t) != CURLE_OK;
-    }
-    if (bad) {
+    if (provhttp_prepare(p, timeout_ms, timeout_ms, NULL) != 0) {
         classify_transport(CURLE_OUT_OF_MEMORY, out);
-        if (h)
-            curl_easy_cleanup(h);
         return;
     }
-    CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    const char *ra = t->retry_after[0] ? t->retry_after : NULL;
+    int rc = provhttp_perform(p);
+    long status = provhttp_status(p);
+    size_t len = 0;
+    const char *body = provhttp_body(p, &len);
+    const char *ra = provhttp_retry_after(p);
     if (rc == CURLE_OK && status > 0) {
-        deauth_classify_http(pv, status, t->resp, t->resp_len, ra, out);
-    } else if (t->overflow && status > 0) {
+        deauth_classify_http(pv, status, body, len, ra, out);
+    } else if (provhttp_too_large(p, rc) && status > 0) {
         /* Too large to parse: the status alone decides. */
         deauth_classify_http(pv, status, NULL, 0, ra, out);
     } else {
-        classify_transport(rc == CURLE_OK ? CURLE_WEIRD_SERVER_REPLY : (int)rc, out);
+        classify_transport(rc == CURLE_OK ? CURLE_WEIRD_SERVER_REPLY : rc, out);
         out->http_status = status;
     }
-    curl_easy_cleanup(h);
 }
 
 int deauth_run(const provider_t *pv, const char *client_secret, const char *account_id,
@@ -612,31 +373,16 @@ int deauth_run(const provider_t *pv, const char *client_secret, const char *acco
     if (!field_ok(client_secret, DEAUTH_FIELD_MAX))
         return decided(pv, DEAUTH_MISCONFIGURED, "client secret missing or too long", out);
 
-    char *body = NULL;
-    size_t body_len = 0, body_cap = 0;
-    struct curl_slist *hdrs = NULL;
-    if (build_request(pv, client_secret, account_id, token, is_refresh, &body, &body_len, &body_cap,
-                      &hdrs) != 0)
+    provhttp_t *p = build_request(pv, client_secret, account_id, token, is_refresh);
+    if (!p)
         return refuse(out, e, ERRC_FATAL, "out of memory");
-    xfer *t = calloc(1, sizeof *t);
-    const char *fatal = !t ? "out of memory"
-                        : curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK
-                            ? "curl_global_init failed"
-                            : NULL;
-    if (fatal) {
-        free(t);
-        free_headers(hdrs);
-        crypto_wipe(body, body_cap);
-        free(body);
-        return refuse(out, e, ERRC_FATAL, fatal);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        provhttp_free(p);
+        return refuse(out, e, ERRC_FATAL, "curl_global_init failed");
     }
-    perform(pv, body, body_len, hdrs, timeout_ms, t, out);
+    perform(pv, p, timeout_ms, out);
+    provhttp_free(p);
     curl_global_cleanup();
-    crypto_wipe(t, sizeof *t);
-    free(t);
-    free_headers(hdrs);
-    crypto_wipe(body, body_cap);
-    free(body);
     log_result(pv, out);
     return 0;
 }

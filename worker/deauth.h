@@ -18,9 +18,10 @@
  *                token_type_hint=refresh_token|access_token, client auth per
  *                token_auth (client_secret_post or RFC 6749 §2.3.1 Basic).
  * Revocation is idempotent, so unlike exchange there is no "unknown" outcome:
- * every doubt (timeout, cut, 5xx, 429) is RETRY. Still one fresh HTTP/1.1
- * connection per call, no redirects followed, no "Expect: 100-continue",
- * response bounded by DEAUTH_BODY_MAX.
+ * every doubt (timeout, cut, 5xx, 429) is RETRY. The request is a provhttp
+ * one, with its wire rules: one fresh HTTP/1.1 connection per call, no
+ * redirects followed, no "Expect: 100-continue", response bounded by
+ * DEAUTH_BODY_MAX.
  *
  * Ownership: all inputs are the caller's and only read; the module writes
  * *out and *e. Request bodies, headers and response bytes are wiped before

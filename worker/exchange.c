@@ -1,14 +1,17 @@
 /*
  * exchange — see exchange.h. libcurl multi driven by exchange_run in the
  * caller's thread; our own FIFO bounds concurrency (so a queued request's
- * timeout starts only when it is started). Every transfer uses a fresh,
- * non-reusable HTTP/1.1 connection: libcurl re-sends a request by itself when
- * a *reused* connection dies before any answer byte, which for a token POST
- * would be a second exchange of the same code (G1).
+ * timeout starts only when it is started). Every transfer is a provhttp
+ * request and so follows its wire rules: a fresh, non-reusable HTTP/1.1
+ * connection (libcurl re-sends a request by itself when a *reused*
+ * connection dies before any answer byte, which for a token POST would be a
+ * second exchange of the same code, G1), no redirects, no Expect, a bounded
+ * answer.
  *
- * Ownership: each queued/active request has an xfer that owns the form body,
- * the header list (with the Basic credentials), the response buffer and the
- * easy handle; all secret-bearing buffers are wiped before free. The
+ * Ownership: each queued/active request has an xfer that owns its provhttp
+ * request (form body, header list with the Basic credentials, response
+ * buffer, easy handle); provhttp wipes every secret-bearing buffer before
+ * free. The
  * classifiers own nothing and allocate only cJSON's parse tree, whose strings
  * are wiped before it is deleted.
  *
@@ -29,29 +32,21 @@
 #include <curl/curl.h>
 
 #include "common/crypto.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "worker/provhttp.h"
 
-#define RESP_INITIAL     4096
-#define WATCHDOG_SLACK   2000 /* ms beyond total_timeout before we abort a transfer ourselves */
-#define POLL_SLICE_MS    200
-#define MAX_CONCURRENT   4096
-#define TIMEOUT_MAX_MS   600000
-#define RETRY_AFTER_HDR  32
-#define EXPIRES_IN_MAX   1000000000L
-#define CODE_HASH_PREFIX 12
+#define WATCHDOG_SLACK 2000 /* ms beyond total_timeout before we abort a transfer ourselves */
+#define POLL_SLICE_MS  200
+#define MAX_CONCURRENT 4096
+#define TIMEOUT_MAX_MS 600000
+#define EXPIRES_IN_MAX 1000000000L
 
 typedef struct xfer {
     exchange_req *req;
-    CURL *h;
-    struct curl_slist *hdrs;
-    char *body; /* form body: code, secret, verifier */
-    size_t body_len;
-    char *resp; /* response bytes, ≤ EXCHANGE_BODY_MAX */
-    size_t resp_len, resp_cap;
-    int overflow;
-    char retry_after[RETRY_AFTER_HDR];
+    provhttp_t *http; /* form body (code, secret, verifier), headers, answer, easy handle */
     int64_t started_ms;
-    char code_hash[CODE_HASH_PREFIX + 1];
+    char code_id[LOG_CODE_ID_LEN + 1]; /* log_code_id of the code */
     struct xfer *next;
 } xfer;
 
@@ -64,19 +59,6 @@ struct exchange {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void wipe_str(char *s)
-{
-    if (s)
-        crypto_wipe(s, strlen(s));
-}
 
 static void result_reset(exchange_result *out)
 {
@@ -118,28 +100,6 @@ const char *exchange_class_name(exchange_class c)
 
 /* ---- pure classifiers --------------------------------------------------- */
 
-/* Retry-After in delta-seconds form: 0..EXCHANGE_RETRY_AFTER_MAX, or -1. */
-static int parse_retry_after(const char *v)
-{
-    if (!v)
-        return -1;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    long n = 0;
-    int digits = 0;
-    while (*v >= '0' && *v <= '9') {
-        if (++digits > 10)
-            return -1;
-        n = n * 10 + (*v - '0');
-        v++;
-    }
-    while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
-        v++;
-    if (digits == 0 || *v != '\0')
-        return -1;
-    return n > EXCHANGE_RETRY_AFTER_MAX ? EXCHANGE_RETRY_AFTER_MAX : (int)n;
-}
-
 /* Copy a JSON string into out[cap] when it is non-empty, fits, and every byte is in
  * [lo, hi] (or, with ident, in [A-Za-z0-9_.-]). 0 on success, -1 otherwise (out = ""). */
 static int copy_checked(const cJSON *it, char *out, size_t cap, unsigned char lo, unsigned char hi,
@@ -159,17 +119,6 @@ static int copy_checked(const cJSON *it, char *out, size_t cap, unsigned char lo
     }
     memcpy(out, s, n + 1);
     return 0;
-}
-
-/* Overwrite every string value of a parse tree (tokens live there). */
-static void json_wipe(cJSON *j)
-{
-    for (cJSON *it = j; it; it = it->next) {
-        if (it->valuestring)
-            wipe_str(it->valuestring);
-        if (it->child)
-            json_wipe(it->child);
-    }
 }
 
 typedef struct {
@@ -258,16 +207,10 @@ void exchange_classify_http(const provider_t *pv, long status, const char *body,
 {
     result_reset(out);
     out->http_status = status;
-    int ra = parse_retry_after(retry_after);
-    if (ra >= 0)
-        out->retry_after_s = ra;
-    if (!body)
-        len = 0;
+    out->retry_after_s = provhttp_retry_after_s(status, retry_after, EXCHANGE_RETRY_AFTER_MAX);
 
     if (status == 429) {
         out->cls = EXCH_RETRY_SAFE;
-        if (out->retry_after_s < 1)
-            out->retry_after_s = 1;
         snprintf(out->detail, sizeof out->detail, "http 429 retry-after %d", out->retry_after_s);
         return;
     }
@@ -292,16 +235,7 @@ void exchange_classify_http(const provider_t *pv, long status, const char *body,
         return;
     }
 
-    cJSON *j = NULL;
-    /* A NUL byte is never valid JSON text, and cJSON would silently cut a string at it. */
-    if (len > 0 && len <= EXCHANGE_BODY_MAX && !memchr(body, '\0', len)) {
-        j = cJSON_ParseWithLength(body, len);
-        if (j && !cJSON_IsObject(j)) {
-            json_wipe(j);
-            cJSON_Delete(j);
-            j = NULL;
-        }
-    }
+    cJSON *j = provhttp_json_object(body, len, EXCHANGE_BODY_MAX);
 
     if (status < 300) {
         int dropped = 0;
@@ -328,10 +262,7 @@ void exchange_classify_http(const provider_t *pv, long status, const char *body,
                      out->error[0] ? "unrecognised error" : "unparseable error");
         }
     }
-    if (j) {
-        json_wipe(j);
-        cJSON_Delete(j);
-    }
+    provhttp_json_free(j);
 }
 
 static const char *curl_short(int c)
@@ -405,50 +336,6 @@ void exchange_classify_transport(int curl_code, int request_sent, exchange_resul
 
 /* ---- request building --------------------------------------------------- */
 
-/* Append s form-urlencoded (application/x-www-form-urlencoded, space as '+'). */
-static void form_enc(char *buf, size_t *len, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            buf[(*len)++] = (char)*p;
-        } else if (*p == ' ') {
-            buf[(*len)++] = '+';
-        } else {
-            buf[(*len)++] = '%';
-            buf[(*len)++] = hex[*p >> 4];
-            buf[(*len)++] = hex[*p & 15];
-        }
-    }
-    buf[*len] = '\0';
-}
-
-static void raw_app(char *buf, size_t *len, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(buf + *len, s, n + 1);
-    *len += n;
-}
-
-/* Standard base64 with padding into out (NUL-terminated); out must hold 4*ceil(n/3)+1. */
-static void b64_std(const unsigned char *in, size_t n, char *out)
-{
-    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = t[(v >> 18) & 63];
-        out[o++] = t[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? t[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? t[v & 63] : '=';
-    }
-    out[o] = '\0';
-}
-
 static int field_ok(const char *s, size_t max)
 {
     return s && s[0] && strnlen(s, max + 1) <= max;
@@ -458,19 +345,7 @@ static void xfer_free(xfer *t)
 {
     if (!t)
         return;
-    if (t->h)
-        curl_easy_cleanup(t->h);
-    for (struct curl_slist *s = t->hdrs; s; s = s->next)
-        wipe_str(s->data);
-    curl_slist_free_all(t->hdrs);
-    if (t->body) {
-        crypto_wipe(t->body, t->body_len);
-        free(t->body);
-    }
-    if (t->resp) {
-        crypto_wipe(t->resp, t->resp_cap);
-        free(t->resp);
-    }
+    provhttp_free(t->http);
     crypto_wipe(t, sizeof *t);
     free(t);
 }
@@ -481,141 +356,34 @@ static xfer *xfer_build(const exchange_req *req, err_t *e)
     const provider_t *pv = req->provider;
     int basic = pv->token_auth == PROVIDER_AUTH_BASIC;
     int pkce = req->code_verifier && req->code_verifier[0];
-    int send_redirect = pv->profile == PROVIDER_PROFILE_OAUTH2;
-    size_t cap = 128 + 3 * strlen(req->code) + (pkce ? 3 * strlen(req->code_verifier) : 0) +
-                 (send_redirect ? 3 * strlen(req->redirect_uri) : 0) +
-                 (basic ? 0 : 3 * (strlen(pv->client_id) + strlen(req->client_secret)));
     xfer *t = calloc(1, sizeof *t);
-    char *body = malloc(cap);
-    if (!t || !body) {
-        free(t);
-        free(body);
-        err_set(e, ERRC_FATAL, "exchange: out of memory");
-        return NULL;
+    provhttp_t *p = t ? provhttp_new(pv->token_url, EXCHANGE_BODY_MAX) : NULL;
+    if (p) {
+        t->http = p;
+        int ok = provhttp_form(p, "grant_type", "authorization_code") == 0 &&
+                 provhttp_form(p, "code", req->code) == 0;
+        if (ok && pv->profile == PROVIDER_PROFILE_OAUTH2)
+            ok = provhttp_form(p, "redirect_uri", req->redirect_uri) == 0;
+        if (ok && pkce)
+            ok = provhttp_form(p, "code_verifier", req->code_verifier) == 0;
+        if (ok && !basic)
+            ok = provhttp_form(p, "client_id", pv->client_id) == 0 &&
+                 provhttp_form(p, "client_secret", req->client_secret) == 0;
+        if (ok && basic)
+            ok = provhttp_basic(p, pv->client_id, req->client_secret) == 0;
+        if (!ok)
+            p = NULL;
     }
-    size_t n = 0;
-    body[0] = '\0';
-    raw_app(body, &n, "grant_type=authorization_code&code=");
-    form_enc(body, &n, req->code);
-    if (send_redirect) {
-        raw_app(body, &n, "&redirect_uri=");
-        form_enc(body, &n, req->redirect_uri);
-    }
-    if (pkce) {
-        raw_app(body, &n, "&code_verifier=");
-        form_enc(body, &n, req->code_verifier);
-    }
-    if (!basic) {
-        raw_app(body, &n, "&client_id=");
-        form_enc(body, &n, pv->client_id);
-        raw_app(body, &n, "&client_secret=");
-        form_enc(body, &n, req->client_secret);
-    }
-    t->body = body;
-    t->body_len = n;
-
-    int ok = 1;
-    struct curl_slist *s;
-    const char *fixed[] = {"Accept: application/json",
-                           "Content-Type: application/x-www-form-urlencoded", "Expect:"};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && ok; i++) {
-        s = curl_slist_append(t->hdrs, fixed[i]);
-        if (s)
-            t->hdrs = s;
-        else
-            ok = 0;
-    }
-    if (ok && basic) {
-        /* RFC 6749 §2.3.1: form-urlencode id and secret, then "id:secret" in base64. */
-        size_t plen = 3 * (strlen(pv->client_id) + strlen(req->client_secret)) + 2;
-        size_t hlen = 32 + 4 * (plen / 3 + 1);
-        char *pair = malloc(plen);
-        char *hdr = malloc(hlen);
-        if (pair && hdr) {
-            size_t pn = 0, hn = 0;
-            pair[0] = '\0';
-            form_enc(pair, &pn, pv->client_id);
-            raw_app(pair, &pn, ":");
-            form_enc(pair, &pn, req->client_secret);
-            raw_app(hdr, &hn, "Authorization: Basic ");
-            b64_std((const unsigned char *)pair, pn, hdr + hn);
-            s = curl_slist_append(t->hdrs, hdr);
-            if (s)
-                t->hdrs = s;
-            else
-                ok = 0;
-            crypto_wipe(pair, plen);
-            crypto_wipe(hdr, hlen);
-        } else {
-            ok = 0;
-        }
-        free(pair);
-        free(hdr);
-    }
-    if (!ok) {
+    if (!p) {
         xfer_free(t);
         err_set(e, ERRC_FATAL, "exchange: out of memory");
         return NULL;
     }
-    uint8_t md[CRYPTO_SHA256_LEN];
-    crypto_sha256(req->code, strlen(req->code), md);
-    for (int i = 0; i < CODE_HASH_PREFIX / 2; i++)
-        snprintf(t->code_hash + 2 * i, 3, "%02x", md[i]);
+    char hex[CRYPTO_SHA256_HEX];
+    crypto_sha256_hex(req->code, strlen(req->code), hex);
+    log_code_id(hex, t->code_id);
     t->req = (exchange_req *)req;
     return t;
-}
-
-/* ---- libcurl callbacks -------------------------------------------------- */
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    xfer *t = ud;
-    size_t n = size * nmemb;
-    if (n > EXCHANGE_BODY_MAX - t->resp_len) {
-        t->overflow = 1;
-        return 0; /* abort: CURLE_WRITE_ERROR */
-    }
-    if (t->resp_len + n + 1 > t->resp_cap) {
-        size_t cap = t->resp_cap ? t->resp_cap : RESP_INITIAL;
-        while (cap < t->resp_len + n + 1)
-            cap *= 2;
-        if (cap > EXCHANGE_BODY_MAX + 1)
-            cap = EXCHANGE_BODY_MAX + 1;
-        char *nb = malloc(cap); /* not realloc: the old copy must be wiped */
-        if (!nb)
-            return 0;
-        if (t->resp) {
-            memcpy(nb, t->resp, t->resp_len);
-            crypto_wipe(t->resp, t->resp_cap);
-            free(t->resp);
-        }
-        t->resp = nb;
-        t->resp_cap = cap;
-    }
-    memcpy(t->resp + t->resp_len, ptr, n);
-    t->resp_len += n;
-    t->resp[t->resp_len] = '\0';
-    return n;
-}
-
-static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    xfer *t = ud;
-    size_t n = size * nmemb;
-    if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
-        t->retry_after[0] = '\0'; /* a new response (after 1xx) starts */
-        return n;
-    }
-    static const char name[] = "retry-after:";
-    size_t nl = sizeof name - 1;
-    if (n > nl && strncasecmp(ptr, name, nl) == 0) {
-        size_t vl = n - nl;
-        if (vl >= sizeof t->retry_after)
-            vl = sizeof t->retry_after - 1;
-        memcpy(t->retry_after, ptr + nl, vl);
-        t->retry_after[vl] = '\0';
-    }
-    return n;
 }
 
 /* ---- the client --------------------------------------------------------- */
@@ -707,6 +475,8 @@ int exchange_check(const exchange_req *req, err_t *e)
  * transfer (pretransfer reached) we assume the provider may have read the request. */
 static int request_sent(CURL *h)
 {
+    if (!h)
+        return 0;
     long reqsize = 0;
     curl_off_t pre = 0;
     curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &reqsize);
@@ -717,18 +487,17 @@ static int request_sent(CURL *h)
 static void finish(exchange_t *x, xfer *t, int curl_code, int forced)
 {
     exchange_result *r = &t->req->result;
-    long status = 0;
-    if (t->h)
-        curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &status);
+    long status = provhttp_status(t->http);
+    size_t len = 0;
+    const char *body = provhttp_body(t->http, &len);
+    const char *ra = provhttp_retry_after(t->http);
+    int too_large = provhttp_too_large(t->http, curl_code);
     if (curl_code == CURLE_OK && status > 0) {
-        exchange_classify_http(t->req->provider, status, t->resp, t->resp_len,
-                               t->retry_after[0] ? t->retry_after : NULL, r);
-    } else if ((t->overflow || curl_code == CURLE_FILESIZE_EXCEEDED) && status >= 300 &&
-               status != 408) {
+        exchange_classify_http(t->req->provider, status, body, len, ra, r);
+    } else if (too_large && status >= 300 && status != 408) {
         /* Too large but the status says no tokens: classify what we have. */
-        exchange_classify_http(t->req->provider, status, t->resp, t->resp_len,
-                               t->retry_after[0] ? t->retry_after : NULL, r);
-    } else if (t->overflow || curl_code == CURLE_FILESIZE_EXCEEDED) {
+        exchange_classify_http(t->req->provider, status, body, len, ra, r);
+    } else if (too_large) {
         result_reset(r);
         r->cls = EXCH_UNKNOWN;
         r->http_status = status;
@@ -736,55 +505,28 @@ static void finish(exchange_t *x, xfer *t, int curl_code, int forced)
                  EXCHANGE_BODY_MAX);
     } else {
         exchange_classify_transport(curl_code == CURLE_OK ? CURLE_WEIRD_SERVER_REPLY : curl_code,
-                                    t->h ? request_sent(t->h) : 0, r);
+                                    request_sent(provhttp_easy(t->http)), r);
         r->http_status = status;
         if (forced)
             snprintf(r->detail, sizeof r->detail, "no answer within %d ms (aborted) %s",
                      x->total_ms, r->cls == EXCH_UNKNOWN ? "after send" : "before send");
     }
-    if (t->resp)
-        crypto_wipe(t->resp, t->resp_cap);
+    provhttp_wipe_body(t->http);
 
     char st[24], ms[24];
     snprintf(st, sizeof st, "%ld", r->http_status);
-    snprintf(ms, sizeof ms, "%lld", (long long)(mono_ms() - t->started_ms));
+    snprintf(ms, sizeof ms, "%lld", (long long)(clock_mono_ms() - t->started_ms));
     log_kv(r->cls == EXCH_SUCCESS ? LOGL_INFO : LOGL_WARN, "token_exchange", "provider",
            t->req->provider->name, "class", exchange_class_name(r->cls), "http_status", st,
-           "detail", r->detail, "code_sha256", t->code_hash, "elapsed_ms", ms);
+           "detail", r->detail, "code_sha256", t->code_id, "elapsed_ms", ms);
 }
 
 /* Start t; on a local failure it is finished at once (nothing was sent). */
 static int start(exchange_t *x, xfer *t)
 {
-    t->started_ms = mono_ms();
-    t->h = curl_easy_init();
-    CURL *h = t->h;
-    int bad = !h;
-    if (!bad) {
-        bad |= curl_easy_setopt(h, CURLOPT_URL, t->req->provider->token_url) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_POST, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, t->body) != CURLE_OK;
-        bad |=
-            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->body_len) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->hdrs) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)x->connect_ms) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)x->total_ms) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)EXCHANGE_BODY_MAX) !=
-               CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "oauthq-worker") != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, t) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_HEADERDATA, t) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)t) != CURLE_OK;
-    }
-    if (!bad && curl_multi_add_handle(x->m, h) == CURLM_OK) {
+    t->started_ms = clock_mono_ms();
+    if (provhttp_prepare(t->http, x->connect_ms, x->total_ms, t) == 0 &&
+        curl_multi_add_handle(x->m, provhttp_easy(t->http)) == CURLM_OK) {
         x->active[x->n_active++] = t;
         return 0;
     }
@@ -796,7 +538,7 @@ static int start(exchange_t *x, xfer *t)
 static void retire(exchange_t *x, xfer *t, int curl_code, int forced)
 {
     finish(x, t, curl_code, forced);
-    curl_multi_remove_handle(x->m, t->h);
+    curl_multi_remove_handle(x->m, provhttp_easy(t->http));
     for (int i = 0; i < x->n_active; i++)
         if (x->active[i] == t) {
             x->active[i] = x->active[--x->n_active];
@@ -842,7 +584,7 @@ int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud
             done(req, ud);
     }
     /* Watchdog (and multi failure): never past the bound. */
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     for (int i = x->n_active - 1; i >= 0; i--) {
         xfer *t = x->active[i];
         if (mc != CURLM_OK || now - t->started_ms > (int64_t)x->total_ms + WATCHDOG_SLACK) {
@@ -888,7 +630,7 @@ void exchange_free(exchange_t *x)
     if (!x)
         return;
     for (int i = 0; i < x->n_active; i++) {
-        curl_multi_remove_handle(x->m, x->active[i]->h);
+        curl_multi_remove_handle(x->m, provhttp_easy(x->active[i]->http));
         xfer_free(x->active[i]);
     }
     for (xfer *t = x->head, *n; t; t = n) {

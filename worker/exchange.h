@@ -26,8 +26,9 @@
  * process should also call it once at start-up, before other threads).
  *
  * Logging: one "token_exchange" event per finished request with the
- * provider name, class, status, operator-safe detail and a 12-hex-digit
- * code_sha256 prefix; never a code, token, secret or error_description.
+ * provider name, class, status, operator-safe detail and the code's id
+ * (code_sha256 = log_code_id, as the intake and the worker log it); never
+ * a code, token, secret or error_description.
  */
 #ifndef OAUTHQ_WORKER_EXCHANGE_H
 #define OAUTHQ_WORKER_EXCHANGE_H

@@ -27,51 +27,8 @@
 
 #include "common/log.h"
 
-/* schemas/worker-store.sql, verbatim (unit_store compares the two). */
-static const char store_schema[] =
-    "-- worker-store.sql: schema of the worker state store (worker/store.c).\n"
-    "--\n"
-    "-- One SQLite file per assigned partition of the compacted `connections`\n"
-    "-- changelog topic: a local cache that may lag Kafka, never lead it. Rows are\n"
-    "-- written only after the Kafka transaction that produced them committed,\n"
-    "-- together with the changelog offset they correspond to. The store does not\n"
-    "-- interpret connection state: `record` is the full connections.v1 JSON text\n"
-    "-- (it holds encrypted secrets); the other columns are what the worker queries.\n"
-    "--\n"
-    "-- Versioning: PRAGMA user_version. This file is a sequence of migration\n"
-    "-- sections; each starts with a line \"-- migrate: N\" and ends with\n"
-    "-- \"PRAGMA user_version = N;\". A store at user_version V runs every section\n"
-    "-- N > V, in order, in one transaction, so running the whole file on an empty\n"
-    "-- database gives the current schema. A released section is never edited: a\n"
-    "-- change is a new section appended at the end.\n"
-    "--\n"
-    "-- worker/store.c embeds this text verbatim; tests/unit/test_store.c checks\n"
-    "-- that the two are byte-for-byte equal.\n"
-    "\n"
-    "-- migrate: 1\n"
-    "CREATE TABLE connections (\n"
-    "    id            TEXT    NOT NULL PRIMARY KEY,\n"
-    "    version       INTEGER NOT NULL,\n"
-    "    status        TEXT    NOT NULL,\n"
-    "    phase         TEXT,\n"
-    "    provider      TEXT    NOT NULL,\n"
-    "    retry_at_ms   INTEGER NOT NULL DEFAULT 0,\n"
-    "    claimed       INTEGER NOT NULL DEFAULT 0,\n"
-    "    record        TEXT    NOT NULL,\n"
-    "    updated_at_ms INTEGER NOT NULL\n"
-    ");\n"
-    "-- Scheduled retries (0 = none): store_due, store_next_retry.\n"
-    "CREATE INDEX connections_retry_at ON connections (retry_at_ms) WHERE retry_at_ms > 0;\n"
-    "-- Open exchange claims (phase exchanging) found at takeover: store_claimed.\n"
-    "CREATE INDEX connections_claimed ON connections (claimed) WHERE claimed = 1;\n"
-    "-- Keys: 'topic' and 'partition' (the changelog partition this file caches,\n"
-    "-- written once when the file is created) and 'applied_offset' (the last\n"
-    "-- changelog offset applied, decimal; absent = none).\n"
-    "CREATE TABLE meta (\n"
-    "    key   TEXT NOT NULL PRIMARY KEY,\n"
-    "    value TEXT NOT NULL\n"
-    ");\n"
-    "PRAGMA user_version = 1;\n";
+/* schemas/worker-store.sql, embedded by the build (scripts/embed-assets --text). */
+extern const char store_schema_text[];
 
 #define MIGRATE_MARK "\n-- migrate: "
 
@@ -127,11 +84,6 @@ struct store {
     int iterating;   /* inside a store_due/store_claimed callback */
     char path[STORE_PATH_MAX];
 };
-
-const char *store_schema_sql(void)
-{
-    return store_schema;
-}
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -373,7 +325,7 @@ static int schema_section(int n, const char **body, size_t *len)
 {
     char mark[32];
     snprintf(mark, sizeof mark, MIGRATE_MARK "%d\n", n);
-    const char *p = strstr(store_schema, mark);
+    const char *p = strstr(store_schema_text, mark);
     if (!p)
         return -1;
     p += strlen(mark);

@@ -9,7 +9,7 @@
  * store_applied_offset() + 1 to the end and applies each record. The store
  * does not interpret connection state: per connection id it keeps the
  * record's JSON text plus the few indexed columns the worker queries. The
- * schema is schemas/worker-store.sql, embedded verbatim (store_schema_sql).
+ * schema is schemas/worker-store.sql, embedded by the build.
  *
  * Ownership: store_open returns a handle owned by the caller and released by
  * store_close. Strings passed in are only read during the call. store_get
@@ -101,8 +101,5 @@ int64_t store_count(store_t *s);
  * become '_') and create dir (mkdir -p, mode 0700 for new directories). */
 int store_path(const char *dir, const char *topic, int32_t partition, char *out, size_t cap,
                err_t *e);
-
-/* The embedded schema text: equal to schemas/worker-store.sql (tests). */
-const char *store_schema_sql(void);
 
 #endif

@@ -210,6 +210,20 @@ static long topic_count(const char *key, int *matched)
     return n;
 }
 
+/* The value of the first record keyed `key` (malloc'd; NULL when none). */
+typedef struct {
+    const char *key;
+    char *value;
+} record_of;
+
+static int find_record(const testkafka_record *r, void *ud)
+{
+    record_of *f = ud;
+    if (!f->value && r->key && r->value && strcmp(r->key, f->key) == 0)
+        f->value = strdup(r->value);
+    return f->value != NULL;
+}
+
 /* POST /v1/connections and follow the simulator's authorize (optionally with
  * a sim_fault) to get the callback URL with a fresh code. */
 static void new_flow(const char *provider, char *conn_id, size_t idcap, char *callback_url,
@@ -308,17 +322,11 @@ static void test_record_fields(void **state)
     assert_int_equal(query_parse(qs, strlen(qs), &q, &e), 0);
     const char *code = query_get(&q, "code", NULL);
     assert_non_null(code);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/oauthq-topic-read '%s' --key '%s' --min 1 --timeout-ms 10000",
-             g_build, g_topic, id);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char line[8192] = "";
-    assert_non_null(fgets(line, sizeof line, p));
-    assert_int_equal(pclose(p), 0);
-    cJSON *o = cJSON_Parse(line);
-    const cJSON *v = cJSON_GetObjectItem(o, "value");
-    assert_string_equal(cJSON_GetObjectItem(o, "key")->valuestring, id);
+    record_of rec = {id, NULL};
+    testkafka_read(&g_cfg, g_topic, 1, 10000, find_record, &rec, &e);
+    assert_non_null(rec.value);
+    cJSON *v = cJSON_Parse(rec.value);
+    free(rec.value);
     assert_string_equal(cJSON_GetObjectItem(v, "schema")->valuestring, "oauthq.callback.v1");
     assert_string_equal(cJSON_GetObjectItem(v, "connection_id")->valuestring, id);
     assert_string_equal(cJSON_GetObjectItem(v, "provider")->valuestring, "sim");
@@ -330,7 +338,7 @@ static void test_record_fields(void **state)
     assert_non_null(cJSON_GetObjectItem(v, "received_at"));
     assert_non_null(cJSON_GetObjectItem(v, "request_id"));
     assert_non_null(cJSON_GetObjectItem(v, "intake_id"));
-    cJSON_Delete(o);
+    cJSON_Delete(v);
 }
 
 static void test_browser_flow_binding(void **state)

@@ -18,6 +18,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "common/buf.h"
+
 #define FORM_MAX_PARAMS 32
 #define FORM_MAX_BYTES  65536
 #define STATE_MAX       1024
@@ -563,31 +565,15 @@ static int resp_err(sim_core_resp *r, int status, const char *error, const char 
     return resp_json(r, status, o);
 }
 
-/* Append "&name=pct(value)" (or with '?') to a growing Location. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-} sbuf;
+/* Location values are built in a common/buf (bounded by SIM_LOCATION_MAX). */
+#define SIM_LOCATION_MAX 16384
 
-static int sb_put(sbuf *b, const char *s, size_t n)
+static int sb_put(buf_t *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p)
-            return -1;
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return 0;
+    return buf_add(b, s, n) == 0 ? 0 : -1;
 }
 
-static int sb_pct(sbuf *b, const char *v)
+static int sb_pct(buf_t *b, const char *v)
 {
     static const char H[] = "0123456789ABCDEF";
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
@@ -607,7 +593,7 @@ static int sb_pct(sbuf *b, const char *v)
 }
 
 /* Start a redirect to base: base + ('?' | '&' | ''). */
-static int sb_redirect_base(sbuf *b, const char *base)
+static int sb_redirect_base(buf_t *b, const char *base)
 {
     if (sb_put(b, base, strlen(base)) != 0)
         return -1;
@@ -620,7 +606,7 @@ static int sb_redirect_base(sbuf *b, const char *base)
     return sb_put(b, "&", 1);
 }
 
-static int sb_param(sbuf *b, int first, const char *name, const char *value)
+static int sb_param(buf_t *b, int first, const char *name, const char *value)
 {
     if (!first && sb_put(b, "&", 1) != 0)
         return -1;
@@ -914,18 +900,19 @@ static int h_authorize(sim_core_t *c, const char *query, int64_t now, sim_core_r
         fault = SIM_FAULT_DENY;
     }
 
-    sbuf loc = {0};
+    buf_t loc;
+    buf_init(&loc, SIM_LOCATION_MAX, 0);
     if (fault == SIM_FAULT_DENY) {
         if (sb_redirect_base(&loc, redirect) != 0 ||
             sb_param(&loc, 1, "error", "access_denied") != 0 ||
             sb_put(&loc, "&error_description=The+user+denied+your+request", 47) != 0 ||
             (state && sb_param(&loc, 0, "state", state) != 0)) {
-            free(loc.s);
+            buf_free(&loc);
             ret = -1;
             goto out;
         }
         r->status = 302;
-        r->location = loc.s;
+        r->location = buf_take(&loc, NULL);
         r->no_store = 1;
         r->event = "authorize_denied";
         ret = 0;
@@ -971,14 +958,14 @@ static int h_authorize(sim_core_t *c, const char *query, int64_t now, sim_core_r
     memcpy(r->code_sha256, e->hash, 65);
     if (sb_redirect_base(&loc, redirect) != 0 || sb_param(&loc, 1, "code", code) != 0 ||
         (state && sb_param(&loc, 0, "state", state) != 0)) {
-        free(loc.s);
+        buf_free(&loc);
         OPENSSL_cleanse(code, sizeof code);
         ret = -1;
         goto out;
     }
     OPENSSL_cleanse(code, sizeof code);
     r->status = 302;
-    r->location = loc.s;
+    r->location = buf_take(&loc, NULL);
     r->no_store = 1;
     r->event = "code_issued";
     ret = 0;

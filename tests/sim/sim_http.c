@@ -22,6 +22,8 @@
 
 #include <microhttpd.h>
 
+#include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #define SLEEP_SLICE_MS  20
@@ -48,16 +50,8 @@ typedef struct {
     char *uri;
     int uri_too_long;
     int started;
-    char *body;
-    size_t len;
+    buf_t body; /* form posts: client secrets, codes */
 } req_ctx;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(long ms)
 {
@@ -69,11 +63,11 @@ static void sleep_ms(long ms)
 /* Sleep ms, waking early when the server stops. */
 static void sleep_interruptible(sim_http_t *h, long ms)
 {
-    int64_t end = mono_ms() + ms;
+    int64_t end = clock_mono_ms() + ms;
     for (;;) {
         if (atomic_load(&h->stopping))
             return;
-        int64_t left = end - mono_ms();
+        int64_t left = end - clock_mono_ms();
         if (left <= 0)
             return;
         sleep_ms(left < SLEEP_SLICE_MS ? (long)left : SLEEP_SLICE_MS);
@@ -86,8 +80,8 @@ static void hang(sim_http_t *h, struct MHD_Connection *conn)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     int fd = ci ? ci->connect_fd : -1;
-    int64_t end = mono_ms() + SIM_CORE_HANG_MAX_MS;
-    while (!atomic_load(&h->stopping) && mono_ms() < end) {
+    int64_t end = clock_mono_ms() + SIM_CORE_HANG_MAX_MS;
+    while (!atomic_load(&h->stopping) && clock_mono_ms() < end) {
         if (fd < 0) {
             sleep_ms(HANG_POLL_MS);
             continue;
@@ -113,6 +107,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     (void)cls;
     (void)conn;
     req_ctx *rc = calloc(1, sizeof *rc);
+    if (rc)
+        buf_init(&rc->body, SIM_HTTP_BODY_MAX, 1);
     if (!rc)
         return NULL;
     size_t n = strlen(uri);
@@ -139,7 +135,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!rc)
         return;
     free(rc->uri);
-    free(rc->body);
+    buf_free(&rc->body);
     free(rc);
     *con_cls = NULL;
 }
@@ -250,15 +246,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (rc->len + *upload_data_size > SIM_HTTP_BODY_MAX)
-            return MHD_NO; /* chunked body past the bound: close */
-        char *nb = realloc(rc->body, rc->len + *upload_data_size + 1);
-        if (!nb)
+        /* Past the bound (a chunked body) or out of memory: close. */
+        if (buf_add(&rc->body, upload_data, *upload_data_size) != 0)
             return MHD_NO;
-        rc->body = nb;
-        memcpy(rc->body + rc->len, upload_data, *upload_data_size);
-        rc->len += *upload_data_size;
-        rc->body[rc->len] = '\0';
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -270,13 +260,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
         .content_type =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
-        .body = rc->body,
-        .body_len = rc->len,
+        .body = buf_str(&rc->body),
+        .body_len = buf_len(&rc->body),
     };
     sim_core_resp r;
     err_t e;
     err_clear(&e);
-    if (sim_core_handle(h->core, &rq, mono_ms(), &r, &e) != 0) {
+    if (sim_core_handle(h->core, &rq, clock_mono_ms(), &r, &e) != 0) {
         log_kv(LOGL_ERROR, "sim_internal_error", "error", e.msg);
         return send_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, INTERNAL_ERR);
     }

@@ -1,5 +1,4 @@
-/* Unit tests of producer/assets (embedded pages and their CSP) and of the
- * read model's embedded schema (equal to schemas/readmodel.sql). */
+/* Unit tests of producer/assets (embedded pages and their CSP). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +11,6 @@
 
 #include "common/crypto.h"
 #include "producer/assets.h"
-#include "producer/readmodel.h"
 
 static void test_demo_page_csp_allows_exactly_its_inline_blocks(void **state)
 {
@@ -43,23 +41,10 @@ static void test_demo_page_csp_allows_exactly_its_inline_blocks(void **state)
     assert_null(assets_find("nope.html"));
 }
 
-static void test_readmodel_schema_matches_file(void **state)
-{
-    (void)state;
-    FILE *f = fopen("schemas/readmodel.sql", "r");
-    assert_non_null(f);
-    static char buf[8192];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    assert_string_equal(readmodel_schema_sql(), buf);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_page_csp_allows_exactly_its_inline_blocks),
-        cmocka_unit_test(test_readmodel_schema_matches_file),
     };
     return cmocka_run_group_tests_name("unit_assets", tests, NULL, NULL);
 }

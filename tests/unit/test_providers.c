@@ -464,7 +464,7 @@ static void test_client_secret_file_and_env(void **state)
     assert_int_equal(log_init("unit", "debug", "text", &e), 0);
     ncaptured = 0;
     log_set_sink(sink, NULL);
-    log_info("oops: %s", out);
+    log_kv(LOGL_INFO, "oops", "detail", out);
     log_set_sink(NULL, NULL);
     assert_int_equal(ncaptured, 1);
     assert_null(strstr(captured[0], "sk_file_secret_value"));

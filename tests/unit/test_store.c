@@ -431,20 +431,6 @@ static void test_wrong_topic_or_partition_is_fatal(void **state)
     assert_int_equal(e.cls, ERRC_PERMANENT);
 }
 
-static void test_embedded_schema_equals_file(void **state)
-{
-    (void)state;
-    FILE *fp = fopen("schemas/worker-store.sql", "rb");
-    if (!fp)
-        fail_msg("schemas/worker-store.sql not found: run from the repository root");
-    static char buf[64 * 1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    assert_true(feof(fp));
-    fclose(fp);
-    buf[n] = '\0';
-    assert_string_equal(store_schema_sql(), buf);
-}
-
 static void test_migration_from_empty_file(void **state)
 {
     fixture *f = *state;
@@ -658,7 +644,6 @@ int main(void)
         T(test_claimed_listing),
         T(test_next_retry),
         T(test_wrong_topic_or_partition_is_fatal),
-        T(test_embedded_schema_equals_file),
         T(test_migration_from_empty_file),
         T(test_refuses_foreign_newer_and_corrupt_files),
         T(test_wal_mode),
