@@ -931,7 +931,7 @@ int intake_port(const intake_t *in)
 
 int intake_fatal(const intake_t *in)
 {
-    return in->pub && publisher_fatal(in->pub);
+    return (in->pub && publisher_fatal(in->pub)) || readmodel_fatal(in->rm);
 }
 
 void intake_close(intake_t *in, int flush_ms)

@@ -23,7 +23,8 @@ intake_t *intake_open(const config_t *c, err_t *e);
 /* Port the HTTP server is bound to. */
 int intake_port(const intake_t *in);
 
-/* 1 when the producer hit a fatal error: the process must exit. */
+/* 1 when the producer or the read model hit a fatal error: the process
+ * must exit. */
 int intake_fatal(const intake_t *in);
 
 /* Graceful shutdown: stop accepting, let in-flight callbacks finish (their

@@ -16,9 +16,10 @@
 #include "common/kafka.h"
 #include "common/log.h"
 
-#define BUCKETS   1024
-#define BATCH_MAX 1000
-#define MAX_PARTS 1024
+#define BUCKETS     1024
+#define BATCH_MAX   1000
+#define MAX_PARTS   1024
+#define APPLY_TRIES 5 /* a batch the store refuses this often is fatal */
 
 /* Same text as schemas/readmodel.sql (a unit test keeps them equal). */
 static const char schema_sql[] =
@@ -65,8 +66,10 @@ struct readmodel {
     atomic_llong records_read;
     int nparts;
     int64_t end_at_start[MAX_PARTS];
-    int64_t next_offset[MAX_PARTS];
-    int64_t eof_offset[MAX_PARTS]; /* from EOF events: past transaction markers */
+    int64_t next_offset[MAX_PARTS]; /* committed to SQLite with the rows: never ahead */
+    int64_t staged[MAX_PARTS];      /* apply thread: next_offset of the open transaction */
+    int64_t eof_offset[MAX_PARTS];  /* from EOF events: past transaction markers */
+    atomic_int fatal;               /* a batch could not be stored: the process must exit */
     metric_counter *m_read, *m_applied, *m_skipped;
 };
 
@@ -200,11 +203,14 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         err_set(e, ERRC_FATAL, "read model prepare: %s", sqlite3_errmsg(rm->wdb));
         goto out;
     }
+    /* Offsets move in the transaction's copy; they become next_offset only
+     * once the rows that go with them committed. */
+    memcpy(rm->staged, rm->next_offset, sizeof rm->staged);
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         if (m->partition >= 0 && m->partition < MAX_PARTS &&
-            m->offset + 1 > rm->next_offset[m->partition])
-            rm->next_offset[m->partition] = m->offset + 1;
+            m->offset + 1 > rm->staged[m->partition])
+            rm->staged[m->partition] = m->offset + 1;
         if (!m->payload)
             continue; /* tombstone: keep the last document (deletion is explicit) */
         const char *id = NULL;
@@ -238,7 +244,7 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         sqlite3_reset(off);
         sqlite3_bind_text(off, 1, rm->topic, -1, SQLITE_STATIC);
         sqlite3_bind_int(off, 2, p);
-        sqlite3_bind_int64(off, 3, rm->next_offset[p]);
+        sqlite3_bind_int64(off, 3, rm->staged[p]);
         if (sqlite3_step(off) != SQLITE_DONE) {
             err_set(e, ERRC_RETRIABLE, "read model offsets: %s", sqlite3_errmsg(rm->wdb));
             goto out;
@@ -248,12 +254,18 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
 out:
     sqlite3_finalize(up);
     sqlite3_finalize(off);
-    if (exec(rm->wdb, rc == 0 ? "COMMIT" : "ROLLBACK", e, "commit") < 0)
+    if (rc == 0 && exec(rm->wdb, "COMMIT", e, "commit") < 0)
         rc = -1;
-    if (rc == 0)
-        for (size_t i = 0; i < nchanged; i++)
-            wake_id(rm, changed[i].id);
-    return rc;
+    if (rc < 0) {
+        err_t ignored = {0};
+        if (sqlite3_get_autocommit(rm->wdb) == 0)
+            exec(rm->wdb, "ROLLBACK", &ignored, "rollback");
+        return -1;
+    }
+    memcpy(rm->next_offset, rm->staged, sizeof rm->next_offset);
+    for (size_t i = 0; i < nchanged; i++)
+        wake_id(rm, changed[i].id);
+    return 0;
 }
 
 static void check_caught_up(readmodel_t *rm)
@@ -296,15 +308,25 @@ static void *apply_main(void *arg)
             err_t e = {0};
             atomic_fetch_add(&rm->records_read, (long long)n);
             metrics_counter_add(rm->m_read, n);
-            for (int tries = 0; tries < 5; tries++) {
-                if (apply(rm, msgs, n, &e) == 0)
-                    break;
-                log_kv(LOGL_ERROR, "readmodel_apply_failed", "reason", e.msg);
-                struct timespec ts = {0, 200 * 1000 * 1000};
-                nanosleep(&ts, NULL);
+            int stored = 0;
+            for (int tries = 0; tries < APPLY_TRIES && !stored; tries++) {
+                stored = apply(rm, msgs, n, &e) == 0;
+                if (!stored) {
+                    log_kv(LOGL_ERROR, "readmodel_apply_failed", "reason", e.msg);
+                    struct timespec ts = {0, 200 * 1000 * 1000};
+                    nanosleep(&ts, NULL);
+                }
             }
             for (size_t i = 0; i < n; i++)
                 rd_kafka_message_destroy(msgs[i]);
+            if (!stored) {
+                /* The consumer is past records the store does not hold:
+                 * going on would commit later offsets over them. Stop; a
+                 * restart resumes from the committed offsets. */
+                log_kv(LOGL_ERROR, "readmodel_fatal", "reason", e.msg, "path", rm->path);
+                atomic_store(&rm->fatal, 1);
+                break;
+            }
         }
         check_caught_up(rm);
     }
@@ -509,6 +531,11 @@ void readmodel_wake_all(readmodel_t *rm)
         for (waiter *w = rm->buckets[b]; w; w = w->next)
             httpd_wake(w->req);
     pthread_mutex_unlock(&rm->wmu);
+}
+
+int readmodel_fatal(const readmodel_t *rm)
+{
+    return rm && atomic_load(&rm->fatal);
 }
 
 int readmodel_caught_up(readmodel_t *rm)

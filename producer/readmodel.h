@@ -5,7 +5,10 @@
  * read_committed) and applies the records to a SQLite file (WAL) together
  * with the next offset per partition in one transaction: restarts resume,
  * a deleted file is rebuilt from the compacted topic, and a version never
- * moves backwards (an older or duplicated record is skipped). After each
+ * moves backwards (an older or duplicated record is skipped). The stored
+ * offsets never pass what committed: a batch the store keeps refusing
+ * (bounded retries) stops the thread and sets readmodel_fatal(), and the
+ * process must exit (a restart resumes from the committed offsets). After each
  * commit it wakes the HTTP requests long-polling the ids that changed.
  *
  * Threads: readmodel_open/close on the main thread; the apply thread is
@@ -46,6 +49,9 @@ void readmodel_unwatch(readmodel_t *rm, httpd_req *req);
 /* Wake every waiting request (shutdown); they stay registered until their
  * handler calls readmodel_unwatch. */
 void readmodel_wake_all(readmodel_t *rm);
+
+/* 1 after a store failure the read model could not get past: exit. */
+int readmodel_fatal(const readmodel_t *rm);
 
 /* 1 once every partition reached the end offset seen at start. */
 int readmodel_caught_up(readmodel_t *rm);

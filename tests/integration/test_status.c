@@ -9,7 +9,9 @@
  *  - ?wait long-poll returns on a change (woken by the read model, not at
  *    its deadline) and after its wait when nothing changes;
  *  - a restart resumes from the stored offsets (records read after the
- *    restart counted from /metrics); a deleted database is rebuilt.
+ *    restart counted from /metrics); a deleted database is rebuilt;
+ *  - a store that refuses a batch ends the intake (logged, non-zero exit)
+ *    without storing offsets past it: after a restart the record is served.
  * Served documents are appended to var/test-logs/status-api-docs.jsonl for
  * the schema check.
  */
@@ -24,11 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
 
 #include "common/config.h"
 #include "common/ident.h"
@@ -380,6 +384,68 @@ static void test_restart_resumes_and_rebuild(void **state)
     assert_int_equal(v, 3);
 }
 
+/* Run sql on the read model file from the test's own connection. */
+static void db_exec(const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* 1 when file contains needle. */
+static int file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[2048];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* The read model's SQLite refuses every write (a real failure: triggers
+ * that abort): the intake must not move its offsets past the batch it
+ * could not store (it once dropped the batch after 5 tries and committed
+ * later offsets over it), and must end with a log line and a non-zero
+ * exit. Once the store works again, a restart serves the record. */
+static void test_store_failure_is_fatal_and_loses_nothing(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], log[300];
+    err_t e = {0};
+    ident_conn_new(g_keys, time(NULL), id, &e);
+    snprintf(log, sizeof log, "%s/intake.log", g_dir);
+    db_exec("CREATE TRIGGER itest_fail_insert BEFORE INSERT ON status "
+            "BEGIN SELECT RAISE(ABORT, 'itest: store refuses writes'); END;"
+            "CREATE TRIGGER itest_fail_update BEFORE UPDATE ON status "
+            "BEGIN SELECT RAISE(ABORT, 'itest: store refuses writes'); END;");
+    produce_status(id, 5, "connected");
+    flush();
+    int st = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 300 && got == 0; i++) {
+        got = waitpid(g_intake, &st, WNOHANG);
+        if (got == 0)
+            usleep(100000);
+    }
+    if (got != g_intake) {
+        fprintf(stderr, "the intake kept running past a store failure\n");
+        fail();
+    }
+    g_intake = -1;
+    assert_true(WIFEXITED(st));
+    assert_int_not_equal(WEXITSTATUS(st), 0);
+    assert_true(file_has(log, "readmodel_fatal"));
+    db_exec("DROP TRIGGER itest_fail_insert; DROP TRIGGER itest_fail_update;");
+    g_intake = start_intake();
+    assert_true(g_intake > 0);
+    await_version(id, 5);
+}
+
 int main(void)
 {
     mkdir("var", 0755);
@@ -389,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_etag_404_pending_expired),
         cmocka_unit_test(test_long_poll_wakes_on_change_and_times_out),
         cmocka_unit_test(test_restart_resumes_and_rebuild),
+        cmocka_unit_test(test_store_failure_is_fatal_and_loses_nothing),
     };
     return cmocka_run_group_tests_name("integration_status", tests, setup, teardown);
 }
