@@ -909,7 +909,8 @@ intake_t *intake_open(const config_t *c, err_t *e)
     if (!in->rm)
         goto fail;
     in->pub = publisher_open(c, c->produce_timeout_ms, e);
-    if (!in->pub)
+    if (!in->pub ||
+        publisher_check_partitions(in->pub, c, in->topic_callbacks, c->kafka_timeout_ms, e) < 0)
         goto fail;
     httpd_opts ho = {c->listen,      c->http_threads,      c->http_max_connections,
                      c->http_per_ip, c->http_max_inflight, 30};

@@ -564,6 +564,31 @@ static void test_answered_code_not_exchanged_after_error_callback(void **state)
     cJSON_Delete(st);
 }
 
+/* A worker on topics whose partition count is not OAUTHQ_TOPIC_PARTITIONS
+ * (partitions added to all three alike passed the old equal-count check,
+ * and keys then remap away from their state) refuses to start. */
+static void test_changed_partition_count_is_refused(void **state)
+{
+    (void)state;
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "8", 1);
+    pid_t pid = start_worker(7);
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "4", 1);
+    assert_true(pid > 0);
+    int rc = testproc_wait_exit(pid, 60000);
+    if (rc == -2)
+        fail_msg("the worker started on 4 partitions with OAUTHQ_TOPIC_PARTITIONS=8");
+    assert_true(rc > 0);
+    char log[320], line[2048];
+    snprintf(log, sizeof log, "%s/worker7.log", g_dir);
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, "must each have OAUTHQ_TOPIC_PARTITIONS=8") != NULL;
+    fclose(f);
+    assert_true(found);
+}
+
 static void test_invalid_client_holds_until_fixed(void **state)
 {
     (void)state;
@@ -1306,6 +1331,7 @@ int main(void)
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_malformed_record_goes_to_dlq_and_partition_flows),
         cmocka_unit_test(test_answered_code_not_exchanged_after_error_callback),
+        cmocka_unit_test(test_changed_partition_count_is_refused),
         cmocka_unit_test(test_invalid_client_holds_until_fixed),
         cmocka_unit_test(test_manual_pause_and_resume),
         cmocka_unit_test(test_replay),
