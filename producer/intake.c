@@ -34,7 +34,9 @@ struct intake {
     providers_t *providers;
     keyring_t *keys;
     publisher_t *pub;
-    httpd_t *http;
+    /* Set by intake_open once httpd_start returns, while httpd threads may
+     * already serve /metrics: atomic, NULL until then. */
+    httpd_t *_Atomic http;
     metrics_t *metrics;
     readmodel_t *rm;
     char topic_callbacks[256];
@@ -337,18 +339,30 @@ typedef struct {
     char code_hash[16];
     int json;
     int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
-    int done;       /* written before httpd_wake, read after it (httpd's mutex orders) */
+    /* The record's fate: cls and reason are written once, by the
+     * publisher's thread (or by the request thread when the send failed),
+     * then done is set with release order. The httpd thread may run the
+     * wake at the deadline or at shutdown while the delivery report is
+     * still on its way (no httpd mutex orders that case), so it loads done
+     * with acquire order and reads cls and reason only when it saw 1. */
+    atomic_int done;
     errc cls;
     char reason[ERR_MSG_MAX];
 } pending_cb;
+
+/* Publish the outcome (any thread; once per record). */
+static void pending_settle(pending_cb *p, errc cls, const char *reason)
+{
+    p->cls = cls;
+    snprintf(p->reason, sizeof p->reason, "%s", reason);
+    atomic_store_explicit(&p->done, 1, memory_order_release);
+}
 
 /* Publisher thread: the record's fate is known. */
 static void on_delivered(void *ud, errc cls, const char *reason, double latency_ms)
 {
     pending_cb *p = ud;
-    p->cls = cls;
-    snprintf(p->reason, sizeof p->reason, "%s", reason);
-    p->done = 1;
+    pending_settle(p, cls, reason);
     metrics_histogram_observe(p->in->produce_latency, latency_ms / 1000.0);
     if (cls == ERRC_OK)
         metrics_counter_add(p->in->produced, 1);
@@ -364,8 +378,10 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
 {
     intake_t *in = app;
     pending_cb *p = httpd_data(r);
+    int done = atomic_load_explicit(&p->done, memory_order_acquire);
+    int acked = done && p->cls == ERRC_OK; /* cls only once done was seen */
     if (p->disconnect) {
-        if (!p->done || p->cls != ERRC_OK) {
+        if (!acked) {
             httpd_add_header(r, "Retry-After", "2");
             return fail(in, r, "disconnect", 503, "unavailable",
                         "The disconnect could not be recorded; retry in a moment.");
@@ -381,12 +397,12 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
         cJSON_AddStringToObject(o, "status", "disconnect_requested");
         return respond_json(in, r, "disconnect", 202, o);
     }
-    if (!p->done || p->cls != ERRC_OK) {
+    if (!acked) {
         /* Not acknowledged by Kafka (yet): the code is unused as far as we
          * know, so the user can retry the same redirect. */
         log_kv(LOGL_WARN, "callback_not_acknowledged", "connection_id", p->conn_id, "code_sha256",
                p->code_hash, "request_id", httpd_request_id(r), "reason",
-               p->done ? p->reason : (timed_out ? "deadline" : "unknown"));
+               done ? p->reason : (timed_out ? "deadline" : "unknown"));
         httpd_add_header(r, "Retry-After", "2");
         return fail(in, r, "callback", 503, "unavailable",
                     "We could not record the sign-in just now. Please retry in a moment.");
@@ -516,9 +532,7 @@ static void route_callback(intake_t *in, httpd_req *r)
     httpd_req_ref(r);
     if (publisher_send(in->pub, in->topic_callbacks, st.conn_id, json, strlen(json),
                        httpd_request_id(r), on_delivered, p, &e) < 0) {
-        p->cls = e.cls;
-        snprintf(p->reason, sizeof p->reason, "%s", e.msg);
-        p->done = 1;
+        pending_settle(p, e.cls, e.msg);
         metrics_counter_add(in->delivery_failed, 1);
         httpd_wake(r);
         httpd_req_unref(r);
@@ -561,9 +575,7 @@ static void route_disconnect(intake_t *in, httpd_req *r, const char *id)
     httpd_req_ref(r);
     if (publisher_send(in->pub, in->topic_callbacks, id, json, strlen(json), httpd_request_id(r),
                        on_delivered, p, &e) < 0) {
-        p->cls = e.cls;
-        snprintf(p->reason, sizeof p->reason, "%s", e.msg);
-        p->done = 1;
+        pending_settle(p, e.cls, e.msg);
         httpd_wake(r);
         httpd_req_unref(r);
     }
@@ -763,7 +775,9 @@ static void route_readyz(intake_t *in, httpd_req *r)
 
 static void route_metrics(intake_t *in, httpd_req *r)
 {
-    metrics_gauge_set(in->inflight, httpd_suspended(in->http));
+    httpd_t *http = in->http;
+    if (http)
+        metrics_gauge_set(in->inflight, httpd_suspended(http));
     char *text = NULL;
     size_t len = 0;
     err_t e = {0};
