@@ -599,11 +599,29 @@ static const char *path_id(intake_t *in, const char *path, const char *prefix, c
     return out;
 }
 
-/* Document for a genuine id the worker has not written about yet:
- * pending/awaiting_callback, or expired once its flow's state expired. */
-static char *synthetic_doc(intake_t *in, const char *id, int64_t created_at)
+/* Versions of the documents of a genuine id the worker has not written
+ * about: pending/awaiting_callback is 0, expired is 1 (distinct, so a
+ * long-poll holding "0" learns of the expiry). `expired` is final: it is
+ * served only once no callback for the id can exist unseen. The state
+ * expired, plus the HTTP deadline (no callback is acknowledged later,
+ * and none appended later than its delivery bound) and a clock allowance
+ * between intakes, before the moment the read model is settled to (every
+ * callback appended before it processed by the worker, its status applied
+ * here: readmodel_settled_ms). Any intake decides alike from Kafka alone.
+ * Until then the flow stays pending: an acknowledged callback may still
+ * be queued behind a lagging worker, and `expired` would later flip. */
+#define SYNTH_EXPIRED_VERSION 1
+#define EXPIRY_CLOCK_SKEW_MS  5000
+
+static int synthetic_expired(intake_t *in, const char *id, int64_t created_at)
 {
-    int expired = now_ms_wall() / 1000 > created_at + in->cfg.state_ttl_s;
+    int64_t final_at =
+        (created_at + in->cfg.state_ttl_s) * 1000 + in->deadline_ms + EXPIRY_CLOCK_SKEW_MS;
+    return now_ms_wall() >= final_at && readmodel_settled_ms(in->rm, id) >= final_at;
+}
+
+static char *synthetic_doc(const char *id, int64_t created_at, int expired)
+{
     char ts[RECORDS_TIME_MAX];
     records_time_format(created_at * 1000, ts);
     cJSON *o = cJSON_CreateObject();
@@ -624,7 +642,7 @@ static char *synthetic_doc(intake_t *in, const char *id, int64_t created_at)
     cJSON_AddNumberToObject(o, "attempts", 0);
     cJSON_AddStringToObject(o, "created_at", ts);
     cJSON_AddStringToObject(o, "updated_at", ts);
-    cJSON_AddNumberToObject(o, "version", 0);
+    cJSON_AddNumberToObject(o, "version", expired ? SYNTH_EXPIRED_VERSION : 0);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -649,8 +667,11 @@ static void answer_status(intake_t *in, httpd_req *r, const char *id, int64_t cr
         httpd_add_header(r, "Retry-After", "1");
         return fail(in, r, "status", 503, "unavailable", "Status temporarily unavailable.");
     }
-    if (got == 0)
-        doc = synthetic_doc(in, id, created_at);
+    if (got == 0) {
+        int expired = synthetic_expired(in, id, created_at);
+        version = expired ? SYNTH_EXPIRED_VERSION : 0;
+        doc = synthetic_doc(id, created_at, expired);
+    }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)version);
     httpd_add_header(r, "ETag", etag);
@@ -733,8 +754,11 @@ static void route_status(intake_t *in, httpd_req *r)
         return;
     }
     char *doc = NULL;
-    int64_t version = 0; /* no record yet: version 0 */
-    if (readmodel_get(in->rm, id, &doc, &version, &e) < 0 || version != seen)
+    int64_t version = 0; /* no record yet: the synthetic document's version */
+    int got = readmodel_get(in->rm, id, &doc, &version, &e);
+    if (got == 0 && synthetic_expired(in, id, created_at))
+        version = SYNTH_EXPIRED_VERSION;
+    if (got < 0 || version != seen)
         httpd_wake(r);
     free(doc);
 }
