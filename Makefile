@@ -75,7 +75,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit integration run bench asan tsan tsan-build fmt fmt-check lint clean setup tests fuzz fuzz-build
 all: $(BINS) $(TOOLS) $(BENCH_BINS)
-tests: all $(UNIT_BINS) $(ITEST_BINS)
+tests: all $(UNIT_BINS) $(ITEST_BINS) $(BUILD)/tests/slow_dr.so
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -128,6 +128,12 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit/test_%.o $(APPLIBS)
 $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/integration/test_%.o $(LIBSUPPORT) $(APPLIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) $(TEST_LDLIBS) -o $@
+
+# LD_PRELOAD libraries of integration tests (tests/preload/): plain -fPIC,
+# never sanitized (they run inside sanitized processes as foreign code).
+$(BUILD)/tests/%.so: tests/preload/%.c
+	@mkdir -p $(dir $@)
+	cc -O1 -g -Wall -Wextra -Werror -shared -fPIC $< -o $@ -ldl
 
 # libFuzzer targets: only meaningful in the fuzz build (see `make fuzz`).
 $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(APPLIBS)
@@ -183,7 +189,7 @@ tsan-build:
 	clang $(TSAN_FLAGS) -c tests/tsan/c11_threads.c -o $(TSAN_SHIM)
 	$(MAKE) BUILD=build/tsan CC=clang CFLAGS="$(TSAN_FLAGS)" \
 	    LDFLAGS="-fsanitize=thread $(CURDIR)/$(TSAN_SHIM)" \
-	    all $(addprefix build/tsan/tests/,$(TSAN_ITESTS))
+	    all $(addprefix build/tsan/tests/,$(TSAN_ITESTS)) build/tsan/tests/slow_dr.so
 tsan: tsan-build
 	scripts/run-tsan $(TSAN_ITESTS)
 

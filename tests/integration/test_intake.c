@@ -654,6 +654,39 @@ static void test_sigterm_loses_no_acknowledged_callback(void **state)
     assert_true(g_intake_pid > 0);
 }
 
+/* A delivery report that arrives after the HTTP deadline (a slow broker;
+ * here the real report delayed in the client by tests/preload/slow_dr.so):
+ * the callback is answered 503 + Retry-After at the deadline, never 303
+ * before Kafka acknowledged, and the report landing later changes nothing
+ * and crashes nothing. This is the path where the deadline's wake and the
+ * delivery report ran on two threads with nothing ordering them (p->done,
+ * p->cls): under `make tsan` a race report makes the intake exit 66. */
+static void test_late_delivery_report_answers_503(void **state)
+{
+    (void)state;
+    assert_int_equal(testproc_stop(g_intake_pid, 15000), 0);
+    char preload[400];
+    snprintf(preload, sizeof preload, "%s/tests/slow_dr.so", g_build);
+    setenv("LD_PRELOAD", preload, 1);
+    setenv("OAUTHQ_TEST_DR_DELAY_MS", "6000", 1); /* the deadline is 2 s + 2 s */
+    g_intake_pid = start_intake("intake-slow-dr.log");
+    unsetenv("LD_PRELOAD");
+    unsetenv("OAUTHQ_TEST_DR_DELAY_MS");
+    assert_true(g_intake_pid > 0);
+    char id[IDENT_CONN_ID_MAX], cb[4096];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    testhttp_resp r;
+    assert_int_equal(get_status(cb, "application/json", &r), 503);
+    assert_string_equal(r.retry_after, "2");
+    testhttp_resp_free(&r);
+    sleep(3); /* the report lands (6 s after the produce) */
+    int rc = testproc_stop(g_intake_pid, 15000);
+    g_intake_pid = -1;
+    assert_int_equal(rc, 0);
+    g_intake_pid = start_intake("intake-after-slow-dr.log");
+    assert_true(g_intake_pid > 0);
+}
+
 /* 1 when file contains needle. */
 static int file_has(const char *path, const char *needle)
 {
@@ -701,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_issuer_check),
         cmocka_unit_test(test_error_callback_is_recorded),
         cmocka_unit_test(test_disconnect_request_is_recorded),
+        cmocka_unit_test(test_late_delivery_report_answers_503),
         cmocka_unit_test(test_changed_partition_count_is_refused),
         cmocka_unit_test(test_broker_down_gives_503_then_recovers),
         cmocka_unit_test(test_sigterm_loses_no_acknowledged_callback),
