@@ -2,11 +2,12 @@
 #
 #   make            build every binary (default)
 #   make test       checks, unit + integration tests (real Kafka), then again
-#                   under ASan+UBSan: everything CI runs
+#                   under ASan+UBSan, the intake's under TSan: everything CI runs
 #   make unit / integration   one part, normal build only
 #   make run        the full local stack (Kafka, simulator, worker, intake)
 #   make bench      benchmarks
 #   make asan       unit + integration tests built with ASan+UBSan
+#   make tsan       the intake's integration tests built with ThreadSanitizer
 #   make fmt / fmt-check / lint / clean / setup
 #
 # Layout: every common/*.c goes into build/libcommon.a; producer/, worker/
@@ -62,9 +63,9 @@ ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITE
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit integration run bench asan fmt fmt-check lint clean setup tests fuzz fuzz-build
+.PHONY: all test unit integration run bench asan tsan tsan-build fmt fmt-check lint clean setup tests fuzz fuzz-build
 all: $(BINS) $(BENCH_BINS)
-tests: all $(UNIT_BINS) $(ITEST_BINS)
+tests: all $(UNIT_BINS) $(ITEST_BINS) $(BUILD)/tests/slow_dr.so
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -121,6 +122,12 @@ $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/integration/test_%.o $(LIBSUPPORT) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) $(TEST_LDLIBS) -o $@
 
+# LD_PRELOAD libraries of integration tests (tests/preload/): plain -fPIC,
+# never sanitized (they run inside sanitized processes as foreign code).
+$(BUILD)/tests/%.so: tests/preload/%.c
+	@mkdir -p $(dir $@)
+	cc -O1 -g -Wall -Wextra -Werror -shared -fPIC $< -o $@ -ldl
+
 # libFuzzer targets: only meaningful in the fuzz build (see `make fuzz`).
 $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(APPLIBS)
 	@mkdir -p $(dir $@)
@@ -155,6 +162,29 @@ asan:
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    BUILD=build/asan scripts/run-tests all
+
+# The intake's integration tests under ThreadSanitizer, in their own build
+# tree: the intake is the process whose threads share request state (httpd's
+# threads, the publisher's delivery thread, the read model's apply thread).
+# Only itest_intake and itest_status run (the whole set under TSan would add
+# several minutes to `make test`; the worker runs its pipeline on one
+# thread), without the broker-stop test (it stops the shared broker and
+# exercises no other thread path). Every process writes its reports to
+# var/test-logs/tsan.<pid>; any report fails the target. tests/tsan.supp
+# holds the suppressions for uninstrumented library internals; every binary
+# links tests/tsan/c11_threads.c (librdkafka's C11 threads and locks, which
+# clang 14's TSan does not intercept, forwarded to pthreads).
+TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_ITESTS := itest_intake itest_status
+TSAN_SHIM := build/tsan/obj/c11_threads.o
+tsan-build:
+	@mkdir -p $(dir $(TSAN_SHIM))
+	clang $(TSAN_FLAGS) -c tests/tsan/c11_threads.c -o $(TSAN_SHIM)
+	$(MAKE) BUILD=build/tsan CC=clang CFLAGS="$(TSAN_FLAGS)" \
+	    LDFLAGS="-fsanitize=thread $(CURDIR)/$(TSAN_SHIM)" \
+	    all $(addprefix build/tsan/tests/,$(TSAN_ITESTS)) build/tsan/tests/slow_dr.so
+tsan: tsan-build
+	scripts/run-tsan $(TSAN_ITESTS)
 
 # Every parser of untrusted input under libFuzzer + ASan + UBSan, for
 # FUZZ_SECONDS each (default 20), seeded from tests/fuzz/corpus/.

@@ -27,7 +27,10 @@ struct httpd_req {
     httpd_t *d;
     struct MHD_Connection *conn;
     atomic_int refs;
-    req_state state;
+    /* req_state: written by the connection's MHD thread, read by
+     * httpd_wake from any thread (the publisher's, after the deadline
+     * already answered): atomic. */
+    atomic_int state;
     int wake_pending;    /* guarded by d->mu */
     int timed_out;       /* guarded by d->mu until the wake is processed */
     int64_t deadline_ms; /* monotonic */
@@ -158,7 +161,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!r)
         return MHD_NO; /* allocation failed in on_uri: drop the connection */
     r->conn = conn;
-    switch (r->state) {
+    switch ((req_state)atomic_load(&r->state)) {
     case REQ_READING:
         if (r->method[0] == '\0') {
             /* First call: headers only. Answer later, once the body ended. */

@@ -411,3 +411,38 @@ out:
     rd_kafka_destroy(rk);
     return rc;
 }
+
+int32_t kafka_partition_for(const char *key, size_t len, int partitions)
+{
+    if (partitions < 1)
+        return RD_KAFKA_PARTITION_UA;
+    return rd_kafka_msg_partitioner_consistent_random(NULL, key, len, partitions, NULL, NULL);
+}
+
+int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic, int timeout_ms,
+                           err_t *e)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    if (!t)
+        return err_set(e, ERRC_FATAL, "topic %s: %s", topic,
+                       rd_kafka_err2str(rd_kafka_last_error()));
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, timeout_ms);
+    rd_kafka_topic_destroy(t);
+    int rc = 0;
+    if (err)
+        rc = err_set(e, kafka_errc(err), "metadata of %s: %s", topic, rd_kafka_err2str(err));
+    else if (md->topics[0].err)
+        rc = err_set(e, ERRC_FATAL, "topic %s: %s (run oauthqctl topics create)", topic,
+                     rd_kafka_err2str(md->topics[0].err));
+    else if (md->topics[0].partition_cnt != c->topic_partitions)
+        rc = err_set(e, ERRC_FATAL,
+                     "%s has %d partitions but OAUTHQ_TOPIC_PARTITIONS is %d: connection ids "
+                     "are placed on partitions by hash over that count, and another count "
+                     "would send a connection's callbacks away from its state (see "
+                     "docs/operations.md, Scaling partitions)",
+                     topic, md->topics[0].partition_cnt, c->topic_partitions);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    return rc;
+}

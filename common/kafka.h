@@ -115,6 +115,21 @@ typedef struct {
 long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, kafka_scan_fn fn,
                 void *ud, err_t *e);
 
+/* The partition of a record keyed by connection id: the hash of
+ * librdkafka's default partitioner (consistent_random: crc32 % count), so
+ * existing records keep their partition, taken over `partitions` =
+ * OAUTHQ_TOPIC_PARTITIONS, never over the topic's live count. Every
+ * producer of keyed callbacks (intake, oauthqctl) routes with it: an added
+ * partition can never move a connection's callbacks away from its state
+ * (docs/operations.md, "Scaling partitions"). */
+int32_t kafka_partition_for(const char *key, size_t len, int partitions);
+
+/* ERRC_FATAL (naming the topic, both counts and the way out) unless topic
+ * has exactly c->topic_partitions partitions; metadata errors classified as
+ * usual. Start-up check of every process that routes or owns by key. */
+int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic, int timeout_ms,
+                           err_t *e);
+
 /* Create every topic of kafka_topic_specs with the configured partitions/replication and
  * kafka_min_isr; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);

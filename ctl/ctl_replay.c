@@ -108,6 +108,8 @@ static int publish(const config_t *c, const char *topic, pub_t *pubs, long n, er
         rd_kafka_resp_err_t err;
         for (;;) {
             err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                    RD_KAFKA_V_PARTITION(kafka_partition_for(
+                                        pubs[i].key, strlen(pubs[i].key), c->topic_partitions)),
                                     RD_KAFKA_V_KEY(pubs[i].key, strlen(pubs[i].key)),
                                     RD_KAFKA_V_VALUE(pubs[i].value, pubs[i].len),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

@@ -57,13 +57,14 @@ long ctl_send(const config_t *c, const char *topic, const char *key, const char 
     }
     memset(reports, 0, sizeof reports);
     for (int p = 0; p < copies; p++) {
-        rd_kafka_resp_err_t err =
-            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                              RD_KAFKA_V_PARTITION(every_partition ? p : RD_KAFKA_PARTITION_UA),
-                              RD_KAFKA_V_KEY(key, strlen(key)),
-                              RD_KAFKA_V_VALUE((void *)(uintptr_t)value, strlen(value)),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE(&reports[p]), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_PARTITION(
+                every_partition ? p : kafka_partition_for(key, strlen(key), c->topic_partitions)),
+            RD_KAFKA_V_KEY(key, strlen(key)),
+            RD_KAFKA_V_VALUE((void *)(uintptr_t)value, strlen(value)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&reports[p]),
+            RD_KAFKA_V_END);
         if (err) {
             reports[p].done = 1;
             reports[p].err = err;

@@ -60,6 +60,14 @@ int ctl_topics_drift(const ctl_topic_desc d[CTL_TOPICS], int want_partitions, in
             add(out, cap, &n, s, "partitions_below_config",
                 "%d partitions, fewer than OAUTHQ_TOPIC_PARTITIONS=%d", t->partitions,
                 want_partitions);
+        else if (t->partitions > want_partitions && i < 3)
+            /* Keys route over the configured count (kafka_partition_for):
+             * the intake and the worker refuse to start on another count,
+             * which would send callbacks away from their state. */
+            add(out, cap, &n, s, "partitions_above_config",
+                "%d partitions, more than OAUTHQ_TOPIC_PARTITIONS=%d: intake and worker refuse "
+                "to start (docs/operations.md, Scaling partitions)",
+                t->partitions, want_partitions);
         if (t->replication < want_replication)
             add(out, cap, &n, s, "replication_below_config",
                 "replication %d, less than OAUTHQ_TOPIC_REPLICATION=%d", t->replication,

@@ -35,7 +35,9 @@ struct intake {
     providers_t *providers;
     keyring_t *keys;
     publisher_t *pub;
-    httpd_t *http;
+    /* Set by intake_open once httpd_start returns, while httpd threads may
+     * already serve /metrics: atomic, NULL until then. */
+    httpd_t *_Atomic http;
     metrics_t *metrics;
     readmodel_t *rm;
     char topic_callbacks[256];
@@ -331,18 +333,30 @@ typedef struct {
     char code_hash[LOG_CODE_ID_LEN + 1];
     int json;
     int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
-    int done;       /* written before httpd_wake, read after it (httpd's mutex orders) */
+    /* The record's fate: cls and reason are written once, by the
+     * publisher's thread (or by the request thread when the send failed),
+     * then done is set with release order. The httpd thread may run the
+     * wake at the deadline or at shutdown while the delivery report is
+     * still on its way (no httpd mutex orders that case), so it loads done
+     * with acquire order and reads cls and reason only when it saw 1. */
+    atomic_int done;
     errc cls;
     char reason[ERR_MSG_MAX];
 } pending_cb;
+
+/* Publish the outcome (any thread; once per record). */
+static void pending_settle(pending_cb *p, errc cls, const char *reason)
+{
+    p->cls = cls;
+    snprintf(p->reason, sizeof p->reason, "%s", reason);
+    atomic_store_explicit(&p->done, 1, memory_order_release);
+}
 
 /* Publisher thread: the record's fate is known. */
 static void on_delivered(void *ud, errc cls, const char *reason, double latency_ms)
 {
     pending_cb *p = ud;
-    p->cls = cls;
-    snprintf(p->reason, sizeof p->reason, "%s", reason);
-    p->done = 1;
+    pending_settle(p, cls, reason);
     metrics_histogram_observe(p->in->produce_latency, latency_ms / 1000.0);
     if (cls == ERRC_OK)
         metrics_counter_add(p->in->produced, 1);
@@ -358,8 +372,10 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
 {
     intake_t *in = app;
     pending_cb *p = httpd_data(r);
+    int done = atomic_load_explicit(&p->done, memory_order_acquire);
+    int acked = done && p->cls == ERRC_OK; /* cls only once done was seen */
     if (p->disconnect) {
-        if (!p->done || p->cls != ERRC_OK) {
+        if (!acked) {
             httpd_add_header(r, "Retry-After", "2");
             return fail(in, r, "disconnect", 503, "unavailable",
                         "The disconnect could not be recorded; retry in a moment.");
@@ -375,12 +391,12 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
         cJSON_AddStringToObject(o, "status", "disconnect_requested");
         return respond_json(in, r, "disconnect", 202, o);
     }
-    if (!p->done || p->cls != ERRC_OK) {
+    if (!acked) {
         /* Not acknowledged by Kafka (yet): the code is unused as far as we
          * know, so the user can retry the same redirect. */
         log_kv(LOGL_WARN, "callback_not_acknowledged", "connection_id", p->conn_id, "code_sha256",
                p->code_hash, "request_id", httpd_request_id(r), "reason",
-               p->done ? p->reason : (timed_out ? "deadline" : "unknown"));
+               done ? p->reason : (timed_out ? "deadline" : "unknown"));
         httpd_add_header(r, "Retry-After", "2");
         return fail(in, r, "callback", 503, "unavailable",
                     "We could not record the sign-in just now. Please retry in a moment.");
@@ -510,9 +526,7 @@ static void route_callback(intake_t *in, httpd_req *r)
     httpd_req_ref(r);
     if (publisher_send(in->pub, in->topic_callbacks, st.conn_id, json, strlen(json),
                        httpd_request_id(r), on_delivered, p, &e) < 0) {
-        p->cls = e.cls;
-        snprintf(p->reason, sizeof p->reason, "%s", e.msg);
-        p->done = 1;
+        pending_settle(p, e.cls, e.msg);
         metrics_counter_add(in->delivery_failed, 1);
         httpd_wake(r);
         httpd_req_unref(r);
@@ -555,9 +569,7 @@ static void route_disconnect(intake_t *in, httpd_req *r, const char *id)
     httpd_req_ref(r);
     if (publisher_send(in->pub, in->topic_callbacks, id, json, strlen(json), httpd_request_id(r),
                        on_delivered, p, &e) < 0) {
-        p->cls = e.cls;
-        snprintf(p->reason, sizeof p->reason, "%s", e.msg);
-        p->done = 1;
+        pending_settle(p, e.cls, e.msg);
         httpd_wake(r);
         httpd_req_unref(r);
     }
@@ -581,11 +593,29 @@ static const char *path_id(intake_t *in, const char *path, const char *prefix, c
     return out;
 }
 
-/* Document for a genuine id the worker has not written about yet:
- * pending/awaiting_callback, or expired once its flow's state expired. */
-static char *synthetic_doc(intake_t *in, const char *id, int64_t created_at)
+/* Versions of the documents of a genuine id the worker has not written
+ * about: pending/awaiting_callback is 0, expired is 1 (distinct, so a
+ * long-poll holding "0" learns of the expiry). `expired` is final: it is
+ * served only once no callback for the id can exist unseen. The state
+ * expired, plus the HTTP deadline (no callback is acknowledged later,
+ * and none appended later than its delivery bound) and a clock allowance
+ * between intakes, before the moment the read model is settled to (every
+ * callback appended before it processed by the worker, its status applied
+ * here: readmodel_settled_ms). Any intake decides alike from Kafka alone.
+ * Until then the flow stays pending: an acknowledged callback may still
+ * be queued behind a lagging worker, and `expired` would later flip. */
+#define SYNTH_EXPIRED_VERSION 1
+#define EXPIRY_CLOCK_SKEW_MS  5000
+
+static int synthetic_expired(intake_t *in, const char *id, int64_t created_at)
 {
-    int expired = clock_wall_ms() / 1000 > created_at + in->cfg.state_ttl_s;
+    int64_t final_at =
+        (created_at + in->cfg.state_ttl_s) * 1000 + in->deadline_ms + EXPIRY_CLOCK_SKEW_MS;
+    return clock_wall_ms() >= final_at && readmodel_settled_ms(in->rm, id) >= final_at;
+}
+
+static char *synthetic_doc(const char *id, int64_t created_at, int expired)
+{
     char ts[RECORDS_TIME_MAX];
     records_time_format(created_at * 1000, ts);
     cJSON *o = cJSON_CreateObject();
@@ -606,7 +636,7 @@ static char *synthetic_doc(intake_t *in, const char *id, int64_t created_at)
     cJSON_AddNumberToObject(o, "attempts", 0);
     cJSON_AddStringToObject(o, "created_at", ts);
     cJSON_AddStringToObject(o, "updated_at", ts);
-    cJSON_AddNumberToObject(o, "version", 0);
+    cJSON_AddNumberToObject(o, "version", expired ? SYNTH_EXPIRED_VERSION : 0);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -631,8 +661,11 @@ static void answer_status(intake_t *in, httpd_req *r, const char *id, int64_t cr
         httpd_add_header(r, "Retry-After", "1");
         return fail(in, r, "status", 503, "unavailable", "Status temporarily unavailable.");
     }
-    if (got == 0)
-        doc = synthetic_doc(in, id, created_at);
+    if (got == 0) {
+        int expired = synthetic_expired(in, id, created_at);
+        version = expired ? SYNTH_EXPIRED_VERSION : 0;
+        doc = synthetic_doc(id, created_at, expired);
+    }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)version);
     httpd_add_header(r, "ETag", etag);
@@ -715,8 +748,11 @@ static void route_status(intake_t *in, httpd_req *r)
         return;
     }
     char *doc = NULL;
-    int64_t version = 0; /* no record yet: version 0 */
-    if (readmodel_get(in->rm, id, &doc, &version, &e) < 0 || version != seen)
+    int64_t version = 0; /* no record yet: the synthetic document's version */
+    int got = readmodel_get(in->rm, id, &doc, &version, &e);
+    if (got == 0 && synthetic_expired(in, id, created_at))
+        version = SYNTH_EXPIRED_VERSION;
+    if (got < 0 || version != seen)
         httpd_wake(r);
     free(doc);
 }
@@ -757,7 +793,9 @@ static void route_readyz(intake_t *in, httpd_req *r)
 
 static void route_metrics(intake_t *in, httpd_req *r)
 {
-    metrics_gauge_set(in->inflight, httpd_suspended(in->http));
+    httpd_t *http = in->http;
+    if (http)
+        metrics_gauge_set(in->inflight, httpd_suspended(http));
     char *text = NULL;
     size_t len = 0;
     err_t e = {0};
@@ -903,7 +941,8 @@ intake_t *intake_open(const config_t *c, err_t *e)
     if (!in->rm)
         goto fail;
     in->pub = publisher_open(c, c->produce_timeout_ms, e);
-    if (!in->pub)
+    if (!in->pub ||
+        publisher_check_partitions(in->pub, c, in->topic_callbacks, c->kafka_timeout_ms, e) < 0)
         goto fail;
     httpd_opts ho = {c->listen,      c->http_threads,      c->http_max_connections,
                      c->http_per_ip, c->http_max_inflight, 30};
@@ -920,7 +959,7 @@ fail:
 
 int intake_fatal(const intake_t *in)
 {
-    return in->pub && publisher_fatal(in->pub);
+    return (in->pub && publisher_fatal(in->pub)) || readmodel_fatal(in->rm);
 }
 
 void intake_close(intake_t *in, int flush_ms)

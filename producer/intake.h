@@ -24,7 +24,8 @@ typedef struct intake intake_t;
  * Configuration problems are ERRC_FATAL naming the variable or file. */
 intake_t *intake_open(const config_t *c, err_t *e);
 
-/* 1 when the producer hit a fatal error: the process must exit. */
+/* 1 when the producer or the read model hit a fatal error: the process
+ * must exit. */
 int intake_fatal(const intake_t *in);
 
 /* Graceful shutdown: stop accepting, let in-flight callbacks finish (their

@@ -2,7 +2,7 @@
  * oauthq-intake — entry point. Configuration from OAUTHQ_* variables (see
  * --help); everything else lives in intake.c so tests link the same code.
  * Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT), 3 on a
- * configuration error or a fatal producer error.
+ * configuration error, a fatal producer error or a read model store failure.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -56,7 +56,8 @@ int main(int argc, char **argv)
             break;
         }
         if (intake_fatal(in)) {
-            log_kv(LOGL_ERROR, "intake_fatal", "reason", "producer fatal error; exiting");
+            log_kv(LOGL_ERROR, "intake_fatal", "reason",
+                   "producer or read model fatal error (logged above); exiting");
             rc = 3;
             break;
         }

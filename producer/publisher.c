@@ -16,6 +16,7 @@
 
 struct publisher {
     rd_kafka_t *rk;
+    int partitions; /* OAUTHQ_TOPIC_PARTITIONS: keys route over this count */
     pthread_t poller;
     atomic_int stop;
     atomic_int fatal;
@@ -73,6 +74,7 @@ publisher_t *publisher_open(const config_t *c, int message_timeout_ms, err_t *e)
         err_set(e, ERRC_FATAL, "out of memory");
         return NULL;
     }
+    p->partitions = c->topic_partitions;
     rd_kafka_conf_t *conf = kafka_conf_producer(c, NULL, e);
     char tmo[24], errstr[256];
     snprintf(tmo, sizeof tmo, "%d", message_timeout_ms);
@@ -114,9 +116,11 @@ int publisher_send(publisher_t *p, const char *topic, const char *key, const cha
     c->ud = ud;
     c->sent_us = clock_mono_us();
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADER("request_id", request_id, -1), RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+        p->rk, RD_KAFKA_V_TOPIC(topic),
+        RD_KAFKA_V_PARTITION(kafka_partition_for(key, strlen(key), p->partitions)),
+        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)(uintptr_t)value, vlen),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADER("request_id", request_id, -1),
+        RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
     if (err) {
         free(c);
         errc cls = kafka_errc(err);
@@ -124,6 +128,12 @@ int publisher_send(publisher_t *p, const char *topic, const char *key, const cha
                        rd_kafka_err2str(err));
     }
     return 0;
+}
+
+int publisher_check_partitions(publisher_t *p, const config_t *c, const char *topic, int timeout_ms,
+                               err_t *e)
+{
+    return kafka_check_partitions(p->rk, c, topic, timeout_ms, e);
 }
 
 int publisher_reachable(publisher_t *p, const char *topic, int timeout_ms)

@@ -31,6 +31,11 @@ publisher_t *publisher_open(const config_t *c, int message_timeout_ms, err_t *e)
 int publisher_send(publisher_t *p, const char *topic, const char *key, const char *value,
                    size_t vlen, const char *request_id, publisher_done_fn fn, void *ud, err_t *e);
 
+/* Start-up check: topic has exactly OAUTHQ_TOPIC_PARTITIONS partitions
+ * (kafka_check_partitions); ERRC_FATAL with the way out otherwise. */
+int publisher_check_partitions(publisher_t *p, const config_t *c, const char *topic, int timeout_ms,
+                               err_t *e);
+
 /* 1 when the cluster answered a metadata request for topic in timeout_ms. */
 int publisher_reachable(publisher_t *p, const char *topic, int timeout_ms);
 

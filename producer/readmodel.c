@@ -17,9 +17,10 @@
 #include "common/kafka.h"
 #include "common/log.h"
 
-#define BUCKETS   1024
-#define BATCH_MAX 1000
-#define MAX_PARTS 1024
+#define BUCKETS     1024
+#define BATCH_MAX   1000
+#define MAX_PARTS   1024
+#define APPLY_TRIES 5 /* a batch the store refuses this often is fatal */
 
 /* schemas/readmodel.sql, embedded by the build (scripts/embed-assets --text). */
 extern const char readmodel_schema_text[];
@@ -46,9 +47,20 @@ struct readmodel {
     atomic_int caught_up;
     int nparts;
     int64_t end_at_start[MAX_PARTS];
-    int64_t next_offset[MAX_PARTS];
-    int64_t eof_offset[MAX_PARTS]; /* from EOF events: past transaction markers */
+    int64_t next_offset[MAX_PARTS]; /* committed to SQLite with the rows: never ahead */
+    int64_t staged[MAX_PARTS];      /* apply thread: next_offset of the open transaction */
+    int64_t eof_offset[MAX_PARTS];  /* from EOF events: past transaction markers */
+    atomic_int fatal;               /* a batch could not be stored: the process must exit */
     metric_counter *m_read, *m_applied, *m_skipped;
+    /* Settling (readmodel_settled_ms), on the settle thread: the worker
+     * group's committed offsets come from grk, a consumer with the
+     * worker's group id that never joins and never commits. */
+    char cb_topic[256];
+    rd_kafka_t *grk;
+    pthread_t settler;
+    int settler_started;
+    atomic_llong applied[MAX_PARTS];    /* status offset the rows cover (apply thread) */
+    atomic_llong settled_ms[MAX_PARTS]; /* wall ms, see readmodel_settled_ms; 0: not yet */
 };
 
 static unsigned hash(const char *s)
@@ -169,11 +181,14 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         err_set(e, ERRC_FATAL, "read model prepare: %s", sqlite3_errmsg(rm->wdb));
         goto out;
     }
+    /* Offsets move in the transaction's copy; they become next_offset only
+     * once the rows that go with them committed. */
+    memcpy(rm->staged, rm->next_offset, sizeof rm->staged);
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         if (m->partition >= 0 && m->partition < MAX_PARTS &&
-            m->offset + 1 > rm->next_offset[m->partition])
-            rm->next_offset[m->partition] = m->offset + 1;
+            m->offset + 1 > rm->staged[m->partition])
+            rm->staged[m->partition] = m->offset + 1;
         if (!m->payload)
             continue; /* tombstone: keep the last document (deletion is explicit) */
         const char *id = NULL;
@@ -207,7 +222,7 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         sqlite3_reset(off);
         sqlite3_bind_text(off, 1, rm->topic, -1, SQLITE_STATIC);
         sqlite3_bind_int(off, 2, p);
-        sqlite3_bind_int64(off, 3, rm->next_offset[p]);
+        sqlite3_bind_int64(off, 3, rm->staged[p]);
         if (sqlite3_step(off) != SQLITE_DONE) {
             err_set(e, ERRC_RETRIABLE, "read model offsets: %s", sqlite3_errmsg(rm->wdb));
             goto out;
@@ -217,12 +232,18 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
 out:
     sqlite3_finalize(up);
     sqlite3_finalize(off);
-    if (exec(rm->wdb, rc == 0 ? "COMMIT" : "ROLLBACK", e, "commit") < 0)
+    if (rc == 0 && exec(rm->wdb, "COMMIT", e, "commit") < 0)
         rc = -1;
-    if (rc == 0)
-        for (size_t i = 0; i < nchanged; i++)
-            wake_id(rm, changed[i].id);
-    return rc;
+    if (rc < 0) {
+        err_t ignored = {0};
+        if (sqlite3_get_autocommit(rm->wdb) == 0)
+            exec(rm->wdb, "ROLLBACK", &ignored, "rollback");
+        return -1;
+    }
+    memcpy(rm->next_offset, rm->staged, sizeof rm->next_offset);
+    for (size_t i = 0; i < nchanged; i++)
+        wake_id(rm, changed[i].id);
+    return 0;
 }
 
 static void check_caught_up(readmodel_t *rm)
@@ -264,20 +285,124 @@ static void *apply_main(void *arg)
         if (n > 0) {
             err_t e = {0};
             metrics_counter_add(rm->m_read, n);
-            for (int tries = 0; tries < 5; tries++) {
-                if (apply(rm, msgs, n, &e) == 0)
-                    break;
-                log_kv(LOGL_ERROR, "readmodel_apply_failed", "reason", e.msg);
-                struct timespec ts = {0, 200 * 1000 * 1000};
-                nanosleep(&ts, NULL);
+            int stored = 0;
+            for (int tries = 0; tries < APPLY_TRIES && !stored; tries++) {
+                stored = apply(rm, msgs, n, &e) == 0;
+                if (!stored) {
+                    log_kv(LOGL_ERROR, "readmodel_apply_failed", "reason", e.msg);
+                    struct timespec ts = {0, 200 * 1000 * 1000};
+                    nanosleep(&ts, NULL);
+                }
             }
             for (size_t i = 0; i < n; i++)
                 rd_kafka_message_destroy(msgs[i]);
+            if (!stored) {
+                /* The consumer is past records the store does not hold:
+                 * going on would commit later offsets over them. Stop; a
+                 * restart resumes from the committed offsets. */
+                log_kv(LOGL_ERROR, "readmodel_fatal", "reason", e.msg, "path", rm->path);
+                atomic_store(&rm->fatal, 1);
+                break;
+            }
         }
+        /* What the rows cover now (this batch committed, EOFs seen). */
+        for (int p = 0; p < rm->nparts; p++)
+            atomic_store(&rm->applied[p], rm->next_offset[p] > rm->eof_offset[p]
+                                              ? rm->next_offset[p]
+                                              : rm->eof_offset[p]);
         check_caught_up(rm);
     }
     free(msgs);
     return NULL;
+}
+
+/* ---- settling: when a flow without a record may be called expired ------------- */
+
+/* One partition's probe: sampled the callbacks end at t_ms (phase 1), saw
+ * the worker group commit past it and sampled the status end (phase 2). */
+typedef struct {
+    int phase;
+    int64_t t_ms, cb_lo, cb_end, st_end;
+} settle_probe;
+
+#define SETTLE_EVERY_MS   500
+#define SETTLE_TIMEOUT_MS 5000
+
+/* One round over every partition; errors leave the probe for the next. */
+static void settle_round(readmodel_t *rm, settle_probe *pr)
+{
+    int n = rm->nparts, tmo = rm->cfg.kafka_timeout_ms < SETTLE_TIMEOUT_MS
+                                  ? rm->cfg.kafka_timeout_ms
+                                  : SETTLE_TIMEOUT_MS;
+    for (int p = 0; p < n; p++) {
+        if (pr[p].phase != 0)
+            continue;
+        int64_t t = clock_wall_ms(), lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(rm->rk, rm->cb_topic, p, &lo, &hi, tmo) == 0)
+            pr[p] = (settle_probe){1, t, lo, hi, 0};
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int p = 0; p < n; p++)
+        if (pr[p].phase == 1)
+            rd_kafka_topic_partition_list_add(l, rm->cb_topic, p);
+    if (l->cnt > 0 && rd_kafka_committed(rm->grk, l, tmo) == 0) {
+        for (int i = 0; i < l->cnt; i++) {
+            const rd_kafka_topic_partition_t *tp = &l->elems[i];
+            settle_probe *q = &pr[tp->partition];
+            /* No committed offset: the worker starts at the log start. */
+            int64_t done = tp->err == 0 && tp->offset >= 0 ? tp->offset : q->cb_lo;
+            int64_t lo = 0, hi = 0;
+            if (tp->err == 0 && done >= q->cb_end &&
+                rd_kafka_query_watermark_offsets(rm->rk, rm->topic, tp->partition, &lo, &hi, tmo) ==
+                    0) {
+                q->st_end = hi; /* read_committed handle: the last stable offset */
+                q->phase = 2;
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    for (int p = 0; p < n; p++)
+        if (pr[p].phase == 2 && atomic_load(&rm->applied[p]) >= pr[p].st_end) {
+            atomic_store(&rm->settled_ms[p], pr[p].t_ms);
+            pr[p].phase = 0;
+        }
+}
+
+static void *settle_main(void *arg)
+{
+    readmodel_t *rm = arg;
+    settle_probe *pr = calloc(MAX_PARTS, sizeof *pr);
+    while (pr && !atomic_load(&rm->stop)) {
+        settle_round(rm, pr);
+        for (int i = 0; i < SETTLE_EVERY_MS / 50 && !atomic_load(&rm->stop); i++) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    free(pr);
+    return NULL;
+}
+
+/* The worker group's id (as worker/worker.c names it) and its consumer. */
+static int open_group_reader(readmodel_t *rm, err_t *e)
+{
+    char group[300], errstr[256];
+    snprintf(group, sizeof group, "%sworker", rm->cfg.topic_prefix);
+    rd_kafka_conf_t *conf = kafka_conf_consumer(&rm->cfg, group, e);
+    if (!conf)
+        return -1;
+    rm->grk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rm->grk) {
+        rd_kafka_conf_destroy(conf);
+        return err_set(e, ERRC_FATAL, "read model group reader: %s", errstr);
+    }
+    return 0;
+}
+
+int64_t readmodel_settled_ms(readmodel_t *rm, const char *id)
+{
+    int32_t p = kafka_partition_for(id, strlen(id), rm->cfg.topic_partitions);
+    return p >= 0 && p < rm->nparts && p < MAX_PARTS ? atomic_load(&rm->settled_ms[p]) : 0;
 }
 
 static int start_consumer(readmodel_t *rm, err_t *e)
@@ -344,7 +469,8 @@ readmodel_t *readmodel_open(const config_t *cfg, metrics_t *m, err_t *e)
     rm->cfg = *cfg;
     pthread_mutex_init(&rm->rmu, NULL);
     pthread_mutex_init(&rm->wmu, NULL);
-    if (config_topic(cfg, KAFKA_TOPIC_STATUS, rm->topic, sizeof rm->topic, e) < 0)
+    if (config_topic(cfg, KAFKA_TOPIC_STATUS, rm->topic, sizeof rm->topic, e) < 0 ||
+        config_topic(cfg, KAFKA_TOPIC_CALLBACKS, rm->cb_topic, sizeof rm->cb_topic, e) < 0)
         goto fail;
     mkdir(cfg->data_dir, 0700);
     snprintf(rm->path, sizeof rm->path, "%s/intake-readmodel-%s.db", cfg->data_dir, rm->topic);
@@ -354,15 +480,26 @@ readmodel_t *readmodel_open(const config_t *cfg, metrics_t *m, err_t *e)
                                     "Status records that moved a version forward", NULL);
     rm->m_skipped = metrics_counter(m, "oauthq_readmodel_records_skipped_total",
                                     "Status records older than the stored version", NULL);
-    if (open_db(rm, e) < 0 || start_consumer(rm, e) < 0)
+    if (open_db(rm, e) < 0 || start_consumer(rm, e) < 0 || open_group_reader(rm, e) < 0)
         goto fail;
+    for (int p = 0; p < rm->nparts; p++)
+        atomic_store(&rm->applied[p], rm->next_offset[p]);
     if (pthread_create(&rm->thread, NULL, apply_main, rm) != 0) {
         err_set(e, ERRC_FATAL, "cannot start the read model thread");
         goto fail;
     }
+    if (pthread_create(&rm->settler, NULL, settle_main, rm) != 0) {
+        err_set(e, ERRC_FATAL, "cannot start the read model settle thread");
+        atomic_store(&rm->stop, 1);
+        pthread_join(rm->thread, NULL);
+        goto fail;
+    }
+    rm->settler_started = 1;
     log_kv(LOGL_INFO, "readmodel_open", "path", rm->path, "topic", rm->topic);
     return rm;
 fail:
+    if (rm->grk)
+        rd_kafka_destroy(rm->grk);
     if (rm->rk)
         rd_kafka_destroy(rm->rk);
     sqlite3_close(rm->rdb);
@@ -377,6 +514,9 @@ void readmodel_close(readmodel_t *rm)
         return;
     atomic_store(&rm->stop, 1);
     pthread_join(rm->thread, NULL);
+    if (rm->settler_started)
+        pthread_join(rm->settler, NULL);
+    rd_kafka_destroy(rm->grk); /* never subscribed: nothing to leave or commit */
     rd_kafka_consumer_close(rm->rk);
     rd_kafka_destroy(rm->rk);
     pthread_mutex_lock(&rm->wmu);
@@ -468,6 +608,11 @@ void readmodel_wake_all(readmodel_t *rm)
         for (waiter *w = rm->buckets[b]; w; w = w->next)
             httpd_wake(w->req);
     pthread_mutex_unlock(&rm->wmu);
+}
+
+int readmodel_fatal(const readmodel_t *rm)
+{
+    return rm && atomic_load(&rm->fatal);
 }
 
 int readmodel_caught_up(readmodel_t *rm)

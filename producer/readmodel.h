@@ -5,11 +5,14 @@
  * read_committed) and applies the records to a SQLite file (WAL) together
  * with the next offset per partition in one transaction: restarts resume,
  * a deleted file is rebuilt from the compacted topic, and a version never
- * moves backwards (an older or duplicated record is skipped). After each
+ * moves backwards (an older or duplicated record is skipped). The stored
+ * offsets never pass what committed: a batch the store keeps refusing
+ * (bounded retries) stops the thread and sets readmodel_fatal(), and the
+ * process must exit (a restart resumes from the committed offsets). After each
  * commit it wakes the HTTP requests long-polling the ids that changed.
  *
- * Threads: readmodel_open/close on the main thread; the apply thread is
- * internal; readmodel_get/watch/unwatch/caught_up from any thread (reads use
+ * Threads: readmodel_open/close on the main thread; the apply and settle
+ * threads are internal; readmodel_get/watch/unwatch/caught_up from any thread (reads use
  * their own SQLite connection under a mutex; waiters under another).
  */
 #ifndef OAUTHQ_PRODUCER_READMODEL_H
@@ -46,6 +49,19 @@ void readmodel_unwatch(readmodel_t *rm, httpd_req *req);
 /* Wake every waiting request (shutdown); they stay registered until their
  * handler calls readmodel_unwatch. */
 void readmodel_wake_all(readmodel_t *rm);
+
+/* 1 after a store failure the read model could not get past: exit. */
+int readmodel_fatal(const readmodel_t *rm);
+
+/* Settling (SPEC §4: `expired` only when no callback was acknowledged):
+ * the wall time T (ms, this host's clock; 0 until the first) such that
+ * every callback appended to the callbacks topic partition of id before T
+ * has been processed by the worker group (it committed past it, in the
+ * same transaction as the status records) and those records are applied
+ * here. A flow whose state expired (plus the HTTP deadline and a clock
+ * allowance) before T and that has no record never will. Sampled by the
+ * read model's settle thread every 500 ms; stalls while the worker lags. */
+int64_t readmodel_settled_ms(readmodel_t *rm, const char *id);
 
 /* 1 once every partition reached the end offset seen at start. */
 int readmodel_caught_up(readmodel_t *rm);

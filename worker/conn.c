@@ -95,6 +95,27 @@ void conn_init(conn_t *c, const char *id, const char *provider, int64_t now_ms)
     c->expires_in = -1;
 }
 
+int conn_answered(const conn_t *c, const char *hash)
+{
+    if (!hash || !hash[0])
+        return 0;
+    for (int i = 0; i < c->nanswered && i < CONN_ANSWERED_MAX; i++)
+        if (strcmp(c->answered[i], hash) == 0)
+            return 1;
+    return 0;
+}
+
+void conn_answer(conn_t *c, const char *hash)
+{
+    if (!hash || !hash[0] || strlen(hash) >= CONN_HASH_MAX || conn_answered(c, hash))
+        return;
+    if (c->nanswered >= CONN_ANSWERED_MAX) {
+        memmove(c->answered[0], c->answered[1], sizeof c->answered[0] * (CONN_ANSWERED_MAX - 1));
+        c->nanswered = CONN_ANSWERED_MAX - 1;
+    }
+    snprintf(c->answered[c->nanswered++], CONN_HASH_MAX, "%s", hash);
+}
+
 static void add_time(cJSON *o, const char *k, int64_t ms)
 {
     char ts[RECORDS_TIME_MAX];
@@ -148,6 +169,9 @@ char *conn_encode(const conn_t *c, err_t *e)
     add_str_or_null(o, "refresh_token_sealed", c->refresh_sealed);
     add_str_or_null(o, "return_to", c->return_to);
     add_str_or_null(o, "callback_error", c->callback_error);
+    cJSON *ans = cJSON_AddArrayToObject(o, "answered_sha256");
+    for (int i = 0; ans && i < c->nanswered && i < CONN_ANSWERED_MAX; i++)
+        cJSON_AddItemToArray(ans, cJSON_CreateString(c->answered[i]));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
@@ -186,6 +210,27 @@ static int lookup(const char *const *names, int n, const char *s)
         if (names[i] && strcmp(names[i], s) == 0)
             return i;
     return -1;
+}
+
+/* The answered code hashes (absent in records of older workers: none; a
+ * longer list from a newer worker keeps its newest CONN_ANSWERED_MAX). */
+static int decode_answered(const cJSON *o, conn_t *c, err_t *e)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answered_sha256");
+    if (!a || cJSON_IsNull(a))
+        return 0;
+    if (!cJSON_IsArray(a))
+        return err_set(e, ERRC_PERMANENT, "connection record: bad answered_sha256");
+    int n = cJSON_GetArraySize(a), i = 0;
+    const cJSON *h;
+    cJSON_ArrayForEach(h, a)
+    {
+        if (!cJSON_IsString(h) || !h->valuestring[0] || strlen(h->valuestring) >= CONN_HASH_MAX)
+            return err_set(e, ERRC_PERMANENT, "connection record: bad answered_sha256");
+        if (i++ >= n - CONN_ANSWERED_MAX)
+            conn_answer(c, h->valuestring);
+    }
+    return 0;
 }
 
 int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
@@ -267,6 +312,8 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
     if (get_str(o, "claimed_by", c->claimed_by, sizeof c->claimed_by, 0, e) < 0)
         goto out;
     c->livemode = cJSON_IsNull(lm) ? -1 : cJSON_IsTrue(lm);
+    if (decode_answered(o, c, e) < 0)
+        goto out;
     rc = 0;
 out:
     cJSON_Delete(o);

@@ -25,6 +25,7 @@
 #define CONN_HASH_MAX     65
 #define CONN_SEALED_SMALL 1024 /* sealed code or verifier */
 #define CONN_SEALED_TOKEN 5600 /* sealed token (≤ 4096 bytes plain) */
+#define CONN_ANSWERED_MAX 16   /* ended code chains remembered per connection */
 
 typedef enum {
     CONN_PENDING,
@@ -89,6 +90,13 @@ typedef struct {
     char refresh_sealed[CONN_SEALED_TOKEN];
     char return_to[RECORDS_TEXT_MAX + 1];
     char callback_error[65]; /* provider's error code on an error callback */
+    /* Hashes of the codes whose chain ended (a definitive answer, or the
+     * chain failed otherwise), oldest first (SPEC §5): such a code is never
+     * exchanged again, whatever callback came in between. Never cleared;
+     * bounded: when full, the oldest leaves (codes live minutes, so a code
+     * that old is dead at the provider anyway). */
+    char answered[CONN_ANSWERED_MAX][CONN_HASH_MAX];
+    int nanswered;
 } conn_t;
 
 /* Names used in records and the status API. */
@@ -101,6 +109,13 @@ const char *conn_message(const conn_t *c);
 
 /* A fresh state for id/provider (pending, awaiting_callback, version 0). */
 void conn_init(conn_t *c, const char *id, const char *provider, int64_t now_ms);
+
+/* 1 when hash is in c's set of answered code hashes. */
+int conn_answered(const conn_t *c, const char *hash);
+
+/* Add hash to c's answered set (no-op when empty or present; the oldest
+ * leaves when full). */
+void conn_answer(conn_t *c, const char *hash);
 
 /* connections.v1 JSON (malloc'd; contains sealed secrets only). */
 char *conn_encode(const conn_t *c, err_t *e);

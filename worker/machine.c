@@ -16,9 +16,11 @@ static int in_progress(const conn_t *c)
            (c->phase == PHASE_QUEUED || c->phase == PHASE_EXCHANGING || c->phase == PHASE_RETRYING);
 }
 
-/* The code chain ended definitively: the code is no longer needed. */
+/* The code chain ended definitively: the code is no longer needed, and
+ * its hash joins the answered set (never exchanged again, SPEC §5). */
 static void drop_code(conn_t *c)
 {
+    conn_answer(c, c->code_hash);
     memset(c->code_sealed, 0, sizeof c->code_sealed);
     memset(c->verifier_sealed, 0, sizeof c->verifier_sealed);
     c->claimed = 0;
@@ -75,6 +77,8 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
     int is_code = cb->kind == RECORDS_CB_CODE;
     if (!fresh && is_code && c->code_hash[0] && strcmp(c->code_hash, code_hash) == 0)
         return MACHINE_UNCHANGED; /* duplicate of the active code: never re-exchanged */
+    if (!fresh && is_code && conn_answered(c, code_hash))
+        return MACHINE_UNCHANGED; /* an answered code, whatever came since: never again */
     if (!fresh && (c->status == CONN_CONNECTED || c->status == CONN_DISCONNECTED || in_progress(c)))
         return record_ignored(c, is_code ? code_hash : "", now_ms);
     if (fresh && cb->return_to[0])
@@ -84,6 +88,7 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
             !c->code_hash[0])
             return MACHINE_UNCHANGED; /* the same error redirect again */
         snprintf(c->callback_error, sizeof c->callback_error, "%s", cb->error);
+        conn_answer(c, c->code_hash); /* the set outlives the chain's hash */
         c->code_hash[0] = '\0';
         c->attempts = 0;
         c->unknown_outcomes = 0;

@@ -13,7 +13,9 @@
  *    nothing; a different code while connected or in progress is recorded
  *    (counted) and never exchanged.
  *  - Success is sticky (G3): nothing after `connected` leads to `failed`.
- *  - A failed connection may start a new chain with a new code.
+ *  - A failed connection may start a new chain with a new code; a code
+ *    whose chain ended (conn_t.answered, never cleared: not by an error
+ *    callback, not by a later chain) is never exchanged again.
  *  - Retries are scheduled (retry_at_ms), never slept on, and end at the
  *    code's deadline (received_at + provider code_ttl).
  *  - An invalid_grant after an unknown-outcome attempt is

@@ -2020,10 +2020,13 @@ worker_t *worker_open(const config_t *c, err_t *e)
     int n3 = n2 < 0 ? -1 : partition_count(w, w->t_status, e);
     if (n1 < 0 || n2 < 0 || n3 < 0)
         goto fail;
-    if (n1 != n2 || n1 != n3 || n1 > MAX_PARTS) {
+    if (n1 != n2 || n1 != n3 || n1 > MAX_PARTS || n1 != c->topic_partitions) {
         err_set(e, ERRC_FATAL,
-                "topics %s, %s and %s must have the same number of partitions (≤ %d): %d, %d, %d",
-                w->t_callbacks, w->t_connections, w->t_status, MAX_PARTS, n1, n2, n3);
+                "topics %s, %s and %s must each have OAUTHQ_TOPIC_PARTITIONS=%d partitions (≤ "
+                "%d): %d, %d, %d (a changed count sends callbacks away from their state: see "
+                "docs/operations.md, Scaling partitions)",
+                w->t_callbacks, w->t_connections, w->t_status, c->topic_partitions, MAX_PARTS, n1,
+                n2, n3);
         goto fail;
     }
     w->nparts = n1;

@@ -174,6 +174,10 @@ static void test_topics_create_and_describe(void **state)
     /* The human table names every topic. */
     assert_int_equal(ctl(NULL, "topics describe"), 0);
     assert_non_null(strstr(g_out, "no drift"));
+    /* Configured for fewer partitions than exist (partitions were added):
+     * keys route over the configured count, drift on the three keyed topics. */
+    assert_int_equal(ctl("OAUTHQ_TOPIC_PARTITIONS=2", "topics describe --json"), 2);
+    assert_non_null(strstr(g_out, "partitions_above_config"));
     /* Configured for more partitions than exist: drift, exit 2. */
     assert_int_equal(ctl("OAUTHQ_TOPIC_PARTITIONS=6", "topics describe --json"), 2);
     doc = cJSON_Parse(g_out);

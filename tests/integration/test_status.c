@@ -5,11 +5,16 @@
  *  - latest version per id; out-of-order and duplicated records never move
  *    a version backwards;
  *  - ETag / If-None-Match → 304; forged id → 404; genuine id without a
- *    record → pending/awaiting_callback, or expired past its state TTL;
+ *    record → pending/awaiting_callback (version 0), or expired (version 1)
+ *    past its state TTL, and then only when no callback for it waits
+ *    unprocessed: an acknowledged callback behind a lagging worker keeps
+ *    the flow pending until the worker's status lands;
  *  - ?wait long-poll returns on a change (woken by the read model, not at
  *    its deadline) and after its wait when nothing changes;
  *  - a restart resumes from the stored offsets (records read after the
- *    restart counted from /metrics); a deleted database is rebuilt.
+ *    restart counted from /metrics); a deleted database is rebuilt;
+ *  - a store that refuses a batch ends the intake (logged, non-zero exit)
+ *    without storing offsets past it: after a restart the record is served.
  * Served documents are appended to var/test-logs/status-api-docs.jsonl for
  * the schema check.
  */
@@ -29,6 +34,7 @@
 
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
 
 #include "common/config.h"
 #include "common/ident.h"
@@ -279,14 +285,146 @@ static void test_etag_404_pending_expired(void **state)
     assert_non_null(strstr(r.body, "\"phase\":\"awaiting_callback\""));
     assert_non_null(strstr(r.body, "\"version\":0"));
     testhttp_resp_free(&r);
+    /* Past its state TTL with nothing on its callbacks partition: expired
+     * (once the read model has settled past the expiry: bounded wait). */
+    int expired = 0;
     snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, old);
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    assert_non_null(strstr(r.body, "\"status\":\"expired\""));
-    testhttp_resp_free(&r);
+    for (int i = 0; i < 100 && !expired; i++) {
+        assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+        expired = strstr(r.body, "\"status\":\"expired\"") != NULL;
+        testhttp_resp_free(&r);
+        if (!expired)
+            usleep(100000);
+    }
+    assert_true(expired);
     snprintf(url, sizeof url, "%s/v1/connections/%s?wait=99", g_url, fresh);
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 400);
     testhttp_resp_free(&r);
+}
+
+/* GET id; fills the status field (or "") and returns the version. */
+static long get_status_of(const char *id, const char *inm, int wait_s, char *status, size_t cap,
+                          long *http, double *ms)
+{
+    char url[256], hdr[64];
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, id);
+    if (wait_s)
+        snprintf(url + strlen(url), sizeof url - strlen(url), "?wait=%d", wait_s);
+    snprintf(hdr, sizeof hdr, "If-None-Match: %s", inm ? inm : "");
+    const char *hdrs[] = {hdr, NULL};
+    testhttp_resp r;
+    double t0 = now_ms();
+    assert_int_equal(testhttp_do_timeout("GET", url, inm ? hdrs : NULL, NULL, 40000, &r), 0);
+    if (ms)
+        *ms = now_ms() - t0;
+    *http = r.status;
+    status[0] = '\0';
+    long v = -1;
+    if (r.status == 200) {
+        cJSON *o = cJSON_Parse(r.body);
+        snprintf(status, cap, "%s", cJSON_GetObjectItem(o, "status")->valuestring);
+        v = (long)cJSON_GetObjectItem(o, "version")->valuedouble;
+        const char *etag = strstr(r.headers, "ETag: \"");
+        assert_non_null(etag);
+        assert_int_equal(atol(etag + 7), v);
+        cJSON_Delete(o);
+    }
+    testhttp_resp_free(&r);
+    return v;
+}
+
+/* Two ids created at `created` on different callbacks partitions. */
+static void two_ids(int64_t created, char *a, char *b, int32_t *pa, int32_t *pb)
+{
+    err_t e = {0};
+    for (int i = 0; i < 100; i++) {
+        ident_conn_new(g_keys, created, a, &e);
+        ident_conn_new(g_keys, created, b, &e);
+        *pa = kafka_partition_for(a, strlen(a), g_cfg.topic_partitions);
+        *pb = kafka_partition_for(b, strlen(b), g_cfg.topic_partitions);
+        if (*pa != *pb)
+            return;
+    }
+    fail_msg("no two ids on different partitions");
+}
+
+/* SPEC §4/§5: the synthetic `expired` (version 1) is distinct from the
+ * synthetic `pending` (version 0), so a long-poll holding "0" learns of it
+ * (both were "0": it waited and answered 304 forever); and `expired` is
+ * final: a flow whose callback was acknowledged but not yet processed (a
+ * worker lagging past the state TTL) stays pending and then shows what the
+ * worker decided, never expired first (it showed expired, then connected). */
+static void test_expired_is_distinct_and_final(void **state)
+{
+    (void)state;
+    char quiet[IDENT_CONN_ID_MAX], late[IDENT_CONN_ID_MAX], cbt[256], st[32];
+    int32_t pq, pl;
+    /* Their state expires in 2 s (TTL 600 s); final no earlier than the
+     * HTTP deadline (5 s produce timeout + 2 s) and 5 s of clock allowance
+     * later. */
+    int64_t created = (int64_t)time(NULL) - 598;
+    int64_t final_at = (created + 600 + 7 + 5) * 1000;
+    two_ids(created, quiet, late, &pq, &pl);
+    err_t e = {0};
+    config_topic(&g_cfg, "callbacks", cbt, sizeof cbt, &e);
+    /* An acknowledged callback for `late` (before its state expired),
+     * which no worker processes until later. */
+    const char *cb = "{\"schema\":\"oauthq.callback.v1\",\"note\":\"itest\"}";
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(cbt), RD_KAFKA_V_PARTITION(pl),
+                                       RD_KAFKA_V_KEY(late, strlen(late)),
+                                       RD_KAFKA_V_VALUE((void *)cb, strlen(cb)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    flush();
+    /* late: pending all along, also well past the moment it would be final. */
+    long http = 0, v = -1;
+    struct timespec now;
+    for (int i = 0; i < 400; i++) {
+        v = get_status_of(late, NULL, 0, st, sizeof st, &http, NULL);
+        assert_int_equal(http, 200);
+        assert_string_equal(st, "pending");
+        assert_int_equal(v, 0);
+        clock_gettime(CLOCK_REALTIME, &now);
+        if ((int64_t)now.tv_sec * 1000 > final_at + 3000)
+            break;
+        usleep(100000);
+    }
+    /* quiet: expired, version 1, and a long-poll from "0" answers it at once. */
+    for (int i = 0; i < 100 && v != 1; i++) {
+        v = get_status_of(quiet, NULL, 0, st, sizeof st, &http, NULL);
+        if (v != 1)
+            usleep(100000);
+    }
+    assert_int_equal(v, 1);
+    assert_string_equal(st, "expired");
+    double ms = 0;
+    v = get_status_of(quiet, "\"0\"", 10, st, sizeof st, &http, &ms);
+    assert_int_equal(http, 200);
+    assert_int_equal(v, 1);
+    assert_true(ms < 5000);
+    assert_int_equal(get_status_of(quiet, "\"1\"", 0, st, sizeof st, &http, NULL), -1);
+    assert_int_equal(http, 304);
+    /* The worker catches up: its status record and, in the same
+     * transaction, its offset commit; the flow shows what it decided. */
+    produce_status(late, 1, "connected");
+    flush();
+    char group[128], errstr[256];
+    snprintf(group, sizeof group, "%sworker", g_cfg.topic_prefix);
+    rd_kafka_t *wk = rd_kafka_new(RD_KAFKA_CONSUMER, kafka_conf_consumer(&g_cfg, group, &e), errstr,
+                                  sizeof errstr);
+    assert_non_null(wk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, cbt, pl)->offset = 1;
+    int64_t lo = 0, hi = 0;
+    assert_int_equal(kafka_watermarks(wk, cbt, pl, &lo, &hi, 10000, &e), 0);
+    l->elems[0].offset = hi;
+    assert_int_equal(rd_kafka_commit(wk, l, 0), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(wk);
+    await_version(late, 1);
+    v = get_status_of(late, NULL, 0, st, sizeof st, &http, NULL);
+    assert_string_equal(st, "connected");
 }
 
 typedef struct {
@@ -380,6 +518,59 @@ static void test_restart_resumes_and_rebuild(void **state)
     assert_int_equal(v, 3);
 }
 
+/* Run sql on the read model file from the test's own connection. */
+static void db_exec(const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* 1 when file contains needle. */
+static int file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[2048];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* The read model's SQLite refuses every write (a real failure: triggers
+ * that abort): the intake must not move its offsets past the batch it
+ * could not store (it once dropped the batch after 5 tries and committed
+ * later offsets over it), and must end with a log line and a non-zero
+ * exit. Once the store works again, a restart serves the record. */
+static void test_store_failure_is_fatal_and_loses_nothing(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], log[300];
+    err_t e = {0};
+    ident_conn_new(g_keys, time(NULL), id, &e);
+    snprintf(log, sizeof log, "%s/intake.log", g_dir);
+    db_exec("CREATE TRIGGER itest_fail_insert BEFORE INSERT ON status "
+            "BEGIN SELECT RAISE(ABORT, 'itest: store refuses writes'); END;"
+            "CREATE TRIGGER itest_fail_update BEFORE UPDATE ON status "
+            "BEGIN SELECT RAISE(ABORT, 'itest: store refuses writes'); END;");
+    produce_status(id, 5, "connected");
+    flush();
+    int rc = testproc_wait_exit(g_intake, 30000);
+    g_intake = -1;
+    if (rc == -2)
+        fail_msg("the intake kept running past a store failure");
+    assert_true(rc > 0);
+    assert_true(file_has(log, "readmodel_fatal"));
+    db_exec("DROP TRIGGER itest_fail_insert; DROP TRIGGER itest_fail_update;");
+    g_intake = start_intake();
+    assert_true(g_intake > 0);
+    await_version(id, 5);
+}
+
 int main(void)
 {
     mkdir("var", 0755);
@@ -388,7 +579,15 @@ int main(void)
         cmocka_unit_test(test_latest_version_wins),
         cmocka_unit_test(test_etag_404_pending_expired),
         cmocka_unit_test(test_long_poll_wakes_on_change_and_times_out),
+        cmocka_unit_test(test_expired_is_distinct_and_final),
         cmocka_unit_test(test_restart_resumes_and_rebuild),
+        cmocka_unit_test(test_store_failure_is_fatal_and_loses_nothing),
     };
+    /* OAUTHQ_TEST_FILTER / OAUTHQ_TEST_SKIP: run or skip matching tests
+     * (debugging; the TSan run skips the broker stop). */
+    if (getenv("OAUTHQ_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("OAUTHQ_TEST_FILTER"));
+    if (getenv("OAUTHQ_TEST_SKIP"))
+        cmocka_set_skip_filter(getenv("OAUTHQ_TEST_SKIP"));
     return cmocka_run_group_tests_name("integration_status", tests, setup, teardown);
 }

@@ -11,6 +11,8 @@
  *      configuration: the expected final statuses and reasons, and a second
  *      token request only after an unknown outcome.
  *  (e) a malformed record lands in the DLQ and the partition keeps flowing.
+ *  (f) an answered code is never exchanged again: A rejected, an error
+ *      callback, A again, then B: one token request for A (SPEC §5).
  *  (b) crash: kill -9 the worker repeatedly during 1,000 connections with
  *      the simulator at 100 ms: every connection ends final; a code with a
  *      second token request had an unknown-outcome attempt; no connected
@@ -525,6 +527,75 @@ static void test_faults(void **state)
         }
     }
     cJSON_Delete(st);
+}
+
+/* Wait (bounded) until id's latest status is want. */
+static st_entry *wait_status(const char *id, const char *want, const char *reason, int timeout_s)
+{
+    st_entry *e = NULL;
+    for (int t = 0; t < timeout_s * 2; t++) {
+        read_statuses(0);
+        e = st_find(id, 0);
+        if (e && strcmp(e->status, want) == 0 && (!reason || strcmp(e->reason, reason) == 0))
+            return e;
+        usleep(500000);
+    }
+    fprintf(stderr, "%s: status %s %s, wanted %s\n", id, e ? e->status : "(none)",
+            e ? e->reason : "", want);
+    fail();
+    return NULL;
+}
+
+/* SPEC §5: a code hash that got a definitive answer is never exchanged
+ * again, not after an error callback for the same connection (the error
+ * once cleared the chain's hash, so A was sent a second time). */
+static void test_answered_code_not_exchanged_after_error_callback(void **state)
+{
+    (void)state;
+    flow a, b;
+    new_code(&b, "sim", NULL);
+    a = b;
+    snprintf(a.code, sizeof a.code, "made-up-%ld-%ld", (long)getpid(), g_seq);
+    crypto_sha256_hex(a.code, strlen(a.code), a.hash);
+    produce_cb(&a, 0); /* unknown to the provider: invalid_grant, code_rejected */
+    flush_prod();
+    wait_status(a.id, "failed", "code_rejected", 60);
+    produce_cb(&a, 1); /* ?error=access_denied with the same state */
+    flush_prod();
+    wait_status(a.id, "failed", "access_denied", 60);
+    produce_cb(&a, 0); /* A again: answered, never re-sent */
+    produce_cb(&b, 0); /* a new code, after it on the same key: exchanged */
+    flush_prod();
+    wait_status(b.id, "connected", "", 60);
+    cJSON *st = sim_stats();
+    assert_int_equal(token_requests(st, a.hash), 1);
+    assert_int_equal(token_requests(st, b.hash), 1);
+    cJSON_Delete(st);
+}
+
+/* A worker on topics whose partition count is not OAUTHQ_TOPIC_PARTITIONS
+ * (partitions added to all three alike passed the old equal-count check,
+ * and keys then remap away from their state) refuses to start. */
+static void test_changed_partition_count_is_refused(void **state)
+{
+    (void)state;
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "8", 1);
+    pid_t pid = start_worker(7);
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "4", 1);
+    assert_true(pid > 0);
+    int rc = testproc_wait_exit(pid, 60000);
+    if (rc == -2)
+        fail_msg("the worker started on 4 partitions with OAUTHQ_TOPIC_PARTITIONS=8");
+    assert_true(rc > 0);
+    char log[320], line[2048];
+    snprintf(log, sizeof log, "%s/worker7.log", g_dir);
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, "must each have OAUTHQ_TOPIC_PARTITIONS=8") != NULL;
+    fclose(f);
+    assert_true(found);
 }
 
 static void test_invalid_client_holds_until_fixed(void **state)
@@ -1458,6 +1529,8 @@ int main(void)
         cmocka_unit_test(test_duplicate_storm_one_request_per_code),
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_malformed_record_goes_to_dlq_and_partition_flows),
+        cmocka_unit_test(test_answered_code_not_exchanged_after_error_callback),
+        cmocka_unit_test(test_changed_partition_count_is_refused),
         cmocka_unit_test(test_invalid_client_holds_until_fixed),
         cmocka_unit_test(test_manual_pause_and_resume),
         cmocka_unit_test(test_pause_survives_restart),

@@ -118,6 +118,26 @@ int testproc_stop(pid_t pid, int timeout_ms)
     return -1;
 }
 
+int testproc_wait_exit(pid_t pid, int timeout_ms)
+{
+    if (pid <= 0)
+        return -1;
+    long long deadline = now_ms() + timeout_ms;
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return decode_status(st);
+        if (r < 0)
+            return -1;
+        if (now_ms() >= deadline)
+            break;
+        nap_ms(20);
+    }
+    testproc_stop(pid, 5000);
+    return -2;
+}
+
 int testproc_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -24,6 +24,11 @@ int testproc_wait_http(const char *url, int timeout_ms);
  * to be SIGKILLed or could not be waited for. */
 int testproc_stop(pid_t pid, int timeout_ms);
 
+/* Wait up to timeout_ms for pid to exit by itself and reap it: its exit
+ * status (as testproc_stop), or -2 when it was still running at the
+ * deadline (it is then stopped with testproc_stop), -1 on a wait error. */
+int testproc_wait_exit(pid_t pid, int timeout_ms);
+
 /* A TCP port on 127.0.0.1 that was free a moment ago, or -1. */
 int testproc_free_port(void);
 

@@ -278,15 +278,21 @@ static void test_drift(void **state)
     ctl_drift dr[CTL_DRIFT_MAX];
     good_topics(d);
     assert_int_equal(ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX), 0);
-    /* More partitions than configured everywhere is fine. */
+    /* Partitions added everywhere (equal counts, so the old check passed):
+     * keys would remap away from their state, drift on the co-partitioned
+     * topics; the dlq is not routed by key. */
     for (int i = 0; i < CTL_TOPICS; i++)
         d[i].partitions = 8;
-    assert_int_equal(ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX), 0);
+    int n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
+    assert_int_equal(n, 3);
+    assert_true(has(dr, n, "callbacks", "partitions_above_config"));
+    assert_true(has(dr, n, "connections", "partitions_above_config"));
+    assert_true(has(dr, n, "status", "partitions_above_config"));
 
     good_topics(d);
     snprintf(d[1].cleanup_policy, sizeof d[1].cleanup_policy, "compact,delete");
     snprintf(d[0].cleanup_policy, sizeof d[0].cleanup_policy, "compact");
-    int n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
+    n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
     assert_int_equal(n, 2);
     assert_true(has(dr, n, "connections", "cleanup_policy"));
     assert_true(has(dr, n, "callbacks", "cleanup_policy"));
@@ -298,10 +304,15 @@ static void test_drift(void **state)
     assert_true(has(dr, n, "callbacks", "partitions_mismatch"));
 
     good_topics(d);
-    d[1].partitions = 6; /* more than configured but differs from callbacks */
+    d[1].partitions = 6; /* more than configured and differs from callbacks */
     n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
-    assert_int_equal(n, 1);
+    assert_int_equal(n, 2);
+    assert_true(has(dr, n, "connections", "partitions_above_config"));
     assert_true(has(dr, n, "callbacks", "partitions_mismatch"));
+
+    good_topics(d);
+    d[3].partitions = 8; /* dlq: more is fine */
+    assert_int_equal(ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX), 0);
 
     good_topics(d);
     d[3].partitions = 1; /* dlq is not co-partitioned: only below config */

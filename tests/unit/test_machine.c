@@ -355,6 +355,76 @@ static void test_failed_connection_may_start_a_new_chain(void **state)
     free(c);
 }
 
+/* SPEC §5: a code hash that got a definitive answer is never exchanged
+ * again, not after an error callback (which once cleared the chain's
+ * hash: A → rejected → ?error=access_denied → A exchanged A again), not
+ * after a later chain, not after the record went through the changelog. */
+static void test_answered_codes_are_never_exchanged_again(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a(), *d = calloc(1, sizeof *d);
+    exchange_result rej = outcome(EXCH_REJECTED);
+    int pause;
+    assert_int_equal(machine_on_result(c, &rej, NULL, NULL, T0 + 2, &pause), MACHINE_CHANGED);
+    assert_int_equal(c->reason, REASON_CODE_REJECTED);
+    assert_true(conn_answered(c, "hashA"));
+    records_callback denied = error_cb("access_denied");
+    assert_int_equal(machine_on_callback(c, 0, &denied, "", "", "", TTL, T0 + 3), MACHINE_CHANGED);
+    assert_int_equal(c->reason, REASON_ACCESS_DENIED);
+    records_callback a = code_cb("A", T0 + 4);
+    int64_t v = c->version;
+    assert_int_equal(machine_on_callback(c, 0, &a, "hashA", "sealedA", "", TTL, T0 + 4),
+                     MACHINE_UNCHANGED);
+    assert_int_equal(c->version, v);
+    assert_int_equal(c->status, CONN_FAILED);
+    /* A new code still starts a new chain; once it is answered, neither
+     * code is exchanged again. */
+    records_callback b = code_cb("B", T0 + 5);
+    assert_int_equal(machine_on_callback(c, 0, &b, "hashB", "sealedB", "", TTL, T0 + 5),
+                     MACHINE_EXCHANGE);
+    machine_claim(c, "w1", T0 + 6);
+    assert_int_equal(machine_on_result(c, &rej, NULL, NULL, T0 + 7, &pause), MACHINE_CHANGED);
+    assert_int_equal(machine_on_callback(c, 0, &a, "hashA", "sealedA", "", TTL, T0 + 8),
+                     MACHINE_UNCHANGED);
+    /* The set survives the changelog (encode, decode). */
+    err_t e = {0};
+    char *json = conn_encode(c, &e);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "\"answered_sha256\":[\"hashA\",\"hashB\"]"));
+    assert_int_equal(conn_decode(json, strlen(json), d, &e), 0);
+    char *again = conn_encode(d, &e);
+    assert_string_equal(again, json);
+    free(again);
+    assert_int_equal(machine_on_callback(d, 0, &denied, "", "", "", TTL, T0 + 9), MACHINE_CHANGED);
+    assert_int_equal(machine_on_callback(d, 0, &b, "hashB", "sealedB", "", TTL, T0 + 9),
+                     MACHINE_UNCHANGED);
+    /* A record of an older worker (no answered_sha256) still decodes. */
+    char *at = strstr(json, ",\"answered_sha256\"");
+    assert_non_null(at);
+    snprintf(at, strlen(at) + 1, "}");
+    assert_int_equal(conn_decode(json, strlen(json), d, &e), 0);
+    assert_int_equal(d->nanswered, 0);
+    free(json);
+    assert_int_equal(
+        conn_decode("{\"schema\":\"oauthq.connection.v1\",\"answered_sha256\":3}", 52, d, &e), -1);
+    /* Bounded: the oldest leaves. */
+    conn_t *m = fresh();
+    char h[16];
+    for (int i = 0; i < CONN_ANSWERED_MAX + 4; i++) {
+        snprintf(h, sizeof h, "h%d", i);
+        conn_answer(m, h);
+        conn_answer(m, h); /* present: no second entry */
+    }
+    assert_int_equal(m->nanswered, CONN_ANSWERED_MAX);
+    assert_false(conn_answered(m, "h3"));
+    assert_true(conn_answered(m, "h4"));
+    snprintf(h, sizeof h, "h%d", CONN_ANSWERED_MAX + 3);
+    assert_true(conn_answered(m, h));
+    free(m);
+    free(c);
+    free(d);
+}
+
 static void test_malformed(void **state)
 {
     (void)state;
@@ -501,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_takeover_waits_for_the_lease),
         cmocka_unit_test(test_not_sent_and_defer),
         cmocka_unit_test(test_failed_connection_may_start_a_new_chain),
+        cmocka_unit_test(test_answered_codes_are_never_exchanged_again),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_versions_only_move_forward),
         cmocka_unit_test(test_replay),
