@@ -252,6 +252,13 @@ static int start_create(CURLM *m, const opts *o, long i)
     if (!r)
         return -1;
     r->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    /* The platform's API key (SPEC §4a), from the environment (never argv). */
+    const char *key = getenv("OAUTHQ_BENCH_API_KEY");
+    if (key && *key) {
+        char auth[256];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %.200s", key);
+        r->hdrs = curl_slist_append(r->hdrs, auth);
+    }
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
     curl_easy_setopt(r->h, CURLOPT_POSTFIELDS, "{\"provider\":\"sim\"}");
     return curl_multi_add_handle(m, r->h) == CURLM_OK ? 0 : -1;

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/apikeys.h"
 #include "common/crypto.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -33,6 +34,7 @@ struct intake {
     config_t cfg;
     providers_t *providers;
     keyring_t *keys;
+    apikeys_t *api_keys; /* NULL: none configured, every server-side call refused */
     publisher_t *pub;
     httpd_t *http;
     metrics_t *metrics;
@@ -149,6 +151,38 @@ static void respond_json(intake_t *in, httpd_req *r, const char *route, int stat
     free(s);
 }
 
+/* G7: a server-side call needs a key with every scope in `need`. 0 when
+ * it has one; otherwise answers 401 (no, malformed or unknown key, with
+ * WWW-Authenticate: Bearer, RFC 6750 §3) or 403 (scope) and returns -1,
+ * before anything is parsed or produced. */
+static int authorize(intake_t *in, httpd_req *r, const char *route, unsigned need)
+{
+    char kid[APIKEYS_KID_MAX];
+    apikeys_result ar = apikeys_check(in->api_keys, httpd_header(r, "Authorization"), need, kid);
+    if (ar == APIKEYS_OK)
+        return 0;
+    log_kv(LOGL_INFO, "api_key_refused", "route", route, "reason",
+           ar == APIKEYS_MISSING     ? "missing"
+           : ar == APIKEYS_MALFORMED ? "malformed"
+           : ar == APIKEYS_UNKNOWN   ? "unknown"
+                                     : "scope",
+           "kid", kid, "request_id", httpd_request_id(r));
+    if (ar == APIKEYS_FORBIDDEN) {
+        fail(in, r, route, 403, "insufficient_scope",
+             need & APIKEYS_CONNECTIONS_WRITE ? "This API key lacks the connections:write scope."
+                                              : "This API key lacks the connections:read scope.");
+        return -1;
+    }
+    httpd_add_header(r, "WWW-Authenticate",
+                     ar == APIKEYS_MISSING ? "Bearer realm=\"oauthq\""
+                                           : "Bearer realm=\"oauthq\", error=\"invalid_token\"");
+    fail(in, r, route, 401, "unauthorized",
+         ar == APIKEYS_MISSING
+             ? "This call needs an API key: Authorization: Bearer oq_<kid>_<secret>."
+             : "The API key is malformed, unknown or revoked.");
+    return -1;
+}
+
 /* ---- start a flow --------------------------------------------------------- */
 
 /* return_to must start with an allowlisted prefix at a boundary, so
@@ -238,6 +272,10 @@ static void route_start(intake_t *in, httpd_req *r)
     const char *qs = httpd_query(r, &qlen);
     if (query_parse(qs, qlen, &q, &e) < 0)
         return fail(in, r, "start", 400, "invalid_request", "The request parameters are invalid.");
+    if (!in->cfg.open_start)
+        return fail(in, r, "start", 403, "open_start_disabled",
+                    "Connections are started by the application you came from. Go back to it "
+                    "and start the connection again.");
     const char *name = query_get(&q, "provider", NULL);
     const provider_t *pv = name ? providers_find(in->providers, name) : NULL;
     if (!pv)
@@ -278,6 +316,8 @@ static void route_start(intake_t *in, httpd_req *r)
 
 static void route_create(intake_t *in, httpd_req *r)
 {
+    if (authorize(in, r, "connections_create", APIKEYS_CONNECTIONS_WRITE) < 0)
+        return;
     size_t len;
     const char *body = httpd_body(r, &len);
     cJSON *o = cJSON_ParseWithLength(body, len);
@@ -531,7 +571,8 @@ static void route_callback(intake_t *in, httpd_req *r)
 
 /* DELETE /v1/connections/{id}: record the request in Kafka (the worker
  * revokes at the provider and answers with status disconnected); 202 once
- * Kafka acknowledged it. The id is the capability, as for the status API. */
+ * Kafka acknowledged it. Needs a connections:write key (G7, checked by the
+ * router before the id). */
 static void route_disconnect(intake_t *in, httpd_req *r, const char *id)
 {
     records_replay d;
@@ -678,6 +719,11 @@ static int64_t client_version(const httpd_req *r)
 
 static void route_status(intake_t *in, httpd_req *r)
 {
+    /* With a key this is the platform's call (connections:read); a bad key
+     * is refused rather than silently served the public document. */
+    if (httpd_header(r, "Authorization") &&
+        authorize(in, r, "status", APIKEYS_CONNECTIONS_READ) < 0)
+        return;
     char id[IDENT_CONN_ID_MAX];
     int64_t created_at = 0;
     if (!path_id(in, httpd_path(r), "/v1/connections/", id, sizeof id, &created_at))
@@ -796,6 +842,8 @@ static void handle(void *app, httpd_req *r)
     }
     if (strncmp(path, "/v1/connections/", 16) == 0) {
         if (strcmp(m, "DELETE") == 0) {
+            if (authorize(in, r, "disconnect", APIKEYS_CONNECTIONS_WRITE) < 0)
+                return;
             char id[IDENT_CONN_ID_MAX];
             int64_t created_at;
             if (!path_id(in, path, "/v1/connections/", id, sizeof id, &created_at))
@@ -882,6 +930,16 @@ intake_t *intake_open(const config_t *c, err_t *e)
         err_wrap(e, "OAUTHQ_STATE_KEY_FILE");
         goto fail;
     }
+    if (c->api_keys_file[0]) {
+        in->api_keys = apikeys_load(c->api_keys_file, e);
+        if (!in->api_keys) {
+            err_wrap(e, "OAUTHQ_API_KEYS_FILE");
+            goto fail;
+        }
+    } else {
+        log_kv(LOGL_WARN, "api_keys_not_configured", "effect",
+               "every server-side call (create, disconnect, list) is refused with 401");
+    }
     if (config_topic(c, KAFKA_TOPIC_CALLBACKS, in->topic_callbacks, sizeof in->topic_callbacks, e) <
         0)
         goto fail;
@@ -956,6 +1014,7 @@ void intake_close(intake_t *in, int flush_ms)
     readmodel_close(in->rm);
     metrics_free(in->metrics);
     keyring_free(in->keys);
+    apikeys_free(in->api_keys);
     providers_free(in->providers);
     free(in);
 }

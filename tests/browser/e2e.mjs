@@ -39,6 +39,7 @@ import addFormats from 'ajv-formats';
 
 const INTAKE_URL = (process.env.INTAKE_URL || '').replace(/\/$/, '');
 const SIM_URL = (process.env.SIM_URL || '').replace(/\/$/, '');
+const API_KEY = process.env.OAUTHQ_API_KEY || ''; // the platform backend's key (SPEC §4a)
 const SHOTS = process.env.SCREENSHOT_DIR || 'build/screenshots';
 if (!INTAKE_URL || !SIM_URL) {
   console.error('e2e: set INTAKE_URL and SIM_URL');
@@ -404,7 +405,7 @@ await scenario('(f) a forged connection id is not found', async () => {
 await scenario('(g) pending page long-polls and turns connected when the callback lands', async () => {
   const create = await fetch(`${INTAKE_URL}/v1/connections`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json', Authorization: `Bearer ${API_KEY}` },
     body: JSON.stringify({ provider: 'sim' }),
   });
   check(create.status === 201, `POST /v1/connections answered ${create.status}`);

@@ -61,6 +61,15 @@ page=$(curl -fsS "$OAUTHQ_PUBLIC_URL/connect/$id")
 grep -q "<script>" <<<"$page"
 echo "flow through make run: connected ($id)"
 
+# The demo's generated API key works for the platform calls; no key is 401.
+key=$(cat "$OAUTHQ_RUN_DIR/api_key")
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    -d '{"provider":"sim"}' "$OAUTHQ_PUBLIC_URL/v1/connections")
+[ "$code" = 401 ] || { echo "POST /v1/connections without a key answered $code" >&2; exit 1; }
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $key" -d '{"provider":"sim"}' "$OAUTHQ_PUBLIC_URL/v1/connections")
+[ "$code" = 201 ] || { echo "POST /v1/connections with the demo key answered $code" >&2; exit 1; }
+
 # Ctrl-C stops everything it started (the pids it printed).
 pids=$(sed -n 's/^started [a-z-]* (pid \([0-9]*\),.*/\1/p' "$tmp/run-stack.out")
 [ -n "$pids" ]

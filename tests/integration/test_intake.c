@@ -11,6 +11,8 @@
  *    get 400 and produce nothing (the topic is read to prove it, G6);
  *  - broker stopped → 503 + Retry-After within the deadline; restarted →
  *    accepted again;
+ *  - server-side calls (create, disconnect, platform view) without a key,
+ *    with a wrong key or without the scope get 401/403 and produce nothing;
  *  - SIGTERM with callbacks in flight: every acknowledged one is in Kafka.
  * Every record read is appended to var/test-logs/callback-records.jsonl for
  * the JSON Schema check (tests/integration/schemas.sh).
@@ -32,6 +34,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/apikeys.h"
 #include "common/config.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -48,6 +51,8 @@ static int g_intake_port, g_sim_port;
 static pid_t g_sim_pid = -1, g_intake_pid = -1;
 static config_t g_cfg;
 static keyring_t *g_keys;
+/* "Authorization: Bearer …" headers: write+read, read only, unknown key. */
+static char g_auth_rw[256], g_auth_ro[256], g_auth_bad[256];
 
 static void write_file(const char *path, const char *text)
 {
@@ -122,6 +127,27 @@ static int setup(void **state)
     g_keys = keyring_load(path, &e);
     if (!g_keys)
         return -1;
+
+    /* API keys (SPEC §4a): one with both connection scopes, one read-only;
+     * a third made the same way but not listed. */
+    char key_rw[APIKEYS_KEY_MAX], key_ro[APIKEYS_KEY_MAX], key_bad[APIKEYS_KEY_MAX];
+    char hex_rw[65], hex_ro[65], hex_bad[65];
+    if (apikeys_generate("rw", key_rw, hex_rw, &e) < 0 ||
+        apikeys_generate("ro", key_ro, hex_ro, &e) < 0 ||
+        apikeys_generate("rw", key_bad, hex_bad, &e) < 0)
+        return -1;
+    snprintf(g_auth_rw, sizeof g_auth_rw, "Authorization: Bearer %s", key_rw);
+    snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
+    snprintf(g_auth_bad, sizeof g_auth_bad, "Authorization: Bearer %s", key_bad);
+    snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
+    snprintf(json, sizeof json,
+             "{\"keys\": {\"rw\": {\"sha256\": \"%s\", \"scopes\": [\"connections:write\", "
+             "\"connections:read\"]}, \"ro\": {\"sha256\": \"%s\", \"scopes\": "
+             "[\"connections:read\"]}}}",
+             hex_rw, hex_ro);
+    write_file(path, json);
+    setenv("OAUTHQ_API_KEYS_FILE", path, 1);
+    setenv("OAUTHQ_OPEN_START", "1", 1);
 
     g_sim_port = testproc_free_port();
     g_intake_port = testproc_free_port();
@@ -218,7 +244,7 @@ static void new_flow(const char *provider, char *conn_id, size_t idcap, char *ca
     char url[128], body[128];
     snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
     snprintf(body, sizeof body, "{\"provider\":\"%s\"}", provider);
-    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    const char *hdrs[] = {"Content-Type: application/json", g_auth_rw, NULL};
     testhttp_resp r;
     assert_int_equal(testhttp_do("POST", url, hdrs, body, &r), 0);
     assert_int_equal(r.status, 201);
@@ -487,7 +513,7 @@ static void test_error_callback_is_recorded(void **state)
     (void)state;
     char url[256];
     snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
-    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    const char *hdrs[] = {"Content-Type: application/json", g_auth_rw, NULL};
     testhttp_resp r;
     assert_int_equal(testhttp_do("POST", url, hdrs, "{\"provider\":\"sim\"}", &r), 0);
     cJSON *o = cJSON_Parse(r.body);
@@ -566,8 +592,9 @@ static void test_disconnect_request_is_recorded(void **state)
     char id[IDENT_CONN_ID_MAX], cb[4096], url[256];
     new_flow("sim", id, sizeof id, cb, sizeof cb);
     snprintf(url, sizeof url, "%s/v1/connections/%s", g_intake_url, id);
+    const char *auth[] = {g_auth_rw, NULL};
     testhttp_resp r;
-    assert_int_equal(testhttp_do("DELETE", url, NULL, NULL, &r), 0);
+    assert_int_equal(testhttp_do("DELETE", url, auth, NULL, &r), 0);
     assert_int_equal(r.status, 202);
     assert_non_null(strstr(r.body, "disconnect_requested"));
     testhttp_resp_free(&r);
@@ -577,9 +604,70 @@ static void test_disconnect_request_is_recorded(void **state)
     assert_int_equal(c.matched, 1);
     id[30] = id[30] == 'A' ? 'B' : 'A';
     snprintf(url, sizeof url, "%s/v1/connections/%s", g_intake_url, id);
-    assert_int_equal(testhttp_do("DELETE", url, NULL, NULL, &r), 0);
+    assert_int_equal(testhttp_do("DELETE", url, auth, NULL, &r), 0);
     assert_int_equal(r.status, 404);
     testhttp_resp_free(&r);
+}
+
+/* Every server-side call without a key, with a wrong key or with a key
+ * lacking the scope is refused (401 + WWW-Authenticate: Bearer / 403, JSON)
+ * and produces nothing (G7); the browser surface stays key-less. */
+static void test_api_keys_enforced(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096], create[128], del[256], forged[256];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    snprintf(create, sizeof create, "%s/v1/connections", g_intake_url);
+    snprintf(del, sizeof del, "%s/v1/connections/%s", g_intake_url, id);
+    char forged_id[IDENT_CONN_ID_MAX];
+    snprintf(forged_id, sizeof forged_id, "%s", id);
+    forged_id[30] = forged_id[30] == 'A' ? 'B' : 'A';
+    snprintf(forged, sizeof forged, "%s/v1/connections/%s", g_intake_url, forged_id);
+    const char *malformed = "Authorization: Bearer not-a-key";
+    const char *basic = "Authorization: Basic cnc6c2VjcmV0";
+    struct {
+        const char *method, *url, *auth, *body;
+        long want;
+    } cases[] = {
+        {"POST", create, NULL, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, g_auth_bad, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, malformed, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, basic, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, g_auth_ro, "{\"provider\":\"sim\"}", 403},
+        {"POST", create, NULL, "not json", 401}, /* the key is checked first */
+        {"DELETE", del, NULL, NULL, 401},
+        {"DELETE", del, g_auth_bad, NULL, 401},
+        {"DELETE", del, g_auth_ro, NULL, 403},
+        {"DELETE", forged, NULL, NULL, 401}, /* no id oracle without a key */
+        {"GET", del, g_auth_bad, NULL, 401}, /* the platform view needs a genuine key */
+    };
+    long before = topic_count(NULL, NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *hdrs[] = {"Content-Type: application/json", "Accept: application/json",
+                              cases[i].auth, NULL};
+        testhttp_resp r;
+        assert_int_equal(testhttp_do(cases[i].method, cases[i].url, hdrs, cases[i].body, &r), 0);
+        if (r.status != cases[i].want)
+            fail_msg("case %zu: %s %s answered %ld, want %ld", i, cases[i].method, cases[i].url,
+                     r.status, cases[i].want);
+        cJSON *o = cJSON_Parse(r.body);
+        assert_non_null(o);
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "error")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "message")));
+        cJSON_Delete(o);
+        if (cases[i].want == 401)
+            assert_int_equal(strncmp(r.www_authenticate, "Bearer", 6), 0);
+        testhttp_resp_free(&r);
+    }
+    /* Nothing reached the topic: no flow, no disconnect. */
+    assert_int_equal(topic_count(NULL, NULL), before);
+    /* The public status by id and the callback need no key. */
+    testhttp_resp r;
+    assert_int_equal(get_status(del, "application/json", &r), 200);
+    testhttp_resp_free(&r);
+    assert_int_equal(get_status(cb, NULL, &r), 303);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before + 1);
 }
 
 #define FLOWS   40
@@ -664,8 +752,15 @@ int main(void)
         cmocka_unit_test(test_issuer_check),
         cmocka_unit_test(test_error_callback_is_recorded),
         cmocka_unit_test(test_disconnect_request_is_recorded),
+        cmocka_unit_test(test_api_keys_enforced),
         cmocka_unit_test(test_broker_down_gives_503_then_recovers),
         cmocka_unit_test(test_sigterm_loses_no_acknowledged_callback),
     };
+    /* OAUTHQ_TEST_FILTER / OAUTHQ_TEST_SKIP = pattern picks tests (debugging;
+     * a shared broker must not be stopped by the broker-down test). */
+    if (getenv("OAUTHQ_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("OAUTHQ_TEST_FILTER"));
+    if (getenv("OAUTHQ_TEST_SKIP"))
+        cmocka_set_skip_filter(getenv("OAUTHQ_TEST_SKIP"));
     return cmocka_run_group_tests_name("integration_intake", tests, setup, teardown);
 }

@@ -130,6 +130,8 @@ static int setup(void **state)
     snprintf(path, sizeof path, "%s/providers.json", g_dir);
     write_file(path, json);
     setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+    unsetenv("OAUTHQ_OPEN_START"); /* test_closed_by_default: the defaults */
+    unsetenv("OAUTHQ_API_KEYS_FILE");
     int port = testproc_free_port();
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
@@ -346,6 +348,30 @@ static long metric(const char *name)
     return v;
 }
 
+/* Defaults: no OAUTHQ_OPEN_START, no OAUTHQ_API_KEYS_FILE. A start without
+ * a connect session is refused (403), and so is every server-side call
+ * (401: no key can be valid), while the public status stays open. */
+static void test_closed_by_default(void **state)
+{
+    (void)state;
+    char url[256];
+    testhttp_resp r;
+    const char *json[] = {"Accept: application/json", NULL};
+    snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_url);
+    assert_int_equal(testhttp_do("GET", url, json, NULL, &r), 0);
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(r.body, "open_start_disabled"));
+    assert_string_equal(r.location, "");
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/connections", g_url);
+    const char *auth[] = {"Accept: application/json",
+                          "Authorization: Bearer oq_any_0123456789abcdef0123", NULL};
+    assert_int_equal(testhttp_do("POST", url, auth, "{\"provider\":\"sim\"}", &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_int_equal(strncmp(r.www_authenticate, "Bearer", 6), 0);
+    testhttp_resp_free(&r);
+}
+
 static void test_restart_resumes_and_rebuild(void **state)
 {
     (void)state;
@@ -388,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_latest_version_wins),
         cmocka_unit_test(test_etag_404_pending_expired),
         cmocka_unit_test(test_long_poll_wakes_on_change_and_times_out),
+        cmocka_unit_test(test_closed_by_default),
         cmocka_unit_test(test_restart_resumes_and_rebuild),
     };
     return cmocka_run_group_tests_name("integration_status", tests, setup, teardown);
