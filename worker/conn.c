@@ -148,6 +148,7 @@ char *conn_encode(const conn_t *c, err_t *e)
     add_str_or_null(o, "refresh_token_sealed", c->refresh_sealed);
     add_str_or_null(o, "return_to", c->return_to);
     add_str_or_null(o, "callback_error", c->callback_error);
+    connmeta_add(o, &c->meta);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
@@ -224,7 +225,8 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         get_str(o, "access_token_sealed", c->access_sealed, sizeof c->access_sealed, 0, e) < 0 ||
         get_str(o, "refresh_token_sealed", c->refresh_sealed, sizeof c->refresh_sealed, 0, e) < 0 ||
         get_str(o, "return_to", c->return_to, sizeof c->return_to, 0, e) < 0 ||
-        get_str(o, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0)
+        get_str(o, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0 ||
+        connmeta_from(o, 0, &c->meta, e) < 0)
         goto out;
     int si = lookup(status_names, 5, status);
     int pi = phase[0] ? lookup(phase_names, 5, phase) : 0;
@@ -298,6 +300,7 @@ char *conn_status_json(const conn_t *c, err_t *e)
     add_time(o, "created_at", c->created_at_ms);
     add_time(o, "updated_at", c->updated_at_ms);
     cJSON_AddNumberToObject(o, "version", (double)c->version);
+    connmeta_add(o, &c->meta); /* for the platform view and webhooks, not the public doc */
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)

@@ -5,7 +5,9 @@
  * status.v1 document (what the frontend sees). dlq.v1 records carry
  * callbacks that could not be processed.
  *
- * conn_t is a plain value (about 13 KiB: allocate it on the heap in
+ * Both records carry the platform's "end_user", "organization" and "tags"
+ * when the flow came from a connect session (absent otherwise and in older
+ * records). conn_t is a plain value (about 15 KiB: allocate it on the heap in
  * arrays). Codecs are pure and thread-safe. Sealed fields hold
  * common/sealed.h text, never plaintext.
  */
@@ -15,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/connmeta.h"
 #include "common/err.h"
 #include "common/records.h"
 
@@ -89,6 +92,7 @@ typedef struct {
     char refresh_sealed[CONN_SEALED_TOKEN];
     char return_to[RECORDS_TEXT_MAX + 1];
     char callback_error[65]; /* provider's error code on an error callback */
+    connmeta meta;           /* the platform's end_user/organization/tags (SPEC §4a); "" none */
 } conn_t;
 
 /* Names used in records and the status API. */
