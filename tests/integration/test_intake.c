@@ -257,6 +257,11 @@ static void new_session_flow(const char *provider, const char *user, const char 
     assert_int_equal(testhttp_do("POST", url, hdrs, body, &r), 0);
     if (r.status != 201)
         fail_msg("POST /v1/connections answered %ld: %s", r.status, r.body);
+    FILE *docs = fopen("var/test-logs/connect-session-docs.jsonl", "a"); /* schemas.sh */
+    if (docs) {
+        fprintf(docs, "%s\n", r.body);
+        fclose(docs);
+    }
     cJSON *o = cJSON_Parse(r.body);
     assert_non_null(o);
     const cJSON *id = cJSON_GetObjectItem(o, "id");

@@ -407,6 +407,27 @@ static cJSON *get_json(const char *url, const char *h1, long *status)
     assert_int_equal(testhttp_do("GET", url, hdrs, NULL, &r), 0);
     *status = r.status;
     cJSON *o = cJSON_Parse(r.body);
+    /* Platform views (single, or a list's items) for the OpenAPI check in
+     * tests/integration/schemas.sh. */
+    FILE *f = r.status == 200 && h1 ? fopen("var/test-logs/platform-view-docs.jsonl", "a") : NULL;
+    if (f) {
+        const cJSON *data = cJSON_GetObjectItem(o, "data");
+        if (data) {
+            for (const cJSON *it = data->child; it; it = it->next) {
+                char *t = cJSON_PrintUnformatted(it);
+                fprintf(f, "%s\n", t ? t : "");
+                free(t);
+            }
+            FILE *l = fopen("var/test-logs/connection-list-docs.jsonl", "a");
+            if (l) {
+                fprintf(l, "%s\n", r.body);
+                fclose(l);
+            }
+        } else {
+            fprintf(f, "%s\n", r.body);
+        }
+        fclose(f);
+    }
     testhttp_resp_free(&r);
     return o;
 }
