@@ -81,6 +81,37 @@ static void state_mac(const uint8_t *key, const char *signed_part, size_t len, u
     token_mac(key, STATE_DOMAIN, signed_part, len, out);
 }
 
+/* The shape "<prefix><kid>.<payload>.<43 chars of MAC>" of states and
+ * sessions: split it and check the MAC (constant time) before anything is
+ * parsed. IDENT_OK sets kid, *payload and *dot2 (the dot before the MAC). */
+static ident_result token_check(const keyring_t *kr, const char *token, size_t len,
+                                const char *prefix, size_t max, const char *domain,
+                                char kid[KEYRING_KID_MAX], const char **payload, const char **dot2)
+{
+    size_t pl = strlen(prefix);
+    if (len < pl + 6 || len >= max || memcmp(token, prefix, pl) != 0)
+        return IDENT_MALFORMED;
+    const char *k = token + pl;
+    const char *dot1 = memchr(k, '.', len - pl);
+    if (!dot1 || dot1 == k || (size_t)(dot1 - k) >= KEYRING_KID_MAX)
+        return IDENT_MALFORMED;
+    *payload = dot1 + 1;
+    const char *end = token + len;
+    *dot2 = memchr(*payload, '.', (size_t)(end - *payload));
+    if (!*dot2 || (size_t)(end - *dot2 - 1) != 43)
+        return IDENT_MALFORMED;
+    memcpy(kid, k, (size_t)(dot1 - k));
+    kid[dot1 - k] = '\0';
+    const uint8_t *key = keyring_find(kr, kid);
+    if (!key)
+        return IDENT_UNKNOWN_KID;
+    uint8_t given[33], want[32];
+    if (crypto_b64url_decode(*dot2 + 1, 43, given, sizeof given) != 32)
+        return IDENT_MALFORMED;
+    token_mac(key, domain, token, (size_t)(*dot2 - token), want);
+    return crypto_ct_equal(given, want, 32) ? IDENT_OK : IDENT_BAD_MAC;
+}
+
 int ident_state_issue(const keyring_t *kr, const ident_state *st, char *out, size_t cap, err_t *e)
 {
     cJSON *o = cJSON_CreateObject();
@@ -123,29 +154,12 @@ ident_result ident_state_verify(const keyring_t *kr, const char *token, size_t l
                                 ident_state *st)
 {
     memset(st, 0, sizeof *st);
-    if (len < 8 || len >= IDENT_STATE_MAX || token[0] != '1' || token[1] != '.')
-        return IDENT_MALFORMED;
-    const char *kid = token + 2;
-    const char *dot1 = memchr(kid, '.', len - 2);
-    if (!dot1 || dot1 == kid || (size_t)(dot1 - kid) >= KEYRING_KID_MAX)
-        return IDENT_MALFORMED;
-    const char *payload = dot1 + 1;
-    const char *end = token + len;
-    const char *dot2 = memchr(payload, '.', (size_t)(end - payload));
-    if (!dot2 || (size_t)(end - dot2 - 1) != 43)
-        return IDENT_MALFORMED;
     char kidbuf[KEYRING_KID_MAX];
-    memcpy(kidbuf, kid, (size_t)(dot1 - kid));
-    kidbuf[dot1 - kid] = '\0';
-    const uint8_t *key = keyring_find(kr, kidbuf);
-    if (!key)
-        return IDENT_UNKNOWN_KID;
-    uint8_t given[33], want[32];
-    if (crypto_b64url_decode(dot2 + 1, 43, given, sizeof given) != 32)
-        return IDENT_MALFORMED;
-    state_mac(key, token, (size_t)(dot2 - token), want);
-    if (!crypto_ct_equal(given, want, 32))
-        return IDENT_BAD_MAC;
+    const char *payload, *dot2;
+    ident_result vr =
+        token_check(kr, token, len, "1.", IDENT_STATE_MAX, STATE_DOMAIN, kidbuf, &payload, &dot2);
+    if (vr != IDENT_OK)
+        return vr;
 
     /* Authentic from here on: we made this payload. Still parse defensively. */
     char json[IDENT_STATE_MAX];
@@ -231,30 +245,12 @@ ident_result ident_session_verify(const keyring_t *kr, const char *token, size_t
                                   ident_session *s)
 {
     memset(s, 0, sizeof *s);
-    if (len < 8 || len >= IDENT_SESSION_MAX || token[0] != 's' || token[1] != '1' ||
-        token[2] != '.')
-        return IDENT_MALFORMED;
-    const char *kid = token + 3;
-    const char *dot1 = memchr(kid, '.', len - 3);
-    if (!dot1 || dot1 == kid || (size_t)(dot1 - kid) >= KEYRING_KID_MAX)
-        return IDENT_MALFORMED;
-    const char *payload = dot1 + 1;
-    const char *end = token + len;
-    const char *dot2 = memchr(payload, '.', (size_t)(end - payload));
-    if (!dot2 || (size_t)(end - dot2 - 1) != 43)
-        return IDENT_MALFORMED;
     char kidbuf[KEYRING_KID_MAX];
-    memcpy(kidbuf, kid, (size_t)(dot1 - kid));
-    kidbuf[dot1 - kid] = '\0';
-    const uint8_t *key = keyring_find(kr, kidbuf);
-    if (!key)
-        return IDENT_UNKNOWN_KID;
-    uint8_t given[33], want[32];
-    if (crypto_b64url_decode(dot2 + 1, 43, given, sizeof given) != 32)
-        return IDENT_MALFORMED;
-    token_mac(key, SESSION_DOMAIN, token, (size_t)(dot2 - token), want);
-    if (!crypto_ct_equal(given, want, 32))
-        return IDENT_BAD_MAC;
+    const char *payload, *dot2;
+    ident_result vr = token_check(kr, token, len, "s1.", IDENT_SESSION_MAX, SESSION_DOMAIN, kidbuf,
+                                  &payload, &dot2);
+    if (vr != IDENT_OK)
+        return vr;
 
     static const size_t json_cap = IDENT_SESSION_MAX;
     char *json = malloc(json_cap);
