@@ -241,8 +241,11 @@ apikeys_result apikeys_check(const apikeys_t *k, const char *header, unsigned ne
     size_t key_len = 0;
     if (apikeys_parse_bearer(header, strlen(header), kid, &key, &key_len) < 0)
         return APIKEYS_MALFORMED;
-    if (!k)
+    if (!k) {
+        if (kid_out)
+            snprintf(kid_out, APIKEYS_KID_MAX, "%s", kid);
         return APIKEYS_UNKNOWN;
+    }
     uint8_t h[CRYPTO_SHA256_LEN];
     crypto_sha256(key, key_len, h);
     /* Compare with every entry (the kid is not secret, but the hash
@@ -255,10 +258,10 @@ apikeys_result apikeys_check(const apikeys_t *k, const char *header, unsigned ne
             found = i;
     }
     crypto_wipe(h, sizeof h);
+    if (kid_out) /* the kid is an identifier, not a secret: for logs */
+        snprintf(kid_out, APIKEYS_KID_MAX, "%s", kid);
     if (found == k->n)
         return APIKEYS_UNKNOWN;
-    if (kid_out)
-        snprintf(kid_out, APIKEYS_KID_MAX, "%s", kid);
     return (k->scopes[found] & need) == need ? APIKEYS_OK : APIKEYS_FORBIDDEN;
 }
 

@@ -61,8 +61,9 @@ int apikeys_parse_bearer(const char *header, size_t len, char kid[APIKEYS_KID_MA
                          const char **key, size_t *key_len);
 
 /* Check a request's Authorization header (NULL when absent) for the scopes
- * in `need` (all required). kid_out (may be NULL) gets the key id on
- * APIKEYS_OK or APIKEYS_FORBIDDEN, for logs. k NULL refuses everything. */
+ * in `need` (all required). kid_out (may be NULL) gets the presented key id
+ * once the header parsed (OK, FORBIDDEN, UNKNOWN; "" otherwise), for logs.
+ * k NULL refuses everything. */
 apikeys_result apikeys_check(const apikeys_t *k, const char *header, unsigned need,
                              char kid_out[APIKEYS_KID_MAX]);
 

@@ -66,6 +66,9 @@ static void test_check(void **state)
                      APIKEYS_UNKNOWN);
     assert_int_equal(apikeys_check(k, "Bearer oq_gone_0123456789abcdefABCDEF", rw, kid),
                      APIKEYS_UNKNOWN);
+    assert_string_equal(kid, "gone"); /* named in the refusal's log line */
+    assert_int_equal(apikeys_check(k, "Basic b3E6", rw, kid), APIKEYS_MALFORMED);
+    assert_string_equal(kid, "");
     /* No keys configured: nothing passes. */
     assert_int_equal(apikeys_check(NULL, "Bearer " KEY_OLD, rw, kid), APIKEYS_UNKNOWN);
     apikeys_free(k);
