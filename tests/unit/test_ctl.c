@@ -183,7 +183,9 @@ static void test_status_projection_never_prints_sealed(void **state)
         "\"ignored_codes\":1,\"last_ignored_sha256\":null,\"account_id\":null,"
         "\"livemode\":null,\"scope\":null,\"token_type\":null,\"expires_in\":-1,"
         "\"access_token_sealed\":\"v1.d1.ACCESSSEALED\",\"refresh_token_sealed\":\"\","
-        "\"return_to\":null,\"callback_error\":null}";
+        "\"return_to\":null,\"callback_error\":null,"
+        "\"end_user\":{\"id\":\"u_1\",\"email\":null,\"display_name\":null},"
+        "\"organization\":null,\"tags\":{\"plan\":\"pro\"}}";
     cJSON *o = cJSON_Parse(rec);
     cJSON *p = ctl_status_project(o);
     char *s = cJSON_PrintUnformatted(p);
@@ -200,6 +202,9 @@ static void test_status_projection_never_prints_sealed(void **state)
     assert_non_null(strstr(s, "\"claimed\":true"));
     assert_non_null(strstr(s, "\"last_error\":\"http 503\""));
     assert_non_null(strstr(s, "\"version\":7"));
+    assert_non_null(strstr(s, "\"end_user\":{\"id\":\"u_1\""));
+    assert_non_null(strstr(s, "\"organization\":null"));
+    assert_non_null(strstr(s, "\"tags\":{\"plan\":\"pro\"}"));
     free(s);
     cJSON_Delete(p);
     cJSON_Delete(o);
