@@ -4,8 +4,11 @@
  *
  *   bench-load flows --intake URL --count N --out FILE [--authorize]
  *                    [--hang-every K] [--parallel P] [--timeout-s S]
- *       Start N flows through the real API (POST /v1/connections) and write
- *       one line per flow: "<connection id> <h|-> <callback path?query>".
+ *       Start N flows through the real API as a platform and its users
+ *       would (POST /v1/connections with OAUTHQ_BENCH_API_KEY, then GET the
+ *       session's start_url as the browser) and write one line per flow:
+ *       "<connection id> <h|-> <callback path?query> <cookies>" (the
+ *       browser's cookies, ';'-separated, for the callback).
  *       --authorize: follow each authorize URL to the provider (the
  *       simulator) and keep the callback it redirects to (a real code);
  *       every K-th flow asks the simulator for sim_fault=hang ('h').
@@ -39,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -52,6 +56,7 @@
 typedef struct {
     char *id;
     char *path;
+    char *cookie; /* "a=b;c=d": what the flow's browser sends to the callback */
     int hang;
     double t_due, t_answer; /* ms, monotonic; 0: not yet */
     long http;
@@ -117,6 +122,7 @@ static void flows_free(flows *fl)
     for (size_t i = 0; i < fl->n; i++) {
         free(fl->f[i].id);
         free(fl->f[i].path);
+        free(fl->f[i].cookie);
     }
     free(fl->f);
     free(fl->slot);
@@ -130,10 +136,11 @@ static int flows_load(flows *fl, const char *path)
         fprintf(stderr, "bench-load: cannot open %s\n", path);
         return -1;
     }
-    char line[4096];
+    static char line[12288], p[4000], ck[8000];
     while (fgets(line, sizeof line, fp)) {
-        char id[128], flag[4], p[4000];
-        if (sscanf(line, "%127s %3s %3999s", id, flag, p) != 3)
+        char id[128], flag[4];
+        ck[0] = '\0';
+        if (sscanf(line, "%127s %3s %3999s %7999s", id, flag, p, ck) < 3)
             continue;
         if (fl->n == fl->cap) {
             size_t cap = fl->cap ? fl->cap * 2 : 1024;
@@ -149,8 +156,9 @@ static int flows_load(flows *fl, const char *path)
         memset(f, 0, sizeof *f);
         f->id = strdup(id);
         f->path = strdup(p);
+        f->cookie = strdup(ck);
         f->hang = flag[0] == 'h';
-        if (!f->id || !f->path) {
+        if (!f->id || !f->path || !f->cookie) {
             fclose(fp);
             return -1;
         }
@@ -168,11 +176,30 @@ static int flows_load(flows *fl, const char *path)
 typedef struct {
     CURL *h;
     long idx; /* flow or request index */
-    int step; /* flows: 0 create, 1 authorize */
+    int step; /* flows: 0 create, 2 start (the browser), 1 authorize */
     char body[BODY_MAX];
     size_t blen;
     struct curl_slist *hdrs;
+    char cookie[6000]; /* Set-Cookie name=value pairs seen, ';'-separated */
 } req;
+
+/* Keep every Set-Cookie's name=value (the browser's jar for one flow). */
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    req *r = ud;
+    size_t n = sz * nm;
+    if (n > 11 && strncasecmp(p, "Set-Cookie:", 11) == 0) {
+        const char *v = p + 11;
+        while (*v == ' ')
+            v++;
+        size_t vl = strcspn(v, ";\r\n");
+        size_t have = strlen(r->cookie);
+        if (have + vl + 2 < sizeof r->cookie)
+            snprintf(r->cookie + have, sizeof r->cookie - have, "%s%.*s", have ? ";" : "", (int)vl,
+                     v);
+    }
+    return n;
+}
 
 static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
 {
@@ -198,6 +225,8 @@ static req *req_new(const char *url, long idx, int step, long timeout_ms)
     curl_easy_setopt(r->h, CURLOPT_URL, url);
     curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(r->h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(r->h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(r->h, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(r->h, CURLOPT_PRIVATE, r);
     curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(r->h, CURLOPT_NOSIGNAL, 1L);
@@ -252,54 +281,74 @@ static int start_create(CURLM *m, const opts *o, long i)
     if (!r)
         return -1;
     r->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    /* The platform's API key (SPEC §4a), from the environment (never argv). */
+    const char *key = getenv("OAUTHQ_BENCH_API_KEY");
+    if (key && *key) {
+        char auth[256];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %.200s", key);
+        r->hdrs = curl_slist_append(r->hdrs, auth);
+    }
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
-    curl_easy_setopt(r->h, CURLOPT_POSTFIELDS, "{\"provider\":\"sim\"}");
+    char body[128];
+    snprintf(body, sizeof body, "{\"provider\":\"sim\",\"end_user\":{\"id\":\"bench_%ld\"}}", i);
+    curl_easy_setopt(r->h, CURLOPT_COPYPOSTFIELDS, body);
     return curl_multi_add_handle(m, r->h) == CURLM_OK ? 0 : -1;
 }
 
-/* One created flow: its callback now (made-up code) or after the provider. */
-static int flow_created(CURLM *m, const opts *o, req *r, FILE *out, uint64_t *rng, long *done)
+/* One created session: its browser opens start_url (step 2). */
+static int flow_created(CURLM *m, req *r)
 {
     cJSON *j = cJSON_Parse(r->body);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
-    const cJSON *au = cJSON_GetObjectItemCaseSensitive(j, "authorize_url");
-    if (!cJSON_IsString(id) || !cJSON_IsString(au)) {
-        fprintf(stderr, "bench-load: POST /v1/connections answered without id/authorize_url\n");
+    const cJSON *su = cJSON_GetObjectItemCaseSensitive(j, "start_url");
+    if (!cJSON_IsString(id) || !cJSON_IsString(su)) {
+        fprintf(stderr, "bench-load: POST /v1/connections answered without id/start_url\n");
         cJSON_Delete(j);
         return -1;
     }
-    int hang = o->hang_every > 0 && r->idx % o->hang_every == o->hang_every / 2;
+    req *s = req_new(su->valuestring, r->idx, 2, 15000);
     int rc = 0;
-    if (o->authorize) {
-        char url[4200];
-        snprintf(url, sizeof url, "%s%s", au->valuestring, hang ? "&sim_fault=hang" : "");
-        req *a = req_new(url, r->idx, 1, 15000);
-        if (!a) {
-            rc = -1;
-        } else {
-            /* The id rides in the body buffer ("<id>\0"); the answer (a
-             * 302, its body of no interest) lands after it. */
-            snprintf(a->body, sizeof a->body, "%s", id->valuestring);
-            a->blen = strlen(a->body) + 1;
-            if (curl_multi_add_handle(m, a->h) != CURLM_OK)
-                rc = -1;
-        }
+    if (!s) {
+        rc = -1;
     } else {
-        const char *st = strstr(au->valuestring, "state=");
-        if (!st) {
+        /* The id rides in the body buffer ("<id>\0"), as for authorize. */
+        snprintf(s->body, sizeof s->body, "%s", id->valuestring);
+        s->blen = strlen(s->body) + 1;
+        if (curl_multi_add_handle(m, s->h) != CURLM_OK)
             rc = -1;
-        } else {
-            st += 6;
-            size_t sl = strcspn(st, "&");
-            char code[40];
-            bench_rand_b64url(rng, code, 32);
-            fprintf(out, "%s - /oauth/callback?code=ac_%s&state=%.*s\n", id->valuestring, code,
-                    (int)sl, st);
-            (*done)++;
-        }
     }
     cJSON_Delete(j);
     return rc;
+}
+
+/* A started flow (302 to the provider, cookies set): its callback now
+ * (made-up code) or after the provider. */
+static int flow_started(CURLM *m, const opts *o, req *r, const char *au, FILE *out, uint64_t *rng,
+                        long *done)
+{
+    int hang = o->hang_every > 0 && r->idx % o->hang_every == o->hang_every / 2;
+    if (o->authorize) {
+        char url[4200];
+        snprintf(url, sizeof url, "%s%s", au, hang ? "&sim_fault=hang" : "");
+        req *a = req_new(url, r->idx, 1, 15000);
+        if (!a)
+            return -1;
+        memcpy(a->body, r->body, strlen(r->body) + 1);
+        a->blen = strlen(a->body) + 1;
+        snprintf(a->cookie, sizeof a->cookie, "%s", r->cookie);
+        return curl_multi_add_handle(m, a->h) == CURLM_OK ? 0 : -1;
+    }
+    const char *st = strstr(au, "state=");
+    if (!st)
+        return -1;
+    st += 6;
+    size_t sl = strcspn(st, "&");
+    char code[40];
+    bench_rand_b64url(rng, code, 32);
+    fprintf(out, "%s - /oauth/callback?code=ac_%s&state=%.*s %s\n", r->body, code, (int)sl, st,
+            r->cookie);
+    (*done)++;
+    return 0;
 }
 
 static int run_flows(const opts *o)
@@ -343,8 +392,16 @@ static int run_flows(const opts *o)
                 failed++;
                 active--;
             } else if (r->step == 0) {
-                if (code != 201 || flow_created(m, o, r, out, &rng, &done) < 0) {
+                if (code != 201 || flow_created(m, r) < 0) {
                     fprintf(stderr, "bench-load: POST /v1/connections answered %ld\n", code);
+                    failed++;
+                    active--;
+                }
+            } else if (r->step == 2) {
+                char *loc = NULL;
+                curl_easy_getinfo(r->h, CURLINFO_REDIRECT_URL, &loc);
+                if (code != 302 || !loc || flow_started(m, o, r, loc, out, &rng, &done) < 0) {
+                    fprintf(stderr, "bench-load: start_url answered %ld\n", code);
                     failed++;
                 }
                 if (!o->authorize || failed)
@@ -357,7 +414,8 @@ static int run_flows(const opts *o)
                     failed++;
                 } else {
                     int hang = o->hang_every > 0 && r->idx % o->hang_every == o->hang_every / 2;
-                    fprintf(out, "%s %s %s\n", r->body, hang ? "h" : "-", url_path(loc));
+                    fprintf(out, "%s %s %s %s\n", r->body, hang ? "h" : "-", url_path(loc),
+                            r->cookie);
                     done++;
                 }
                 active--;
@@ -507,6 +565,12 @@ static int run_fire(const opts *o)
             char url[4200];
             snprintf(url, sizeof url, "%s%s", o->intake, fl.f[next].path);
             req *r = req_new(url, (long)next, 0, 15000);
+            if (r && fl.f[next].cookie[0]) {
+                /* The flow's browser cookies (binding and session metadata). */
+                static char ch[8100];
+                snprintf(ch, sizeof ch, "%s", fl.f[next].cookie);
+                curl_easy_setopt(r->h, CURLOPT_COOKIE, ch); /* copied by curl */
+            }
             if (!r || curl_multi_add_handle(m, r->h) != CURLM_OK) {
                 failed++;
                 break;

@@ -1,6 +1,7 @@
 -- wrk script (scripts/bench): every request is a callback with its own
 -- state. Usage: wrk ... -s wrk-callbacks.lua URL -- FLOWS_FILE THREADS
--- FLOWS_FILE comes from `bench-load flows` ("<id> <flag> <path>" lines);
+-- FLOWS_FILE comes from `bench-load flows` ("<id> <flag> <path> <cookies>"
+-- lines; the cookies are what the flow's browser sends to the callback);
 -- thread t of THREADS takes the lines i with i % THREADS == t, so no
 -- state is sent twice unless a thread runs out of lines ("wrapped").
 local threads = {}
@@ -14,11 +15,13 @@ end
 
 function init(args)
     local file, nthreads = args[1], tonumber(args[2])
-    paths, idx, wrapped = {}, 0, 0
+    paths, cookies, idx, wrapped = {}, {}, 0, 0
     local i = 0
     for line in io.lines(file) do
         if i % nthreads == tid then
-            paths[#paths + 1] = line:match("^%S+ %S+ (%S+)")
+            local p, c = line:match("^%S+ %S+ (%S+) ?(%S*)")
+            paths[#paths + 1] = p
+            cookies[#cookies + 1] = (c or ""):gsub(";", "; ")
         end
         i = i + 1
     end
@@ -28,6 +31,10 @@ function request()
     idx = idx + 1
     if idx > #paths then
         idx, wrapped = 1, wrapped + 1
+    end
+    local c = cookies[idx]
+    if c and c ~= "" then
+        return wrk.format("GET", paths[idx], { Cookie = c })
     end
     return wrk.format("GET", paths[idx])
 end

@@ -29,6 +29,7 @@ typedef struct {
     char providers_file[CONFIG_PATH_MAX];  /* OAUTHQ_PROVIDERS_FILE */
     char state_key_file[CONFIG_PATH_MAX];  /* OAUTHQ_STATE_KEY_FILE */
     char data_keys_file[CONFIG_PATH_MAX];  /* OAUTHQ_DATA_KEYS_FILE */
+    char api_keys_file[CONFIG_PATH_MAX];   /* OAUTHQ_API_KEYS_FILE */
     char instance_id[64];                  /* OAUTHQ_INSTANCE_ID */
     char log_level[16];                    /* OAUTHQ_LOG_LEVEL */
     char log_format[16];                   /* OAUTHQ_LOG_FORMAT */
@@ -50,6 +51,7 @@ typedef struct {
     int exchange_timeout_ms;               /* OAUTHQ_EXCHANGE_TIMEOUT_MS */
     int exchange_connect_timeout_ms;       /* OAUTHQ_EXCHANGE_CONNECT_TIMEOUT_MS */
     int demo;                              /* OAUTHQ_DEMO */
+    int open_start;                        /* OAUTHQ_OPEN_START */
     int status_max_wait_s;                 /* OAUTHQ_STATUS_MAX_WAIT_S */
     char worker_listen[128];               /* OAUTHQ_WORKER_LISTEN */
 } config_t;

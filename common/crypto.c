@@ -49,14 +49,14 @@ static const char b64url_alpha[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /* Encoded length of n bytes in unpadded base64url. */
-static size_t b64url_len(size_t n)
+size_t crypto_b64url_len(size_t n)
 {
     return (n / 3) * 4 + (n % 3 ? n % 3 + 1 : 0);
 }
 
 long crypto_b64url_encode(const void *in, size_t n, char *out, size_t cap)
 {
-    size_t need = b64url_len(n);
+    size_t need = crypto_b64url_len(n);
     if (need + 1 > cap)
         return -1;
     const uint8_t *p = in;

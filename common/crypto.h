@@ -37,6 +37,9 @@ int crypto_ct_equal(const void *a, const void *b, size_t n);
 
 /* Encode n bytes as unpadded base64url into out[cap] (NUL-terminated);
  * returns the length, or -1 when cap is too small. */
+/* Encoded length of n bytes in unpadded base64url. */
+size_t crypto_b64url_len(size_t n);
+
 long crypto_b64url_encode(const void *in, size_t n, char *out, size_t cap);
 
 /* Decode strict unpadded base64url (no '=', no whitespace, canonical final

@@ -60,13 +60,56 @@ ident_result ident_conn_verify(const keyring_t *kr, const char *id, int64_t *cre
     return IDENT_OK;
 }
 
-static void state_mac(const uint8_t *key, const char *signed_part, size_t len, uint8_t out[32])
+#define STATE_DOMAIN   "oauthq-state-v1|"
+#define SESSION_DOMAIN "oauthq-session-v1|"
+
+static void token_mac(const uint8_t *key, const char *domain, const char *signed_part, size_t len,
+                      uint8_t out[32])
 {
-    /* Domain separation: a state MAC can never be a connection-id tag. */
-    char msg[IDENT_STATE_MAX + 32];
-    int h = snprintf(msg, sizeof msg, "oauthq-state-v1|");
+    /* Domain separation: a state MAC can never be a connection-id tag or
+     * a session's MAC, and the reverse. */
+    char msg[IDENT_SESSION_MAX + 32];
+    int h = snprintf(msg, sizeof msg, "%s", domain);
+    if (len > sizeof msg - (size_t)h)
+        len = sizeof msg - (size_t)h; /* callers bound len below this */
     memcpy(msg + h, signed_part, len);
     crypto_hmac_sha256(key, KEYRING_KEY_LEN, msg, (size_t)h + len, out);
+}
+
+static void state_mac(const uint8_t *key, const char *signed_part, size_t len, uint8_t out[32])
+{
+    token_mac(key, STATE_DOMAIN, signed_part, len, out);
+}
+
+/* The shape "<prefix><kid>.<payload>.<43 chars of MAC>" of states and
+ * sessions: split it and check the MAC (constant time) before anything is
+ * parsed. IDENT_OK sets kid, *payload and *dot2 (the dot before the MAC). */
+static ident_result token_check(const keyring_t *kr, const char *token, size_t len,
+                                const char *prefix, size_t max, const char *domain,
+                                char kid[KEYRING_KID_MAX], const char **payload, const char **dot2)
+{
+    size_t pl = strlen(prefix);
+    if (len < pl + 6 || len >= max || memcmp(token, prefix, pl) != 0)
+        return IDENT_MALFORMED;
+    const char *k = token + pl;
+    const char *dot1 = memchr(k, '.', len - pl);
+    if (!dot1 || dot1 == k || (size_t)(dot1 - k) >= KEYRING_KID_MAX)
+        return IDENT_MALFORMED;
+    *payload = dot1 + 1;
+    const char *end = token + len;
+    *dot2 = memchr(*payload, '.', (size_t)(end - *payload));
+    if (!*dot2 || (size_t)(end - *dot2 - 1) != 43)
+        return IDENT_MALFORMED;
+    memcpy(kid, k, (size_t)(dot1 - k));
+    kid[dot1 - k] = '\0';
+    const uint8_t *key = keyring_find(kr, kid);
+    if (!key)
+        return IDENT_UNKNOWN_KID;
+    uint8_t given[33], want[32];
+    if (crypto_b64url_decode(*dot2 + 1, 43, given, sizeof given) != 32)
+        return IDENT_MALFORMED;
+    token_mac(key, domain, token, (size_t)(*dot2 - token), want);
+    return crypto_ct_equal(given, want, 32) ? IDENT_OK : IDENT_BAD_MAC;
 }
 
 int ident_state_issue(const keyring_t *kr, const ident_state *st, char *out, size_t cap, err_t *e)
@@ -82,6 +125,11 @@ int ident_state_issue(const keyring_t *kr, const ident_state *st, char *out, siz
     }
     if (st->return_to[0])
         cJSON_AddStringToObject(o, "r", st->return_to);
+    if (st->has_meta) {
+        char m[48];
+        crypto_b64url_encode(st->meta_hash, sizeof st->meta_hash, m, sizeof m);
+        cJSON_AddStringToObject(o, "m", m);
+    }
     char *json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!json)
@@ -106,29 +154,12 @@ ident_result ident_state_verify(const keyring_t *kr, const char *token, size_t l
                                 ident_state *st)
 {
     memset(st, 0, sizeof *st);
-    if (len < 8 || len >= IDENT_STATE_MAX || token[0] != '1' || token[1] != '.')
-        return IDENT_MALFORMED;
-    const char *kid = token + 2;
-    const char *dot1 = memchr(kid, '.', len - 2);
-    if (!dot1 || dot1 == kid || (size_t)(dot1 - kid) >= KEYRING_KID_MAX)
-        return IDENT_MALFORMED;
-    const char *payload = dot1 + 1;
-    const char *end = token + len;
-    const char *dot2 = memchr(payload, '.', (size_t)(end - payload));
-    if (!dot2 || (size_t)(end - dot2 - 1) != 43)
-        return IDENT_MALFORMED;
     char kidbuf[KEYRING_KID_MAX];
-    memcpy(kidbuf, kid, (size_t)(dot1 - kid));
-    kidbuf[dot1 - kid] = '\0';
-    const uint8_t *key = keyring_find(kr, kidbuf);
-    if (!key)
-        return IDENT_UNKNOWN_KID;
-    uint8_t given[33], want[32];
-    if (crypto_b64url_decode(dot2 + 1, 43, given, sizeof given) != 32)
-        return IDENT_MALFORMED;
-    state_mac(key, token, (size_t)(dot2 - token), want);
-    if (!crypto_ct_equal(given, want, 32))
-        return IDENT_BAD_MAC;
+    const char *payload, *dot2;
+    ident_result vr =
+        token_check(kr, token, len, "1.", IDENT_STATE_MAX, STATE_DOMAIN, kidbuf, &payload, &dot2);
+    if (vr != IDENT_OK)
+        return vr;
 
     /* Authentic from here on: we made this payload. Still parse defensively. */
     char json[IDENT_STATE_MAX];
@@ -143,6 +174,7 @@ ident_result ident_state_verify(const keyring_t *kr, const char *token, size_t l
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "x");
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "b");
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "r");
+    const cJSON *mh = cJSON_GetObjectItemCaseSensitive(o, "m");
     ident_result res = IDENT_MALFORMED;
     if (!cJSON_IsString(c) || !cJSON_IsString(p) || !cJSON_IsNumber(x) ||
         strlen(c->valuestring) >= sizeof st->conn_id ||
@@ -162,10 +194,100 @@ ident_result ident_state_verify(const keyring_t *kr, const char *token, size_t l
             goto out;
         snprintf(st->return_to, sizeof st->return_to, "%s", r->valuestring);
     }
+    if (cJSON_IsString(mh)) {
+        if (crypto_b64url_decode(mh->valuestring, strlen(mh->valuestring), st->meta_hash,
+                                 sizeof st->meta_hash) != 32)
+            goto out;
+        st->has_meta = 1;
+    }
     snprintf(st->kid, sizeof st->kid, "%s", kidbuf);
     res = now > st->expires_at ? IDENT_EXPIRED : IDENT_OK;
 out:
     cJSON_Delete(o);
+    return res;
+}
+
+int ident_session_issue(const keyring_t *kr, const ident_session *s, char *out, size_t cap,
+                        err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "c", s->conn_id);
+    cJSON_AddStringToObject(o, "p", s->provider);
+    cJSON_AddNumberToObject(o, "x", (double)s->expires_at);
+    if (s->return_to[0])
+        cJSON_AddStringToObject(o, "r", s->return_to);
+    if (s->meta.json[0])
+        cJSON_AddItemToObject(o, "m", cJSON_Parse(s->meta.json));
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!json)
+        return err_set(e, ERRC_FATAL, "session: out of memory");
+    char buf[IDENT_SESSION_MAX];
+    const char *kid = keyring_active_kid(kr);
+    int h = snprintf(buf, sizeof buf, "s1.%s.", kid);
+    size_t jl = strlen(json);
+    long pl = crypto_b64url_len(jl) + (size_t)h + 45 <= sizeof buf
+                  ? crypto_b64url_encode(json, jl, buf + h, sizeof buf - (size_t)h)
+                  : -1;
+    free(json);
+    if (pl < 0 || (size_t)h + (size_t)pl + 45 > sizeof buf || (size_t)h + (size_t)pl + 45 > cap)
+        return err_set(e, ERRC_PERMANENT, "session: token longer than %d bytes", IDENT_SESSION_MAX);
+    size_t signed_len = (size_t)h + (size_t)pl;
+    uint8_t mac[32];
+    token_mac(keyring_active_key(kr), SESSION_DOMAIN, buf, signed_len, mac);
+    buf[signed_len] = '.';
+    crypto_b64url_encode(mac, sizeof mac, buf + signed_len + 1, sizeof buf - signed_len - 1);
+    snprintf(out, cap, "%s", buf);
+    return 0;
+}
+
+ident_result ident_session_verify(const keyring_t *kr, const char *token, size_t len, int64_t now,
+                                  ident_session *s)
+{
+    memset(s, 0, sizeof *s);
+    char kidbuf[KEYRING_KID_MAX];
+    const char *payload, *dot2;
+    ident_result vr = token_check(kr, token, len, "s1.", IDENT_SESSION_MAX, SESSION_DOMAIN, kidbuf,
+                                  &payload, &dot2);
+    if (vr != IDENT_OK)
+        return vr;
+
+    static const size_t json_cap = IDENT_SESSION_MAX;
+    char *json = malloc(json_cap);
+    if (!json)
+        return IDENT_MALFORMED;
+    long jl =
+        crypto_b64url_decode(payload, (size_t)(dot2 - payload), (uint8_t *)json, json_cap - 1);
+    ident_result res = IDENT_MALFORMED;
+    cJSON *o = NULL;
+    if (jl < 0)
+        goto out;
+    json[jl] = '\0';
+    o = cJSON_ParseWithLength(json, (size_t)jl);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "c");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "p");
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, "x");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "r");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "m");
+    if (!cJSON_IsString(c) || !cJSON_IsString(p) || !cJSON_IsNumber(x) ||
+        strlen(c->valuestring) >= sizeof s->conn_id ||
+        strlen(p->valuestring) >= sizeof s->provider ||
+        (r && (!cJSON_IsString(r) || strlen(r->valuestring) >= sizeof s->return_to)))
+        goto out;
+    snprintf(s->conn_id, sizeof s->conn_id, "%s", c->valuestring);
+    snprintf(s->provider, sizeof s->provider, "%s", p->valuestring);
+    s->expires_at = (int64_t)x->valuedouble;
+    if (r)
+        snprintf(s->return_to, sizeof s->return_to, "%s", r->valuestring);
+    if (m) {
+        err_t e = {0};
+        if (!cJSON_IsObject(m) || connmeta_from(m, 1, &s->meta, &e) < 0)
+            goto out;
+    }
+    res = now > s->expires_at ? IDENT_EXPIRED : IDENT_OK;
+out:
+    cJSON_Delete(o);
+    free(json);
     return res;
 }
 

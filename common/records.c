@@ -69,6 +69,7 @@ char *records_callback_encode(const records_callback *r, err_t *e)
     cJSON_AddStringToObject(o, "received_at", ts);
     cJSON_AddStringToObject(o, "intake_id", r->intake_id);
     cJSON_AddStringToObject(o, "request_id", r->request_id);
+    connmeta_add(o, &r->meta);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
@@ -115,9 +116,9 @@ static int field(const cJSON *o, const char *k, char *out, size_t cap, int requi
 int records_callback_decode(const char *json, size_t len, records_callback *out, err_t *e)
 {
     static const char *const known[] = {
-        "schema",        "connection_id", "provider",          "kind",       "code",
-        "code_verifier", "error",         "error_description", "iss",        "scope",
-        "return_to",     "received_at",   "intake_id",         "request_id", NULL};
+        "schema",    "connection_id",     "provider", "kind",         "code",      "code_verifier",
+        "error",     "error_description", "iss",      "scope",        "return_to", "received_at",
+        "intake_id", "request_id",        "end_user", "organization", "tags",      NULL};
     memset(out, 0, sizeof *out);
     if (len > 16384)
         return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
@@ -144,7 +145,8 @@ int records_callback_decode(const char *json, size_t len, records_callback *out,
         field(o, "return_to", out->return_to, sizeof out->return_to, 0, e) < 0 ||
         field(o, "received_at", ts, sizeof ts, 1, e) < 0 ||
         field(o, "intake_id", out->intake_id, sizeof out->intake_id, 1, e) < 0 ||
-        field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0)
+        field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0 ||
+        connmeta_from(o, 0, &out->meta, e) < 0)
         goto out;
     if (records_time_parse(ts, &out->received_at_ms) < 0) {
         err_set(e, ERRC_PERMANENT, "field received_at is not RFC 3339 UTC with milliseconds");

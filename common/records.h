@@ -6,9 +6,11 @@
  * at /oauth/callback. Written by the intake, read by the worker. It carries
  * the authorization code (and the PKCE verifier) because the worker must
  * exchange it; the topic is internal and codes are single-use and
- * short-lived. Encoding never logs; decoding validates every field against
- * the same limits the intake enforces and classifies failures as
- * ERRC_PERMANENT with a reason fit for a DLQ record.
+ * short-lived. A flow started from a connect session also carries the
+ * platform's "end_user", "organization" and "tags" (common/connmeta; absent
+ * in older records and open-start flows). Encoding never logs; decoding validates every field
+ * against the same limits the intake enforces and classifies failures as ERRC_PERMANENT with a
+ * reason fit for a DLQ record.
  */
 #ifndef OAUTHQ_COMMON_RECORDS_H
 #define OAUTHQ_COMMON_RECORDS_H
@@ -16,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/connmeta.h"
 #include "common/err.h"
 
 #define RECORDS_CALLBACK_SCHEMA "oauthq.callback.v1"
@@ -42,6 +45,7 @@ typedef struct {
     int64_t received_at_ms; /* encoded as RFC 3339 UTC with milliseconds */
     char intake_id[RECORDS_ID_MAX];
     char request_id[RECORDS_ID_MAX];
+    connmeta meta; /* end_user/organization/tags of a session's flow; optional */
 } records_callback;
 
 /* replay.v1 (topic callbacks, key = connection id): an operator asks the

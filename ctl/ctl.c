@@ -5,6 +5,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "ctl/ctl_apikey.h"
 #include "ctl/ctl_args.h"
 #include "ctl/ctl_disconnect.h"
 #include "ctl/ctl_token.h"
@@ -37,6 +38,8 @@ static const command commands[] = {
      "token ID                 decrypt and print a connection's tokens (operators)"},
     {"disconnect", ctl_disconnect_run, ctl_disconnect_help,
      "disconnect ID...         revoke at the provider (same as DELETE /v1/connections/{id})"},
+    {"apikey", ctl_apikey_run, ctl_apikey_help,
+     "apikey create --scopes S  a new platform API key (printed once) and its keys-file entry"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

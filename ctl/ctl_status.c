@@ -74,6 +74,15 @@ cJSON *ctl_status_project(const cJSON *rec)
     sealed_flag(o, rec, "verifier_sealed");
     sealed_flag(o, rec, "access_token_sealed");
     sealed_flag(o, rec, "refresh_token_sealed");
+    /* The platform's metadata (SPEC §4a): whose connection it is. */
+    const char *meta[] = {"end_user", "organization", "tags"};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, meta[i]);
+        if (cJSON_IsObject(v))
+            cJSON_AddItemToObject(o, meta[i], cJSON_Duplicate(v, 1));
+        else
+            cJSON_AddNullToObject(o, meta[i]);
+    }
     return o;
 }
 

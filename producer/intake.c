@@ -11,6 +11,8 @@
 #include <cjson/cJSON.h>
 
 #include "common/clock.h"
+#include "common/apikeys.h"
+#include "common/connmeta.h"
 #include "common/crypto.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -26,14 +28,16 @@
 #include "producer/query.h"
 #include "producer/readmodel.h"
 
-#define BIND_COOKIE     "oauthq_bind"
-#define BIND_COOKIE_LEN 43 /* base64url of 32 random bytes */
-#define ALLOW_MAX       16
+#define BIND_COOKIE        "oauthq_bind"
+#define BIND_COOKIE_LEN    43          /* base64url of 32 random bytes */
+#define META_COOKIE_PREFIX "oauthq_m_" /* + connection id: a session flow's metadata */
+#define ALLOW_MAX          16
 
 struct intake {
     config_t cfg;
     providers_t *providers;
     keyring_t *keys;
+    apikeys_t *api_keys; /* NULL: none configured, every server-side call refused */
     publisher_t *pub;
     /* Set by intake_open once httpd_start returns, while httpd threads may
      * already serve /metrics: atomic, NULL until then. */
@@ -145,6 +149,38 @@ static void respond_json(intake_t *in, httpd_req *r, const char *route, int stat
     free(s);
 }
 
+/* G7: a server-side call needs a key with every scope in `need`. 0 when
+ * it has one; otherwise answers 401 (no, malformed or unknown key, with
+ * WWW-Authenticate: Bearer, RFC 6750 §3) or 403 (scope) and returns -1,
+ * before anything is parsed or produced. */
+static int authorize(intake_t *in, httpd_req *r, const char *route, unsigned need)
+{
+    char kid[APIKEYS_KID_MAX];
+    apikeys_result ar = apikeys_check(in->api_keys, httpd_header(r, "Authorization"), need, kid);
+    if (ar == APIKEYS_OK)
+        return 0;
+    log_kv(LOGL_INFO, "api_key_refused", "route", route, "reason",
+           ar == APIKEYS_MISSING     ? "missing"
+           : ar == APIKEYS_MALFORMED ? "malformed"
+           : ar == APIKEYS_UNKNOWN   ? "unknown"
+                                     : "scope",
+           "kid", kid, "request_id", httpd_request_id(r));
+    if (ar == APIKEYS_FORBIDDEN) {
+        fail(in, r, route, 403, "insufficient_scope",
+             need & APIKEYS_CONNECTIONS_WRITE ? "This API key lacks the connections:write scope."
+                                              : "This API key lacks the connections:read scope.");
+        return -1;
+    }
+    httpd_add_header(r, "WWW-Authenticate",
+                     ar == APIKEYS_MISSING ? "Bearer realm=\"oauthq\""
+                                           : "Bearer realm=\"oauthq\", error=\"invalid_token\"");
+    fail(in, r, route, 401, "unauthorized",
+         ar == APIKEYS_MISSING
+             ? "This call needs an API key: Authorization: Bearer oq_<kid>_<secret>."
+             : "The API key is malformed, unknown or revoked.");
+    return -1;
+}
+
 /* ---- start a flow --------------------------------------------------------- */
 
 /* return_to must start with an allowlisted prefix at a boundary, so
@@ -169,27 +205,15 @@ typedef struct {
     int64_t expires_at;
 } started_flow;
 
-/* Mint a connection id and state; build the provider's authorize URL. */
-static int start_flow(intake_t *in, const provider_t *pv, const char *return_to,
-                      const uint8_t *binding, started_flow *f, err_t *e)
+/* Sign st (conn id, provider, expiry, binding, return_to, metadata hash
+ * filled in by the caller) and build the provider's authorize URL. */
+static int start_flow(intake_t *in, const provider_t *pv, const ident_state *st, started_flow *f,
+                      err_t *e)
 {
-    int64_t now = clock_wall_ms() / 1000;
-    ident_state st;
-    memset(&st, 0, sizeof st);
-    if (ident_conn_new(in->keys, now, st.conn_id, e) < 0)
+    if (ident_state_issue(in->keys, st, f->state, sizeof f->state, e) < 0)
         return -1;
-    snprintf(st.provider, sizeof st.provider, "%s", pv->name);
-    st.expires_at = now + in->cfg.state_ttl_s;
-    if (binding) {
-        st.has_binding = 1;
-        memcpy(st.binding, binding, 32);
-    }
-    if (return_to)
-        snprintf(st.return_to, sizeof st.return_to, "%s", return_to);
-    if (ident_state_issue(in->keys, &st, f->state, sizeof f->state, e) < 0)
-        return -1;
-    memcpy(f->conn_id, st.conn_id, sizeof f->conn_id);
-    f->expires_at = st.expires_at;
+    memcpy(f->conn_id, st->conn_id, sizeof f->conn_id);
+    f->expires_at = st->expires_at;
 
     char redirect[CONFIG_PATH_MAX + 32], enc_redirect[3 * sizeof redirect], enc_client[800],
         enc_scope[800];
@@ -226,6 +250,13 @@ static int cookie_ok(const char *v)
     return crypto_b64url_decode(v, BIND_COOKIE_LEN, raw, sizeof raw) == 32;
 }
 
+/* The cookie that carries a session flow's metadata from the start to the
+ * callback in the same browser (its hash is in the state). */
+static void meta_cookie_name(const char *conn_id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s", META_COOKIE_PREFIX, conn_id);
+}
+
 static void route_start(intake_t *in, httpd_req *r)
 {
     query_t q;
@@ -234,14 +265,60 @@ static void route_start(intake_t *in, httpd_req *r)
     const char *qs = httpd_query(r, &qlen);
     if (query_parse(qs, qlen, &q, &e) < 0)
         return fail(in, r, "start", 400, "invalid_request", "The request parameters are invalid.");
-    const char *name = query_get(&q, "provider", NULL);
-    const provider_t *pv = name ? providers_find(in->providers, name) : NULL;
-    if (!pv)
-        return fail(in, r, "start", 400, "unknown_provider", "Unknown or missing provider.");
-    const char *return_to = query_get(&q, "return_to", NULL);
-    if (return_to && !return_to_allowed(in, return_to))
-        return fail(in, r, "start", 400, "return_to_not_allowed",
-                    "The return address is not allowed.");
+    int64_t now = clock_wall_ms() / 1000;
+    ident_state st;
+    memset(&st, 0, sizeof st);
+    const char *token = query_get(&q, "session", NULL);
+    const provider_t *pv = NULL;
+    static __thread ident_session sess; /* ~3 KiB: off the MHD thread's stack */
+    if (token) {
+        /* A connect session (SPEC §4a): made by the platform's backend. */
+        if (query_get(&q, "provider", NULL) || query_get(&q, "return_to", NULL))
+            return fail(in, r, "start", 400, "invalid_request",
+                        "A session start takes no other parameters.");
+        ident_result vr = ident_session_verify(in->keys, token, strlen(token), now, &sess);
+        if (vr == IDENT_EXPIRED)
+            return fail(in, r, "start", 400, "session_expired",
+                        "This connection link expired. Go back to the application and start the "
+                        "connection again.");
+        if (vr != IDENT_OK) {
+            log_kv(LOGL_INFO, "session_rejected", "reason", ident_result_name(vr), "request_id",
+                   httpd_request_id(r));
+            return fail(in, r, "start", 400, "invalid_session",
+                        "This connection link is not valid. Go back to the application and start "
+                        "the connection again.");
+        }
+        pv = providers_find(in->providers, sess.provider);
+        if (!pv)
+            return fail(in, r, "start", 400, "unknown_provider",
+                        "This provider is not configured.");
+        snprintf(st.conn_id, sizeof st.conn_id, "%s", sess.conn_id);
+        snprintf(st.return_to, sizeof st.return_to, "%s", sess.return_to);
+        st.expires_at = sess.expires_at;
+        if (sess.meta.json[0]) {
+            st.has_meta = 1;
+            crypto_sha256(sess.meta.json, strlen(sess.meta.json), st.meta_hash);
+        }
+    } else {
+        if (!in->cfg.open_start)
+            return fail(in, r, "start", 403, "open_start_disabled",
+                        "Connections are started by the application you came from. Go back to it "
+                        "and start the connection again.");
+        const char *name = query_get(&q, "provider", NULL);
+        pv = name ? providers_find(in->providers, name) : NULL;
+        if (!pv)
+            return fail(in, r, "start", 400, "unknown_provider", "Unknown or missing provider.");
+        const char *return_to = query_get(&q, "return_to", NULL);
+        if (return_to && !return_to_allowed(in, return_to))
+            return fail(in, r, "start", 400, "return_to_not_allowed",
+                        "The return address is not allowed.");
+        if (ident_conn_new(in->keys, now, st.conn_id, &e) < 0)
+            return fail(in, r, "start", 500, "internal", "Internal error.");
+        if (return_to)
+            snprintf(st.return_to, sizeof st.return_to, "%s", return_to);
+        st.expires_at = now + in->cfg.state_ttl_s;
+    }
+    snprintf(st.provider, sizeof st.provider, "%s", pv->name);
 
     /* Browser binding (RFC 9700 §4.7): a random value in an HttpOnly
      * cookie, its hash inside the state. One cookie serves every flow this
@@ -256,70 +333,106 @@ static void route_start(intake_t *in, httpd_req *r)
             return fail(in, r, "start", 500, "internal", "Internal error.");
         crypto_b64url_encode(raw, sizeof raw, cookie, sizeof cookie);
     }
-    uint8_t binding[32];
-    ident_binding_hash(cookie, strlen(cookie), binding);
+    ident_binding_hash(cookie, strlen(cookie), st.binding);
+    st.has_binding = 1;
     started_flow f;
-    if (start_flow(in, pv, return_to, binding, &f, &e) < 0)
+    if (start_flow(in, pv, &st, &f, &e) < 0)
         return fail(in, r, "start", 400, "invalid_request", "The flow could not be started.");
+    int max_age = (int)(st.expires_at - now > 0 ? st.expires_at - now : 1);
     char setc[256];
     snprintf(setc, sizeof setc, "%s=%s; Path=/oauth; Max-Age=%d; HttpOnly; SameSite=Lax%s",
              BIND_COOKIE, cookie, in->cfg.state_ttl_s, in->secure_cookie ? "; Secure" : "");
     httpd_add_header(r, "Set-Cookie", setc);
+    if (st.has_meta) {
+        /* The metadata rides to the callback in this browser, not through
+         * the provider; the state's hash of it makes it tamper-evident. */
+        static __thread char metac[CONNMETA_JSON_MAX * 4 / 3 + 256];
+        char name[sizeof META_COOKIE_PREFIX + IDENT_CONN_ID_MAX];
+        meta_cookie_name(st.conn_id, name, sizeof name);
+        int n = snprintf(metac, sizeof metac, "%s=", name);
+        long m = crypto_b64url_encode(sess.meta.json, strlen(sess.meta.json), metac + n,
+                                      sizeof metac - (size_t)n);
+        if (m < 0)
+            return fail(in, r, "start", 500, "internal", "Internal error.");
+        snprintf(metac + n + m, sizeof metac - (size_t)(n + m),
+                 "; Path=/oauth/callback; Max-Age=%d; HttpOnly; SameSite=Lax%s", max_age,
+                 in->secure_cookie ? "; Secure" : "");
+        httpd_add_header(r, "Set-Cookie", metac);
+    }
     httpd_add_header(r, "Location", f.authorize_url);
     count(in, "start", 302);
     log_kv(LOGL_INFO, "flow_started", "connection_id", f.conn_id, "provider", pv->name,
-           "request_id", httpd_request_id(r), "binding", "cookie");
+           "request_id", httpd_request_id(r), "binding", "cookie", "session", token ? "yes" : "no");
     httpd_respond(r, 302, "text/plain", "", 0);
 }
 
+/* POST /v1/connections (connections:write): a connect session for one of
+ * the platform's users; the browser opens start_url. Nothing is produced:
+ * the session is the signed token itself. */
 static void route_create(intake_t *in, httpd_req *r)
 {
+    if (authorize(in, r, "connections_create", APIKEYS_CONNECTIONS_WRITE) < 0)
+        return;
     size_t len;
     const char *body = httpd_body(r, &len);
     cJSON *o = cJSON_ParseWithLength(body, len);
-    const char *name = NULL, *return_to = NULL;
-    int bad = !cJSON_IsObject(o);
-    for (const cJSON *it = bad ? NULL : o->child; it; it = it->next) {
+    const char *name = NULL, *return_to = NULL, *bad = NULL;
+    if (!cJSON_IsObject(o))
+        bad = "Body must be a JSON object {\"provider\", \"end_user\": {\"id\"}, ...}.";
+    for (const cJSON *it = bad ? NULL : o->child; it && !bad; it = it->next) {
         if (strcmp(it->string, "provider") == 0 && cJSON_IsString(it))
             name = it->valuestring;
         else if (strcmp(it->string, "return_to") == 0 && cJSON_IsString(it))
             return_to = it->valuestring;
-        else if (!(strcmp(it->string, "return_to") == 0 && cJSON_IsNull(it)))
-            bad = 1;
+        else if (!(strcmp(it->string, "return_to") == 0 && cJSON_IsNull(it)) &&
+                 !connmeta_is_member(it->string))
+            bad = "Unknown or mistyped member: use provider, return_to, end_user, organization, "
+                  "tags.";
     }
     if (bad) {
         cJSON_Delete(o);
-        return fail(in, r, "connections_create", 400, "invalid_request",
-                    "Body must be {\"provider\": NAME, \"return_to\": URL?}.");
+        return fail(in, r, "connections_create", 400, "invalid_request", bad);
+    }
+    static __thread ident_session sess; /* ~3 KiB: off the MHD thread's stack */
+    memset(&sess, 0, sizeof sess);
+    err_t e = {0};
+    if (connmeta_from(o, 1, &sess.meta, &e) < 0) {
+        cJSON_Delete(o);
+        return fail(in, r, "connections_create", 400, "invalid_request", e.msg);
     }
     const provider_t *pv = name ? providers_find(in->providers, name) : NULL;
-    if (!pv) {
-        cJSON_Delete(o);
+    int return_ok = !return_to || return_to_allowed(in, return_to);
+    if (pv)
+        snprintf(sess.provider, sizeof sess.provider, "%s", pv->name);
+    if (return_to && strlen(return_to) < sizeof sess.return_to)
+        snprintf(sess.return_to, sizeof sess.return_to, "%s", return_to);
+    cJSON_Delete(o);
+    if (!pv)
         return fail(in, r, "connections_create", 400, "unknown_provider",
                     "Unknown or missing provider.");
-    }
-    if (return_to && !return_to_allowed(in, return_to)) {
-        cJSON_Delete(o);
+    if (!return_ok || (return_to && !sess.return_to[0]))
         return fail(in, r, "connections_create", 400, "return_to_not_allowed",
                     "The return address is not allowed.");
-    }
-    started_flow f;
-    err_t e = {0};
-    int rc = start_flow(in, pv, return_to, NULL, &f, &e);
-    cJSON_Delete(o);
-    if (rc < 0)
+    int64_t now = clock_wall_ms() / 1000;
+    sess.expires_at = now + in->cfg.state_ttl_s;
+    static __thread char token[IDENT_SESSION_MAX];
+    if (ident_conn_new(in->keys, now, sess.conn_id, &e) < 0 ||
+        ident_session_issue(in->keys, &sess, token, sizeof token, &e) < 0)
         return fail(in, r, "connections_create", 400, "invalid_request",
-                    "The flow could not be started.");
+                    "The connection could not be created.");
     char status_url[CONFIG_PATH_MAX + 96], ts[RECORDS_TIME_MAX];
-    snprintf(status_url, sizeof status_url, "%s/v1/connections/%s", in->cfg.public_url, f.conn_id);
-    records_time_format(f.expires_at * 1000, ts);
+    static __thread char start_url[CONFIG_PATH_MAX + IDENT_SESSION_MAX + 32];
+    snprintf(status_url, sizeof status_url, "%s/v1/connections/%s", in->cfg.public_url,
+             sess.conn_id);
+    snprintf(start_url, sizeof start_url, "%s/oauth/start?session=%s", in->cfg.public_url, token);
+    records_time_format(sess.expires_at * 1000, ts);
     cJSON *out = cJSON_CreateObject();
-    cJSON_AddStringToObject(out, "id", f.conn_id);
-    cJSON_AddStringToObject(out, "authorize_url", f.authorize_url);
+    cJSON_AddStringToObject(out, "id", sess.conn_id);
+    cJSON_AddStringToObject(out, "start_url", start_url);
     cJSON_AddStringToObject(out, "status_url", status_url);
     cJSON_AddStringToObject(out, "expires_at", ts);
-    log_kv(LOGL_INFO, "flow_started", "connection_id", f.conn_id, "provider", pv->name,
-           "request_id", httpd_request_id(r), "binding", "none");
+    log_kv(LOGL_INFO, "session_created", "connection_id", sess.conn_id, "provider", pv->name,
+           "request_id", httpd_request_id(r));
     httpd_add_header(r, "Location", status_url);
     respond_json(in, r, "connections_create", 201, out);
 }
@@ -340,6 +453,7 @@ typedef struct {
      * still on its way (no httpd mutex orders that case), so it loads done
      * with acquire order and reads cls and reason only when it saw 1. */
     atomic_int done;
+    int clear_meta; /* a session flow: expire its metadata cookie with the answer */
     errc cls;
     char reason[ERR_MSG_MAX];
 } pending_cb;
@@ -401,6 +515,14 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
         return fail(in, r, "callback", 503, "unavailable",
                     "We could not record the sign-in just now. Please retry in a moment.");
     }
+    if (p->clear_meta) {
+        char name[sizeof META_COOKIE_PREFIX + IDENT_CONN_ID_MAX], clear[256];
+        meta_cookie_name(p->conn_id, name, sizeof name);
+        snprintf(clear, sizeof clear,
+                 "%s=; Path=/oauth/callback; Max-Age=0; HttpOnly; SameSite=Lax%s", name,
+                 in->secure_cookie ? "; Secure" : "");
+        httpd_add_header(r, "Set-Cookie", clear);
+    }
     char loc[IDENT_CONN_ID_MAX + 16];
     snprintf(loc, sizeof loc, "/connect/%s", p->conn_id);
     log_kv(LOGL_INFO, "callback_accepted", "connection_id", p->conn_id, "code_sha256", p->code_hash,
@@ -417,6 +539,28 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
     httpd_add_header(r, "Location", loc);
     count(in, "callback", 303);
     httpd_respond(r, 303, "text/plain", "", 0);
+}
+
+/* A session flow's metadata from its cookie, checked against the hash the
+ * state carries (constant time). 0 and *m filled, or -1. */
+static int meta_from_cookie(httpd_req *r, const ident_state *st, connmeta *m)
+{
+    char name[sizeof META_COOKIE_PREFIX + IDENT_CONN_ID_MAX];
+    meta_cookie_name(st->conn_id, name, sizeof name);
+    const char *v = httpd_cookie(r, name);
+    static __thread uint8_t raw[CONNMETA_JSON_MAX + 4];
+    long n = v && strlen(v) <= crypto_b64url_len(CONNMETA_JSON_MAX)
+                 ? crypto_b64url_decode(v, strlen(v), raw, sizeof raw - 1)
+                 : -1;
+    if (n <= 0)
+        return -1;
+    uint8_t h[32];
+    crypto_sha256(raw, (size_t)n, h);
+    err_t e = {0};
+    if (!crypto_ct_equal(h, st->meta_hash, 32) ||
+        connmeta_parse((const char *)raw, (size_t)n, m, &e) < 0)
+        return -1;
+    return 0;
 }
 
 static void route_callback(intake_t *in, httpd_req *r)
@@ -457,6 +601,14 @@ static void route_callback(intake_t *in, httpd_req *r)
                   "here.";
         }
     }
+    static __thread connmeta meta;
+    meta.json[0] = '\0';
+    if (!why && st.has_meta && meta_from_cookie(r, &st, &meta) < 0) {
+        /* The flow came from a session in another browser (or the cookie
+         * was lost or altered): its metadata is not here. */
+        why = "metadata_mismatch", code = "browser_mismatch";
+        msg = "This sign-in was started in another browser. Start the connection again here.";
+    }
     if (!why && pv && pv->issuer[0] && (!cp.has_iss || strcmp(cp.iss, pv->issuer) != 0)) {
         /* RFC 9207: the response must name the issuer we sent the user to
          * (mix-up defence). */
@@ -488,6 +640,7 @@ static void route_callback(intake_t *in, httpd_req *r)
     rec.received_at_ms = clock_wall_ms();
     snprintf(rec.intake_id, sizeof rec.intake_id, "%s", in->intake_id);
     snprintf(rec.request_id, sizeof rec.request_id, "%s", httpd_request_id(r));
+    rec.meta = meta;
     char *json = records_callback_encode(&rec, &e);
 
     pending_cb *p = calloc(1, sizeof *p);
@@ -504,6 +657,7 @@ static void route_callback(intake_t *in, httpd_req *r)
     p->json = !httpd_wants_html(r) && httpd_header(r, "Accept") &&
               strstr(httpd_header(r, "Accept"), "application/json");
     snprintf(p->conn_id, sizeof p->conn_id, "%s", st.conn_id);
+    p->clear_meta = st.has_meta;
     if (cp.kind == CALLBACK_CODE) {
         char full[CRYPTO_SHA256_HEX];
         crypto_sha256_hex(cp.code, strlen(cp.code), full);
@@ -539,7 +693,8 @@ static void route_callback(intake_t *in, httpd_req *r)
 
 /* DELETE /v1/connections/{id}: record the request in Kafka (the worker
  * revokes at the provider and answers with status disconnected); 202 once
- * Kafka acknowledged it. The id is the capability, as for the status API. */
+ * Kafka acknowledged it. Needs a connections:write key (G7, checked by the
+ * router before the id). */
 static void route_disconnect(intake_t *in, httpd_req *r, const char *id)
 {
     records_replay d;
@@ -646,17 +801,19 @@ typedef struct {
     char id[IDENT_CONN_ID_MAX];
     int64_t created_at;
     int64_t seen_version; /* the version the client already has */
+    int platform;         /* a connections:read key asked: the platform view */
 } status_wait;
 
 /* Answer with the current document (200), or 304 when the client's
  * version is still current. */
 static void answer_status(intake_t *in, httpd_req *r, const char *id, int64_t created_at,
-                          int64_t client_version)
+                          int64_t client_version, int platform)
 {
     char *doc = NULL;
     int64_t version = 0;
     err_t e = {0};
-    int got = readmodel_get(in->rm, id, &doc, &version, &e);
+    int got = platform ? readmodel_get_platform(in->rm, id, &doc, &version, &e)
+                       : readmodel_get(in->rm, id, &doc, &version, &e);
     if (got < 0) {
         httpd_add_header(r, "Retry-After", "1");
         return fail(in, r, "status", 503, "unavailable", "Status temporarily unavailable.");
@@ -665,6 +822,16 @@ static void answer_status(intake_t *in, httpd_req *r, const char *id, int64_t cr
         int expired = synthetic_expired(in, id, created_at);
         version = expired ? SYNTH_EXPIRED_VERSION : 0;
         doc = synthetic_doc(id, created_at, expired);
+        if (platform && doc) {
+            /* No record yet: the metadata travels with the flow, so the
+             * platform view has none to show before the callback. */
+            cJSON *o = cJSON_Parse(doc);
+            connmeta none = {{0}};
+            connmeta_add_view(o, &none);
+            free(doc);
+            doc = o ? cJSON_PrintUnformatted(o) : NULL;
+            cJSON_Delete(o);
+        }
     }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)version);
@@ -685,7 +852,7 @@ static void on_status_wake(void *app, httpd_req *r, int timed_out)
     status_wait *w = httpd_data(r);
     (void)timed_out;
     readmodel_unwatch(in->rm, r);
-    answer_status(in, r, w->id, w->created_at, w->seen_version);
+    answer_status(in, r, w->id, w->created_at, w->seen_version, w->platform);
 }
 
 /* If-None-Match: "N" → N, else -1. */
@@ -705,6 +872,11 @@ static int64_t client_version(const httpd_req *r)
 
 static void route_status(intake_t *in, httpd_req *r)
 {
+    /* With a key this is the platform's call (connections:read); a bad key
+     * is refused rather than silently served the public document. */
+    int platform = httpd_header(r, "Authorization") != NULL;
+    if (platform && authorize(in, r, "status", APIKEYS_CONNECTIONS_READ) < 0)
+        return;
     char id[IDENT_CONN_ID_MAX];
     int64_t created_at = 0;
     if (!path_id(in, httpd_path(r), "/v1/connections/", id, sizeof id, &created_at))
@@ -727,13 +899,14 @@ static void route_status(intake_t *in, httpd_req *r)
     }
     int64_t seen = client_version(r);
     if (wait_s == 0 || seen < 0)
-        return answer_status(in, r, id, created_at, seen);
+        return answer_status(in, r, id, created_at, seen, platform);
     /* Long-poll: suspend, register, then re-check, so a change that lands
      * between the check and the registration still wakes us. */
     status_wait *sw = calloc(1, sizeof *sw);
     if (!sw)
-        return answer_status(in, r, id, created_at, seen);
+        return answer_status(in, r, id, created_at, seen, platform);
     snprintf(sw->id, sizeof sw->id, "%s", id);
+    sw->platform = platform;
     sw->created_at = created_at;
     sw->seen_version = seen;
     httpd_set_data(r, sw, free);
@@ -755,6 +928,96 @@ static void route_status(intake_t *in, httpd_req *r)
     if (got < 0 || version != seen)
         httpd_wake(r);
     free(doc);
+}
+
+/* Cursor of the list: base64url of the last id returned (opaque to
+ * clients). */
+#define LIST_DEFAULT_LIMIT 50
+
+static int cursor_decode(const char *c, char *id, size_t cap)
+{
+    size_t n = strlen(c);
+    if (n == 0 || n > crypto_b64url_len(IDENT_CONN_ID_MAX - 1))
+        return -1;
+    long got = crypto_b64url_decode(c, n, (uint8_t *)id, cap - 1);
+    if (got <= 0)
+        return -1;
+    id[got] = '\0';
+    for (long i = 0; i < got; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+              (id[i] >= '0' && id[i] <= '9') || id[i] == '-' || id[i] == '_'))
+            return -1;
+    return 0;
+}
+
+/* GET /v1/connections (connections:read): the platform's connections from
+ * the read model, filtered, in pages of at most READMODEL_PAGE_MAX. */
+static void route_list(intake_t *in, httpd_req *r)
+{
+    if (authorize(in, r, "connections_list", APIKEYS_CONNECTIONS_READ) < 0)
+        return;
+    query_t q;
+    err_t e = {0};
+    size_t qlen;
+    const char *qs = httpd_query(r, &qlen);
+    if (query_parse(qs, qlen, &q, &e) < 0)
+        return fail(in, r, "connections_list", 400, "invalid_request", "Invalid query.");
+    static const char *const known[] = {"end_user_id", "organization_id", "provider",
+                                        "status",      "limit",           "cursor"};
+    for (size_t i = 0; i < q.n; i++) {
+        int ok = 0;
+        for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+            ok |= strcmp(q.p[i].name, known[k]) == 0;
+        if (!ok)
+            return fail(in, r, "connections_list", 400, "invalid_request",
+                        "Unknown query parameter: use end_user_id, organization_id, provider, "
+                        "status, limit, cursor.");
+    }
+    readmodel_filter f = {query_get(&q, "end_user_id", NULL),
+                          query_get(&q, "organization_id", NULL),
+                          query_get(&q, "provider", NULL),
+                          query_get(&q, "status", NULL),
+                          NULL,
+                          LIST_DEFAULT_LIMIT};
+    const char *st = f.status;
+    if (st && strcmp(st, "pending") != 0 && strcmp(st, "connected") != 0 &&
+        strcmp(st, "failed") != 0 && strcmp(st, "expired") != 0 && strcmp(st, "disconnected") != 0)
+        return fail(in, r, "connections_list", 400, "invalid_request",
+                    "status must be pending, connected, failed, expired or disconnected.");
+    const char *lim = query_get(&q, "limit", NULL);
+    if (lim) {
+        char *end = NULL;
+        long v = strtol(lim, &end, 10);
+        if (!*lim || *end || v < 1 || v > READMODEL_PAGE_MAX)
+            return fail(in, r, "connections_list", 400, "invalid_request",
+                        "limit must be an integer from 1 to 200.");
+        f.limit = (int)v;
+    }
+    char after[IDENT_CONN_ID_MAX];
+    const char *cur = query_get(&q, "cursor", NULL);
+    if (cur) {
+        if (cursor_decode(cur, after, sizeof after) < 0)
+            return fail(in, r, "connections_list", 400, "invalid_cursor",
+                        "cursor must be a next_cursor value from a previous page.");
+        f.after_id = after;
+    }
+    cJSON *out = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(out, "data");
+    char next[IDENT_CONN_ID_MAX];
+    if (readmodel_list(in->rm, &f, items, next, sizeof next, &e) < 0) {
+        cJSON_Delete(out);
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "connections_list", 503, "unavailable",
+                    "The list is temporarily unavailable.");
+    }
+    if (next[0]) {
+        char c[128];
+        crypto_b64url_encode(next, strlen(next), c, sizeof c);
+        cJSON_AddStringToObject(out, "next_cursor", c);
+    } else {
+        cJSON_AddNullToObject(out, "next_cursor");
+    }
+    respond_json(in, r, "connections_list", 200, out);
 }
 
 static void serve_asset(intake_t *in, httpd_req *r, const char *route, const char *name)
@@ -822,12 +1085,16 @@ static void handle(void *app, httpd_req *r)
         return route_start(in, r);
     }
     if (strcmp(path, "/v1/connections") == 0) {
+        if (get)
+            return route_list(in, r);
         if (strcmp(m, "POST") != 0)
-            return fail(in, r, "connections_create", 405, "method_not_allowed", "Use POST.");
+            return fail(in, r, "connections_create", 405, "method_not_allowed", "Use POST or GET.");
         return route_create(in, r);
     }
     if (strncmp(path, "/v1/connections/", 16) == 0) {
         if (strcmp(m, "DELETE") == 0) {
+            if (authorize(in, r, "disconnect", APIKEYS_CONNECTIONS_WRITE) < 0)
+                return;
             char id[IDENT_CONN_ID_MAX];
             int64_t created_at;
             if (!path_id(in, path, "/v1/connections/", id, sizeof id, &created_at))
@@ -914,6 +1181,16 @@ intake_t *intake_open(const config_t *c, err_t *e)
         err_wrap(e, "OAUTHQ_STATE_KEY_FILE");
         goto fail;
     }
+    if (c->api_keys_file[0]) {
+        in->api_keys = apikeys_load(c->api_keys_file, e);
+        if (!in->api_keys) {
+            err_wrap(e, "OAUTHQ_API_KEYS_FILE");
+            goto fail;
+        }
+    } else {
+        log_kv(LOGL_WARN, "api_keys_not_configured", "effect",
+               "every server-side call (create, disconnect, list) is refused with 401");
+    }
     if (config_topic(c, KAFKA_TOPIC_CALLBACKS, in->topic_callbacks, sizeof in->topic_callbacks, e) <
         0)
         goto fail;
@@ -984,6 +1261,7 @@ void intake_close(intake_t *in, int flush_ms)
     readmodel_close(in->rm);
     metrics_free(in->metrics);
     keyring_free(in->keys);
+    apikeys_free(in->api_keys);
     providers_free(in->providers);
     free(in);
 }

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "common/clock.h"
+#include "common/connmeta.h"
 #include "common/kafka.h"
 #include "common/log.h"
 
@@ -97,14 +98,23 @@ static int open_db(readmodel_t *rm, err_t *e)
         sqlite3_step(st) == SQLITE_ROW)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
-    if (version == 0) {
-        /* Everything after the "-- migrate: 1" marker is migration 1. */
-        const char *m1 = strstr(readmodel_schema_text, "-- migrate: 1");
-        if (!m1 || exec(rm->wdb, "BEGIN", e, "migration") < 0 ||
-            exec(rm->wdb, m1, e, "migration") < 0 || exec(rm->wdb, "COMMIT", e, "migration") < 0)
+    if (version == 1) {
+        /* Version 1 had no platform columns: drop it, the topic rebuilds it
+         * (offsets go with the rows, so nothing is skipped). */
+        if (exec(rm->wdb, "DROP TABLE IF EXISTS status; DROP TABLE IF EXISTS offsets;", e,
+                 "migration") < 0)
             return -1;
-    } else if (version != 1) {
-        return err_set(e, ERRC_FATAL, "read model %s has schema version %d, expected 1", rm->path,
+        log_kv(LOGL_INFO, "read_model_rebuild", "path", rm->path, "reason", "schema 1 -> 2");
+        version = 0;
+    }
+    if (version == 0) {
+        /* Everything after the "-- migrate: 2" marker creates version 2. */
+        const char *m = strstr(readmodel_schema_text, "-- migrate: 2");
+        if (!m || exec(rm->wdb, "BEGIN", e, "migration") < 0 ||
+            exec(rm->wdb, m, e, "migration") < 0 || exec(rm->wdb, "COMMIT", e, "migration") < 0)
+            return -1;
+    } else if (version != 2) {
+        return err_set(e, ERRC_FATAL, "read model %s has schema version %d, expected 2", rm->path,
                        version);
     }
     if (sqlite3_open_v2(rm->path, &rm->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
@@ -114,9 +124,16 @@ static int open_db(readmodel_t *rm, err_t *e)
     return 0;
 }
 
-/* The API document: the status record minus its "schema" field. */
+typedef struct {
+    char provider[64], state[32];
+    connmeta meta;
+    char end_user[CONNMETA_ID_MAX + 1], org[CONNMETA_ID_MAX + 1];
+} row_extra;
+
+/* The public API document: the status record minus its "schema" field and
+ * the platform's metadata, which goes to *x (with the list columns). */
 static char *api_doc(const char *value, size_t len, const char **id, int64_t *version, char *idbuf,
-                     size_t idcap)
+                     size_t idcap, row_extra *x)
 {
     cJSON *o = cJSON_ParseWithLength(value, len);
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schema");
@@ -129,6 +146,20 @@ static char *api_doc(const char *value, size_t len, const char **id, int64_t *ve
         *id = idbuf;
         *version = (int64_t)v->valuedouble;
         cJSON_DeleteItemFromObjectCaseSensitive(o, "schema");
+        err_t e = {0};
+        memset(x, 0, sizeof *x);
+        if (connmeta_from(o, 0, &x->meta, &e) < 0)
+            log_kv(LOGL_WARN, "status_metadata_ignored", "connection_id", idbuf, "reason", e.msg);
+        connmeta_ids(&x->meta, x->end_user, x->org);
+        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(o, "provider");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
+        if (cJSON_IsString(pv))
+            snprintf(x->provider, sizeof x->provider, "%s", pv->valuestring);
+        if (cJSON_IsString(st))
+            snprintf(x->state, sizeof x->state, "%s", st->valuestring);
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "end_user");
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "organization");
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "tags");
         out = cJSON_PrintUnformatted(o);
     }
     cJSON_Delete(o);
@@ -154,6 +185,14 @@ static void wake_id(readmodel_t *rm, const char *id)
     pthread_mutex_unlock(&rm->wmu);
 }
 
+static void bind_or_null(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v[0])
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
 typedef struct {
     char id[64];
 } changed_id;
@@ -168,9 +207,13 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
     sqlite3_stmt *up = NULL, *off = NULL;
     int rc = -1;
     if (sqlite3_prepare_v2(rm->wdb,
-                           "INSERT INTO status(id, version, doc, updated_at_ms) VALUES(?,?,?,?) "
+                           "INSERT INTO status(id, version, doc, updated_at_ms, meta, provider, "
+                           "state, end_user_id, organization_id) VALUES(?,?,?,?,?,?,?,?,?) "
                            "ON CONFLICT(id) DO UPDATE SET version=excluded.version, "
-                           "doc=excluded.doc, updated_at_ms=excluded.updated_at_ms "
+                           "doc=excluded.doc, updated_at_ms=excluded.updated_at_ms, "
+                           "meta=excluded.meta, provider=excluded.provider, "
+                           "state=excluded.state, end_user_id=excluded.end_user_id, "
+                           "organization_id=excluded.organization_id "
                            "WHERE excluded.version > status.version",
                            -1, &up, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(rm->wdb,
@@ -194,7 +237,8 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         const char *id = NULL;
         int64_t version = 0;
         char idbuf[64];
-        char *doc = api_doc(m->payload, m->len, &id, &version, idbuf, sizeof idbuf);
+        static row_extra x; /* apply thread only */
+        char *doc = api_doc(m->payload, m->len, &id, &version, idbuf, sizeof idbuf, &x);
         if (!doc) {
             log_kv(LOGL_WARN, "status_record_skipped", "reason", "not a status.v1 record");
             continue;
@@ -204,6 +248,11 @@ static int apply(readmodel_t *rm, rd_kafka_message_t **msgs, size_t n, err_t *e)
         sqlite3_bind_int64(up, 2, version);
         sqlite3_bind_text(up, 3, doc, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(up, 4, clock_wall_ms());
+        bind_or_null(up, 5, x.meta.json);
+        bind_or_null(up, 6, x.provider);
+        bind_or_null(up, 7, x.state);
+        bind_or_null(up, 8, x.end_user);
+        bind_or_null(up, 9, x.org);
         int s = sqlite3_step(up);
         free(doc);
         if (s != SQLITE_DONE) {
@@ -557,6 +606,106 @@ out:
     sqlite3_finalize(st);
     pthread_mutex_unlock(&rm->rmu);
     return rc;
+}
+
+/* The platform view of one row: the document plus end_user, organization
+ * and tags (null/{} when the connection has none). */
+static cJSON *platform_view(const char *doc, const char *meta)
+{
+    cJSON *o = cJSON_Parse(doc);
+    if (!o)
+        return NULL;
+    connmeta m;
+    err_t e = {0};
+    if (!meta || connmeta_parse(meta, strlen(meta), &m, &e) < 0)
+        m.json[0] = '\0';
+    connmeta_add_view(o, &m);
+    return o;
+}
+
+int readmodel_get_platform(readmodel_t *rm, const char *id, char **doc, int64_t *version, err_t *e)
+{
+    pthread_mutex_lock(&rm->rmu);
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(rm->rdb, "SELECT version, doc, meta FROM status WHERE id=?", -1, &st,
+                           NULL) != SQLITE_OK) {
+        rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+        cJSON *o = platform_view((const char *)sqlite3_column_text(st, 1),
+                                 (const char *)sqlite3_column_text(st, 2));
+        *doc = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        rc = *doc ? 1 : err_set(e, ERRC_RETRIABLE, "read model: unreadable row");
+    } else if (s != SQLITE_DONE) {
+        rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
+    }
+out:
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&rm->rmu);
+    return rc;
+}
+
+int readmodel_list(readmodel_t *rm, const readmodel_filter *f, cJSON *items, char *next,
+                   size_t next_cap, err_t *e)
+{
+    next[0] = '\0';
+    int limit = f->limit < 1 ? 1 : f->limit > READMODEL_PAGE_MAX ? READMODEL_PAGE_MAX : f->limit;
+    pthread_mutex_lock(&rm->rmu);
+    sqlite3_stmt *st = NULL;
+    int rc = 0, n = 0;
+    /* Keyset pagination on the primary key: stable under concurrent
+     * inserts, no OFFSET scans. One extra row tells whether more exist. */
+    if (sqlite3_prepare_v2(rm->rdb,
+                           "SELECT id, doc, meta FROM status WHERE id > ?1 "
+                           "AND (?2 IS NULL OR end_user_id = ?2) "
+                           "AND (?3 IS NULL OR organization_id = ?3) "
+                           "AND (?4 IS NULL OR provider = ?4) AND (?5 IS NULL OR state = ?5) "
+                           "ORDER BY id LIMIT ?6",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, f->after_id ? f->after_id : "", -1, SQLITE_STATIC);
+    const char *binds[4] = {f->end_user_id, f->organization_id, f->provider, f->status};
+    for (int i = 0; i < 4; i++) {
+        if (binds[i])
+            sqlite3_bind_text(st, 2 + i, binds[i], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 2 + i);
+    }
+    sqlite3_bind_int(st, 6, limit + 1);
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (n == limit) {
+            /* More rows: the cursor is the last id returned. */
+            const cJSON *last = cJSON_GetArrayItem(items, n - 1);
+            const cJSON *lid = cJSON_GetObjectItemCaseSensitive(last, "id");
+            if (cJSON_IsString(lid))
+                snprintf(next, next_cap, "%s", lid->valuestring);
+            break;
+        }
+        cJSON *o = platform_view((const char *)sqlite3_column_text(st, 1),
+                                 (const char *)sqlite3_column_text(st, 2));
+        if (!o) {
+            log_kv(LOGL_WARN, "read_model_row_unreadable", "connection_id", id ? id : "");
+            continue;
+        }
+        cJSON_AddItemToArray(items, o);
+        n++;
+    }
+    if (s != SQLITE_ROW && s != SQLITE_DONE)
+        rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
+out:
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&rm->rmu);
+    return rc < 0 ? -1 : n;
 }
 
 int readmodel_watch(readmodel_t *rm, const char *id, httpd_req *req)

@@ -10,6 +10,8 @@
  * (bounded retries) stops the thread and sets readmodel_fatal(), and the
  * process must exit (a restart resumes from the committed offsets). After each
  * commit it wakes the HTTP requests long-polling the ids that changed.
+ * The public document (readmodel_get) never holds the platform's metadata;
+ * readmodel_get_platform and readmodel_list add it (SPEC §4a).
  *
  * Threads: readmodel_open/close on the main thread; the apply and settle
  * threads are internal; readmodel_get/watch/unwatch/caught_up from any thread (reads use
@@ -18,7 +20,10 @@
 #ifndef OAUTHQ_PRODUCER_READMODEL_H
 #define OAUTHQ_PRODUCER_READMODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include <cjson/cJSON.h>
 
 #include "common/config.h"
 #include "common/err.h"
@@ -38,6 +43,24 @@ void readmodel_close(readmodel_t *rm);
 /* The API document for id (malloc'd) and its version: 1 found, 0 absent,
  * -1 error. */
 int readmodel_get(readmodel_t *rm, const char *id, char **doc, int64_t *version, err_t *e);
+
+/* The platform view for id (SPEC §4a: the document plus end_user,
+ * organization, tags), as readmodel_get. */
+int readmodel_get_platform(readmodel_t *rm, const char *id, char **doc, int64_t *version, err_t *e);
+
+#define READMODEL_PAGE_MAX 200
+
+typedef struct {
+    const char *end_user_id, *organization_id, *provider, *status; /* NULL: any */
+    const char *after_id; /* cursor: ids greater than this; NULL from the start */
+    int limit;            /* 1..READMODEL_PAGE_MAX */
+} readmodel_filter;
+
+/* The platform's list: platform views matching f, in id order, appended to
+ * the JSON array items; next[] gets the id to continue after ("" at the
+ * end). Returns the number of items or -1. */
+int readmodel_list(readmodel_t *rm, const readmodel_filter *f, cJSON *items, char *next,
+                   size_t next_cap, err_t *e);
 
 /* Wake `req` (httpd_wake) when id's version changes; takes a request ref.
  * -1 when READMODEL_WAITERS_MAX are waiting already. */

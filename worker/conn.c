@@ -172,6 +172,7 @@ char *conn_encode(const conn_t *c, err_t *e)
     cJSON *ans = cJSON_AddArrayToObject(o, "answered_sha256");
     for (int i = 0; ans && i < c->nanswered && i < CONN_ANSWERED_MAX; i++)
         cJSON_AddItemToArray(ans, cJSON_CreateString(c->answered[i]));
+    connmeta_add(o, &c->meta);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
@@ -269,7 +270,8 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         get_str(o, "access_token_sealed", c->access_sealed, sizeof c->access_sealed, 0, e) < 0 ||
         get_str(o, "refresh_token_sealed", c->refresh_sealed, sizeof c->refresh_sealed, 0, e) < 0 ||
         get_str(o, "return_to", c->return_to, sizeof c->return_to, 0, e) < 0 ||
-        get_str(o, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0)
+        get_str(o, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0 ||
+        connmeta_from(o, 0, &c->meta, e) < 0)
         goto out;
     int si = lookup(status_names, 5, status);
     int pi = phase[0] ? lookup(phase_names, 5, phase) : 0;
@@ -345,6 +347,7 @@ char *conn_status_json(const conn_t *c, err_t *e)
     add_time(o, "created_at", c->created_at_ms);
     add_time(o, "updated_at", c->updated_at_ms);
     cJSON_AddNumberToObject(o, "version", (double)c->version);
+    connmeta_add(o, &c->meta); /* for the platform view and webhooks, not the public doc */
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)

@@ -5,7 +5,9 @@
  * status.v1 document (what the frontend sees). dlq.v1 records carry
  * callbacks that could not be processed.
  *
- * conn_t is a plain value (about 13 KiB: allocate it on the heap in
+ * Both records carry the platform's "end_user", "organization" and "tags"
+ * when the flow came from a connect session (absent otherwise and in older
+ * records). conn_t is a plain value (about 15 KiB: allocate it on the heap in
  * arrays). Codecs are pure and thread-safe. Sealed fields hold
  * common/sealed.h text, never plaintext.
  */
@@ -15,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/connmeta.h"
 #include "common/err.h"
 #include "common/records.h"
 
@@ -97,6 +100,7 @@ typedef struct {
      * that old is dead at the provider anyway). */
     char answered[CONN_ANSWERED_MAX][CONN_HASH_MAX];
     int nanswered;
+    connmeta meta; /* the platform's end_user/organization/tags (SPEC §4a); "" none */
 } conn_t;
 
 /* Names used in records and the status API. */

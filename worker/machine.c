@@ -83,6 +83,8 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
         return record_ignored(c, is_code ? code_hash : "", now_ms);
     if (fresh && cb->return_to[0])
         snprintf(c->return_to, sizeof c->return_to, "%s", cb->return_to);
+    if (cb->meta.json[0] && (fresh || !c->meta.json[0]))
+        c->meta = cb->meta; /* the platform's end_user/organization/tags (SPEC §4a) */
     if (!is_code) {
         if (!fresh && c->status == CONN_FAILED && strcmp(c->callback_error, cb->error) == 0 &&
             !c->code_hash[0])

@@ -25,8 +25,8 @@
 //  (e) the embeddable module /static/oauthq-status.js, imported by a page
 //      under the intake's CSP, resolves with the final document;
 //  (f) a forged connection id gets a 404 (or the page's not-found state);
-//  (g) a page opened while the connection awaits its callback (server-side
-//      flow, POST /v1/connections) shows pending, long-polls (?wait=25 with
+//  (g) a page opened while the connection awaits its callback (a connect
+//      session, POST /v1/connections with the API key) shows pending, long-polls (?wait=25 with
 //      If-None-Match, no tight loop) and turns connected when the callback
 //      lands; after a final status it polls no more.
 // Prints "browser: N passed, M failed"; exits non-zero on any failure.
@@ -39,6 +39,7 @@ import addFormats from 'ajv-formats';
 
 const INTAKE_URL = (process.env.INTAKE_URL || '').replace(/\/$/, '');
 const SIM_URL = (process.env.SIM_URL || '').replace(/\/$/, '');
+const API_KEY = process.env.OAUTHQ_API_KEY || ''; // the platform backend's key (SPEC §4a)
 const SHOTS = process.env.SCREENSHOT_DIR || 'build/screenshots';
 if (!INTAKE_URL || !SIM_URL) {
   console.error('e2e: set INTAKE_URL and SIM_URL');
@@ -404,12 +405,12 @@ await scenario('(f) a forged connection id is not found', async () => {
 await scenario('(g) pending page long-polls and turns connected when the callback lands', async () => {
   const create = await fetch(`${INTAKE_URL}/v1/connections`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-    body: JSON.stringify({ provider: 'sim' }),
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json', Authorization: `Bearer ${API_KEY}` },
+    body: JSON.stringify({ provider: 'sim', end_user: { id: 'browser_user_1' } }),
   });
   check(create.status === 201, `POST /v1/connections answered ${create.status}`);
   const flowDoc = await create.json();
-  check(flowDoc.id && flowDoc.authorize_url, `POST /v1/connections gave ${JSON.stringify(Object.keys(flowDoc))}`);
+  check(flowDoc.id && flowDoc.start_url, `POST /v1/connections gave ${JSON.stringify(Object.keys(flowDoc))}`);
   const ctx = await newContext(browser, PHONE);
   const page = await ctx.newPage();
   await page.goto(`${INTAKE_URL}/connect/${flowDoc.id}`);
@@ -424,13 +425,17 @@ await scenario('(g) pending page long-polls and turns connected when the callbac
   check(reqs.some((r) => r.wait === '25' && r.inm), 'the page never long-polled with ?wait=25 and If-None-Match');
   await shot(page, 'pending.png');
   await shot(page, 'pending-desktop.png', DESKTOP);
-  // The user approves at the provider: the simulator redirects to the
-  // callback, which a server-side flow accepts without the browser cookie.
-  const auth = await fetch(flowDoc.authorize_url, { redirect: 'manual' });
+  // Another browser (a plain HTTP client) opens the session's start_url,
+  // approves at the provider and returns to the callback with the cookies
+  // the start set (browser binding and the session's metadata).
+  const start = await fetch(flowDoc.start_url, { redirect: 'manual' });
+  check(start.status === 302, `start_url answered ${start.status}`);
+  const cookies = start.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const auth = await fetch(start.headers.get('location'), { redirect: 'manual' });
   check(auth.status === 302 || auth.status === 303, `simulator authorize answered ${auth.status}`);
   const cbUrl = auth.headers.get('location');
   codesSeen.add(new URL(cbUrl).searchParams.get('code'));
-  const cb = await fetch(cbUrl, { redirect: 'manual', headers: { Accept: 'application/json' } });
+  const cb = await fetch(cbUrl, { redirect: 'manual', headers: { Accept: 'application/json', Cookie: cookies } });
   check(cb.status === 202 || cb.status === 303, `callback answered ${cb.status}`);
   const before = reqs.length;
   const t0 = Date.now();

@@ -1,6 +1,7 @@
-/* libFuzzer target: state token verification (untrusted `state` parameter)
- * and connection id verification (untrusted path segment). A forged input
- * must never verify. */
+/* libFuzzer target: state token verification (untrusted `state` parameter),
+ * connect session verification (untrusted `session` parameter) and
+ * connection id verification (untrusted path segment). A forged input must
+ * never verify. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,6 +24,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ident_state st;
     if (ident_state_verify(kr, (const char *)data, size, 0, &st) == IDENT_OK)
         __builtin_trap(); /* the fuzzer cannot know the key */
+    static ident_session sess;
+    if (ident_session_verify(kr, (const char *)data, size, 0, &sess) == IDENT_OK)
+        __builtin_trap();
     char id[IDENT_CONN_ID_MAX + 1];
     size_t n = size < IDENT_CONN_ID_MAX ? size : IDENT_CONN_ID_MAX;
     memcpy(id, data, n);

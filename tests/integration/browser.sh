@@ -118,6 +118,14 @@ export OAUTHQ_DATA_KEYS_FILE=$tmp/data_keys.json
 export OAUTHQ_LISTEN=127.0.0.1:$intake_port
 export OAUTHQ_PUBLIC_URL=$intake_url
 
+# The platform backend's API key (e2e.mjs creates flows with it).
+created=$("$build/oauthqctl" apikey create --kid browser --json \
+    --scopes connections:write,connections:read)
+(umask 077 && jq '{keys: {(.kid): .entry}}' <<<"$created" >"$tmp/api_keys.json")
+api_key=$(jq -r .key <<<"$created")
+export OAUTHQ_API_KEYS_FILE=$tmp/api_keys.json
+export OAUTHQ_OPEN_START=1 # scenarios (a)-(f) start as the demo page does
+
 # ---- services ----------------------------------------------------------------
 mkdir -p "$tmp/worker" "$tmp/intake"
 "$build/oauthqctl" topics create >"$tmp/topics.log" 2>&1 ||
@@ -135,6 +143,6 @@ wait_http "$intake_url/readyz" 30
 alive
 
 echo "browser: intake $intake_url, simulator $sim_url, topics ${OAUTHQ_TOPIC_PREFIX}*"
-INTAKE_URL=$intake_url SIM_URL=$sim_url CHROMIUM=$chromium \
+INTAKE_URL=$intake_url SIM_URL=$sim_url CHROMIUM=$chromium OAUTHQ_API_KEY=$api_key \
     timeout --kill-after=10 300 node tests/browser/e2e.mjs
 alive

@@ -61,6 +61,32 @@ page=$(curl -fsS "$OAUTHQ_PUBLIC_URL/connect/$id")
 grep -q "<script>" <<<"$page"
 echo "flow through make run: connected ($id)"
 
+# The demo's generated API key works for the platform calls; no key is 401.
+key=$(cat "$OAUTHQ_RUN_DIR/api_key")
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    -d '{"provider":"sim"}' "$OAUTHQ_PUBLIC_URL/v1/connections")
+[ "$code" = 401 ] || { echo "POST /v1/connections without a key answered $code" >&2; exit 1; }
+# The platform integration of the README: a session for a user, its
+# start_url in a browser (cookies kept), then the user's list.
+session=$(curl -fsS -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $key" \
+    -d '{"provider":"sim","end_user":{"id":"usr_readme"}}' "$OAUTHQ_PUBLIC_URL/v1/connections")
+start_url=$(jq -r .start_url <<<"$session")
+sid=$(jq -r .id <<<"$session")
+jar2=$tmp/jar2
+authorize=$(curl -fsS -c "$jar2" -o /dev/null -w '%{redirect_url}' "$start_url")
+callback=$(curl -fsS -o /dev/null -w '%{redirect_url}' "$authorize")
+curl -fsS -b "$jar2" -o /dev/null "$callback"
+listed=""
+for _ in $(seq 1 60); do
+    listed=$(curl -fsS -H "Authorization: Bearer $key" \
+        "$OAUTHQ_PUBLIC_URL/v1/connections?end_user_id=usr_readme&status=connected" |
+        jq -r '.data[].id')
+    [ "$listed" = "$sid" ] && break
+    sleep 0.5
+done
+[ "$listed" = "$sid" ] || { echo "the user's list shows '$listed', expected $sid" >&2; exit 1; }
+echo "platform session through make run: connected and listed ($sid)"
+
 # Ctrl-C stops everything it started (the pids it printed).
 pids=$(sed -n 's/^started [a-z-]* (pid \([0-9]*\),.*/\1/p' "$tmp/run-stack.out")
 [ -n "$pids" ]

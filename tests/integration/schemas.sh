@@ -15,6 +15,9 @@ node "$v" schemas/provider_state.v1.json "$logs/provider-state-records.jsonl" --
 node "$v" schemas/dlq.v1.json "$logs/dlq-records.jsonl" --min 1
 node "$v" schemas/status.v1.json "$logs/status-api-docs.jsonl" --min 100 --status-api
 node "$v" 'schemas/openapi.yaml#StatusDocument' "$logs/status-api-docs.jsonl" --min 100
+node "$v" 'schemas/openapi.yaml#ConnectSession' "$logs/connect-session-docs.jsonl" --min 10
+node "$v" 'schemas/openapi.yaml#PlatformView' "$logs/platform-view-docs.jsonl" --min 5
+node "$v" 'schemas/openapi.yaml#ConnectionList' "$logs/connection-list-docs.jsonl" --min 3
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)
@@ -36,4 +39,17 @@ for mutate in '.status = "failed"' '.message = null' '.version = 0' '.account.to
         exit 1
     fi
 done
-echo "negative controls rejected: 9 of 9"
+# The public document never carries the platform's metadata (SPEC §4a).
+pub=$(head -n 1 "$logs/status-api-docs.jsonl")
+echo "$pub" | jq -c '.end_user = {"id": "u", "email": null, "display_name": null}' >"$tmp"
+if node "$v" 'schemas/openapi.yaml#StatusDocument' "$tmp" --min 1 >/dev/null 2>&1; then
+    echo "StatusDocument accepted a public document with end_user" >&2
+    exit 1
+fi
+view=$(head -n 1 "$logs/platform-view-docs.jsonl")
+echo "$view" | jq -c 'del(.end_user)' >"$tmp"
+if node "$v" 'schemas/openapi.yaml#PlatformView' "$tmp" --min 1 >/dev/null 2>&1; then
+    echo "PlatformView accepted a view without end_user" >&2
+    exit 1
+fi
+echo "negative controls rejected: 11 of 11"

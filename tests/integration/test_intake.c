@@ -11,6 +11,8 @@
  *    get 400 and produce nothing (the topic is read to prove it, G6);
  *  - broker stopped → 503 + Retry-After within the deadline; restarted →
  *    accepted again;
+ *  - server-side calls (create, disconnect, platform view) without a key,
+ *    with a wrong key or without the scope get 401/403 and produce nothing;
  *  - SIGTERM with callbacks in flight: every acknowledged one is in Kafka.
  * Every record read is appended to var/test-logs/callback-records.jsonl for
  * the JSON Schema check (tests/integration/schemas.sh).
@@ -32,6 +34,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/apikeys.h"
 #include "common/config.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -48,6 +51,8 @@ static int g_intake_port, g_sim_port;
 static pid_t g_sim_pid = -1, g_intake_pid = -1;
 static config_t g_cfg;
 static keyring_t *g_keys;
+/* "Authorization: Bearer …" headers: write+read, read only, unknown key. */
+static char g_auth_rw[256], g_auth_ro[256], g_auth_bad[256];
 
 static void write_file(const char *path, const char *text)
 {
@@ -122,6 +127,27 @@ static int setup(void **state)
     g_keys = keyring_load(path, &e);
     if (!g_keys)
         return -1;
+
+    /* API keys (SPEC §4a): one with both connection scopes, one read-only;
+     * a third made the same way but not listed. */
+    char key_rw[APIKEYS_KEY_MAX], key_ro[APIKEYS_KEY_MAX], key_bad[APIKEYS_KEY_MAX];
+    char hex_rw[65], hex_ro[65], hex_bad[65];
+    if (apikeys_generate("rw", key_rw, hex_rw, &e) < 0 ||
+        apikeys_generate("ro", key_ro, hex_ro, &e) < 0 ||
+        apikeys_generate("rw", key_bad, hex_bad, &e) < 0)
+        return -1;
+    snprintf(g_auth_rw, sizeof g_auth_rw, "Authorization: Bearer %s", key_rw);
+    snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
+    snprintf(g_auth_bad, sizeof g_auth_bad, "Authorization: Bearer %s", key_bad);
+    snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
+    snprintf(json, sizeof json,
+             "{\"keys\": {\"rw\": {\"sha256\": \"%s\", \"scopes\": [\"connections:write\", "
+             "\"connections:read\"]}, \"ro\": {\"sha256\": \"%s\", \"scopes\": "
+             "[\"connections:read\"]}}}",
+             hex_rw, hex_ro);
+    write_file(path, json);
+    setenv("OAUTHQ_API_KEYS_FILE", path, 1);
+    setenv("OAUTHQ_OPEN_START", "1", 1);
 
     g_sim_port = testproc_free_port();
     g_intake_port = testproc_free_port();
@@ -224,34 +250,71 @@ static int find_record(const testkafka_record *r, void *ud)
     return f->value != NULL;
 }
 
-/* POST /v1/connections and follow the simulator's authorize (optionally with
- * a sim_fault) to get the callback URL with a fresh code. */
-static void new_flow(const char *provider, char *conn_id, size_t idcap, char *callback_url,
-                     size_t cbcap)
+/* A connect session for end user `user` (POST /v1/connections with
+ * metadata), opened like a browser (GET start_url: the cookies), then the
+ * simulator's authorize (with `fault` appended when given) to get the
+ * callback URL with a fresh code. cookie gets the Cookie header the same
+ * browser sends back. */
+static void new_session_flow(const char *provider, const char *user, const char *fault,
+                             char *conn_id, size_t idcap, char *callback_url, size_t cbcap,
+                             char *cookie, size_t ckcap)
 {
-    char url[128], body[128];
+    char url[128], body[512];
     snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
-    snprintf(body, sizeof body, "{\"provider\":\"%s\"}", provider);
-    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    snprintf(body, sizeof body,
+             "{\"provider\":\"%s\",\"end_user\":{\"id\":\"%s\",\"email\":\"%s@example.com\"},"
+             "\"organization\":{\"id\":\"org_1\",\"display_name\":\"Acme\"},"
+             "\"tags\":{\"plan\":\"pro\"}}",
+             provider, user, user);
+    const char *hdrs[] = {"Content-Type: application/json", g_auth_rw, NULL};
     testhttp_resp r;
     assert_int_equal(testhttp_do("POST", url, hdrs, body, &r), 0);
-    assert_int_equal(r.status, 201);
+    if (r.status != 201)
+        fail_msg("POST /v1/connections answered %ld: %s", r.status, r.body);
+    FILE *docs = fopen("var/test-logs/connect-session-docs.jsonl", "a"); /* schemas.sh */
+    if (docs) {
+        fprintf(docs, "%s\n", r.body);
+        fclose(docs);
+    }
     cJSON *o = cJSON_Parse(r.body);
     assert_non_null(o);
     const cJSON *id = cJSON_GetObjectItem(o, "id");
-    const cJSON *au = cJSON_GetObjectItem(o, "authorize_url");
-    assert_true(cJSON_IsString(id) && cJSON_IsString(au));
+    const cJSON *su = cJSON_GetObjectItem(o, "start_url");
+    assert_true(cJSON_IsString(id) && cJSON_IsString(su));
+    assert_non_null(strstr(su->valuestring, "/oauth/start?session="));
+    assert_null(cJSON_GetObjectItem(o, "authorize_url")); /* only via the browser's start */
     assert_non_null(cJSON_GetObjectItem(o, "status_url"));
     assert_non_null(cJSON_GetObjectItem(o, "expires_at"));
     snprintf(conn_id, idcap, "%s", id->valuestring);
+    testhttp_resp s;
+    assert_int_equal(testhttp_do("GET", su->valuestring, NULL, NULL, &s), 0);
+    assert_int_equal(s.status, 302);
+    testhttp_cookie_header(&s, cookie, ckcap);
+    assert_non_null(strstr(cookie, "oauthq_bind="));
+    assert_non_null(strstr(cookie, "oauthq_m_"));
+    char au[4200];
+    snprintf(au, sizeof au, "%s%s", s.location, fault ? fault : "");
     testhttp_resp a;
-    assert_int_equal(testhttp_do("GET", au->valuestring, NULL, NULL, &a), 0);
+    assert_int_equal(testhttp_do("GET", au, NULL, NULL, &a), 0);
     assert_int_equal(a.status, 302);
     assert_true(strncmp(a.location, g_intake_url, strlen(g_intake_url)) == 0);
     snprintf(callback_url, cbcap, "%s", a.location);
     testhttp_resp_free(&a);
+    testhttp_resp_free(&s);
     cJSON_Delete(o);
     testhttp_resp_free(&r);
+}
+
+/* The cookie of the last flow made by new_flow (one test at a time). */
+static char g_cookie[4096];
+
+/* new_session_flow for a generic user; the callback must be sent with
+ * g_cookie (get_status does). */
+static void new_flow(const char *provider, char *conn_id, size_t idcap, char *callback_url,
+                     size_t cbcap)
+{
+    new_session_flow(provider, "user_1", NULL, conn_id, idcap, callback_url, cbcap, g_cookie,
+                     sizeof g_cookie);
 }
 
 /* Mint a state the way the intake does, with chosen fields. */
@@ -266,11 +329,12 @@ static void mint_state(const char *provider, int64_t expires_at, char *out, size
     assert_int_equal(ident_state_issue(g_keys, &st, out, cap, &e), 0);
 }
 
+/* GET url as the browser of the last flow would (its cookies). */
 static long get_status(const char *url, const char *accept, testhttp_resp *r)
 {
     char hdr[128];
     snprintf(hdr, sizeof hdr, "Accept: %s", accept ? accept : "*/*");
-    const char *hdrs[] = {hdr, NULL};
+    const char *hdrs[] = {hdr, g_cookie[0] ? g_cookie : NULL, NULL};
     assert_int_equal(testhttp_do("GET", url, hdrs, NULL, r), 0);
     return r->status;
 }
@@ -344,6 +408,7 @@ static void test_record_fields(void **state)
 static void test_browser_flow_binding(void **state)
 {
     (void)state;
+    g_cookie[0] = '\0'; /* this test sends its own cookies */
     char url[256];
     snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_intake_url);
     testhttp_resp s;
@@ -493,32 +558,35 @@ static void test_issuer_check(void **state)
 static void test_error_callback_is_recorded(void **state)
 {
     (void)state;
-    char url[256];
+    char url[256], id[IDENT_CONN_ID_MAX], cb[4096];
     snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
-    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    const char *hdrs[] = {"Content-Type: application/json", g_auth_rw, NULL};
+    new_session_flow("sim", "user_deny", "&sim_fault=deny", id, sizeof id, cb, sizeof cb, g_cookie,
+                     sizeof g_cookie);
+    assert_non_null(strstr(cb, "error=access_denied"));
     testhttp_resp r;
-    assert_int_equal(testhttp_do("POST", url, hdrs, "{\"provider\":\"sim\"}", &r), 0);
-    cJSON *o = cJSON_Parse(r.body);
-    char au[4200], id[IDENT_CONN_ID_MAX];
-    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(o, "id")->valuestring);
-    snprintf(au, sizeof au, "%s&sim_fault=deny",
-             cJSON_GetObjectItem(o, "authorize_url")->valuestring);
-    cJSON_Delete(o);
+    assert_int_equal(get_status(cb, NULL, &r), 303);
     testhttp_resp_free(&r);
-    testhttp_resp a;
-    assert_int_equal(testhttp_do("GET", au, NULL, NULL, &a), 0);
-    assert_int_equal(a.status, 302);
-    assert_non_null(strstr(a.location, "error=access_denied"));
-    assert_int_equal(get_status(a.location, NULL, &r), 303);
-    testhttp_resp_free(&r);
-    testhttp_resp_free(&a);
     int matched = 0;
     topic_count(id, &matched);
     assert_int_equal(matched, 1);
     /* Bad bodies for POST /v1/connections. */
-    const char *bad[] = {"", "[]", "{\"provider\":1}", "{\"provider\":\"sim\",\"x\":1}",
-                         "{\"provider\":\"nope\"}"};
-    for (size_t i = 0; i < 5; i++) {
+    const char *bad[] = {
+        "",
+        "[]",
+        "{\"provider\":1,\"end_user\":{\"id\":\"u\"}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\"},\"x\":1}",
+        "{\"provider\":\"nope\",\"end_user\":{\"id\":\"u\"}}",
+        "{\"provider\":\"sim\"}", /* end_user is required */
+        "{\"provider\":\"sim\",\"end_user\":{}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\",\"email\":\"no-at\"}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\",\"role\":\"admin\"}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\"},\"organization\":{}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\"},\"tags\":{\"a\":1}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\"},\"tags\":{\"bad key\":\"v\"}}",
+        "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\"},\"return_to\":\"https://evil/\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(testhttp_do("POST", url, hdrs, bad[i], &r), 0);
         assert_int_equal(r.status, 400);
         testhttp_resp_free(&r);
@@ -574,8 +642,9 @@ static void test_disconnect_request_is_recorded(void **state)
     char id[IDENT_CONN_ID_MAX], cb[4096], url[256];
     new_flow("sim", id, sizeof id, cb, sizeof cb);
     snprintf(url, sizeof url, "%s/v1/connections/%s", g_intake_url, id);
+    const char *auth[] = {g_auth_rw, NULL};
     testhttp_resp r;
-    assert_int_equal(testhttp_do("DELETE", url, NULL, NULL, &r), 0);
+    assert_int_equal(testhttp_do("DELETE", url, auth, NULL, &r), 0);
     assert_int_equal(r.status, 202);
     assert_non_null(strstr(r.body, "disconnect_requested"));
     testhttp_resp_free(&r);
@@ -585,9 +654,176 @@ static void test_disconnect_request_is_recorded(void **state)
     assert_int_equal(c.matched, 1);
     id[30] = id[30] == 'A' ? 'B' : 'A';
     snprintf(url, sizeof url, "%s/v1/connections/%s", g_intake_url, id);
-    assert_int_equal(testhttp_do("DELETE", url, NULL, NULL, &r), 0);
+    assert_int_equal(testhttp_do("DELETE", url, auth, NULL, &r), 0);
     assert_int_equal(r.status, 404);
     testhttp_resp_free(&r);
+}
+
+/* Every server-side call without a key, with a wrong key or with a key
+ * lacking the scope is refused (401 + WWW-Authenticate: Bearer / 403, JSON)
+ * and produces nothing (G7); the browser surface stays key-less. */
+static void test_api_keys_enforced(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096], create[128], del[256], forged[256];
+    new_flow("sim", id, sizeof id, cb, sizeof cb);
+    snprintf(create, sizeof create, "%s/v1/connections", g_intake_url);
+    snprintf(del, sizeof del, "%s/v1/connections/%s", g_intake_url, id);
+    char forged_id[IDENT_CONN_ID_MAX];
+    snprintf(forged_id, sizeof forged_id, "%s", id);
+    forged_id[30] = forged_id[30] == 'A' ? 'B' : 'A';
+    snprintf(forged, sizeof forged, "%s/v1/connections/%s", g_intake_url, forged_id);
+    const char *malformed = "Authorization: Bearer not-a-key";
+    const char *basic = "Authorization: Basic cnc6c2VjcmV0";
+    struct {
+        const char *method, *url, *auth, *body;
+        long want;
+    } cases[] = {
+        {"POST", create, NULL, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, g_auth_bad, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, malformed, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, basic, "{\"provider\":\"sim\"}", 401},
+        {"POST", create, g_auth_ro, "{\"provider\":\"sim\"}", 403},
+        {"POST", create, NULL, "not json", 401}, /* the key is checked first */
+        {"DELETE", del, NULL, NULL, 401},
+        {"DELETE", del, g_auth_bad, NULL, 401},
+        {"DELETE", del, g_auth_ro, NULL, 403},
+        {"DELETE", forged, NULL, NULL, 401}, /* no id oracle without a key */
+        {"GET", del, g_auth_bad, NULL, 401}, /* the platform view needs a genuine key */
+    };
+    long before = topic_count(NULL, NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *hdrs[] = {"Content-Type: application/json", "Accept: application/json",
+                              cases[i].auth, NULL};
+        testhttp_resp r;
+        assert_int_equal(testhttp_do(cases[i].method, cases[i].url, hdrs, cases[i].body, &r), 0);
+        if (r.status != cases[i].want)
+            fail_msg("case %zu: %s %s answered %ld, want %ld", i, cases[i].method, cases[i].url,
+                     r.status, cases[i].want);
+        cJSON *o = cJSON_Parse(r.body);
+        assert_non_null(o);
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "error")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "message")));
+        cJSON_Delete(o);
+        if (cases[i].want == 401)
+            assert_int_equal(strncmp(r.www_authenticate, "Bearer", 6), 0);
+        testhttp_resp_free(&r);
+    }
+    /* Nothing reached the topic: no flow, no disconnect. */
+    assert_int_equal(topic_count(NULL, NULL), before);
+    /* The public status by id and the callback need no key. */
+    testhttp_resp r;
+    assert_int_equal(get_status(del, "application/json", &r), 200);
+    testhttp_resp_free(&r);
+    assert_int_equal(get_status(cb, NULL, &r), 303);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before + 1);
+}
+
+/* The last value keyed `key` (malloc'd; NULL when none). */
+static int find_last_record(const testkafka_record *r, void *ud)
+{
+    record_of *f = ud;
+    if (r->key && r->value && strcmp(r->key, f->key) == 0) {
+        free(f->value);
+        f->value = strdup(r->value);
+    }
+    return 0;
+}
+
+/* Read the callbacks topic's record of `key` (the last one) into a cJSON. */
+static cJSON *record_json(const char *key)
+{
+    record_of rec = {key, NULL};
+    err_t e = {0};
+    testkafka_read(&g_cfg, g_topic, 1, 10000, find_last_record, &rec, &e);
+    assert_non_null(rec.value);
+    cJSON *o = cJSON_Parse(rec.value);
+    free(rec.value);
+    assert_non_null(o);
+    return o;
+}
+
+/* Connect sessions (SPEC §4a): the metadata given at POST reaches the
+ * callback record through the browser; a forged, altered or expired
+ * session is refused; the metadata cookie of another flow (or none) is a
+ * browser mismatch; nothing is produced by any refusal. */
+static void test_connect_session(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096], cookie[4096];
+    new_session_flow("sim", "user_42", NULL, id, sizeof id, cb, sizeof cb, cookie, sizeof cookie);
+    long before = topic_count(NULL, NULL);
+    testhttp_resp r;
+    /* Without the metadata cookie (bind cookie only): refused. */
+    char bind_only[256];
+    const char *b = strstr(cookie, "oauthq_bind=");
+    snprintf(bind_only, sizeof bind_only, "Cookie: %.*s", (int)strcspn(b, ";"), b);
+    const char *h1[] = {"Accept: application/json", bind_only, NULL};
+    assert_int_equal(testhttp_do("GET", cb, h1, NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "browser_mismatch"));
+    testhttp_resp_free(&r);
+    /* With an altered metadata cookie: refused. */
+    char altered[4096];
+    snprintf(altered, sizeof altered, "%s", cookie);
+    char *mv = strstr(altered, "oauthq_m_");
+    mv = mv ? strchr(mv, '=') : NULL;
+    assert_non_null(mv);
+    mv[3] = mv[3] == 'A' ? 'B' : 'A';
+    const char *h2[] = {"Accept: application/json", altered, NULL};
+    assert_int_equal(testhttp_do("GET", cb, h2, NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before);
+    /* With both: accepted, and the metadata cookie is expired in the answer. */
+    const char *h3[] = {cookie, NULL};
+    assert_int_equal(testhttp_do("GET", cb, h3, NULL, &r), 0);
+    assert_int_equal(r.status, 303);
+    assert_non_null(strstr(r.headers, "Max-Age=0"));
+    testhttp_resp_free(&r);
+    cJSON *o = record_json(id);
+    const cJSON *v = cJSON_GetObjectItem(o, "value");
+    const cJSON *eu = cJSON_GetObjectItem(v, "end_user");
+    assert_string_equal(cJSON_GetObjectItem(eu, "id")->valuestring, "user_42");
+    assert_string_equal(cJSON_GetObjectItem(eu, "email")->valuestring, "user_42@example.com");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(eu, "display_name")));
+    const cJSON *org = cJSON_GetObjectItem(v, "organization");
+    assert_string_equal(cJSON_GetObjectItem(org, "id")->valuestring, "org_1");
+    assert_string_equal(cJSON_GetObjectItem(org, "display_name")->valuestring, "Acme");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(v, "tags"), "plan")->valuestring,
+                        "pro");
+    cJSON_Delete(o);
+
+    /* Forged and expired sessions at the start: 400, no redirect. */
+    before = topic_count(NULL, NULL);
+    ident_session s;
+    memset(&s, 0, sizeof s);
+    err_t e = {0};
+    assert_int_equal(ident_conn_new(g_keys, time(NULL), s.conn_id, &e), 0);
+    snprintf(s.provider, sizeof s.provider, "sim");
+    s.expires_at = time(NULL) - 1;
+    char tok[IDENT_SESSION_MAX], url[IDENT_SESSION_MAX + 128];
+    assert_int_equal(ident_session_issue(g_keys, &s, tok, sizeof tok, &e), 0);
+    snprintf(url, sizeof url, "%s/oauth/start?session=%s", g_intake_url, tok);
+    assert_int_equal(get_status(url, "application/json", &r), 400);
+    assert_non_null(strstr(r.body, "session_expired"));
+    assert_string_equal(r.location, "");
+    testhttp_resp_free(&r);
+    s.expires_at = time(NULL) + 300;
+    assert_int_equal(ident_session_issue(g_keys, &s, tok, sizeof tok, &e), 0);
+    tok[12] = tok[12] == 'A' ? 'B' : 'A';
+    snprintf(url, sizeof url, "%s/oauth/start?session=%s", g_intake_url, tok);
+    assert_int_equal(get_status(url, "application/json", &r), 400);
+    assert_non_null(strstr(r.body, "invalid_session"));
+    testhttp_resp_free(&r);
+    /* A state is not a session (separate MAC domains). */
+    char st[IDENT_STATE_MAX];
+    mint_state("sim", time(NULL) + 300, st, sizeof st);
+    snprintf(url, sizeof url, "%s/oauth/start?session=%s", g_intake_url, st);
+    assert_int_equal(get_status(url, "application/json", &r), 400);
+    testhttp_resp_free(&r);
+    assert_int_equal(topic_count(NULL, NULL), before);
 }
 
 #define FLOWS   40
@@ -596,6 +832,7 @@ static void test_disconnect_request_is_recorded(void **state)
 typedef struct {
     char url[4096];
     char id[IDENT_CONN_ID_MAX];
+    char cookie[4096];
     long status;
 } flight;
 
@@ -610,7 +847,8 @@ static void *fire(void *arg)
     long t = (long)(intptr_t)arg;
     for (int i = (int)t; i < FLOWS; i += THREADS) {
         testhttp_resp r;
-        if (testhttp_do("GET", g_fl[i].url, NULL, NULL, &r) == 0)
+        const char *hdrs[] = {g_fl[i].cookie, NULL};
+        if (testhttp_do("GET", g_fl[i].url, hdrs, NULL, &r) == 0)
             g_fl[i].status = r.status;
         testhttp_resp_free(&r);
         pthread_mutex_lock(&g_mu);
@@ -624,7 +862,8 @@ static void test_sigterm_loses_no_acknowledged_callback(void **state)
 {
     (void)state;
     for (int i = 0; i < FLOWS; i++) {
-        new_flow("sim", g_fl[i].id, sizeof g_fl[i].id, g_fl[i].url, sizeof g_fl[i].url);
+        new_session_flow("sim", "user_burst", NULL, g_fl[i].id, sizeof g_fl[i].id, g_fl[i].url,
+                         sizeof g_fl[i].url, g_fl[i].cookie, sizeof g_fl[i].cookie);
         g_fl[i].status = 0;
     }
     g_answered = 0;
@@ -742,13 +981,15 @@ int main(void)
         cmocka_unit_test(test_issuer_check),
         cmocka_unit_test(test_error_callback_is_recorded),
         cmocka_unit_test(test_disconnect_request_is_recorded),
+        cmocka_unit_test(test_api_keys_enforced),
+        cmocka_unit_test(test_connect_session),
         cmocka_unit_test(test_late_delivery_report_answers_503),
         cmocka_unit_test(test_changed_partition_count_is_refused),
         cmocka_unit_test(test_broker_down_gives_503_then_recovers),
         cmocka_unit_test(test_sigterm_loses_no_acknowledged_callback),
     };
     /* OAUTHQ_TEST_FILTER / OAUTHQ_TEST_SKIP: run or skip matching tests
-     * (debugging; the TSan run skips the broker stop). */
+     * (debugging; the TSan run and a shared broker skip the broker stop). */
     if (getenv("OAUTHQ_TEST_FILTER"))
         cmocka_set_test_filter(getenv("OAUTHQ_TEST_FILTER"));
     if (getenv("OAUTHQ_TEST_SKIP"))

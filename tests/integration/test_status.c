@@ -36,6 +36,7 @@
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
+#include "common/apikeys.h"
 #include "common/config.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -47,6 +48,7 @@
 #define NIDS 200
 
 static char g_dir[256], g_build[256], g_url[96], g_topic[256], g_db[600];
+static char g_auth_ro[256], g_auth_wo[256]; /* Authorization headers */
 static pid_t g_intake = -1;
 static config_t g_cfg;
 static keyring_t *g_keys;
@@ -136,6 +138,25 @@ static int setup(void **state)
     snprintf(path, sizeof path, "%s/providers.json", g_dir);
     write_file(path, json);
     setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+    unsetenv("OAUTHQ_OPEN_START"); /* test_closed_by_default: the default */
+    /* API keys: read-only and write-only (test_platform_view_and_list). */
+    {
+        char key_ro[APIKEYS_KEY_MAX], key_wo[APIKEYS_KEY_MAX], hex_ro[65], hex_wo[65];
+        err_t ke = {0};
+        if (apikeys_generate("ro", key_ro, hex_ro, &ke) < 0 ||
+            apikeys_generate("wo", key_wo, hex_wo, &ke) < 0)
+            return -1;
+        snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
+        snprintf(g_auth_wo, sizeof g_auth_wo, "Authorization: Bearer %s", key_wo);
+        char kj[512];
+        snprintf(kj, sizeof kj,
+                 "{\"keys\": {\"ro\": {\"sha256\": \"%s\", \"scopes\": [\"connections:read\"]}, "
+                 "\"wo\": {\"sha256\": \"%s\", \"scopes\": [\"connections:write\"]}}}",
+                 hex_ro, hex_wo);
+        snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
+        write_file(path, kj);
+        setenv("OAUTHQ_API_KEYS_FILE", path, 1);
+    }
     int port = testproc_free_port();
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
@@ -168,21 +189,29 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static void produce_status(const char *id, int version, const char *status)
+/* A status record as the worker writes it; meta (end_user, organization,
+ * tags members, without braces) or NULL. */
+static void produce_status_meta(const char *id, int version, const char *status, const char *meta)
 {
-    char doc[1024];
+    char doc[2048];
     int n = snprintf(
         doc, sizeof doc,
         "{\"schema\":\"oauthq.status.v1\",\"id\":\"%s\",\"provider\":\"sim\",\"status\":\"%s\","
         "\"phase\":%s,\"reason\":null,\"message\":\"Test message.\",\"account\":null,"
         "\"attempts\":%d,\"created_at\":\"2026-11-27T10:00:00.000Z\",\"updated_at\":"
-        "\"2026-11-27T10:00:00.000Z\",\"version\":%d}",
-        id, status, strcmp(status, "pending") == 0 ? "\"exchanging\"" : "null", version, version);
+        "\"2026-11-27T10:00:00.000Z\",\"version\":%d%s%s}",
+        id, status, strcmp(status, "pending") == 0 ? "\"exchanging\"" : "null", version, version,
+        meta ? "," : "", meta ? meta : "");
     assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_topic),
                                        RD_KAFKA_V_KEY(id, strlen(id)),
                                        RD_KAFKA_V_VALUE(doc, (size_t)n),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                      0);
+}
+
+static void produce_status(const char *id, int version, const char *status)
+{
+    produce_status_meta(id, version, status, NULL);
 }
 
 static void flush(void)
@@ -484,6 +513,188 @@ static long metric(const char *name)
     return v;
 }
 
+/* Default: no OAUTHQ_OPEN_START. A start without a connect session is
+ * refused (403); an unknown key is refused (401), while the public status
+ * stays open. */
+static void test_closed_by_default(void **state)
+{
+    (void)state;
+    char url[256];
+    testhttp_resp r;
+    const char *json[] = {"Accept: application/json", NULL};
+    snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_url);
+    assert_int_equal(testhttp_do("GET", url, json, NULL, &r), 0);
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(r.body, "open_start_disabled"));
+    assert_string_equal(r.location, "");
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "%s/v1/connections", g_url);
+    const char *auth[] = {"Accept: application/json",
+                          "Authorization: Bearer oq_any_0123456789abcdef0123", NULL};
+    assert_int_equal(testhttp_do("POST", url, auth, "{\"provider\":\"sim\"}", &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_int_equal(strncmp(r.www_authenticate, "Bearer", 6), 0);
+    testhttp_resp_free(&r);
+}
+
+/* GET url with optional headers; the parsed JSON body (or NULL) and status. */
+static cJSON *get_json(const char *url, const char *h1, long *status)
+{
+    const char *hdrs[] = {"Accept: application/json", h1, NULL};
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, hdrs, NULL, &r), 0);
+    *status = r.status;
+    cJSON *o = cJSON_Parse(r.body);
+    /* Platform views (single, or a list's items) for the OpenAPI check in
+     * tests/integration/schemas.sh. */
+    FILE *f = r.status == 200 && h1 ? fopen("var/test-logs/platform-view-docs.jsonl", "a") : NULL;
+    if (f) {
+        const cJSON *data = cJSON_GetObjectItem(o, "data");
+        if (data) {
+            for (const cJSON *it = data->child; it; it = it->next) {
+                char *t = cJSON_PrintUnformatted(it);
+                fprintf(f, "%s\n", t ? t : "");
+                free(t);
+            }
+            FILE *l = fopen("var/test-logs/connection-list-docs.jsonl", "a");
+            if (l) {
+                fprintf(l, "%s\n", r.body);
+                fclose(l);
+            }
+        } else {
+            fprintf(f, "%s\n", r.body);
+        }
+        fclose(f);
+    }
+    testhttp_resp_free(&r);
+    return o;
+}
+
+/* SPEC §4a: the platform view (with a connections:read key) carries
+ * end_user/organization/tags, the public document never does; the list
+ * filters by end user, organization, provider and status, in cursor pages. */
+static void test_platform_view_and_list(void **state)
+{
+    (void)state;
+    char alice[5][IDENT_CONN_ID_MAX], bob[2][IDENT_CONN_ID_MAX], url[512];
+    err_t e = {0};
+    const char *am = "\"end_user\":{\"id\":\"alice\",\"email\":null,\"display_name\":\"Alice\"},"
+                     "\"organization\":%s,\"tags\":{\"plan\":\"pro\"}";
+    for (int i = 0; i < 5; i++) {
+        char meta[512];
+        ident_conn_new(g_keys, time(NULL), alice[i], &e);
+        snprintf(meta, sizeof meta, am, i < 2 ? "{\"id\":\"acme\",\"display_name\":null}" : "null");
+        produce_status_meta(alice[i], 1, i == 0 ? "connected" : "pending", meta);
+    }
+    for (int i = 0; i < 2; i++) {
+        ident_conn_new(g_keys, time(NULL), bob[i], &e);
+        produce_status_meta(bob[i], 1, "connected",
+                            "\"end_user\":{\"id\":\"bob\",\"email\":\"b@example.com\","
+                            "\"display_name\":null},\"organization\":null,\"tags\":{}");
+    }
+    flush();
+    for (int i = 0; i < 5; i++)
+        await_version(alice[i], 1);
+    await_version(bob[1], 1);
+
+    long st;
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, alice[0]);
+    cJSON *o = get_json(url, NULL, &st); /* public: no metadata */
+    assert_int_equal(st, 200);
+    assert_null(cJSON_GetObjectItem(o, "end_user"));
+    assert_null(cJSON_GetObjectItem(o, "tags"));
+    cJSON_Delete(o);
+    o = get_json(url, g_auth_ro, &st); /* platform view */
+    assert_int_equal(st, 200);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "end_user"), "id")->valuestring,
+                        "alice");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(o, "organization"), "id")->valuestring, "acme");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "tags"), "plan")->valuestring,
+                        "pro");
+    assert_string_equal(cJSON_GetObjectItem(o, "status")->valuestring, "connected");
+    cJSON_Delete(o);
+    o = get_json(url, g_auth_wo, &st); /* a key without connections:read */
+    assert_int_equal(st, 403);
+    cJSON_Delete(o);
+
+    /* Alice's five connections in pages of two. */
+    char seen[8][IDENT_CONN_ID_MAX], cursor[256] = "";
+    int nseen = 0, pages = 0;
+    do {
+        snprintf(url, sizeof url, "%s/v1/connections?end_user_id=alice&limit=2%s%s", g_url,
+                 cursor[0] ? "&cursor=" : "", cursor);
+        o = get_json(url, g_auth_ro, &st);
+        assert_int_equal(st, 200);
+        const cJSON *data = cJSON_GetObjectItem(o, "data");
+        assert_true(cJSON_GetArraySize(data) <= 2);
+        for (const cJSON *it = data ? data->child : NULL; it; it = it->next) {
+            assert_string_equal(
+                cJSON_GetObjectItem(cJSON_GetObjectItem(it, "end_user"), "id")->valuestring,
+                "alice");
+            assert_true(nseen < 8);
+            snprintf(seen[nseen++], sizeof seen[0], "%s",
+                     cJSON_GetObjectItem(it, "id")->valuestring);
+        }
+        const cJSON *nc = cJSON_GetObjectItem(o, "next_cursor");
+        if (cJSON_IsString(nc))
+            snprintf(cursor, sizeof cursor, "%s", nc->valuestring);
+        else
+            cursor[0] = '\0';
+        cJSON_Delete(o);
+        pages++;
+    } while (cursor[0] && pages < 10);
+    assert_int_equal(nseen, 5);
+    assert_int_equal(pages, 3);
+    for (int i = 0; i < 5; i++) {
+        int found = 0;
+        for (int j = 0; j < nseen; j++)
+            found += strcmp(seen[j], alice[i]) == 0;
+        assert_int_equal(found, 1); /* each exactly once across pages */
+    }
+    struct {
+        const char *q;
+        int n;
+    } filters[] = {
+        {"end_user_id=alice&organization_id=acme", 2}, {"end_user_id=alice&status=connected", 1},
+        {"end_user_id=bob&provider=sim", 2},           {"end_user_id=bob&provider=other", 0},
+        {"organization_id=acme&status=pending", 1},
+    };
+    for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++) {
+        snprintf(url, sizeof url, "%s/v1/connections?%s", g_url, filters[i].q);
+        o = get_json(url, g_auth_ro, &st);
+        assert_int_equal(st, 200);
+        if (cJSON_GetArraySize(cJSON_GetObjectItem(o, "data")) != filters[i].n)
+            fail_msg("%s: %d items, want %d", filters[i].q,
+                     cJSON_GetArraySize(cJSON_GetObjectItem(o, "data")), filters[i].n);
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "next_cursor")));
+        cJSON_Delete(o);
+    }
+    const char *bad[] = {"limit=0", "limit=201", "cursor=%21%21", "status=bogus", "colour=red"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(url, sizeof url, "%s/v1/connections?%s", g_url, bad[i]);
+        o = get_json(url, g_auth_ro, &st);
+        if (st != 400)
+            fail_msg("%s answered %ld, want 400", bad[i], st);
+        cJSON_Delete(o);
+    }
+    snprintf(url, sizeof url, "%s/v1/connections", g_url);
+    o = get_json(url, NULL, &st);
+    assert_int_equal(st, 401);
+    cJSON_Delete(o);
+    o = get_json(url, g_auth_wo, &st);
+    assert_int_equal(st, 403);
+    cJSON_Delete(o);
+    /* The platform view of a genuine id with no record yet: no metadata. */
+    char fresh[IDENT_CONN_ID_MAX];
+    ident_conn_new(g_keys, time(NULL), fresh, &e);
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, fresh);
+    o = get_json(url, g_auth_ro, &st);
+    assert_int_equal(st, 200);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "end_user")));
+    cJSON_Delete(o);
+}
+
 static void test_restart_resumes_and_rebuild(void **state)
 {
     (void)state;
@@ -580,6 +791,8 @@ int main(void)
         cmocka_unit_test(test_etag_404_pending_expired),
         cmocka_unit_test(test_long_poll_wakes_on_change_and_times_out),
         cmocka_unit_test(test_expired_is_distinct_and_final),
+        cmocka_unit_test(test_closed_by_default),
+        cmocka_unit_test(test_platform_view_and_list),
         cmocka_unit_test(test_restart_resumes_and_rebuild),
         cmocka_unit_test(test_store_failure_is_fatal_and_loses_nothing),
     };

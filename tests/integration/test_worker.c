@@ -41,6 +41,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "common/config.h"
+#include "common/connmeta.h"
 #include "common/crypto.h"
 #include "common/kafka.h"
 #include "common/log.h"
@@ -245,11 +246,17 @@ static void new_code(flow *f, const char *provider, const char *fault)
     f->provider = provider;
 }
 
+static const char *g_meta; /* connmeta JSON for the next produce_cb, or NULL */
+
 /* Produce the callback record for f as the intake would (acks=all). */
 static void produce_cb(const flow *f, int error_kind)
 {
-    records_callback rc;
+    static records_callback rc;
     memset(&rc, 0, sizeof rc);
+    if (g_meta) {
+        err_t me = {0};
+        assert_int_equal(connmeta_parse(g_meta, strlen(g_meta), &rc.meta, &me), 0);
+    }
     snprintf(rc.connection_id, sizeof rc.connection_id, "%s", f->id);
     snprintf(rc.provider, sizeof rc.provider, "%s", f->provider);
     if (error_kind) {
@@ -1509,6 +1516,65 @@ static int save_record(const testkafka_record *r, void *ud)
 }
 
 /* Last: every connections record of the run goes to the schema check. */
+/* The last record of key `id` in topic, parsed (NULL when none). */
+typedef struct {
+    const char *id;
+    char *last;
+} last_probe;
+
+static int on_last(const testkafka_record *r, void *ud)
+{
+    last_probe *p = ud;
+    if (r->key && r->value && strcmp(r->key, p->id) == 0) {
+        free(p->last);
+        p->last = strdup(r->value);
+    }
+    return 0;
+}
+
+static cJSON *last_record(const char *topic, const char *id)
+{
+    last_probe p = {id, NULL};
+    err_t e = {0};
+    testkafka_read(&g_cfg, topic, 1, 20000, on_last, &p, &e);
+    cJSON *o = p.last ? cJSON_Parse(p.last) : NULL;
+    free(p.last);
+    return o;
+}
+
+/* SPEC §4a: the platform's end_user/organization/tags of a session flow
+ * travel from the callback record into the connection and status records
+ * (and survive a later callback without them). */
+static void test_metadata_travels(void **state)
+{
+    (void)state;
+    flow f;
+    new_code(&f, "sim", NULL);
+    g_meta = "{\"end_user\":{\"id\":\"u_77\",\"email\":\"u77@example.com\",\"display_name\":null},"
+             "\"organization\":{\"id\":\"org_9\",\"display_name\":\"Nine\"},"
+             "\"tags\":{\"plan\":\"pro\"}}";
+    produce_cb(&f, 0);
+    g_meta = NULL;
+    produce_cb(&f, 0); /* a duplicate without metadata changes nothing */
+    flush_prod();
+    wait_final(&f, 1, 60);
+    const char *topics[] = {g_t_status, g_t_conn};
+    for (int i = 0; i < 2; i++) {
+        cJSON *o = last_record(topics[i], f.id);
+        assert_non_null(o);
+        const cJSON *eu = cJSON_GetObjectItem(o, "end_user");
+        const cJSON *org = cJSON_GetObjectItem(o, "organization");
+        const cJSON *tags = cJSON_GetObjectItem(o, "tags");
+        assert_string_equal(cJSON_GetObjectItem(eu, "id")->valuestring, "u_77");
+        assert_string_equal(cJSON_GetObjectItem(eu, "email")->valuestring, "u77@example.com");
+        assert_string_equal(cJSON_GetObjectItem(org, "id")->valuestring, "org_9");
+        assert_string_equal(cJSON_GetObjectItem(tags, "plan")->valuestring, "pro");
+        assert_string_equal(cJSON_GetObjectItem(o, "status")->valuestring, "connected");
+        cJSON_Delete(o);
+    }
+}
+
+/* Last: every connections record of the run goes to the schema check. */
 static void test_save_connection_records(void **state)
 {
     (void)state;
@@ -1543,6 +1609,7 @@ int main(void)
         cmocka_unit_test(test_zombie_paused_worker),
         cmocka_unit_test(test_restore_waits_for_open_transaction),
         cmocka_unit_test(test_restore_after_pending_offsets),
+        cmocka_unit_test(test_metadata_travels),
         cmocka_unit_test(test_save_connection_records),
     };
     /* OAUTHQ_TEST_FILTER=pattern runs only the matching tests (debugging). */

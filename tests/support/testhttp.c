@@ -171,3 +171,24 @@ void testhttp_resp_free(testhttp_resp *r)
     free(r->headers);
     memset(r, 0, sizeof *r);
 }
+
+void testhttp_cookie_header(const testhttp_resp *r, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *h = r->headers; h && *h;) {
+        const char *eol = strchr(h, '\n');
+        size_t n = eol ? (size_t)(eol - h) : strlen(h);
+        if (n > 11 && strncasecmp(h, "Set-Cookie:", 11) == 0) {
+            const char *v = h + 11;
+            while (*v == ' ')
+                v++;
+            size_t vl = strcspn(v, ";\r\n");
+            int w = snprintf(out + o, cap - o, "%s%.*s", o ? "; " : "Cookie: ", (int)vl, v);
+            if (w < 0 || (size_t)w >= cap - o)
+                break;
+            o += (size_t)w;
+        }
+        h += n + (eol ? 1 : 0);
+    }
+}

@@ -42,6 +42,10 @@ int testhttp_do(const char *method, const char *url, const char *const *headers,
 int testhttp_do_timeout(const char *method, const char *url, const char *const *headers,
                         const char *body, long timeout_ms, testhttp_resp *out);
 
+/* "Cookie: n1=v1; n2=v2" from every Set-Cookie of r (what a browser
+ * would send back), into out[cap]; "" when r set none. */
+void testhttp_cookie_header(const testhttp_resp *r, char *out, size_t cap);
+
 /* Free what out owns and zero it; NULL is a no-op. */
 void testhttp_resp_free(testhttp_resp *r);
 

@@ -37,6 +37,8 @@ if (rest.includes('--status-api')) {
   schema.required = schema.required.filter((k) => k !== 'schema');
   schema.properties.provider = { type: ['string', 'null'], maxLength: 32 };
   schema.properties.version = { type: 'integer', minimum: 0 };
+  // The public document never carries the platform's metadata (SPEC §4a).
+  for (const k of ['end_user', 'organization', 'tags']) delete schema.properties[k];
   schema.$id = schema.$id.replace('.json', '.api.json');
 }
 const validate = ajv.compile(schema);

@@ -1,7 +1,8 @@
 /* Unit tests of the pure parts of oauthqctl: argument parsing and times,
  * exit-code mapping, redaction of DLQ originals, the status projection
  * (sealed fields never printed), DLQ filters and replay eligibility, and
- * topic drift detection from a described configuration. */
+ * topic drift detection from a described configuration, `apikey create`
+ * (its printed key verifies against its printed entry). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/apikeys.h"
 #include "ctl/ctl.h"
 #include "ctl/ctl_args.h"
 #include "ctl/ctl_dlq.h"
@@ -181,7 +183,9 @@ static void test_status_projection_never_prints_sealed(void **state)
         "\"ignored_codes\":1,\"last_ignored_sha256\":null,\"account_id\":null,"
         "\"livemode\":null,\"scope\":null,\"token_type\":null,\"expires_in\":-1,"
         "\"access_token_sealed\":\"v1.d1.ACCESSSEALED\",\"refresh_token_sealed\":\"\","
-        "\"return_to\":null,\"callback_error\":null}";
+        "\"return_to\":null,\"callback_error\":null,"
+        "\"end_user\":{\"id\":\"u_1\",\"email\":null,\"display_name\":null},"
+        "\"organization\":null,\"tags\":{\"plan\":\"pro\"}}";
     cJSON *o = cJSON_Parse(rec);
     cJSON *p = ctl_status_project(o);
     char *s = cJSON_PrintUnformatted(p);
@@ -198,6 +202,9 @@ static void test_status_projection_never_prints_sealed(void **state)
     assert_non_null(strstr(s, "\"claimed\":true"));
     assert_non_null(strstr(s, "\"last_error\":\"http 503\""));
     assert_non_null(strstr(s, "\"version\":7"));
+    assert_non_null(strstr(s, "\"end_user\":{\"id\":\"u_1\""));
+    assert_non_null(strstr(s, "\"organization\":null"));
+    assert_non_null(strstr(s, "\"tags\":{\"plan\":\"pro\"}"));
     free(s);
     cJSON_Delete(p);
     cJSON_Delete(o);
@@ -353,6 +360,53 @@ static void test_drift(void **state)
     assert_int_equal(ctl_topics_drift(d, 4, 1, dr, 2), 2);
 }
 
+/* `apikey create`: the key printed once verifies against the entry it
+ * prints, with exactly the scopes asked for. */
+static void test_apikey_create(void **state)
+{
+    (void)state;
+    char *argv[] = {"oauthqctl", "apikey", "create", "--scopes=connections:write,tokens:read",
+                    "--kid",     "plat1",  "--json"};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    FILE *devnull = fopen("/dev/null", "w");
+    assert_non_null(out);
+    assert_int_equal(ctl_main(7, argv, out, devnull), 0);
+    fclose(out);
+    cJSON *doc = cJSON_Parse(buf);
+    assert_non_null(doc);
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(doc, "key");
+    const cJSON *entry = cJSON_GetObjectItemCaseSensitive(doc, "entry");
+    assert_true(cJSON_IsString(key) && cJSON_IsObject(entry));
+    assert_int_equal(strncmp(key->valuestring, "oq_plat1_", 9), 0);
+    cJSON *file = cJSON_CreateObject();
+    cJSON *keys = cJSON_AddObjectToObject(file, "keys");
+    cJSON_AddItemToObject(keys, "plat1", cJSON_Duplicate(entry, 1));
+    char *text = cJSON_PrintUnformatted(file);
+    err_t e = {0};
+    apikeys_t *k = apikeys_parse(text, strlen(text), "t", &e);
+    assert_non_null(k);
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "Bearer %s", key->valuestring);
+    assert_int_equal(apikeys_check(k, hdr, APIKEYS_CONNECTIONS_WRITE | APIKEYS_TOKENS_READ, NULL),
+                     APIKEYS_OK);
+    assert_int_equal(apikeys_check(k, hdr, APIKEYS_CONNECTIONS_READ, NULL), APIKEYS_FORBIDDEN);
+    apikeys_free(k);
+    free(text);
+    cJSON_Delete(file);
+    cJSON_Delete(doc);
+    free(buf);
+    /* Usage errors: no scopes, an unknown scope, a bad kid. */
+    char *bad1[] = {"oauthqctl", "apikey", "create"};
+    assert_int_equal(ctl_main(3, bad1, devnull, devnull), 2);
+    char *bad2[] = {"oauthqctl", "apikey", "create", "--scopes", "admin"};
+    assert_int_equal(ctl_main(5, bad2, devnull, devnull), 2);
+    char *bad3[] = {"oauthqctl", "apikey", "create", "--scopes", "tokens:read", "--kid", "A"};
+    assert_int_equal(ctl_main(7, bad3, devnull, devnull), 2);
+    fclose(devnull);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -366,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_status_projection_never_prints_sealed),
         cmocka_unit_test(test_dlq_filter_and_replay_usable),
         cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_apikey_create),
     };
     return cmocka_run_group_tests_name("unit_ctl", tests, NULL, NULL);
 }
