@@ -45,6 +45,7 @@ typedef struct {
     int worker_concurrency;                /* OAUTHQ_WORKER_CONCURRENCY */
     int worker_commit_ms;                  /* OAUTHQ_WORKER_COMMIT_MS */
     int worker_lease_ms;                   /* OAUTHQ_WORKER_LEASE_MS */
+    int worker_commit_gap_ms;              /* OAUTHQ_WORKER_COMMIT_GAP_MS */
     int worker_takeover_margin_ms;         /* OAUTHQ_WORKER_TAKEOVER_MARGIN_MS */
     int worker_probe_interval_ms;          /* OAUTHQ_WORKER_PROBE_INTERVAL_MS */
     int worker_bench_no_txn;               /* OAUTHQ_WORKER_BENCH_NO_TXN */

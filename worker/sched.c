@@ -68,6 +68,14 @@ int sched_commit_due(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, i
     return last_mono_ms < 0 || now_mono_ms - last_mono_ms >= commit_ms;
 }
 
+int sched_commit_due_urgent(int64_t last_start_mono_ms, int64_t last_end_mono_ms,
+                            int64_t now_mono_ms, int commit_ms, int gap_ms, int urgent)
+{
+    if (sched_commit_due(last_start_mono_ms, now_mono_ms, commit_ms, 1))
+        return 1;
+    return urgent && (last_end_mono_ms < 0 || now_mono_ms - last_end_mono_ms >= gap_ms);
+}
+
 int sched_wait_ms(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, int pending,
                   int max_wait_ms)
 {

@@ -70,6 +70,13 @@ int64_t sched_takeover_hold_ms(int64_t lease_ms, int64_t exchange_timeout_ms, in
  * never happened: last_mono_ms < 0)? */
 int sched_commit_due(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, int pending);
 
+/* Settles and claims are urgent: a user waits for the one, a free slot for the other. They go
+ * in a transaction as soon as gap_ms passed since the previous one ENDED (back to back under
+ * load), not at the next commit_ms tick; other work keeps the commit_ms cadence. 1 when a
+ * transaction is due now by either rule. */
+int sched_commit_due_urgent(int64_t last_start_mono_ms, int64_t last_end_mono_ms,
+                            int64_t now_mono_ms, int commit_ms, int gap_ms, int urgent);
+
 /* How long the loop may wait for input before the next transaction is due (0..max_wait_ms). */
 int sched_wait_ms(int64_t last_mono_ms, int64_t now_mono_ms, int commit_ms, int pending,
                   int max_wait_ms);

@@ -13,6 +13,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/httpd.h"
 #include "common/metrics.h"
@@ -92,7 +93,7 @@ struct worker {
     exchange_t *x;
     sched_t sched;
     int64_t takeover_hold_ms;
-    int64_t last_commit_mono;
+    int64_t last_commit_mono, last_commit_end_mono; /* the last transaction's start and end */
     int offsets_dirty;
     /* Rebalances: the callback only records them; the loop does the work. */
     rd_kafka_topic_partition_list_t *assign_pending;
@@ -118,28 +119,11 @@ struct worker {
     size_t ndlq, cap_dlq;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Monotonic milliseconds: leases and the commit cadence. */
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Monotonic microseconds, for the transaction phase timings. */
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
+/* Wall clock (record times, code deadlines, retry_at, pauses) and the
+ * monotonic one (leases, the commit cadence, durations). */
+#define now_ms  clock_wall_ms
+#define mono_ms clock_mono_ms
+#define mono_us clock_mono_us
 
 static void set_fatal(worker_t *w, const char *fmt, const char *detail)
 {
@@ -700,9 +684,10 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         a = MACHINE_CHANGED;
     }
     item_apply(it, a);
+    char cid[LOG_CODE_ID_LEN + 1];
     if (a == MACHINE_UNCHANGED || (is_code && !it->exchange && !fresh))
         log_kv(LOGL_INFO, "callback_not_exchanged", "connection_id", key, "code_sha256",
-               hash[0] ? hash + 52 : "-", "status", conn_status_name(it->c->status), "request_id",
+               log_code_id(hash, cid), "status", conn_status_name(it->c->status), "request_id",
                request_id);
     return 0;
 }
@@ -1164,8 +1149,9 @@ static void record_outcome(worker_t *w, item_t *it, const exchange_result *r)
                                             "Connections that reached a final status", fl),
                             1);
     }
+    char cid[LOG_CODE_ID_LEN + 1];
     log_kv(LOGL_INFO, "exchange_done", "connection_id", it->c->id, "code_sha256",
-           it->c->code_hash[0] ? it->c->code_hash + 52 : "-", "outcome",
+           log_code_id(it->c->code_hash, cid), "outcome",
            exchange_class_name(r->cls), "detail", r->detail, "status",
            conn_status_name(it->c->status));
 }
@@ -1321,6 +1307,30 @@ static int work_pending(const worker_t *w)
     return 0;
 }
 
+/* Work a user or a free slot waits for: a settle, or a claim to make. */
+static int urgent_work(const worker_t *w)
+{
+    for (size_t i = 0; i < w->nitems; i++) {
+        const item_t *it = w->items[i];
+        if (!it->orphan && ((it->settled && it->changed) || it->exchange))
+            return 1;
+    }
+    return 0;
+}
+
+/* How long the loop may block before a transaction is due. */
+static int commit_wait_ms(const worker_t *w, int pending, int max_wait_ms)
+{
+    int wait = sched_wait_ms(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms, pending,
+                             max_wait_ms);
+    if (wait > 0 && urgent_work(w)) {
+        int64_t left = w->last_commit_end_mono + w->cfg.worker_commit_gap_ms - mono_ms();
+        if (left < wait)
+            wait = left > 0 ? (int)left : 0;
+    }
+    return wait;
+}
+
 /* One commit round: revoke what asked, claim, commit, then start the
  * claimed requests. Returns 0, or -1 on a fatal error (e filled). */
 static int commit_round(worker_t *w, err_t *e)
@@ -1345,6 +1355,7 @@ static int commit_round(worker_t *w, err_t *e)
      * back to back when one takes longer, never commit_ms + its duration. */
     w->last_commit_mono = mono_ms();
     txn_result t = commit_txn(w, offsets);
+    w->last_commit_end_mono = mono_ms();
     rd_kafka_topic_partition_list_destroy(offsets);
     if (t == TXN_FATAL) {
         *e = w->fatal_err;
@@ -1914,20 +1925,13 @@ static int instance_id(worker_t *w, err_t *e)
 
 static int partition_count(worker_t *w, const char *topic, err_t *e)
 {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(w->restorer, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(w->restorer, 0, t, &md, w->cfg.kafka_timeout_ms);
-    rd_kafka_topic_destroy(t);
     int n = -1;
-    if (err)
-        err_set(e, kafka_errc(err), "metadata of %s: %s", topic, rd_kafka_err2str(err));
-    else if (md->topics[0].err)
-        err_set(e, ERRC_FATAL, "topic %s: %s (run oauthqctl topics create)", topic,
-                rd_kafka_err2str(md->topics[0].err));
-    else
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    if (kafka_partition_count(w->restorer, topic, w->cfg.kafka_timeout_ms, &n, e) < 0) {
+        if (e->cls == ERRC_PERMANENT) /* no such topic: nothing to work on */
+            e->cls = ERRC_FATAL;
+        err_wrap(e, "run oauthqctl topics create");
+        return -1;
+    }
     return n;
 }
 
@@ -2003,6 +2007,7 @@ worker_t *worker_open(const config_t *c, err_t *e)
         w->takeover_hold_ms = sched_takeover_hold_ms(c->worker_lease_ms, c->exchange_timeout_ms,
                                                      c->worker_takeover_margin_ms);
         w->last_commit_mono = -1;
+        w->last_commit_end_mono = -1;
         for (int p = 0; p < MAX_PARTS; p++)
             w->parts[p].next_offset = -1;
     }
@@ -2123,8 +2128,7 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
         }
         int pending = work_pending(w);
         int active = exchange_active(w->x);
-        int wait = sched_wait_ms(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms, pending,
-                                 MAX_WAIT_MS);
+        int wait = commit_wait_ms(w, pending, MAX_WAIT_MS);
         /* Consumer first: block on it only when no request needs driving. */
         for (size_t n = 0; n < cap; n++) {
             rd_kafka_message_t *m =
@@ -2160,14 +2164,15 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
         /* Drive the requests in flight; settle what finished. */
         active = exchange_active(w->x);
         if (active > 0) {
-            int wt = sched_wait_ms(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms,
-                                   work_pending(w), 5);
+            int wt = commit_wait_ms(w, work_pending(w), 5);
             exchange_perform(w->x, wt, on_exchange_done, w);
         }
         metrics_gauge_set(w->m_inflight, exchange_active(w->x));
         if (w->fatal)
             continue;
-        if (!sched_commit_due(w->last_commit_mono, mono_ms(), w->cfg.worker_commit_ms, 1))
+        if (!sched_commit_due_urgent(w->last_commit_mono, w->last_commit_end_mono, mono_ms(),
+                                     w->cfg.worker_commit_ms, w->cfg.worker_commit_gap_ms,
+                                     urgent_work(w)))
             continue;
         /* Scheduled work that is due, as far as slots are free. */
         if (collect_due(w, now_ms(), e) < 0) {

@@ -783,7 +783,7 @@ static void test_connect_session(void **state)
     assert_non_null(strstr(r.headers, "Max-Age=0"));
     testhttp_resp_free(&r);
     cJSON *o = record_json(id);
-    const cJSON *v = cJSON_GetObjectItem(o, "value");
+    const cJSON *v = o;
     const cJSON *eu = cJSON_GetObjectItem(v, "end_user");
     assert_string_equal(cJSON_GetObjectItem(eu, "id")->valuestring, "user_42");
     assert_string_equal(cJSON_GetObjectItem(eu, "email")->valuestring, "user_42@example.com");

@@ -85,6 +85,12 @@ static void test_commit_cadence(void **state)
     assert_int_equal(sched_wait_ms(100, 130, 20, 1, 50), 0);
     assert_int_equal(sched_wait_ms(100, 105, 20, 0, 50), 50);
     assert_int_equal(sched_wait_ms(100, 101, 200, 1, 50), 50);
+    /* Urgent work (settles, claims) goes gap_ms after the last one ended. */
+    assert_false(sched_commit_due_urgent(100, 115, 116, 20, 2, 1));
+    assert_true(sched_commit_due_urgent(100, 115, 117, 20, 2, 1));
+    assert_false(sched_commit_due_urgent(100, 115, 117, 20, 2, 0)); /* offsets only: the tick */
+    assert_true(sched_commit_due_urgent(100, 115, 120, 20, 2, 0));
+    assert_true(sched_commit_due_urgent(-1, -1, 0, 20, 2, 1));
 }
 
 /* Defect 6: after invalid_client exactly one held code goes out as a probe
