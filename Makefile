@@ -9,8 +9,8 @@
 #   make asan       unit + integration tests built with ASan+UBSan
 #   make fmt / fmt-check / lint / clean / setup
 #
-# Layout: every common/*.c goes into build/libcommon.a; producer/, worker/
-# and tests/sim/ objects (except each main.c) into their own archives, so
+# Layout: every common/*.c goes into build/libcommon.a; producer/, worker/,
+# webhooks/ and tests/sim/ objects (except each main.c) into their own archives, so
 # unit tests link the same objects the binaries use. Tests are one program
 # per file: tests/unit/test_X.c -> build/tests/unit_X, tests/integration/
 # test_X.c -> build/tests/itest_X (linked with tests/support/*.c).
@@ -36,6 +36,7 @@ INTAKE_SRC := $(filter-out producer/main.c,$(sort $(wildcard producer/*.c)))
 ASSET_FILES := $(sort $(wildcard producer/static/*))
 WORKER_SRC := $(filter-out worker/main.c,$(sort $(wildcard worker/*.c)))
 CTL_SRC := $(filter-out ctl/main.c,$(sort $(wildcard ctl/*.c)))
+WEBHOOKS_SRC := $(filter-out webhooks/main.c,$(sort $(wildcard webhooks/*.c)))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
@@ -51,10 +52,11 @@ LIBSIM := $(BUILD)/libsim.a
 LIBINTAKE := $(BUILD)/libintake.a
 LIBWORKER := $(BUILD)/libworker.a
 LIBCTL := $(BUILD)/libctl.a
+LIBWEBHOOKS := $(BUILD)/libwebhooks.a
 LIBSUPPORT := $(BUILD)/libsupport.a
 LIBBENCH := $(BUILD)/libbench.a
 # Order matters for static linking: users before what they use.
-APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
+APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWEBHOOKS) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
 BINS := $(BUILD)/oauthq-provider-sim
 ifneq ($(wildcard producer/main.c),)
@@ -65,6 +67,9 @@ BINS += $(BUILD)/oauthq-worker
 endif
 ifneq ($(wildcard ctl/main.c),)
 BINS += $(BUILD)/oauthqctl
+endif
+ifneq ($(wildcard webhooks/main.c),)
+BINS += $(BUILD)/oauthq-webhooks
 endif
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
@@ -103,9 +108,10 @@ $(LIBINTAKE): $(call obj,$(INTAKE_SRC)) $(BUILD)/obj/gen/assets_data.o
 	$(AR) rcs $@ $^
 $(eval $(call archive,$(LIBWORKER),$(WORKER_SRC)))
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
+$(eval $(call archive,$(LIBWEBHOOKS),$(WEBHOOKS_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
 $(eval $(call archive,$(LIBBENCH),$(BENCH_LIB_SRC)))
-$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBSUPPORT) $(LIBBENCH): | $(BUILD)/obj/empty.o
+$(LIBCOMMON) $(LIBSIM) $(LIBINTAKE) $(LIBWORKER) $(LIBCTL) $(LIBWEBHOOKS) $(LIBSUPPORT) $(LIBBENCH): | $(BUILD)/obj/empty.o
 
 $(BUILD)/oauthq-provider-sim: $(call obj,tests/sim/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -114,6 +120,8 @@ $(BUILD)/oauthq-intake: $(call obj,producer/main.c) $(APPLIBS)
 $(BUILD)/oauthq-worker: $(call obj,worker/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/oauthqctl: $(call obj,ctl/main.c) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/oauthq-webhooks: $(call obj,webhooks/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tests/tools/%.o $(LIBSUPPORT) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@

@@ -175,6 +175,8 @@ static const topic_spec topic_specs[] = {
     {KAFKA_TOPIC_CONNECTIONS, "compact", NULL},
     {KAFKA_TOPIC_STATUS, "compact", NULL},
     {KAFKA_TOPIC_DLQ, "delete", "1209600000"},
+    /* webhook delivery states (§4b) */
+    {KAFKA_TOPIC_WEBHOOKS, "compact", NULL},
 };
 #define NTOPICS (sizeof topic_specs / sizeof topic_specs[0])
 

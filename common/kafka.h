@@ -21,6 +21,7 @@
 #define KAFKA_TOPIC_CONNECTIONS "connections"
 #define KAFKA_TOPIC_STATUS      "status"
 #define KAFKA_TOPIC_DLQ         "dlq"
+#define KAFKA_TOPIC_WEBHOOKS    "webhooks"
 
 /* transaction.timeout.ms of every transactional producer: how long an
  * open transaction of a dead producer can hold back the last stable offset
@@ -54,7 +55,8 @@ errc kafka_error_errc(const rd_kafka_error_t *error);
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo, int64_t *hi,
                      int timeout_ms, err_t *e);
 
-/* Create callbacks, connections (compact), status (compact) and dlq with the
+/* Create callbacks, connections (compact), status (compact), dlq and webhooks
+ * (compact) with the
  * configured partitions/replication; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);
 

@@ -14,6 +14,7 @@
 #include "ctl/ctl_replay.h"
 #include "ctl/ctl_status.h"
 #include "ctl/ctl_topics.h"
+#include "ctl/ctl_webhooks.h"
 
 typedef struct {
     const char *name;
@@ -37,6 +38,8 @@ static const command commands[] = {
      "token ID                 decrypt and print a connection's tokens (operators)"},
     {"disconnect", ctl_disconnect_run, ctl_disconnect_help,
      "disconnect ID...         revoke at the provider (same as DELETE /v1/connections/{id})"},
+    {"webhooks", ctl_webhooks_run, ctl_webhooks_help,
+     "webhooks list|replay     webhook delivery states / send failed or held events again"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

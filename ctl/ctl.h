@@ -7,6 +7,7 @@
  *   status ID                 ctl_status.h
  *   dlq list|show             ctl_dlq.h
  *   replay ID... | --dlq      ctl_replay.h
+ *   webhooks list|replay      ctl_webhooks.h
  * Every command returns an err_t class, mapped here and only here to the
  * exit code: 0 ok, 1 retriable (Kafka unreachable, not delivered: try
  * again), 2 usage, permanent error, not found or drift, 3 fatal

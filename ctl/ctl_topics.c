@@ -23,6 +23,7 @@ static const struct {
     {KAFKA_TOPIC_CONNECTIONS, "compact", 0},
     {KAFKA_TOPIC_STATUS, "compact", 0},
     {KAFKA_TOPIC_DLQ, "delete", CTL_RETENTION_14D},
+    {KAFKA_TOPIC_WEBHOOKS, "compact", 0},
 };
 
 const char *ctl_topics_suffix(int i)

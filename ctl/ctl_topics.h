@@ -16,7 +16,7 @@
 #include "common/err.h"
 #include "ctl/ctl_out.h"
 
-#define CTL_TOPICS        4
+#define CTL_TOPICS        5
 #define CTL_DRIFT_MAX     32
 #define CTL_DRIFT_TEXT    200
 #define CTL_TOPIC_NAME    256
