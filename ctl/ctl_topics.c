@@ -344,7 +344,8 @@ static int topics_create(const ctl_ctx *cx, err_t *e)
         cJSON_Delete(doc);
         return rc;
     }
-    fprintf(cx->out, "topics ready: %s{callbacks,connections,status,dlq}\n", cx->cfg->topic_prefix);
+    fprintf(cx->out, "topics ready: %s{callbacks,connections,status,dlq,webhooks}\n",
+            cx->cfg->topic_prefix);
     return 0;
 }
 

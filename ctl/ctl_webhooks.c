@@ -122,7 +122,7 @@ static int webhooks_list(const ctl_ctx *cx, const ctl_opts *o, err_t *e)
             rc = -1;
         cJSON_Delete(doc);
     } else {
-        fprintf(cx->out, "%-40s %-28s %-8s %8s %-24s %s\n", "WEBHOOK-ID", "TYPE", "STATE",
+        fprintf(cx->out, "%-60s %-24s %-9s %8s %-24s %s\n", "WEBHOOK-ID", "TYPE", "STATE",
                 "ATTEMPTS", "NEXT ATTEMPT / AT", "LAST");
         const cJSON *c;
         cJSON_ArrayForEach(c, s.latest)
@@ -140,7 +140,7 @@ static int webhooks_list(const ctl_ctx *cx, const ctl_opts *o, err_t *e)
                     time_cell(ev, k ? "next_attempt_at_ms" : "at_ms", when, sizeof when);
                     ctl_out_cell(ev, "last_http_status", http, sizeof http);
                     ctl_out_cell(ev, "last_error", err, sizeof err);
-                    fprintf(cx->out, "%-40s %-28s %-8s %8s %-24s %s %s\n", wid, type, state, att,
+                    fprintf(cx->out, "%-60s %-24s %-9s %8s %-24s %s %s\n", wid, type, state, att,
                             when, http, err);
                 }
             }

@@ -1094,7 +1094,7 @@ dispatcher_t *dispatcher_open(const config_t *c, err_t *e)
     char nk[8];
     snprintf(nk, sizeof nk, "%d", d->keys.n);
     log_kv(LOGL_INFO, "webhooks_started", "instance_id", d->instance_id, "group", d->group_id,
-           "transactional_id", d->txn_id, "secrets", nk);
+           "transactional_id", d->txn_id, "signatures_per_delivery", nk);
     return d;
 fail:
     dispatcher_close(d);

@@ -10,7 +10,8 @@
 #  2. The receiver turns healthy: every event is acknowledged (2xx) exactly
 #     once, in version order per connection (connected before
 #     disconnected), webhook-id = <id>_v<version>.
-#  3. Once the 2xx are committed, another kill -9 and restart re-sends none.
+#  3. Once the 2xx are committed, another kill -9 and restart re-sends none;
+#     a 307 is a failed attempt, never followed.
 #  4. A 410 receiver: the dispatcher stops delivering (also other
 #     connections' events), exposes oauthq_webhooks_endpoint_gone 1; after
 #     `oauthqctl webhooks replay --all` the held events are delivered.
@@ -204,6 +205,25 @@ console.log(`checked ${log.length} deliveries: all verified with both secrets (s
 }
 check_log "${ids[@]}"
 
+# ---- 3b. redirects are not followed: a 307 is a failed attempt ----------
+curl -fsS -X POST -d '{"mode":"redirect"}' "http://127.0.0.1:$recv_port/_mode" >/dev/null
+r1=$(connect)
+for _ in $(seq 1 60); do
+    n=$(rlog | jq --arg id "$r1" '[.[] | select(.connection_id == $id and .answered == 307)] | length')
+    [ "$n" -ge 2 ] && break
+    sleep 0.25
+done
+[ "$n" -ge 2 ] || fail "$n redirected attempts, expected a retry after a 307"
+[ "$(rlog | jq '[.[] | select(.followed)] | length')" = 0 ] || fail "a redirect was followed"
+curl -fsS -X POST -d '{"mode":"ok"}' "http://127.0.0.1:$recv_port/_mode" >/dev/null
+for _ in $(seq 1 60); do
+    n=$(rlog | jq --arg id "$r1" '[.[] | select(.connection_id == $id and .answered == 204)] | length')
+    [ "$n" = 1 ] && break
+    sleep 0.25
+done
+[ "$n" = 1 ] || fail "the redirected event was not delivered once the endpoint answered"
+echo "307 not followed: retried, then delivered"
+
 # ---- 4. 410: stop everything until an operator replays -----------------
 curl -fsS -X POST -d '{"mode":"gone"}' "http://127.0.0.1:$recv_port/_mode" >/dev/null
 before=$(rlog | jq length)
@@ -250,4 +270,4 @@ wait "$dispatcher" || fail "dispatcher exited non-zero on SIGTERM"
 dispatcher=""
 grep -q "whsec_" "$tmp/webhooks.log" && fail "a secret reached the log"
 grep -q "receiver response body" "$tmp/webhooks.log" && fail "a response body reached the log"
-echo "webhooks: 5 passed, 0 failed"
+echo "webhooks: 6 passed, 0 failed"

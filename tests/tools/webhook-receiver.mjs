@@ -8,10 +8,13 @@
 //   ok        answer 204 to every verified delivery
 //   fail:N    answer 503 to the first N deliveries, then as ok
 //   gone      answer 410 (endpoint gone)
+//   redirect  answer 307 to /followed (a sender must not follow it; a
+//             request that arrives there is logged with followed: true)
 // GET /_log   the deliveries received, JSON: [{webhook_id, timestamp, type,
 //             version, connection_id, answered, verified, verified_all,
 //             wrong_secret_rejected, data}]
 // GET /       an HTML page listing them (the demo shows it).
+// Listens on 127.0.0.1 unless RECEIVER_HOST says otherwise.
 import http from 'node:http';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -100,7 +103,14 @@ const server = http.createServer((req, res) => {
       entry.type = 'unparseable';
     }
     let status = 204;
+    entry.followed = req.url === '/followed';
     if (!entry.verified) status = 401;
+    else if (mode === 'redirect' && !entry.followed) {
+      entry.answered = 307;
+      if (log.length < MAX_LOG) log.push(entry);
+      res.writeHead(307, { Location: '/followed' });
+      return res.end();
+    }
     else if (mode === 'gone') status = 410;
     else if (mode.startsWith('fail')) {
       const n = Number(mode.split(':')[1] || 1e9);
@@ -114,5 +124,6 @@ const server = http.createServer((req, res) => {
     answer(res, status, status === 204 ? '' : '{"note":"receiver response body: never logged by oauthq"}');
   });
 });
-server.listen(Number(port), '127.0.0.1', () => console.log(`webhook receiver on 127.0.0.1:${server.address().port} (mode ${mode})`));
+const host = process.env.RECEIVER_HOST || '127.0.0.1'; // compose.yaml: 0.0.0.0
+server.listen(Number(port), host, () => console.log(`webhook receiver on ${host}:${server.address().port} (mode ${mode})`));
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => server.close(() => process.exit(0)));
