@@ -66,6 +66,8 @@ struct dispatcher {
     size_t tab_cap, tab_n;
     entry_t **act; /* entries with queued events or in flight */
     size_t act_n, act_cap;
+    entry_t **dirty; /* entries changed since the last commit (en->dirty set) */
+    size_t dirty_n, dirty_cap;
     int ngone;
     CURLM *multi;
     int inflight;
@@ -195,6 +197,24 @@ static entry_t *entry_get(dispatcher_t *d, const char *id, int32_t p, err_t *e)
     return en;
 }
 
+/* Note that en's state must go into the next transaction. */
+static int mark_dirty(dispatcher_t *d, entry_t *en, err_t *e)
+{
+    if (en->dirty)
+        return 0;
+    if (d->dirty_n == d->dirty_cap) {
+        size_t nc = d->dirty_cap ? d->dirty_cap * 2 : 256;
+        entry_t **nd = realloc(d->dirty, nc * sizeof *nd);
+        if (!nd)
+            return err_set(e, ERRC_FATAL, "out of memory");
+        d->dirty = nd;
+        d->dirty_cap = nc;
+    }
+    d->dirty[d->dirty_n++] = en;
+    en->dirty = 1;
+    return 0;
+}
+
 /* Keep ngone and the active list in step with the entry's state. */
 static int entry_touch(dispatcher_t *d, entry_t *en, err_t *e)
 {
@@ -229,6 +249,7 @@ static void drop_all(dispatcher_t *d)
     d->tab = NULL;
     d->tab_cap = d->tab_n = 0;
     d->act_n = 0;
+    d->dirty_n = 0;
     d->ngone = 0;
 }
 
@@ -338,7 +359,8 @@ static int apply_replay(dispatcher_t *d, entry_t *en, err_t *e)
     en->replay = 0;
     int n = delivery_replay(&en->d, now_ms());
     if (n > 0) {
-        en->dirty = 1;
+        if (mark_dirty(d, en, e) < 0)
+            return -1;
         metrics_counter_add(d->m_replays, (uint64_t)n);
         char nn[16];
         snprintf(nn, sizeof nn, "%d", n);
@@ -379,7 +401,8 @@ static int finish_delivery(dispatcher_t *d, CURL *h, CURLcode code, err_t *e)
                         1);
     int attempts = en->d.ev[0].attempts + 1;
     delivery_outcome o = delivery_result(&en->d, (int)http, error, now_ms(), &d->pol, next_rand(d));
-    en->dirty = 1;
+    if (mark_dirty(d, en, e) < 0)
+        return -1;
     switch (o) {
     case DELIVERY_DELIVERED:
         metrics_counter_add(d->m_delivered, 1);
@@ -493,7 +516,8 @@ static int on_status(dispatcher_t *d, const rd_kafka_message_t *m, err_t *e)
         return -1;
     }
     if (delivery_enqueue(&en->d, version, type, body, now_ms()) == 1) {
-        en->dirty = 1;
+        if (mark_dirty(d, en, e) < 0)
+            return -1;
         char v[24];
         snprintf(v, sizeof v, "%lld", (long long)version);
         log_kv(LOGL_INFO, "webhook_queued", "connection_id", id, "type", type, "version", v);
@@ -576,11 +600,8 @@ static int commit(dispatcher_t *d, err_t *e)
         rd_kafka_topic_partition_list_destroy(offs);
         return txn_fail(d, "begin_transaction", err, e);
     }
-    int n = 0;
-    for (size_t i = 0; i < d->tab_cap; i++) {
-        entry_t *en = d->tab[i];
-        if (!en || !en->dirty)
-            continue;
+    for (size_t i = 0; i < d->dirty_n; i++) {
+        entry_t *en = d->dirty[i];
         char *rec = delivery_encode(&en->d, e);
         if (!rec) {
             rd_kafka_topic_partition_list_destroy(offs);
@@ -605,7 +626,6 @@ static int commit(dispatcher_t *d, err_t *e)
                 rd_kafka_error_destroy(a);
             return -1;
         }
-        n++;
     }
     if (offs->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *cgm = rd_kafka_consumer_group_metadata(d->consumer);
@@ -632,12 +652,11 @@ static int commit(dispatcher_t *d, err_t *e)
         return txn_fail(d, "commit_transaction", err, e);
     if (atomic_load(&d->fatal))
         return err_set(e, ERRC_FATAL, "a webhook state record was not delivered");
-    for (size_t i = 0; i < d->tab_cap; i++)
-        if (d->tab[i])
-            d->tab[i]->dirty = 0;
+    for (size_t i = 0; i < d->dirty_n; i++)
+        d->dirty[i]->dirty = 0;
+    d->dirty_n = 0;
     d->offsets_dirty = 0;
     metrics_counter_add(d->m_txn, 1);
-    (void)n;
     return 0;
 }
 
@@ -1149,11 +1168,7 @@ int dispatcher_run(dispatcher_t *d, volatile sig_atomic_t *stop, err_t *e)
         }
         int64_t mono = mono_ms();
         if (mono - d->last_commit_mono >= d->cfg.webhook_commit_ms) {
-            int dirty = d->offsets_dirty;
-            for (size_t i = 0; !dirty && i < d->act_n; i++)
-                dirty = d->act[i]->dirty;
-            for (size_t i = 0; !dirty && i < d->tab_cap; i++)
-                dirty = d->tab[i] && d->tab[i]->dirty;
+            int dirty = d->offsets_dirty || d->dirty_n > 0;
             if (dirty && commit(d, e) < 0) {
                 rc = -1;
                 break;
@@ -1208,6 +1223,7 @@ void dispatcher_close(dispatcher_t *d)
         curl_multi_cleanup(d->multi);
     drop_all(d);
     free(d->act);
+    free(d->dirty);
     free(d->xfers);
     metrics_free(d->metrics);
     sign_keys_wipe(&d->keys);
