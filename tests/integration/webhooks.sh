@@ -15,7 +15,8 @@
 #  4. A 410 receiver: the dispatcher stops delivering (also other
 #     connections' events), exposes oauthq_webhooks_endpoint_gone 1; after
 #     `oauthqctl webhooks replay --all` the held events are delivered.
-#  5. Every webhooks-topic record validates against schemas/webhook.v1.json.
+#  5. Every webhooks-topic record validates against schemas/webhook.v1.json,
+#     every body against the OpenAPI WebhookEvent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${OAUTHQ_BUILD:-build}
@@ -261,6 +262,9 @@ echo "410 stopped every delivery until oauthqctl webhooks replay --all; then del
 "$BUILD/oauthq-topic-read" "${OAUTHQ_TOPIC_PREFIX}webhooks" --min 1 |
     jq -c 'select(.key | startswith("replay/") | not) | .value' >"$tmp/webhook-records.jsonl"
 node tests/tools/validate-records.mjs schemas/webhook.v1.json "$tmp/webhook-records.jsonl" --min 10
+# The bodies the receiver got match the OpenAPI WebhookEvent.
+rlog | jq -c '.[] | .body | fromjson' >"$tmp/bodies.jsonl"
+node tests/tools/validate-records.mjs 'schemas/openapi.yaml#WebhookEvent' "$tmp/bodies.jsonl" --min 10
 echo '{"schema":"oauthq.webhook.v1","connection_id":"x"}' >"$tmp/bad.jsonl"
 if node tests/tools/validate-records.mjs schemas/webhook.v1.json "$tmp/bad.jsonl" --min 1 >/dev/null 2>&1; then
     fail "the schema accepted an invalid record"

@@ -12,7 +12,7 @@
 //             request that arrives there is logged with followed: true)
 // GET /_log   the deliveries received, JSON: [{webhook_id, timestamp, type,
 //             version, connection_id, answered, verified, verified_all,
-//             wrong_secret_rejected, data}]
+//             wrong_secret_rejected, data, body}]
 // GET /       an HTML page listing them (the demo shows it).
 // Listens on 127.0.0.1 unless RECEIVER_HOST says otherwise.
 import http from 'node:http';
@@ -95,6 +95,7 @@ const server = http.createServer((req, res) => {
       verified_all: results.length > 0 && results.every(Boolean),
       wrong_secret_rejected: !verifyWith(wrong, body, headers),
       received_at: new Date().toISOString(),
+      body: body.toString(),
     };
     try {
       const doc = JSON.parse(body.toString());
