@@ -57,6 +57,7 @@ struct dispatcher {
     int64_t next_status[MAX_PARTS], next_webhooks[MAX_PARTS];
     rd_kafka_topic_partition_list_t *assign_pending;
     int revoke_pending;
+    int64_t revoke_deadline_mono; /* in-flight deliveries may finish until then */
     int closing;
     int offsets_dirty;
     int64_t last_commit_mono, gone_logged_mono, gauges_mono;
@@ -757,19 +758,25 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         d->revoke_pending = 1;
+        d->revoke_deadline_mono = mono_ms() + d->cfg.webhook_timeout_ms + 1000;
         rd_kafka_pause_partitions(rk, parts);
         return;
     }
     rd_kafka_assign(rk, NULL);
 }
 
-/* Give every partition up: unknown outcomes of the transfers in flight go
- * to the next owner; what finished commits first (unless the assignment
- * was lost, when nothing of ours can commit any more). */
+/* Give every partition up. Deliveries in flight may finish first (bounded
+ * by their timeout; none starts meanwhile), so their 2xx commit with the
+ * last transaction instead of being sent again by the next owner; what is
+ * still running then is dropped (unknown outcome: the next owner sends it,
+ * same webhook-id). A lost assignment commits nothing: it cannot any more.
+ * Returns 0 with revoke_pending still set while it waits. */
 static int serve_revoke(dispatcher_t *d, err_t *e)
 {
-    abort_transfers(d);
     int lost = rd_kafka_assignment_lost(d->consumer);
+    if (!lost && d->inflight > 0 && mono_ms() < d->revoke_deadline_mono)
+        return 0;
+    abort_transfers(d);
     log_kv(LOGL_INFO, "partitions_revoked", "lost", lost ? "yes" : "no");
     if (!lost && commit(d, e) < 0)
         return -1;
@@ -1128,9 +1135,13 @@ int dispatcher_run(dispatcher_t *d, volatile sig_atomic_t *stop, err_t *e)
             rc = err_set(e, ERRC_FATAL, "a webhook state record was not delivered");
             break;
         }
-        if (d->revoke_pending && serve_revoke(d, e) < 0) {
-            rc = -1;
-            break;
+        if (d->revoke_pending) {
+            if (serve_revoke(d, e) < 0 || (d->revoke_pending && drive_curl(d, 10, e) < 0)) {
+                rc = -1;
+                break;
+            }
+            if (d->revoke_pending)
+                continue; /* waiting for the deliveries in flight */
         }
         if (d->assign_pending && serve_assign(d, e) < 0) {
             rc = -1;

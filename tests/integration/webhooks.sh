@@ -15,6 +15,8 @@
 #  4. A 410 receiver: the dispatcher stops delivering (also other
 #     connections' events), exposes oauthq_webhooks_endpoint_gone 1; after
 #     `oauthqctl webhooks replay --all` the held events are delivered.
+#  4b. A second dispatcher joins the group and leaves: every event still
+#     acknowledged exactly once.
 #  5. Every webhooks-topic record validates against schemas/webhook.v1.json,
 #     every body against the OpenAPI WebhookEvent.
 set -euo pipefail
@@ -201,6 +203,11 @@ for (const [i, id] of ids.entries()) {
   const conAck = mine.findIndex((e) => e.type === "connection.connected" && e.answered === 204);
   if (firstDisc >= 0 && firstDisc < conAck) fail(`${id}: disconnected sent before connected was acknowledged`);
 }
+const acks = {};
+for (const e of log.filter((x) => x.answered === 204)) {
+  acks[e.webhook_id] = (acks[e.webhook_id] || 0) + 1;
+  if (acks[e.webhook_id] > 1) fail(`${e.webhook_id} acknowledged twice`);
+}
 console.log(`checked ${log.length} deliveries: all verified with both secrets (standardwebhooks), wrong secret rejected, each event acknowledged once, in version order`);
 ' "$tmp/received.json" "$@"
 }
@@ -258,6 +265,36 @@ grep -q '^oauthq_webhooks_attempts_total{result="410"} 1' "$tmp/metrics.txt" || 
 grep -q '^oauthq_webhooks_oldest_undelivered_seconds' "$tmp/metrics.txt" || fail "no oldest-age metric"
 echo "410 stopped every delivery until oauthqctl webhooks replay --all; then delivered"
 
+# ---- 4b. a second dispatcher: the group shares the partitions -----------
+OAUTHQ_DATA_DIR=$tmp/data2 OAUTHQ_WEBHOOK_LISTEN=127.0.0.1:0 "$BUILD/oauthq-webhooks" \
+    >"$tmp/webhooks2.log" 2>&1 &
+second=$!
+for _ in $(seq 1 60); do
+    grep -q partitions_assigned "$tmp/webhooks2.log" && break
+    sleep 0.25
+done
+grep -q partitions_assigned "$tmp/webhooks2.log" || fail "the second dispatcher got no partitions"
+more=()
+for _ in 1 2 3 4; do more+=("$(connect)"); done
+for _ in $(seq 1 80); do
+    n=$(rlog | jq --argjson ids "$(printf '%s\n' "${more[@]}" | jq -R . | jq -s .)" \
+        '[.[] | select(.answered == 204 and (.connection_id as $c | $ids | index($c)))] | length')
+    [ "$n" -ge 4 ] && break
+    sleep 0.25
+done
+[ "$n" = 4 ] || fail "$n of 4 events delivered with two dispatchers"
+kill -TERM "$second"
+wait "$second" || fail "the second dispatcher exited non-zero on SIGTERM"
+last=$(connect)
+for _ in $(seq 1 80); do
+    n=$(rlog | jq --arg id "$last" '[.[] | select(.answered == 204 and .connection_id == $id)] | length')
+    [ "$n" = 1 ] && break
+    sleep 0.25
+done
+[ "$n" = 1 ] || fail "no delivery after the second dispatcher left"
+check_log "${ids[@]}"
+echo "two dispatchers in one group, then one again: every event acknowledged once"
+
 # ---- 5. records validate against the schema ------------------------------
 "$BUILD/oauthq-topic-read" "${OAUTHQ_TOPIC_PREFIX}webhooks" --min 1 |
     jq -c 'select(.key | startswith("replay/") | not) | .value' >"$tmp/webhook-records.jsonl"
@@ -274,4 +311,4 @@ wait "$dispatcher" || fail "dispatcher exited non-zero on SIGTERM"
 dispatcher=""
 grep -q "whsec_" "$tmp/webhooks.log" && fail "a secret reached the log"
 grep -q "receiver response body" "$tmp/webhooks.log" && fail "a response body reached the log"
-echo "webhooks: 6 passed, 0 failed"
+echo "webhooks: 7 passed, 0 failed"
