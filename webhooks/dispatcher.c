@@ -388,7 +388,9 @@ static int finish_delivery(dispatcher_t *d, CURL *h, CURLcode code, err_t *e)
     d->inflight--;
     if (en->d.nev == 0 || en->d.ev[0].version != version) {
         /* The event left the queue while in flight (queue overflow). */
-        return apply_replay(d, en, e) < 0 ? -1 : entry_touch(d, en, e);
+        if (entry_touch(d, en, e) < 0)
+            return -1;
+        return en->replay ? apply_replay(d, en, e) : 0;
     }
     char hbuf[16];
     if (code == CURLE_OK && (http < 200 || http >= 300) && http != 410) {

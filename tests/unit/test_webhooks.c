@@ -317,6 +317,7 @@ static void test_codec_roundtrip(void **state)
     char *s2 = delivery_encode(&d, &e);
     assert_string_equal(s, s2);
     free(s2);
+    delivery_conn_clear(&d); /* decode initialises: free what d owns first */
     /* Defects are refused, nothing half-loaded. */
     char *broken = strdup(s);
     char *p = strstr(broken, "\"pending\"");
