@@ -4,7 +4,7 @@
  * popen; its --json output is parsed and checked field by field, and every
  * output is searched for the secrets the records carry.
  *
- *  topics: create, then describe --json shows the four topics and no drift
+ *  topics: create, then describe --json shows the five topics and no drift
  *          (exit 0); a larger OAUTHQ_TOPIC_PARTITIONS is drift (exit 2).
  *  status: the highest version of a connections.v1 record wins; sealed
  *          fields print only "sealed"/"none"; unknown id exits 2; an
