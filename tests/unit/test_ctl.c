@@ -304,6 +304,12 @@ static void test_drift(void **state)
     assert_true(has(dr, n, "callbacks", "partitions_mismatch"));
 
     good_topics(d);
+    d[4].partitions = 6; /* webhooks must match status (the dispatcher) */
+    n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
+    assert_int_equal(n, 1);
+    assert_true(has(dr, n, "webhooks", "partitions_mismatch"));
+
+    good_topics(d);
     d[3].partitions = 1; /* dlq is not co-partitioned: only below config */
     n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
     assert_int_equal(n, 1);
