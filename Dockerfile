@@ -1,5 +1,5 @@
-# oauthq image: every binary (oauthq-intake, oauthq-worker, oauthqctl,
-# oauthq-provider-sim) on Debian bookworm. Used by compose.yaml.
+# oauthq image: every binary (oauthq-intake, oauthq-worker, oauthq-webhooks,
+# oauthqctl, oauthq-provider-sim) on Debian bookworm. Used by compose.yaml.
 # Not buildable on the development machines (no Docker engine there); kept
 # in step with the Makefile and the binaries' command lines by review.
 

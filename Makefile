@@ -10,8 +10,8 @@
 #   make tsan       the intake's integration tests built with ThreadSanitizer
 #   make fmt / fmt-check / lint / clean / setup
 #
-# Layout: every common/*.c goes into build/libcommon.a; producer/, worker/
-# and tests/sim/ objects (except each main.c) into their own archives, so
+# Layout: every common/*.c goes into build/libcommon.a; producer/, worker/,
+# webhooks/ and tests/sim/ objects (except each main.c) into their own archives, so
 # unit tests link the same objects the binaries use. Tests are one program
 # per file: tests/unit/test_X.c -> build/tests/unit_X, tests/integration/
 # test_X.c -> build/tests/itest_X (linked with tests/support/*.c).
@@ -37,6 +37,7 @@ INTAKE_SRC := $(filter-out producer/main.c,$(sort $(wildcard producer/*.c)))
 ASSET_FILES := $(sort $(wildcard producer/static/*))
 WORKER_SRC := $(filter-out worker/main.c,$(sort $(wildcard worker/*.c)))
 CTL_SRC := $(filter-out ctl/main.c,$(sort $(wildcard ctl/*.c)))
+WEBHOOKS_SRC := $(filter-out webhooks/main.c,$(sort $(wildcard webhooks/*.c)))
 SUPPORT_SRC := $(sort $(wildcard tests/support/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 ITEST_SRC := $(sort $(wildcard tests/integration/test_*.c))
@@ -51,13 +52,14 @@ LIBSIM := $(BUILD)/libsim.a
 LIBINTAKE := $(BUILD)/libintake.a
 LIBWORKER := $(BUILD)/libworker.a
 LIBCTL := $(BUILD)/libctl.a
+LIBWEBHOOKS := $(BUILD)/libwebhooks.a
 LIBSUPPORT := $(BUILD)/libsupport.a
 LIBBENCH := $(BUILD)/libbench.a
 # Order matters for static linking: users before what they use.
-APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
+APPLIBS := $(LIBINTAKE) $(LIBCTL) $(LIBWEBHOOKS) $(LIBWORKER) $(LIBSIM) $(LIBCOMMON)
 
 BINS := $(BUILD)/oauthq-provider-sim $(BUILD)/oauthq-intake $(BUILD)/oauthq-worker \
-        $(BUILD)/oauthqctl
+        $(BUILD)/oauthqctl $(BUILD)/oauthq-webhooks
 UNIT_BINS := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit_%,$(UNIT_SRC))
 ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITEST_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
@@ -100,6 +102,7 @@ $(LIBWORKER): $(call obj,$(WORKER_SRC)) $(BUILD)/obj/gen/store_schema.o
 	@rm -f $@
 	$(AR) rcs $@ $^
 $(eval $(call archive,$(LIBCTL),$(CTL_SRC)))
+$(eval $(call archive,$(LIBWEBHOOKS),$(WEBHOOKS_SRC)))
 $(eval $(call archive,$(LIBSUPPORT),$(SUPPORT_SRC)))
 $(eval $(call archive,$(LIBBENCH),$(BENCH_LIB_SRC)))
 
@@ -110,6 +113,8 @@ $(BUILD)/oauthq-intake: $(call obj,producer/main.c) $(APPLIBS)
 $(BUILD)/oauthq-worker: $(call obj,worker/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/oauthqctl: $(call obj,ctl/main.c) $(APPLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/oauthq-webhooks: $(call obj,webhooks/main.c) $(APPLIBS)
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # Benchmark tools (SPEC §9, scripts/bench): bench/bench-X.c -> build/bench/bench-X.
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBBENCH) $(APPLIBS)

@@ -55,6 +55,15 @@ typedef struct {
     int open_start;                        /* OAUTHQ_OPEN_START */
     int status_max_wait_s;                 /* OAUTHQ_STATUS_MAX_WAIT_S */
     char worker_listen[128];               /* OAUTHQ_WORKER_LISTEN */
+    char webhook_url[CONFIG_PATH_MAX];     /* OAUTHQ_WEBHOOK_URL */
+    char webhook_keys[CONFIG_PATH_MAX];    /* OAUTHQ_WEBHOOK_SECRET_FILE */
+    char webhook_listen[128];              /* OAUTHQ_WEBHOOK_LISTEN */
+    int webhook_concurrency;               /* OAUTHQ_WEBHOOK_CONCURRENCY */
+    int webhook_timeout_ms;                /* OAUTHQ_WEBHOOK_TIMEOUT_MS */
+    int webhook_retry_base_ms;             /* OAUTHQ_WEBHOOK_RETRY_BASE_MS */
+    int webhook_retry_cap_s;               /* OAUTHQ_WEBHOOK_RETRY_CAP_S */
+    int webhook_retry_max_s;               /* OAUTHQ_WEBHOOK_RETRY_MAX_S */
+    int webhook_commit_ms;                 /* OAUTHQ_WEBHOOK_COMMIT_MS */
 } config_t;
 
 /* Environment lookup; tests pass their own, NULL means getenv. */

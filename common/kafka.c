@@ -169,6 +169,8 @@ const kafka_topic_spec kafka_topic_specs[KAFKA_TOPICS] = {
     {KAFKA_TOPIC_CONNECTIONS, "compact", 0},
     {KAFKA_TOPIC_STATUS, "compact", 0},
     {KAFKA_TOPIC_DLQ, "delete", KAFKA_RETENTION_14D},
+    /* webhook delivery states (§4b) */
+    {KAFKA_TOPIC_WEBHOOKS, "compact", 0},
 };
 
 int kafka_min_isr(int replication)

@@ -21,6 +21,7 @@
 #define KAFKA_TOPIC_CONNECTIONS "connections"
 #define KAFKA_TOPIC_STATUS      "status"
 #define KAFKA_TOPIC_DLQ         "dlq"
+#define KAFKA_TOPIC_WEBHOOKS    "webhooks"
 
 /* transaction.timeout.ms of every transactional producer: how long an
  * open transaction of a dead producer can hold back the last stable offset
@@ -63,7 +64,7 @@ typedef struct {
     long long min_retention_ms; /* retention.ms at creation, the least accepted; 0: compacted */
 } kafka_topic_spec;
 
-#define KAFKA_TOPICS         4
+#define KAFKA_TOPICS         5
 #define KAFKA_RETENTION_7D   604800000LL
 #define KAFKA_RETENTION_14D  1209600000LL
 #define KAFKA_TOMBSTONE_KEEP "86400000" /* delete.retention.ms of compacted topics: 1 d */

@@ -15,6 +15,7 @@
 #include "ctl/ctl_replay.h"
 #include "ctl/ctl_status.h"
 #include "ctl/ctl_topics.h"
+#include "ctl/ctl_webhooks.h"
 
 typedef struct {
     const char *name;
@@ -40,6 +41,8 @@ static const command commands[] = {
      "disconnect ID...         revoke at the provider (same as DELETE /v1/connections/{id})"},
     {"apikey", ctl_apikey_run, ctl_apikey_help,
      "apikey create --scopes S  a new platform API key (printed once) and its keys-file entry"},
+    {"webhooks", ctl_webhooks_run, ctl_webhooks_help,
+     "webhooks list|replay     webhook delivery states / send failed or held events again"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -10,6 +10,7 @@
  *   provider check|pause|resume    ctl_provider.h
  *   token ID                       ctl_token.h
  *   disconnect ID...               ctl_disconnect.h
+ *   webhooks list|replay           ctl_webhooks.h
  * (the table in ctl.c is the list; this one follows it).
  * Every command returns an err_t class, mapped here and only here to the
  * exit code: 0 ok, 1 retriable (Kafka unreachable, not delivered: try

@@ -93,6 +93,12 @@ int ctl_topics_drift(const ctl_topic_desc d[CTL_TOPICS], int want_partitions, in
         add(out, cap, &n, "callbacks", "partitions_mismatch",
             "callbacks %d, connections %d, status %d partitions: the worker requires them equal",
             cb->partitions, cn->partitions, st->partitions);
+    /* The webhook dispatcher co-partitions status and webhooks. */
+    const ctl_topic_desc *wh = &d[4];
+    if (st->exists && wh->exists && st->partitions != wh->partitions)
+        add(out, cap, &n, "webhooks", "partitions_mismatch",
+            "status %d, webhooks %d partitions: the webhook dispatcher requires them equal",
+            st->partitions, wh->partitions);
     return n;
 }
 
@@ -322,7 +328,8 @@ static int topics_create(const ctl_ctx *cx, err_t *e)
         cJSON_Delete(doc);
         return rc;
     }
-    fprintf(cx->out, "topics ready: %s{callbacks,connections,status,dlq}\n", cx->cfg->topic_prefix);
+    fprintf(cx->out, "topics ready: %s{callbacks,connections,status,dlq,webhooks}\n",
+            cx->cfg->topic_prefix);
     return 0;
 }
 

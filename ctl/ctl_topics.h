@@ -1,7 +1,7 @@
 /*
  * ctl_topics — `oauthqctl topics create|describe`.
  *
- * create: kafka_topics_ensure (idempotent). describe: for each of the four
+ * create: kafka_topics_ensure (idempotent). describe: for each of the five
  * topics, partitions and replication (metadata) and cleanup.policy,
  * retention.ms and min.insync.replicas (DescribeConfigs), then the drift
  * between what exists and what kafka_topics_ensure would create with this

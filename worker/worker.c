@@ -1151,9 +1151,8 @@ static void record_outcome(worker_t *w, item_t *it, const exchange_result *r)
     }
     char cid[LOG_CODE_ID_LEN + 1];
     log_kv(LOGL_INFO, "exchange_done", "connection_id", it->c->id, "code_sha256",
-           log_code_id(it->c->code_hash, cid), "outcome",
-           exchange_class_name(r->cls), "detail", r->detail, "status",
-           conn_status_name(it->c->status));
+           log_code_id(it->c->code_hash, cid), "outcome", exchange_class_name(r->cls), "detail",
+           r->detail, "status", conn_status_name(it->c->status));
 }
 
 /* A request finished (curl's done callback, on the loop's thread): settle

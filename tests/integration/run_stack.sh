@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run` works as the README says: scripts/run-stack brings up the
-# simulator, worker and intake (demo mode) on the local Kafka, a browser-like
-# client connects through the simulator and the status API says connected,
-# and Ctrl-C (SIGINT) stops every process it started.
+# simulator, worker, intake (demo mode), webhook dispatcher and demo
+# receiver on the local Kafka, a browser-like client connects through the
+# simulator, the status API says connected, the receiver got the signed
+# webhook, and Ctrl-C (SIGINT) stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${OAUTHQ_BUILD:-build}
@@ -14,6 +15,9 @@ export OAUTHQ_LISTEN=127.0.0.1:$port
 export OAUTHQ_PUBLIC_URL=http://127.0.0.1:$port
 export OAUTHQ_SIM_LISTEN=127.0.0.1:$sim_port
 export OAUTHQ_WORKER_LISTEN=127.0.0.1:0
+export OAUTHQ_WEBHOOK_LISTEN=127.0.0.1:0
+recv_port=$(free_port)
+export OAUTHQ_RECEIVER_LISTEN=127.0.0.1:$recv_port
 export OAUTHQ_RUN_DIR=$tmp/run
 export OAUTHQ_DATA_DIR=$tmp/data
 export OAUTHQ_TOPIC_PREFIX=itest-runstack-$$-$(date +%s).
@@ -60,6 +64,17 @@ done
 page=$(curl -fsS "$OAUTHQ_PUBLIC_URL/connect/$id")
 grep -q "<script>" <<<"$page"
 echo "flow through make run: connected ($id)"
+# The demo receiver got the signed connection.connected webhook.
+got=""
+for _ in $(seq 1 60); do
+    got=$(curl -fsS "http://127.0.0.1:$recv_port/_log" |
+        jq -r --arg id "$id" '.[] | select(.connection_id == $id and .verified and .answered == 204) | .type')
+    [ "$got" = connection.connected ] && break
+    sleep 0.5
+done
+[ "$got" = connection.connected ] || { echo "no verified connection.connected webhook for $id" >&2; exit 1; }
+grep -q "Signed webhooks, verified with standardwebhooks: http://127.0.0.1:$recv_port/" "$tmp/run-stack.out"
+echo "webhook through make run: connection.connected delivered and verified"
 
 # The demo's generated API key works for the platform calls; no key is 401.
 key=$(cat "$OAUTHQ_RUN_DIR/api_key")

@@ -4,7 +4,7 @@
  * popen; its --json output is parsed and checked field by field, and every
  * output is searched for the secrets the records carry.
  *
- *  topics: create, then describe --json shows the four topics and no drift
+ *  topics: create, then describe --json shows the five topics and no drift
  *          (exit 0); a larger OAUTHQ_TOPIC_PARTITIONS is drift (exit 2).
  *  status: the highest version of a connections.v1 record wins; sealed
  *          fields print only "sealed"/"none"; unknown id exits 2; an
@@ -157,10 +157,10 @@ static void test_topics_create_and_describe(void **state)
     assert_non_null(doc);
     assert_int_equal(cJSON_GetArraySize(get(doc, "drift")), 0);
     const cJSON *ts = get(doc, "topics");
-    assert_int_equal(cJSON_GetArraySize(ts), 4);
-    const char *policy[] = {"delete", "compact", "compact", "delete"};
-    const char *suffix[] = {"callbacks", "connections", "status", "dlq"};
-    for (int i = 0; i < 4; i++) {
+    assert_int_equal(cJSON_GetArraySize(ts), 5);
+    const char *policy[] = {"delete", "compact", "compact", "delete", "compact"};
+    const char *suffix[] = {"callbacks", "connections", "status", "dlq", "webhooks"};
+    for (int i = 0; i < 5; i++) {
         const cJSON *t = cJSON_GetArrayItem(ts, i);
         assert_string_equal(get(t, "topic")->valuestring, suffix[i]);
         assert_true(cJSON_IsTrue(get(t, "exists")));
@@ -183,7 +183,7 @@ static void test_topics_create_and_describe(void **state)
     doc = cJSON_Parse(g_out);
     assert_non_null(doc);
     const cJSON *dr = get(doc, "drift");
-    assert_int_equal(cJSON_GetArraySize(dr), 4);
+    assert_int_equal(cJSON_GetArraySize(dr), 5);
     assert_string_equal(get(cJSON_GetArrayItem(dr, 0), "kind")->valuestring,
                         "partitions_below_config");
     cJSON_Delete(doc);

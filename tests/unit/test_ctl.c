@@ -320,6 +320,10 @@ static void test_drift(void **state)
     good_topics(d);
     d[3].partitions = 8; /* dlq: more is fine */
     assert_int_equal(ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX), 0);
+    d[4].partitions = 6; /* webhooks must match status (the dispatcher) */
+    n = ctl_topics_drift(d, 4, 3, dr, CTL_DRIFT_MAX);
+    assert_int_equal(n, 1);
+    assert_true(has(dr, n, "webhooks", "partitions_mismatch"));
 
     good_topics(d);
     d[3].partitions = 1; /* dlq is not co-partitioned: only below config */
