@@ -9,10 +9,10 @@
  *    drives the token requests (curl multi, event-driven, one per key) and
  *    settles outcomes as they complete. Every OAUTHQ_WORKER_COMMIT_MS (and
  *    as soon as OAUTHQ_WORKER_COMMIT_GAP_MS after the previous one ended
- *    when a settle or a claim waits) one transaction carries the settles of finished exchanges, the claims of
- *    new ones (state `exchanging`, sealed code, hash, attempt, claiming
- *    instance and claim time), DLQ records and the positions of every owned
- *    partition. A hanging request holds only its own key and its slot.
+ *    when a settle or a claim waits) one transaction carries the settles of finished exchanges, the
+ * claims of new ones (state `exchanging`, sealed code, hash, attempt, claiming instance and claim
+ * time), DLQ records and the positions of every owned partition. A hanging request holds only its
+ * own key and its slot.
  *  - Claim before send. A token request leaves only after its claim
  *    committed, so a code is sent again only when the changelog says a
  *    claim was open: the next owner counts an unknown-outcome attempt and
