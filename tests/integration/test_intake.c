@@ -330,13 +330,19 @@ static void mint_state(const char *provider, int64_t expires_at, char *out, size
 }
 
 /* GET url as the browser of the last flow would (its cookies). */
-static long get_status(const char *url, const char *accept, testhttp_resp *r)
+/* GET url as the browser holding `cookie` (a Cookie header or ""). */
+static long get_as(const char *url, const char *accept, const char *cookie, testhttp_resp *r)
 {
     char hdr[128];
     snprintf(hdr, sizeof hdr, "Accept: %s", accept ? accept : "*/*");
-    const char *hdrs[] = {hdr, g_cookie[0] ? g_cookie : NULL, NULL};
+    const char *hdrs[] = {hdr, cookie[0] ? cookie : NULL, NULL};
     assert_int_equal(testhttp_do("GET", url, hdrs, NULL, r), 0);
     return r->status;
+}
+
+static long get_status(const char *url, const char *accept, testhttp_resp *r)
+{
+    return get_as(url, accept, g_cookie, r);
 }
 
 /* ---- tests -------------------------------------------------------------------- */
@@ -597,11 +603,12 @@ static void test_broker_down_gives_503_then_recovers(void **state)
 {
     (void)state;
     char id[IDENT_CONN_ID_MAX], cb[4096], id2[IDENT_CONN_ID_MAX], cb2[4096];
-    new_flow("sim", id, sizeof id, cb, sizeof cb);
-    new_flow("sim", id2, sizeof id2, cb2, sizeof cb2);
+    static char ck1[4096], ck2[4096]; /* each flow's browser */
+    new_session_flow("sim", "user_1", NULL, id, sizeof id, cb, sizeof cb, ck1, sizeof ck1);
+    new_session_flow("sim", "user_2", NULL, id2, sizeof id2, cb2, sizeof cb2, ck2, sizeof ck2);
     assert_int_equal(system("scripts/kafka stop >/dev/null"), 0);
     testhttp_resp r;
-    assert_int_equal(get_status(cb, "application/json", &r), 503);
+    assert_int_equal(get_as(cb, "application/json", ck1, &r), 503);
     assert_string_not_equal(r.retry_after, "");
     /* Deadline = produce timeout (2 s) + 2 s, plus slack. */
     assert_true(r.elapsed_ms < 6000);
@@ -611,7 +618,7 @@ static void test_broker_down_gives_503_then_recovers(void **state)
      * user pressing reload would). */
     long status = 0;
     for (int i = 0; i < 20 && status != 303; i++) {
-        status = get_status(cb2, NULL, &r);
+        status = get_as(cb2, NULL, ck2, &r);
         testhttp_resp_free(&r);
         if (status != 303)
             sleep(1);
@@ -621,7 +628,7 @@ static void test_broker_down_gives_503_then_recovers(void **state)
     topic_count(id2, &matched);
     assert_int_equal(matched, 1);
     /* The callback refused with 503 may be retried and then succeeds. */
-    assert_int_equal(get_status(cb, NULL, &r), 303);
+    assert_int_equal(get_as(cb, NULL, ck1, &r), 303);
     testhttp_resp_free(&r);
 }
 
