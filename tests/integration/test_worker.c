@@ -1316,6 +1316,60 @@ static void test_zombie_paused_worker(void **state)
     fprintf(stderr, "zombie: %d codes, %d re-sent after an unknown outcome\n", NZ, resent);
 }
 
+/* Two flows whose ids land on the same partition (x's); y is read after x,
+ * so y's final status proves x's callback was consumed. */
+static int32_t same_partition_pair(flow *x, flow *y)
+{
+    new_code(x, "sim", NULL);
+    int32_t part =
+        rd_kafka_msg_partitioner_consistent_random(NULL, x->id, strlen(x->id), 4, NULL, NULL);
+    for (int i = 0; i < 200; i++) {
+        new_code(y, "sim", NULL);
+        if (rd_kafka_msg_partitioner_consistent_random(NULL, y->id, strlen(y->id), 4, NULL, NULL) ==
+            part)
+            break;
+    }
+    assert_int_equal(
+        rd_kafka_msg_partitioner_consistent_random(NULL, y->id, strlen(y->id), 4, NULL, NULL),
+        part);
+    return part;
+}
+
+/* Produce, in tp's open transaction, x = connected (version 5, its code's
+ * hash) to the connections and status topics of partition part. */
+static void produce_connected(rd_kafka_t *tp, const flow *x, int32_t part, const char *account)
+{
+    err_t e = {0};
+    conn_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    conn_init(c, x->id, "sim", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    c->status = CONN_CONNECTED;
+    c->phase = PHASE_NONE;
+    c->version = 5;
+    c->attempts = 1;
+    snprintf(c->code_hash, sizeof c->code_hash, "%s", x->hash);
+    snprintf(c->account_id, sizeof c->account_id, "%s", account);
+    char *cj = conn_encode(c, &e);
+    char *sj = conn_status_json(c, &e);
+    assert_non_null(cj);
+    assert_non_null(sj);
+    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_conn), RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(x->id, strlen(x->id)),
+                                       RD_KAFKA_V_VALUE(cj, strlen(cj)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_status), RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(x->id, strlen(x->id)),
+                                       RD_KAFKA_V_VALUE(sj, strlen(sj)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    free(cj);
+    free(sj);
+    free(c);
+}
+
 /* SPEC §6 restore: a transaction still open on the changelog when a
  * partition is assigned is waited for, not skipped. A producer of the
  * test's own writes "X connected" in a transaction, the worker starts
@@ -1327,18 +1381,7 @@ static void test_restore_waits_for_open_transaction(void **state)
 {
     (void)state;
     flow x, y;
-    new_code(&x, "sim", NULL);
-    int32_t part =
-        rd_kafka_msg_partitioner_consistent_random(NULL, x.id, strlen(x.id), 4, NULL, NULL);
-    /* y: a later flow on the same partition, to know X's callback was read. */
-    for (int i = 0; i < 200; i++) {
-        new_code(&y, "sim", NULL);
-        if (rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL) ==
-            part)
-            break;
-    }
-    assert_int_equal(
-        rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL), part);
+    int32_t part = same_partition_pair(&x, &y);
     for (int i = 0; i < MAXW; i++)
         stop_worker(i); /* nobody owns the partitions now */
 
@@ -1351,36 +1394,7 @@ static void test_restore_waits_for_open_transaction(void **state)
     rd_kafka_error_t *err = rd_kafka_init_transactions(tp, 30000);
     assert_null(err);
     assert_null(rd_kafka_begin_transaction(tp));
-    conn_t *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    conn_init(c, x.id, "sim", now);
-    c->status = CONN_CONNECTED;
-    c->phase = PHASE_NONE;
-    c->version = 5;
-    c->attempts = 1;
-    c->livemode = 0;
-    snprintf(c->code_hash, sizeof c->code_hash, "%s", x.hash);
-    snprintf(c->account_id, sizeof c->account_id, "acct_open_txn");
-    char *cj = conn_encode(c, &e);
-    char *sj = conn_status_json(c, &e);
-    assert_non_null(cj);
-    assert_non_null(sj);
-    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_conn), RD_KAFKA_V_PARTITION(part),
-                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
-                                       RD_KAFKA_V_VALUE(cj, strlen(cj)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     0);
-    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_status), RD_KAFKA_V_PARTITION(part),
-                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
-                                       RD_KAFKA_V_VALUE(sj, strlen(sj)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     0);
-    free(cj);
-    free(sj);
-    free(c);
+    produce_connected(tp, &x, part, "acct_open_txn");
     assert_int_equal(rd_kafka_flush(tp, 30000), 0); /* written, not committed */
 
     g_workers[0] = start_worker(0);
@@ -1415,17 +1429,7 @@ static void test_restore_after_pending_offsets(void **state)
 {
     (void)state;
     flow x, y;
-    new_code(&x, "sim", NULL);
-    int32_t part =
-        rd_kafka_msg_partitioner_consistent_random(NULL, x.id, strlen(x.id), 4, NULL, NULL);
-    for (int i = 0; i < 200; i++) {
-        new_code(&y, "sim", NULL);
-        if (rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL) ==
-            part)
-            break;
-    }
-    assert_int_equal(
-        rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL), part);
+    int32_t part = same_partition_pair(&x, &y);
     for (int i = 0; i < MAXW; i++)
         stop_worker(i);
 
@@ -1458,34 +1462,7 @@ static void test_restore_after_pending_offsets(void **state)
     assert_true(g_workers[0] > 0);
     sleep(5); /* assigned, waiting for the pending offsets */
 
-    conn_t *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    conn_init(c, x.id, "sim", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-    c->status = CONN_CONNECTED;
-    c->phase = PHASE_NONE;
-    c->version = 5;
-    c->attempts = 1;
-    snprintf(c->code_hash, sizeof c->code_hash, "%s", x.hash);
-    snprintf(c->account_id, sizeof c->account_id, "acct_pending_offsets");
-    char *cj = conn_encode(c, &e);
-    char *sj = conn_status_json(c, &e);
-    assert_non_null(cj);
-    assert_non_null(sj);
-    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_conn), RD_KAFKA_V_PARTITION(part),
-                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
-                                       RD_KAFKA_V_VALUE(cj, strlen(cj)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     0);
-    assert_int_equal(rd_kafka_producev(tp, RD_KAFKA_V_TOPIC(g_t_status), RD_KAFKA_V_PARTITION(part),
-                                       RD_KAFKA_V_KEY(x.id, strlen(x.id)),
-                                       RD_KAFKA_V_VALUE(sj, strlen(sj)),
-                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                     0);
-    free(cj);
-    free(sj);
-    free(c);
+    produce_connected(tp, &x, part, "acct_pending_offsets");
     assert_null(rd_kafka_commit_transaction(tp, 30000));
     rd_kafka_destroy(tp);
 
