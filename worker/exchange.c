@@ -47,8 +47,24 @@ typedef struct xfer {
     provhttp_t *http; /* form body (code, secret, verifier), headers, answer, easy handle */
     int64_t started_ms;
     char code_id[LOG_CODE_ID_LEN + 1]; /* log_code_id of the code */
+    int lease_refused;                 /* the pre-request check found send_by_mono_ms passed */
     struct xfer *next;
 } xfer;
+
+/* CURLOPT_PREREQFUNCTION: the last moment before the request is written. */
+static int prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    xfer *t = clientp;
+    if (t->req->send_by_mono_ms > 0 && clock_mono_ms() > t->req->send_by_mono_ms) {
+        t->lease_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
 
 struct exchange {
     CURLM *m;
@@ -492,7 +508,12 @@ static void finish(exchange_t *x, xfer *t, int curl_code, int forced)
     const char *body = provhttp_body(t->http, &len);
     const char *ra = provhttp_retry_after(t->http);
     int too_large = provhttp_too_large(t->http, curl_code);
-    if (curl_code == CURLE_OK && status > 0) {
+    if (t->lease_refused) {
+        result_reset(r);
+        r->cls = EXCH_RETRY_SAFE;
+        r->not_sent = 1;
+        snprintf(r->detail, sizeof r->detail, "not sent: the claim's lease ran out before send");
+    } else if (curl_code == CURLE_OK && status > 0) {
         exchange_classify_http(t->req->provider, status, body, len, ra, r);
     } else if (too_large && status >= 300 && status != 408) {
         /* Too large but the status says no tokens: classify what we have. */
@@ -525,8 +546,12 @@ static void finish(exchange_t *x, xfer *t, int curl_code, int forced)
 static int start(exchange_t *x, xfer *t)
 {
     t->started_ms = clock_mono_ms();
+    CURL *h = NULL;
     if (provhttp_prepare(t->http, x->connect_ms, x->total_ms, t) == 0 &&
-        curl_multi_add_handle(x->m, provhttp_easy(t->http)) == CURLM_OK) {
+        (h = provhttp_easy(t->http)) != NULL &&
+        curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, prereq) == CURLE_OK &&
+        curl_easy_setopt(h, CURLOPT_PREREQDATA, t) == CURLE_OK &&
+        curl_multi_add_handle(x->m, h) == CURLM_OK) {
         x->active[x->n_active++] = t;
         return 0;
     }

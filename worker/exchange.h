@@ -35,6 +35,8 @@
 
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "common/err.h"
 #include "common/providers.h"
 
@@ -64,6 +66,7 @@ typedef struct {
     char account_id[128]; /* Stripe stripe_user_id; generic oauth2: "" */
     int livemode;         /* 1/0, -1 when absent */
     char detail[160];     /* operator-safe summary; never a code, token, secret or description */
+    int not_sent;         /* RETRY_SAFE because send_by_mono_ms passed before the request left */
 } exchange_result;
 
 typedef struct {
@@ -73,8 +76,15 @@ typedef struct {
     const char *code;
     const char *code_verifier; /* NULL or "" when no PKCE */
     const char *redirect_uri;  /* sent for profile oauth2 only (RFC 6749 §4.1.3) */
-    void *ud;                  /* caller's tag */
-    exchange_result result;    /* filled when done */
+    /* 0, or a monotonic deadline (the claim's lease): checked by curl's
+     * pre-request callback once the connection is up, right before the
+     * request's bytes are written. Past it the transfer is aborted unsent
+     * (RETRY_SAFE, not_sent = 1). The worker's own check before the handoff
+     * is not enough: a process stopped between the handoff and curl's first
+     * perform would send a stale claim's code after another owner took over. */
+    int64_t send_by_mono_ms;
+    void *ud;               /* caller's tag */
+    exchange_result result; /* filled when done */
 } exchange_req;
 
 typedef struct exchange exchange_t;

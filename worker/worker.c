@@ -1176,6 +1176,21 @@ static void on_exchange_done(exchange_req *req, void *ud)
         return;
     }
     int64_t now = now_ms();
+    if (r->not_sent) {
+        /* Stopped between the handoff and the send: curl refused to send
+         * past the lease (the next owner may already have sent it). */
+        metrics_counter_add(w->m_not_sent, 1);
+        log_kv(LOGL_WARN, "claim_not_sent", "connection_id", it->c->id, "reason", r->detail);
+        if (it->probe) {
+            it->probe = 0;
+            sched_probe_done(&w->sched, provider_index(w, it->c->provider), -1, now,
+                             w->cfg.worker_probe_interval_ms);
+        }
+        machine_not_sent(it->c, "not sent: lease expired", now);
+        it->changed = 1;
+        crypto_wipe(r, sizeof *r);
+        return;
+    }
     char acc[CONN_SEALED_TOKEN] = "", ref[CONN_SEALED_TOKEN] = "";
     err_t e = {0};
     if (r->cls == EXCH_SUCCESS &&
@@ -1267,6 +1282,7 @@ static void start_claimed(worker_t *w)
         it->req.code = it->code;
         it->req.code_verifier = it->verifier;
         it->req.redirect_uri = w->redirect_uri;
+        it->req.send_by_mono_ms = it->claim_mono_ms + w->cfg.worker_lease_ms;
         it->req.ud = it;
         int rc = exchange_start(w->x, &it->req, &e);
         if (rc == 0) {

@@ -383,6 +383,50 @@ static void test_success_then_reuse(void **st)
     free(code);
 }
 
+/* A request handed to curl whose send deadline (the claim's lease) passed
+ * before curl got to send it — a worker stopped between the handoff and its
+ * next perform — is aborted unsent: RETRY_SAFE/not_sent and the provider saw
+ * nothing. Without the pre-request check the code would be sent late. */
+static void test_send_deadline_passed_is_not_sent(void **st)
+{
+    (void)st;
+    provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    char *code = authorize(&g_main, NULL);
+    cJSON *before = stats(&g_main);
+    err_t e = {0};
+    exchange_t *x = exchange_new(4, 2000, 5000, &e);
+    assert_non_null(x);
+    exchange_req q = {.provider = &pv, .client_secret = SECRET, .code = code};
+    q.send_by_mono_ms = now_ms() + 200;
+    assert_int_equal(exchange_add(x, &q, &e), 0);
+    usleep(400000); /* "stopped": the deadline passes before the first perform */
+    assert_int_equal(exchange_run(x), 1);
+    assert_cls(&q.result, EXCH_RETRY_SAFE);
+    assert_int_equal(q.result.not_sent, 1);
+    exchange_free(x);
+    cJSON *after = stats(&g_main);
+    /* Nothing reached the provider (a code never asked for is not listed). */
+    assert_true(cJSON_GetObjectItem(after, "token_requests")->valuedouble ==
+                cJSON_GetObjectItem(before, "token_requests")->valuedouble);
+    char hex[CRYPTO_SHA256_HEX];
+    crypto_sha256_hex(code, strlen(code), hex);
+    assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(after, "codes"), hex));
+    cJSON_Delete(after);
+    cJSON_Delete(before);
+    /* Within its deadline the same code goes out normally. */
+    x = exchange_new(4, 2000, 5000, &e);
+    exchange_req q2 = {.provider = &pv, .client_secret = SECRET, .code = code};
+    q2.send_by_mono_ms = now_ms() + 5000;
+    assert_int_equal(exchange_add(x, &q2, &e), 0);
+    assert_int_equal(exchange_run(x), 1);
+    assert_cls(&q2.result, EXCH_SUCCESS);
+    assert_int_equal(q2.result.not_sent, 0);
+    remember(g_tokens, &g_ntokens, MAX_TOKENS, q2.result.access_token);
+    remember(g_tokens, &g_ntokens, MAX_TOKENS, q2.result.refresh_token);
+    exchange_free(x);
+    free(code);
+}
+
 static void test_unknown_code(void **st)
 {
     (void)st;
@@ -741,6 +785,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_success_then_reuse),
         cmocka_unit_test(test_unknown_code),
+        cmocka_unit_test(test_send_deadline_passed_is_not_sent),
         cmocka_unit_test(test_wrong_secret),
         cmocka_unit_test(test_client_secret_basic),
         cmocka_unit_test(test_oauth2_sends_redirect_uri),
