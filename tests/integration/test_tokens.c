@@ -6,7 +6,9 @@
  * tokens:read key, with Cache-Control: no-store and the expiry the provider
  * announced (--access-ttl); 401 without a key, 403 with a connections:read
  * key (nothing produced); 404 for a forged id; 409 for a pending or failed
- * connection; 503 refresh_not_available for a token expiring within
+ * connection; records of other schemas in the changelog (provider_state.v1
+ * keyed "_provider.*", garbage) are skipped and a tombstone removes the
+ * token; 503 refresh_not_available for a token expiring within
  * OAUTHQ_REFRESH_SKEW_S; and that no token reaches the intake's or the
  * worker's log (G5).
  */
@@ -39,6 +41,7 @@
 #define MAX_TOKENS 16
 
 static char g_dir[256], g_build[256], g_url[96], g_sim_url[2][64], g_t_callbacks[256];
+static char g_t_conn[256];
 static char g_auth_tok[256], g_auth_ro[256];
 static pid_t g_sims[2] = {-1, -1}, g_worker = -1, g_intake = -1;
 static config_t g_cfg;
@@ -106,6 +109,7 @@ static int setup(void **state)
         return -1;
     log_init("itest", "warn", "text", &e);
     config_topic(&g_cfg, "callbacks", g_t_callbacks, sizeof g_t_callbacks, &e);
+    config_topic(&g_cfg, "connections", g_t_conn, sizeof g_t_conn, &e);
 
     snprintf(path, sizeof path, "%s/state.json", g_dir);
     write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
@@ -430,6 +434,49 @@ static void test_expiring_token_is_503_refresh_not_available(void **state)
     testhttp_resp_free(&r);
 }
 
+static void produce_conn(const char *key, const char *value)
+{
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_conn),
+                                       RD_KAFKA_V_KEY(key, strlen(key)),
+                                       RD_KAFKA_V_VALUE((void *)value, value ? strlen(value) : 0),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_flush(g_prod, 30000), 0);
+}
+
+static void test_view_skips_foreign_records_and_tombstones(void **state)
+{
+    (void)state;
+    /* A provider_state.v1 record (a provider no connection uses) and
+     * garbage in the changelog: skipped, the view keeps flowing. */
+    produce_conn("_provider.nosuch",
+                 "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"nosuch\"}");
+    produce_conn("garbage", "not json");
+    char code[128], id[IDENT_CONN_ID_MAX];
+    new_code(0, NULL, code, sizeof code);
+    produce_cb(id, "sim", code);
+    await_status(id, "connected");
+    testhttp_resp r;
+    get_token_settled(id, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    if (g_ntokens < MAX_TOKENS)
+        g_tokens[g_ntokens++] = strdup(json_str(o, "access_token"));
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+    /* A tombstone (the connection is gone): its token is no longer served. */
+    produce_conn(id, NULL);
+    long status = 200;
+    for (int i = 0; i < 100 && status == 200; i++) {
+        get_token(id, g_auth_tok, &r);
+        status = r.status;
+        testhttp_resp_free(&r);
+        if (status == 200)
+            usleep(100000);
+    }
+    assert_int_equal(status, 409);
+}
+
 /* Last: no token served reaches the intake's or the worker's log (G5). */
 static void test_logs_have_no_tokens(void **state)
 {
@@ -458,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_connected_gives_token_refused_without_scope),
         cmocka_unit_test(test_not_connected_is_409),
         cmocka_unit_test(test_expiring_token_is_503_refresh_not_available),
+        cmocka_unit_test(test_view_skips_foreign_records_and_tombstones),
         cmocka_unit_test(test_logs_have_no_tokens),
     };
     if (getenv("OAUTHQ_TEST_FILTER"))
