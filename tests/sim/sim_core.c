@@ -1180,6 +1180,62 @@ static int token_decide(sim_core_t *c, const sim_core_req *rq, const form *f, en
     return token_success(c, e, r);
 }
 
+/* The decision of a token request (code or refresh grant); mu held. */
+typedef int (*decide_fn)(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e, int64_t now,
+                         sim_core_resp *r);
+
+/* Apply e's pending fault around decide (SPEC §7 fault semantics, the same
+ * for codes and refresh tokens): 429, 500_before and hang answer before any
+ * validation; latency delays; 500_after and cut_after decide, then replace
+ * the answer. Records e's last_status. mu held. */
+static int faulted_decide(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e, int64_t now,
+                          const char *hash, decide_fn decide, sim_core_resp *r)
+{
+    int ret = 0;
+    sim_core_fault post = SIM_FAULT_NONE;
+    if (e && e->fault_pending) {
+        e->fault_pending = 0;
+        switch (e->fault) {
+        case SIM_FAULT_429:
+            ret = resp_err(r, 429, "rate_limit", "Too many requests. Retry later.", "fault_429");
+            r->retry_after_s = 1;
+            goto record;
+        case SIM_FAULT_500_BEFORE:
+            ret = resp_err(r, 500, "api_error", "An unknown error occurred.", "fault_500_before");
+            goto record;
+        case SIM_FAULT_HANG:
+            r->action = SIM_CORE_HANG;
+            r->event = "fault_hang";
+            goto record;
+        case SIM_FAULT_LATENCY:
+            r->delay_ms += e->fault_ms;
+            break;
+        case SIM_FAULT_500_AFTER:
+        case SIM_FAULT_CUT_AFTER:
+            post = e->fault;
+            break;
+        case SIM_FAULT_NONE:
+        case SIM_FAULT_DENY:
+            break;
+        }
+    }
+    ret = decide(c, rq, f, e, now, r);
+    if (ret == 0 && post == SIM_FAULT_500_AFTER) {
+        const char *ev = r->status == 200 ? "fault_500_after" : "fault_500_after_failed";
+        sim_core_resp_free(r);
+        memcpy(r->code_sha256, hash, 65);
+        r->delay_ms = c->latency_ms;
+        ret = resp_err(r, 500, "api_error", "An unknown error occurred.", ev);
+    } else if (ret == 0 && post == SIM_FAULT_CUT_AFTER) {
+        r->event = r->status == 200 ? "fault_cut_after" : "fault_cut_after_failed";
+        r->action = SIM_CORE_CUT;
+    }
+record:
+    if (e && ret == 0)
+        e->last_status = r->action == SIM_CORE_ANSWER ? r->status : 0;
+    return ret;
+}
+
 /* Revoke the grant of family acct (reuse detected); mu held. */
 static void family_revoke(sim_core_t *c, const char *acct)
 {
@@ -1194,9 +1250,10 @@ static void family_revoke(sim_core_t *c, const char *acct)
 /* The refresh decision proper, after counting and the pre-faults; e is the
  * presented token's record (NULL: none named). May evict nothing but e's
  * neighbours (e is kept). mu held. */
-static int refresh_decide(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e,
+static int refresh_decide(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e, int64_t now,
                           sim_core_resp *r)
 {
+    (void)now; /* refresh tokens do not expire */
     int rc = client_auth(c, rq, f, 0, r);
     if (rc != 0)
         return rc < 0 ? -1 : 0;
@@ -1246,14 +1303,14 @@ static int refresh_decide(sim_core_t *c, const sim_core_req *rq, const form *f, 
 }
 
 /* grant_type=refresh_token: count, apply a pending fault, decide. */
-static int h_refresh(sim_core_t *c, const sim_core_req *rq, const form *f, sim_core_resp *r)
+static int h_refresh(sim_core_t *c, const sim_core_req *rq, const form *f, int64_t now,
+                     sim_core_resp *r)
 {
     const char *rt = form_get(f, "refresh_token");
     char hash[65] = "";
     if (rt && rt[0] && sim_core_sha256_hex(rt, strlen(rt), hash) != 0)
         return -1;
     int ret = 0;
-    sim_core_fault post = SIM_FAULT_NONE;
     ent *e = NULL;
     r->delay_ms = c->latency_ms;
 
@@ -1282,46 +1339,7 @@ static int h_refresh(sim_core_t *c, const sim_core_req *rq, const form *f, sim_c
         e->refresh_requests++;
         memcpy(r->code_sha256, hash, 65);
     }
-    if (e && e->fault_pending) {
-        e->fault_pending = 0;
-        switch (e->fault) {
-        case SIM_FAULT_429:
-            ret = resp_err(r, 429, "rate_limit", "Too many requests. Retry later.", "fault_429");
-            r->retry_after_s = 1;
-            goto record;
-        case SIM_FAULT_500_BEFORE:
-            ret = resp_err(r, 500, "api_error", "An unknown error occurred.", "fault_500_before");
-            goto record;
-        case SIM_FAULT_HANG:
-            r->action = SIM_CORE_HANG;
-            r->event = "fault_hang";
-            goto record;
-        case SIM_FAULT_LATENCY:
-            r->delay_ms += e->fault_ms;
-            break;
-        case SIM_FAULT_500_AFTER:
-        case SIM_FAULT_CUT_AFTER:
-            post = e->fault;
-            break;
-        case SIM_FAULT_NONE:
-        case SIM_FAULT_DENY:
-            break;
-        }
-    }
-    ret = refresh_decide(c, rq, f, e, r);
-    if (ret == 0 && post == SIM_FAULT_500_AFTER) {
-        const char *ev = r->status == 200 ? "fault_500_after" : "fault_500_after_failed";
-        sim_core_resp_free(r);
-        memcpy(r->code_sha256, hash, 65);
-        r->delay_ms = c->latency_ms;
-        ret = resp_err(r, 500, "api_error", "An unknown error occurred.", ev);
-    } else if (ret == 0 && post == SIM_FAULT_CUT_AFTER) {
-        r->event = r->status == 200 ? "fault_cut_after" : "fault_cut_after_failed";
-        r->action = SIM_CORE_CUT;
-    }
-record:
-    if (e && ret == 0)
-        e->last_status = r->action == SIM_CORE_ANSWER ? r->status : 0;
+    ret = faulted_decide(c, rq, f, e, now, hash, refresh_decide, r);
 unlock:
     pthread_mutex_unlock(&c->mu);
     return ret;
@@ -1344,7 +1362,7 @@ static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_
     }
     const char *gtype = form_get(&f, "grant_type");
     if (gtype && strcmp(gtype, "refresh_token") == 0) {
-        int rrc = h_refresh(c, rq, &f, r);
+        int rrc = h_refresh(c, rq, &f, now, r);
         form_free(&f);
         return rrc;
     }
@@ -1355,7 +1373,6 @@ static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_
         return -1;
     }
     int ret = 0;
-    sim_core_fault post = SIM_FAULT_NONE;
     ent *e = NULL;
     r->delay_ms = c->latency_ms;
 
@@ -1379,46 +1396,7 @@ static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_
         e->token_requests++;
         memcpy(r->code_sha256, hash, 65);
     }
-    if (e && e->fault_pending) {
-        e->fault_pending = 0;
-        switch (e->fault) {
-        case SIM_FAULT_429:
-            ret = resp_err(r, 429, "rate_limit", "Too many requests. Retry later.", "fault_429");
-            r->retry_after_s = 1;
-            goto record;
-        case SIM_FAULT_500_BEFORE:
-            ret = resp_err(r, 500, "api_error", "An unknown error occurred.", "fault_500_before");
-            goto record;
-        case SIM_FAULT_HANG:
-            r->action = SIM_CORE_HANG;
-            r->event = "fault_hang";
-            goto record;
-        case SIM_FAULT_LATENCY:
-            r->delay_ms += e->fault_ms;
-            break;
-        case SIM_FAULT_500_AFTER:
-        case SIM_FAULT_CUT_AFTER:
-            post = e->fault;
-            break;
-        case SIM_FAULT_NONE:
-        case SIM_FAULT_DENY:
-            break;
-        }
-    }
-    ret = token_decide(c, rq, &f, e, now, r);
-    if (ret == 0 && post == SIM_FAULT_500_AFTER) {
-        const char *ev = r->status == 200 ? "fault_500_after" : "fault_500_after_failed";
-        sim_core_resp_free(r);
-        memcpy(r->code_sha256, hash, 65);
-        r->delay_ms = c->latency_ms;
-        ret = resp_err(r, 500, "api_error", "An unknown error occurred.", ev);
-    } else if (ret == 0 && post == SIM_FAULT_CUT_AFTER) {
-        r->event = r->status == 200 ? "fault_cut_after" : "fault_cut_after_failed";
-        r->action = SIM_CORE_CUT;
-    }
-record:
-    if (e && ret == 0)
-        e->last_status = r->action == SIM_CORE_ANSWER ? r->status : 0;
+    ret = faulted_decide(c, rq, &f, e, now, hash, token_decide, r);
 unlock:
     pthread_mutex_unlock(&c->mu);
     form_free(&f);
