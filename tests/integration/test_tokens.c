@@ -325,6 +325,21 @@ static int64_t callbacks_end(void)
     return sum;
 }
 
+/* A sample of the intake's /metrics (-1 when absent). */
+static long metric(const char *name)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/metrics", g_url);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    char needle[160];
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *p = strstr(r.body, needle);
+    long v = p ? atol(p + strlen(needle)) : -1;
+    testhttp_resp_free(&r);
+    return v;
+}
+
 static void assert_error(const testhttp_resp *r, long status, const char *code)
 {
     assert_int_equal(r->status, status);
@@ -412,9 +427,14 @@ static void test_not_connected_is_409(void **state)
     testhttp_resp_free(&r);
     /* A failed one (the user denied). */
     char failed[IDENT_CONN_ID_MAX];
+    long applied = metric("oauthq_tokenview_records_applied_total");
     produce_cb(failed, "sim", "");
     await_status(failed, "failed");
-    usleep(500000); /* let the token view apply the same transaction */
+    /* The token view applied the record of the same transaction (a row
+     * with status failed, not merely an absent one). */
+    for (int i = 0; i < 100 && metric("oauthq_tokenview_records_applied_total") <= applied; i++)
+        usleep(100000);
+    assert_true(metric("oauthq_tokenview_records_applied_total") > applied);
     get_token(failed, g_auth_tok, &r);
     assert_error(&r, 409, "not_connected");
     testhttp_resp_free(&r);
