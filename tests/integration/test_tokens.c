@@ -10,7 +10,8 @@
  * keyed "_provider.*", garbage) are skipped and a tombstone removes the
  * token; 503 refresh_not_available for a token expiring within
  * OAUTHQ_REFRESH_SKEW_S; and that no token reaches the intake's or the
- * worker's log (G5).
+ * worker's log (G5). The connection.v1 records of the run are appended to
+ * var/test-logs/connection-records.jsonl for the JSON Schema check.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +37,7 @@
 #include "common/log.h"
 #include "common/records.h"
 #include "tests/support/testhttp.h"
+#include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"
 
 #define MAX_TOKENS 16
@@ -497,6 +499,27 @@ static void test_view_skips_foreign_records_and_tombstones(void **state)
     assert_int_equal(status, 409);
 }
 
+static int save_conn(const testkafka_record *r, void *ud)
+{
+    FILE *out = ud;
+    if (r->value && strstr(r->value, "\"schema\":\"oauthq.connection.v1\""))
+        fprintf(out, "%s\n", r->value);
+    return 0;
+}
+
+static void test_save_connection_records(void **state)
+{
+    (void)state;
+    mkdir("var", 0755);
+    mkdir("var/test-logs", 0755);
+    FILE *out = fopen("var/test-logs/connection-records.jsonl", "a");
+    assert_non_null(out);
+    err_t e = {0};
+    long n = testkafka_read(&g_cfg, g_t_conn, 4, 30000, save_conn, out, &e);
+    fclose(out);
+    assert_true(n >= 4);
+}
+
 /* Last: no token served reaches the intake's or the worker's log (G5). */
 static void test_logs_have_no_tokens(void **state)
 {
@@ -526,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_not_connected_is_409),
         cmocka_unit_test(test_expiring_token_is_503_refresh_not_available),
         cmocka_unit_test(test_view_skips_foreign_records_and_tombstones),
+        cmocka_unit_test(test_save_connection_records),
         cmocka_unit_test(test_logs_have_no_tokens),
     };
     if (getenv("OAUTHQ_TEST_FILTER"))
