@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
 
 #include "common/clock.h"
 #include "common/apikeys.h"
@@ -21,12 +22,14 @@
 #include "common/metrics.h"
 #include "common/providers.h"
 #include "common/records.h"
+#include "common/sealed.h"
 #include "producer/assets.h"
 #include "producer/callback.h"
 #include "common/httpd.h"
 #include "producer/publisher.h"
 #include "producer/query.h"
 #include "producer/readmodel.h"
+#include "producer/tokenview.h"
 
 #define BIND_COOKIE        "oauthq_bind"
 #define BIND_COOKIE_LEN    43          /* base64url of 32 random bytes */
@@ -37,7 +40,9 @@ struct intake {
     config_t cfg;
     providers_t *providers;
     keyring_t *keys;
-    apikeys_t *api_keys; /* NULL: none configured, every server-side call refused */
+    apikeys_t *api_keys;  /* NULL: none configured, every server-side call refused */
+    keyring_t *data_keys; /* OAUTHQ_DATA_KEYS_FILE; NULL: the token call is off */
+    tokenview_t *tv;      /* the sealed tokens (NULL with data_keys) */
     publisher_t *pub;
     /* Set by intake_open once httpd_start returns, while httpd threads may
      * already serve /metrics: atomic, NULL until then. */
@@ -168,6 +173,7 @@ static int authorize(intake_t *in, httpd_req *r, const char *route, unsigned nee
     if (ar == APIKEYS_FORBIDDEN) {
         fail(in, r, route, 403, "insufficient_scope",
              need & APIKEYS_CONNECTIONS_WRITE ? "This API key lacks the connections:write scope."
+             : need & APIKEYS_TOKENS_READ     ? "This API key lacks the tokens:read scope."
                                               : "This API key lacks the connections:read scope.");
         return -1;
     }
@@ -1069,6 +1075,92 @@ static void route_metrics(intake_t *in, httpd_req *r)
     free(text);
 }
 
+/* ---- tokens for the platform (SPEC §5b) ----------------------------------- */
+
+#define TOKEN_SUFFIX        "/token"
+#define TOKEN_RETRY_AFTER_S "30"
+
+/* GET /v1/connections/{id}/token (tokens:read): the access token of a
+ * connected connection, opened from the token view's sealed copy in this
+ * request only (never logged; the plaintext buffers are cleansed). A token
+ * expired or expiring within OAUTHQ_REFRESH_SKEW_S is not served: refresh
+ * is not built yet, so that answers 503 refresh_not_available. */
+static void route_token(intake_t *in, httpd_req *r, const char *path)
+{
+    if (authorize(in, r, "token", APIKEYS_TOKENS_READ) < 0)
+        return;
+    size_t plen = strlen(path), slen = strlen(TOKEN_SUFFIX);
+    char idpath[16 + IDENT_CONN_ID_MAX], id[IDENT_CONN_ID_MAX];
+    int64_t created_at = 0;
+    if (plen <= 16 + slen || plen - slen >= sizeof idpath)
+        return fail(in, r, "token", 404, "not_found", "No such connection.");
+    memcpy(idpath, path, plen - slen);
+    idpath[plen - slen] = '\0';
+    if (!path_id(in, idpath, "/v1/connections/", id, sizeof id, &created_at))
+        return fail(in, r, "token", 404, "not_found", "No such connection.");
+    if (!in->tv) {
+        httpd_add_header(r, "Retry-After", TOKEN_RETRY_AFTER_S);
+        return fail(in, r, "token", 503, "tokens_not_configured",
+                    "This intake has no OAUTHQ_DATA_KEYS_FILE: it cannot serve tokens.");
+    }
+    static _Thread_local tokenview_row row;
+    err_t e = {0};
+    int got = tokenview_get(in->tv, id, &row, &e);
+    /* Before the view caught up a row may be stale (a token since rotated
+     * out or a connection since disconnected): serve nothing from it. */
+    if (got < 0 || !tokenview_caught_up(in->tv)) {
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "token", 503, "unavailable", "Tokens temporarily unavailable.");
+    }
+    if (got == 0 || strcmp(row.status, "connected") != 0 || !row.access_sealed[0])
+        return fail(in, r, "token", 409, "not_connected",
+                    "This connection is not connected: it has no token to give.");
+    if (row.expires_at_ms >= 0 &&
+        row.expires_at_ms <= clock_wall_ms() + (int64_t)in->cfg.refresh_skew_s * 1000) {
+        httpd_add_header(r, "Retry-After", TOKEN_RETRY_AFTER_S);
+        return fail(in, r, "token", 503, "refresh_not_available",
+                    "The access token is expired or about to expire, and this version of oauthq "
+                    "does not refresh tokens yet.");
+    }
+    static _Thread_local char plain[SEALED_PLAIN_MAX + 1];
+    long n =
+        sealed_open(in->data_keys, id, "access_token", row.access_sealed, plain, sizeof plain, &e);
+    if (n < 0) {
+        log_kv(LOGL_ERROR, "token_unsealable", "connection_id", id, "reason", e.msg, "request_id",
+               httpd_request_id(r));
+        return fail(in, r, "token", 500, "internal", "The token could not be read.");
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "access_token", plain);
+    OPENSSL_cleanse(plain, sizeof plain);
+    cJSON_AddStringToObject(o, "token_type", row.token_type[0] ? row.token_type : "bearer");
+    if (row.expires_at_ms > 0) {
+        char ts[RECORDS_TIME_MAX];
+        records_time_format(row.expires_at_ms, ts);
+        cJSON_AddStringToObject(o, "expires_at", ts);
+    } else {
+        cJSON_AddNullToObject(o, "expires_at");
+    }
+    if (row.scope[0])
+        cJSON_AddStringToObject(o, "scope", row.scope);
+    else
+        cJSON_AddNullToObject(o, "scope");
+    char *s = cJSON_PrintUnformatted(o);
+    /* The token lives in the cJSON tree too: wipe its copy before freeing. */
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "access_token");
+    if (at && at->valuestring)
+        OPENSSL_cleanse(at->valuestring, strlen(at->valuestring));
+    cJSON_Delete(o);
+    if (!s)
+        return fail(in, r, "token", 500, "internal", "Out of memory.");
+    httpd_add_header(r, "Cache-Control", "no-store");
+    httpd_add_header(r, "Pragma", "no-cache");
+    count(in, "token", 200);
+    httpd_respond(r, 200, "application/json", s, strlen(s));
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
 static void handle(void *app, httpd_req *r)
 {
     intake_t *in = app;
@@ -1092,6 +1184,12 @@ static void handle(void *app, httpd_req *r)
         return route_create(in, r);
     }
     if (strncmp(path, "/v1/connections/", 16) == 0) {
+        size_t pl = strlen(path);
+        if (pl > 16 + 6 && strcmp(path + pl - 6, TOKEN_SUFFIX) == 0) {
+            if (!get)
+                return fail(in, r, "token", 405, "method_not_allowed", "Use GET.");
+            return route_token(in, r, path);
+        }
         if (strcmp(m, "DELETE") == 0) {
             if (authorize(in, r, "disconnect", APIKEYS_CONNECTIONS_WRITE) < 0)
                 return;
@@ -1191,6 +1289,16 @@ intake_t *intake_open(const config_t *c, err_t *e)
         log_kv(LOGL_WARN, "api_keys_not_configured", "effect",
                "every server-side call (create, disconnect, list) is refused with 401");
     }
+    if (c->data_keys_file[0]) {
+        in->data_keys = keyring_load(c->data_keys_file, e);
+        if (!in->data_keys) {
+            err_wrap(e, "OAUTHQ_DATA_KEYS_FILE");
+            goto fail;
+        }
+    } else {
+        log_kv(LOGL_WARN, "data_keys_not_configured", "effect",
+               "GET /v1/connections/{id}/token answers 503 tokens_not_configured");
+    }
     if (config_topic(c, KAFKA_TOPIC_CALLBACKS, in->topic_callbacks, sizeof in->topic_callbacks, e) <
         0)
         goto fail;
@@ -1217,6 +1325,11 @@ intake_t *intake_open(const config_t *c, err_t *e)
     in->rm = readmodel_open(c, in->metrics, e);
     if (!in->rm)
         goto fail;
+    if (in->data_keys) {
+        in->tv = tokenview_open(c, in->metrics, e);
+        if (!in->tv)
+            goto fail;
+    }
     in->pub = publisher_open(c, c->produce_timeout_ms, e);
     if (!in->pub ||
         publisher_check_partitions(in->pub, c, in->topic_callbacks, c->kafka_timeout_ms, e) < 0)
@@ -1236,7 +1349,8 @@ fail:
 
 int intake_fatal(const intake_t *in)
 {
-    return (in->pub && publisher_fatal(in->pub)) || readmodel_fatal(in->rm);
+    return (in->pub && publisher_fatal(in->pub)) || readmodel_fatal(in->rm) ||
+           tokenview_fatal(in->tv);
 }
 
 void intake_close(intake_t *in, int flush_ms)
@@ -1258,8 +1372,10 @@ void intake_close(intake_t *in, int flush_ms)
         publisher_close(in->pub, flush_ms);
     if (in->http)
         httpd_stop(in->http);
+    tokenview_close(in->tv);
     readmodel_close(in->rm);
     metrics_free(in->metrics);
+    keyring_free(in->data_keys);
     keyring_free(in->keys);
     apikeys_free(in->api_keys);
     providers_free(in->providers);

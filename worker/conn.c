@@ -165,6 +165,7 @@ char *conn_encode(const conn_t *c, err_t *e)
     add_str_or_null(o, "scope", c->scope);
     add_str_or_null(o, "token_type", c->token_type);
     cJSON_AddNumberToObject(o, "expires_in", (double)c->expires_in);
+    cJSON_AddNumberToObject(o, "tokens_at_ms", (double)c->tokens_at_ms);
     add_str_or_null(o, "access_token_sealed", c->access_sealed);
     add_str_or_null(o, "refresh_token_sealed", c->refresh_sealed);
     add_str_or_null(o, "return_to", c->return_to);
@@ -290,6 +291,10 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         get_num(o, "deadline_ms", &c->deadline_ms, e) < 0 ||
         get_num(o, "retry_at_ms", &c->retry_at_ms, e) < 0 ||
         get_num(o, "expires_in", &c->expires_in, e) < 0)
+        goto out;
+    /* Optional: absent in records of older workers (0 = unknown). */
+    if (cJSON_GetObjectItemCaseSensitive(o, "tokens_at_ms") &&
+        get_num(o, "tokens_at_ms", &c->tokens_at_ms, e) < 0)
         goto out;
     if (get_num(o, "attempts", &n, e) < 0)
         goto out;

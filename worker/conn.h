@@ -88,7 +88,9 @@ typedef struct {
     int livemode; /* -1 unknown */
     char scope[512];
     char token_type[32];
-    int64_t expires_in; /* -1 unknown */
+    int64_t expires_in;   /* -1 unknown */
+    int64_t tokens_at_ms; /* wall time the tokens were obtained (expires_in counts from
+                           * it); 0 unknown (older records) */
     char access_sealed[CONN_SEALED_TOKEN];
     char refresh_sealed[CONN_SEALED_TOKEN];
     char return_to[RECORDS_TEXT_MAX + 1];

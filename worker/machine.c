@@ -211,6 +211,7 @@ machine_action machine_on_result(conn_t *c, const exchange_result *r, const char
         snprintf(c->scope, sizeof c->scope, "%s", r->scope);
         snprintf(c->token_type, sizeof c->token_type, "%s", r->token_type);
         c->expires_in = r->expires_in;
+        c->tokens_at_ms = now_ms;
         break;
     case EXCH_REJECTED:
         /* After an unknown outcome the first attempt may have succeeded

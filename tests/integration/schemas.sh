@@ -18,6 +18,7 @@ node "$v" 'schemas/openapi.yaml#StatusDocument' "$logs/status-api-docs.jsonl" --
 node "$v" 'schemas/openapi.yaml#ConnectSession' "$logs/connect-session-docs.jsonl" --min 10
 node "$v" 'schemas/openapi.yaml#PlatformView' "$logs/platform-view-docs.jsonl" --min 5
 node "$v" 'schemas/openapi.yaml#ConnectionList' "$logs/connection-list-docs.jsonl" --min 3
+node "$v" 'schemas/openapi.yaml#TokenResponse' "$logs/token-api-docs.jsonl" --min 2
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)

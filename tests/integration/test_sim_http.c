@@ -5,6 +5,8 @@
  * ports with a temporary secret file and drives it with libcurl: authorize,
  * exchange, reuse revocation, unknown code, client authentication (body and
  * Basic), PKCE, expiry, every sim_fault, deauthorize, --latency-ms, limits,
+ * the refresh_token grant (rotation, family revocation on reuse, a refresh
+ * fault, per-refresh-token stats, --access-ttl, --no-refresh-rotation),
  * argument errors, clean shutdown, and that neither the secret nor any code
  * reaches the simulator's log. Every simulator started here is stopped by pid
  * in the group teardown, also when a test failed.
@@ -695,6 +697,132 @@ static void test_routes_and_limits(void **st)
     testhttp_resp_free(&r);
 }
 
+/* ---- refresh (SPEC §5b) ------------------------------------------------- */
+
+static int refresh_t(const sim *s, const char *rt, long timeout_ms, testhttp_resp *r)
+{
+    char url[128], body[512];
+    snprintf(url, sizeof url, "%s/oauth/token", s->base);
+    snprintf(body, sizeof body,
+             "grant_type=refresh_token&refresh_token=%s&client_id=" CID "&client_secret=" SECRET,
+             rt);
+    return testhttp_do_timeout("POST", url, NULL, body, timeout_ms, r);
+}
+
+/* The refresh token of a 200 token answer (malloc'd, remembered for the log scan). */
+static char *rt_of(const testhttp_resp *r, long expires_in)
+{
+    assert_int_equal(r->status, 200);
+    assert_string_equal(r->cache_control, "no-store");
+    cJSON *j = cJSON_Parse(r->body);
+    assert_non_null(j);
+    const cJSON *ei = cJSON_GetObjectItem(j, "expires_in");
+    if (expires_in > 0)
+        assert_int_equal((long)ei->valuedouble, expires_in);
+    else
+        assert_null(ei);
+    char *rt = strdup(cJSON_GetObjectItem(j, "refresh_token")->valuestring);
+    remember_code(cJSON_GetObjectItem(j, "access_token")->valuestring);
+    remember_code(rt);
+    cJSON_Delete(j);
+    return rt;
+}
+
+static char *connect_rt(const sim *s, const char *extra, long expires_in)
+{
+    char *code = authorize(s, extra);
+    testhttp_resp r;
+    exchange(s, code, NULL, &r);
+    char *rt = rt_of(&r, expires_in);
+    testhttp_resp_free(&r);
+    free(code);
+    return rt;
+}
+
+static long rt_requests(const cJSON *st, const char *rt)
+{
+    char hex[65];
+    sha256_hex(rt, hex);
+    const cJSON *e = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "refresh_tokens"), hex);
+    if (!e)
+        return 0;
+    assert_int_equal(cJSON_GetArraySize(e), 1);
+    const cJSON *n = cJSON_GetObjectItem(e, "requests");
+    assert_true(cJSON_IsNumber(n));
+    return (long)n->valuedouble;
+}
+
+/* Rotation, then a lost answer (cut_after on the first refresh): the blind
+ * re-send of the rotated-out token revokes the family, the newest token too. */
+static void test_refresh_rotation_and_reuse(void **st)
+{
+    (void)st;
+    cJSON *before = stats(&g_main);
+    char *rt0 = connect_rt(&g_main, NULL, 0);
+    testhttp_resp r;
+    assert_int_equal(refresh_t(&g_main, rt0, TESTHTTP_TIMEOUT_MS, &r), 0);
+    char *rt1 = rt_of(&r, 0);
+    testhttp_resp_free(&r);
+    assert_string_not_equal(rt0, rt1);
+    assert_int_equal(refresh_t(&g_main, rt1, TESTHTTP_TIMEOUT_MS, &r), 0);
+    char *rt2 = rt_of(&r, 0);
+    testhttp_resp_free(&r);
+    assert_int_equal(refresh_t(&g_main, rt1, TESTHTTP_TIMEOUT_MS, &r), 0); /* reuse */
+    assert_json_error(&r, 400, "invalid_grant", NULL);
+    testhttp_resp_free(&r);
+    assert_int_equal(refresh_t(&g_main, rt2, TESTHTTP_TIMEOUT_MS, &r), 0);
+    assert_json_error(&r, 400, "invalid_grant", "This refresh token has been revoked.");
+    testhttp_resp_free(&r);
+    cJSON *mid = stats(&g_main);
+    assert_int_equal(grants(mid, "revoked"), grants(before, "revoked") + 1);
+    assert_int_equal(rt_requests(mid, rt0), 1);
+    assert_int_equal(rt_requests(mid, rt1), 2);
+    assert_int_equal(rt_requests(mid, rt2), 1);
+
+    char *rf = connect_rt(&g_main, "&sim_refresh_fault=cut_after", 0);
+    assert_int_equal(refresh_t(&g_main, rf, 5000, &r), -1);
+    assert_int_equal(r.curl_code, CURLE_GOT_NOTHING);
+    testhttp_resp_free(&r);
+    assert_int_equal(refresh_t(&g_main, rf, TESTHTTP_TIMEOUT_MS, &r), 0);
+    assert_json_error(&r, 400, "invalid_grant", NULL);
+    testhttp_resp_free(&r);
+    cJSON *after = stats(&g_main);
+    assert_int_equal(grants(after, "revoked"), grants(before, "revoked") + 2);
+    assert_int_equal(grants(after, "active"), grants(before, "active"));
+    assert_int_equal(rt_requests(after, rf), 2);
+    cJSON_Delete(before);
+    cJSON_Delete(mid);
+    cJSON_Delete(after);
+    free(rt0);
+    free(rt1);
+    free(rt2);
+    free(rf);
+}
+
+static void test_refresh_flags(void **st)
+{
+    (void)st;
+    sim s;
+    const char *extra[] = {"--access-ttl", "120", "--no-refresh-rotation", NULL};
+    assert_int_equal(sim_start(&s, "norotation", extra), 0);
+    char *rt = connect_rt(&s, NULL, 120);
+    for (int i = 0; i < 3; i++) {
+        testhttp_resp r;
+        assert_int_equal(refresh_t(&s, rt, TESTHTTP_TIMEOUT_MS, &r), 0);
+        char *again = rt_of(&r, 120);
+        assert_string_equal(again, rt);
+        free(again);
+        testhttp_resp_free(&r);
+    }
+    cJSON *st2 = stats(&s);
+    assert_int_equal(rt_requests(st2, rt), 3);
+    assert_int_equal(grants(st2, "revoked"), 0);
+    assert_int_equal(grants(st2, "active"), 1);
+    cJSON_Delete(st2);
+    free(rt);
+    assert_int_equal(sim_stop(&s), 0);
+}
+
 static int run_status(const char *const *argv)
 {
     char logf[400];
@@ -730,6 +858,10 @@ static void test_arguments(void **st)
         g_bin,         "--listen",   "127.0.0.1:0", "--client-id", CID, "--client-secret-file",
         g_secret_path, "--code-ttl", "0",           NULL};
     assert_int_equal(run_status(bad_ttl), 2);
+    const char *bad_access_ttl[] = {
+        g_bin,         "--listen",     "127.0.0.1:0", "--client-id", CID, "--client-secret-file",
+        g_secret_path, "--access-ttl", "0",           NULL};
+    assert_int_equal(run_status(bad_access_ttl), 2);
 }
 
 /* Last: nothing secret in the main simulator's log (G5). */
@@ -769,6 +901,8 @@ int main(void)
         cmocka_unit_test(test_deauthorize),
         cmocka_unit_test(test_latency_flag),
         cmocka_unit_test(test_routes_and_limits),
+        cmocka_unit_test(test_refresh_rotation_and_reuse),
+        cmocka_unit_test(test_refresh_flags),
         cmocka_unit_test(test_arguments),
         cmocka_unit_test(test_log_has_no_secrets),
     };

@@ -4,7 +4,7 @@
  *
  *   oauthq-provider-sim --listen HOST:PORT --client-id ID
  *       --client-secret-file PATH [--redirect-uri URI]... [--code-ttl S]
- *       [--latency-ms N]
+ *       [--latency-ms N] [--access-ttl S] [--no-refresh-rotation]
  *
  * Bad or missing arguments: message on stderr, exit 2. Runs until SIGTERM or
  * SIGINT, then stops cleanly and exits 0. The client secret is read from a
@@ -34,6 +34,7 @@
 static const char USAGE[] =
     "usage: oauthq-provider-sim --listen HOST:PORT --client-id ID --client-secret-file PATH\n"
     "                           [--redirect-uri URI]... [--code-ttl S] [--latency-ms N]\n"
+    "                           [--access-ttl S] [--no-refresh-rotation]\n"
     "\n"
     "A Stripe Connect-shaped OAuth provider simulator (oauthq SPEC section 7).\n"
     "\n"
@@ -43,11 +44,15 @@ static const char USAGE[] =
     "  --redirect-uri URI        allowed redirect URI (repeatable; none: any http(s) URI)\n"
     "  --code-ttl S              authorization code lifetime in seconds (default 300)\n"
     "  --latency-ms N            extra delay added to every token answer (default 0)\n"
+    "  --access-ttl S            announce expires_in=S on every token answer (default: none)\n"
+    "  --no-refresh-rotation     answer the same refresh token on refresh (Stripe-like);\n"
+    "                            default: rotate, and revoke the grant on reuse\n"
     "  --help                    this text\n"
     "\n"
     "Endpoints: GET /oauth/authorize, POST /oauth/token, POST /oauth/deauthorize,\n"
     "GET /_sim/stats. Fault injection: /oauth/authorize?...&sim_fault=deny|latency:MS|\n"
-    "429|500_before|500_after|cut_after|hang applies to that code's first token request.\n"
+    "429|500_before|500_after|cut_after|hang applies to that code's first token request;\n"
+    "&sim_refresh_fault=F (same values but deny) to the first refresh of its refresh token.\n"
     "Environment: OAUTHQ_LOG_LEVEL (debug|info|warn|error), OAUTHQ_LOG_FORMAT (json|text).\n";
 
 static int usage_error(const char *fmt, const char *arg)
@@ -116,7 +121,8 @@ int main(int argc, char **argv)
     const char *listen = NULL, *client_id = NULL, *secret_file = NULL;
     const char *redirects[MAX_REDIRECTS];
     size_t n_redirects = 0;
-    long code_ttl_s = 300, latency_ms = 0;
+    long code_ttl_s = 300, latency_ms = 0, access_ttl_s = 0;
+    int no_rotation = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -124,9 +130,14 @@ int main(int argc, char **argv)
             fputs(USAGE, stdout);
             return 0;
         }
+        if (strcmp(a, "--no-refresh-rotation") == 0) {
+            no_rotation = 1;
+            continue;
+        }
         if (strcmp(a, "--listen") != 0 && strcmp(a, "--client-id") != 0 &&
             strcmp(a, "--client-secret-file") != 0 && strcmp(a, "--redirect-uri") != 0 &&
-            strcmp(a, "--code-ttl") != 0 && strcmp(a, "--latency-ms") != 0)
+            strcmp(a, "--code-ttl") != 0 && strcmp(a, "--latency-ms") != 0 &&
+            strcmp(a, "--access-ttl") != 0)
             return usage_error("unknown argument '%s'", a);
         if (i + 1 >= argc)
             return usage_error("%s needs a value", a);
@@ -155,6 +166,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--code-ttl") == 0) {
             if (parse_long(v, 1, 86400, &code_ttl_s) != 0)
                 return usage_error("--code-ttl '%s': expected seconds in 1..86400", v);
+        } else if (strcmp(a, "--access-ttl") == 0) {
+            if (parse_long(v, 1, SIM_CORE_MAX_ACCESS_TTL_MS / 1000, &access_ttl_s) != 0)
+                return usage_error("--access-ttl '%s': expected seconds in 1..86400", v);
         } else {
             if (parse_long(v, 0, SIM_CORE_MAX_LATENCY_MS, &latency_ms) != 0)
                 return usage_error("--latency-ms '%s': expected 0..600000", v);
@@ -197,6 +211,8 @@ int main(int argc, char **argv)
         .n_redirect_uris = n_redirects,
         .code_ttl_ms = (int64_t)code_ttl_s * 1000,
         .latency_ms = latency_ms,
+        .access_ttl_ms = (int64_t)access_ttl_s * 1000,
+        .no_refresh_rotation = no_rotation,
     };
     sim_core_t *core = sim_core_new(&o, &e);
     OPENSSL_cleanse(secret, sizeof secret);
@@ -210,13 +226,15 @@ int main(int argc, char **argv)
         sim_core_free(core);
         return 1;
     }
-    char port[16], ttl[24], lat[24], nred[16];
+    char port[16], ttl[24], lat[24], nred[16], attl[24];
     snprintf(port, sizeof port, "%d", sim_http_port(http));
     snprintf(ttl, sizeof ttl, "%ld", code_ttl_s);
     snprintf(lat, sizeof lat, "%ld", latency_ms);
     snprintf(nred, sizeof nred, "%zu", n_redirects);
+    snprintf(attl, sizeof attl, "%ld", access_ttl_s);
     log_kv(LOGL_INFO, "listening", "listen", listen, "port", port, "client_id", client_id,
-           "code_ttl_s", ttl, "latency_ms", lat, "redirect_uris", nred);
+           "code_ttl_s", ttl, "latency_ms", lat, "redirect_uris", nred, "access_ttl_s", attl,
+           "refresh_rotation", no_rotation ? "off" : "on");
 
     int sig = 0;
     while (sigwait(&stop, &sig) != 0) {

@@ -41,7 +41,10 @@ typedef enum {
 } grant_state;
 
 /* One record per code hash: the issued code (if we issued it), its grant,
- * and its token-request counters. */
+ * and its token-request counters. A refresh token is a record too (is_rt):
+ * keyed by the hash of the refresh token, in the family of the grant whose
+ * account is acct (looked up in by_acct, never a pointer: the grant record
+ * may be evicted), with its own request counter. */
 typedef struct ent {
     char hash[65];
     struct ent *hnext;         /* chain in by_hash */
@@ -58,6 +61,10 @@ typedef struct ent {
     int last_status; /* -1: no token request yet */
     grant_state grant;
     char acct[ACCT_MAX];
+    int is_rt, rotated;        /* refresh-token record; rotated out */
+    uint64_t refresh_requests; /* refresh requests naming this token */
+    sim_core_fault rfault;     /* code: fault for its first refresh token */
+    long rfault_ms;
 } ent;
 
 typedef struct {
@@ -77,6 +84,8 @@ struct sim_core {
     int64_t code_ttl_ms;
     long latency_ms;
     size_t max_codes;
+    int64_t access_ttl_ms;
+    int rotation;
     tbl by_hash, by_acct;
     ent *oldest, *newest;
     size_t n_ents;
@@ -491,7 +500,7 @@ static void ent_free(ent *e)
 static void ent_unlink(sim_core_t *c, ent *e)
 {
     tbl_del(&c->by_hash, e, BY_HASH);
-    if (e->acct[0])
+    if (e->acct[0] && !e->is_rt)
         tbl_del(&c->by_acct, e, BY_ACCT);
     if (e->older)
         e->older->newer = e->newer;
@@ -504,10 +513,32 @@ static void ent_unlink(sim_core_t *c, ent *e)
     c->n_ents--;
 }
 
-/* Insert a fresh record (evicting the oldest when full); caller holds mu. */
-static int ent_insert(sim_core_t *c, ent *e)
+/* Move e to the newest end of the eviction order; caller holds mu. */
+static void ent_touch(sim_core_t *c, ent *e)
+{
+    if (c->newest == e)
+        return;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        c->oldest = e->newer;
+    e->newer->older = e->older;
+    e->older = c->newest;
+    e->newer = NULL;
+    c->newest->newer = e;
+    c->newest = e;
+}
+
+/* Insert a fresh record (evicting the oldest when full, never keep, which
+ * the caller still uses; may be NULL); caller holds mu. */
+static int ent_insert(sim_core_t *c, ent *e, ent *keep)
 {
     while (c->n_ents >= c->max_codes && c->oldest) {
+        if (c->oldest == keep) {
+            if (keep == c->newest)
+                break; /* keep is the only record: exceed the bound by one */
+            ent_touch(c, keep);
+        }
         ent *old = c->oldest;
         ent_unlink(c, old);
         ent_free(old);
@@ -628,8 +659,9 @@ sim_core_t *sim_core_new(const sim_core_opts *o, err_t *e)
                 SIM_CORE_ID_MAX - 1);
         return NULL;
     }
-    if (o->code_ttl_ms < 0 || o->latency_ms < 0 || o->latency_ms > SIM_CORE_MAX_LATENCY_MS) {
-        err_set(e, ERRC_FATAL, "sim_core: code_ttl_ms/latency_ms out of range");
+    if (o->code_ttl_ms < 0 || o->latency_ms < 0 || o->latency_ms > SIM_CORE_MAX_LATENCY_MS ||
+        o->access_ttl_ms < 0 || o->access_ttl_ms > SIM_CORE_MAX_ACCESS_TTL_MS) {
+        err_set(e, ERRC_FATAL, "sim_core: code_ttl_ms/latency_ms/access_ttl_ms out of range");
         return NULL;
     }
     for (size_t i = 0; i < o->n_redirect_uris; i++) {
@@ -654,6 +686,8 @@ sim_core_t *sim_core_new(const sim_core_opts *o, err_t *e)
     c->code_ttl_ms = o->code_ttl_ms ? o->code_ttl_ms : SIM_CORE_DEFAULT_CODE_TTL_MS;
     c->latency_ms = o->latency_ms;
     c->max_codes = o->max_codes ? o->max_codes : SIM_CORE_DEFAULT_MAX_CODES;
+    c->access_ttl_ms = o->access_ttl_ms;
+    c->rotation = !o->no_refresh_rotation;
     c->client_id = xstrdup(o->client_id);
     c->client_secret = xstrdup(o->client_secret);
     int bad = !c->client_id || !c->client_secret || tbl_init(&c->by_hash) != 0 ||
@@ -813,8 +847,9 @@ static int h_authorize(sim_core_t *c, const char *query, int64_t now, sim_core_r
     const char *method = form_get(&f, "code_challenge_method");
     const char *fault_s = form_get(&f, "sim_fault");
     const char *deny_s = form_get(&f, "sim_deny");
-    sim_core_fault fault = SIM_FAULT_NONE;
-    long fault_ms = 0;
+    const char *rfault_s = form_get(&f, "sim_refresh_fault");
+    sim_core_fault fault = SIM_FAULT_NONE, rfault = SIM_FAULT_NONE;
+    long fault_ms = 0, rfault_ms = 0;
 
     if (!client_id) {
         ret = resp_err(r, 400, "invalid_request", "Missing required param: client_id.",
@@ -892,6 +927,12 @@ static int h_authorize(sim_core_t *c, const char *query, int64_t now, sim_core_r
         ret = resp_err(r, 400, "invalid_request", "Unknown sim_fault.", "authorize_invalid");
         goto out;
     }
+    if (rfault_s &&
+        (sim_core_parse_fault(rfault_s, &rfault, &rfault_ms) != 0 || rfault == SIM_FAULT_DENY)) {
+        ret =
+            resp_err(r, 400, "invalid_request", "Unknown sim_refresh_fault.", "authorize_invalid");
+        goto out;
+    }
     if (deny_s) {
         if (strcmp(deny_s, "1") != 0 || (fault_s && fault != SIM_FAULT_DENY)) {
             ret = resp_err(r, 400, "invalid_request", "Invalid sim_deny.", "authorize_invalid");
@@ -937,6 +978,8 @@ static int h_authorize(sim_core_t *c, const char *query, int64_t now, sim_core_r
     e->fault = fault;
     e->fault_ms = fault_ms;
     e->fault_pending = fault != SIM_FAULT_NONE;
+    e->rfault = rfault;
+    e->rfault_ms = rfault_ms;
 
     pthread_mutex_lock(&c->mu);
     int ok = 0;
@@ -948,7 +991,7 @@ static int h_authorize(sim_core_t *c, const char *query, int64_t now, sim_core_r
         ok = tbl_get(&c->by_hash, e->hash, BY_HASH) == NULL;
     }
     if (ok)
-        ok = ent_insert(c, e) == 0;
+        ok = ent_insert(c, e, NULL) == 0;
     pthread_mutex_unlock(&c->mu);
     if (!ok) {
         ent_free(e);
@@ -987,16 +1030,58 @@ static int valid_verifier(const char *v)
     return 1;
 }
 
+#define RT_LEN (3 + TOKEN_RAND_LEN)
+
+/* Mint a refresh token of the family acct into rt[RT_LEN + 1] and record it
+ * (never evicting keep); the fault fires on its first refresh. mu held. */
+static int rt_mint(sim_core_t *c, const char *acct, const char *scope, sim_core_fault fault,
+                   long fault_ms, ent *keep, char rt[RT_LEN + 1])
+{
+    ent *n = calloc(1, sizeof *n);
+    if (!n)
+        return -1;
+    int ok = 0;
+    for (int tries = 0; tries < 4 && !ok; tries++) {
+        memcpy(rt, "rt_", 3);
+        if (rand_alnum(rt + 3, TOKEN_RAND_LEN) != 0 ||
+            sim_core_sha256_hex(rt, RT_LEN, n->hash) != 0)
+            break;
+        ok = tbl_get(&c->by_hash, n->hash, BY_HASH) == NULL;
+    }
+    if (!ok || ent_insert(c, n, keep) != 0) {
+        OPENSSL_cleanse(rt, RT_LEN + 1);
+        free(n);
+        return -1;
+    }
+    n->is_rt = 1;
+    n->issued = 1;
+    n->last_status = -1;
+    snprintf(n->acct, sizeof n->acct, "%s", acct);
+    snprintf(n->scope, sizeof n->scope, "%s", scope);
+    n->fault = fault;
+    n->fault_ms = fault_ms;
+    n->fault_pending = fault != SIM_FAULT_NONE;
+    return 0;
+}
+
+/* Add expires_in when access tokens have a lifetime. */
+static int add_expiry(const sim_core_t *c, cJSON *o)
+{
+    if (c->access_ttl_ms <= 0)
+        return 1;
+    return cJSON_AddNumberToObject(o, "expires_in", (double)((c->access_ttl_ms + 999) / 1000)) !=
+           NULL;
+}
+
 static int token_success(sim_core_t *c, ent *e, sim_core_resp *r)
 {
-    char at[8 + TOKEN_RAND_LEN + 1], rt[3 + TOKEN_RAND_LEN + 1], pk[8 + TOKEN_RAND_LEN + 1];
+    char at[8 + TOKEN_RAND_LEN + 1], rt[RT_LEN + 1], pk[8 + TOKEN_RAND_LEN + 1];
     char acct[ACCT_MAX];
     memcpy(at, "sk_test_", 8);
-    memcpy(rt, "rt_", 3);
     memcpy(pk, "pk_test_", 8);
     memcpy(acct, "acct_", 5);
-    if (rand_alnum(at + 8, TOKEN_RAND_LEN) != 0 || rand_alnum(rt + 3, TOKEN_RAND_LEN) != 0 ||
-        rand_alnum(pk + 8, TOKEN_RAND_LEN) != 0 || rand_alnum(acct + 5, ACCT_RAND_LEN) != 0)
+    if (rand_alnum(at + 8, TOKEN_RAND_LEN) != 0 || rand_alnum(pk + 8, TOKEN_RAND_LEN) != 0 ||
+        rand_alnum(acct + 5, ACCT_RAND_LEN) != 0)
         return -1;
     /* account ids are random; a collision would only confuse deauthorize */
     if (tbl_get(&c->by_acct, acct, BY_ACCT))
@@ -1006,13 +1091,18 @@ static int token_success(sim_core_t *c, ent *e, sim_core_resp *r)
         e->acct[0] = '\0';
         return -1;
     }
+    if (rt_mint(c, e->acct, e->scope, e->rfault, e->rfault_ms, e, rt) != 0) {
+        tbl_del(&c->by_acct, e, BY_ACCT);
+        e->acct[0] = '\0';
+        return -1;
+    }
     e->consumed = 1;
     e->grant = GRANT_ACTIVE;
     c->grants_active++;
     cJSON *o = cJSON_CreateObject();
     int bad = !o || !cJSON_AddStringToObject(o, "access_token", at) ||
               !cJSON_AddStringToObject(o, "refresh_token", rt) ||
-              !cJSON_AddStringToObject(o, "token_type", "bearer") ||
+              !cJSON_AddStringToObject(o, "token_type", "bearer") || !add_expiry(c, o) ||
               !cJSON_AddStringToObject(o, "scope", e->scope) ||
               !cJSON_AddFalseToObject(o, "livemode") ||
               !cJSON_AddStringToObject(o, "stripe_user_id", e->acct) ||
@@ -1041,7 +1131,7 @@ static int token_decide(sim_core_t *c, const sim_core_req *rq, const form *f, en
                         "invalid_request");
     if (strcmp(gt, "authorization_code") != 0)
         return resp_err(r, 400, "unsupported_grant_type",
-                        "Only grant_type=authorization_code is supported.",
+                        "Only grant_type=authorization_code and refresh_token are supported.",
                         "unsupported_grant_type");
     if (!code || !code[0] || !e)
         return resp_err(r, 400, "invalid_request", "Missing required param: code.",
@@ -1090,52 +1180,19 @@ static int token_decide(sim_core_t *c, const sim_core_req *rq, const form *f, en
     return token_success(c, e, r);
 }
 
-static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_resp *r)
+/* The decision of a token request (code or refresh grant); mu held. */
+typedef int (*decide_fn)(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e, int64_t now,
+                         sim_core_resp *r);
+
+/* Apply e's pending fault around decide (SPEC §7 fault semantics, the same
+ * for codes and refresh tokens): 429, 500_before and hang answer before any
+ * validation; latency delays; 500_after and cut_after decide, then replace
+ * the answer. Records e's last_status. mu held. */
+static int faulted_decide(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e, int64_t now,
+                          const char *hash, decide_fn decide, sim_core_resp *r)
 {
-    if (!form_content_type(rq->content_type))
-        return resp_err(r, 400, "invalid_request",
-                        "Content-Type must be application/x-www-form-urlencoded.",
-                        "invalid_request");
-    form f;
-    int rc = form_parse(rq->body ? rq->body : "", rq->body ? rq->body_len : 0, &f);
-    if (rc != 0) {
-        form_free(&f);
-        if (rc == -2)
-            return -1;
-        return resp_err(r, 400, "invalid_request", "Malformed or duplicated parameter.",
-                        "invalid_request");
-    }
-    const char *code = form_get(&f, "code");
-    char hash[65] = "";
-    if (code && code[0] && sim_core_sha256_hex(code, strlen(code), hash) != 0) {
-        form_free(&f);
-        return -1;
-    }
     int ret = 0;
     sim_core_fault post = SIM_FAULT_NONE;
-    ent *e = NULL;
-    r->delay_ms = c->latency_ms;
-
-    pthread_mutex_lock(&c->mu);
-    if (hash[0]) {
-        c->token_requests++;
-        e = tbl_get(&c->by_hash, hash, BY_HASH);
-        if (!e) {
-            e = calloc(1, sizeof *e);
-            if (e) {
-                memcpy(e->hash, hash, 65);
-                e->last_status = -1;
-            }
-            if (!e || ent_insert(c, e) != 0) {
-                free(e);
-                e = NULL;
-                ret = -1;
-                goto unlock;
-            }
-        }
-        e->token_requests++;
-        memcpy(r->code_sha256, hash, 65);
-    }
     if (e && e->fault_pending) {
         e->fault_pending = 0;
         switch (e->fault) {
@@ -1162,7 +1219,7 @@ static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_
             break;
         }
     }
-    ret = token_decide(c, rq, &f, e, now, r);
+    ret = decide(c, rq, f, e, now, r);
     if (ret == 0 && post == SIM_FAULT_500_AFTER) {
         const char *ev = r->status == 200 ? "fault_500_after" : "fault_500_after_failed";
         sim_core_resp_free(r);
@@ -1176,6 +1233,170 @@ static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_
 record:
     if (e && ret == 0)
         e->last_status = r->action == SIM_CORE_ANSWER ? r->status : 0;
+    return ret;
+}
+
+/* Revoke the grant of family acct (reuse detected); mu held. */
+static void family_revoke(sim_core_t *c, const char *acct)
+{
+    ent *g = tbl_get(&c->by_acct, acct, BY_ACCT);
+    if (g && g->grant == GRANT_ACTIVE) {
+        g->grant = GRANT_REVOKED;
+        c->grants_active--;
+        c->grants_revoked++;
+    }
+}
+
+/* The refresh decision proper, after counting and the pre-faults; e is the
+ * presented token's record (NULL: none named). May evict nothing but e's
+ * neighbours (e is kept). mu held. */
+static int refresh_decide(sim_core_t *c, const sim_core_req *rq, const form *f, ent *e, int64_t now,
+                          sim_core_resp *r)
+{
+    (void)now; /* refresh tokens do not expire */
+    int rc = client_auth(c, rq, f, 0, r);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    if (!e)
+        return resp_err(r, 400, "invalid_request", "Missing required param: refresh_token.",
+                        "invalid_request");
+    if (!e->issued)
+        return resp_err(r, 400, "invalid_grant", "Refresh token provided does not exist.",
+                        "refresh_unknown");
+    const ent *g = tbl_get(&c->by_acct, e->acct, BY_ACCT);
+    if (!g || g->grant != GRANT_ACTIVE)
+        return resp_err(r, 400, "invalid_grant", "This refresh token has been revoked.",
+                        "refresh_revoked");
+    if (e->rotated) {
+        family_revoke(c, e->acct);
+        return resp_err(r, 400, "invalid_grant",
+                        "This refresh token has already been used. All tokens issued with it "
+                        "have been revoked.",
+                        "refresh_reused");
+    }
+    char at[8 + TOKEN_RAND_LEN + 1], rt[RT_LEN + 1];
+    memcpy(at, "sk_test_", 8);
+    if (rand_alnum(at + 8, TOKEN_RAND_LEN) != 0)
+        return -1;
+    const char *out_rt = form_get(f, "refresh_token");
+    if (c->rotation) {
+        if (rt_mint(c, e->acct, e->scope, SIM_FAULT_NONE, 0, e, rt) != 0)
+            return -1;
+        e->rotated = 1;
+        out_rt = rt;
+    }
+    cJSON *o = cJSON_CreateObject();
+    int bad = !o || !cJSON_AddStringToObject(o, "access_token", at) ||
+              !cJSON_AddStringToObject(o, "refresh_token", out_rt) ||
+              !cJSON_AddStringToObject(o, "token_type", "bearer") || !add_expiry(c, o) ||
+              !cJSON_AddStringToObject(o, "scope", e->scope) ||
+              !cJSON_AddFalseToObject(o, "livemode") ||
+              !cJSON_AddStringToObject(o, "stripe_user_id", e->acct);
+    OPENSSL_cleanse(at, sizeof at);
+    OPENSSL_cleanse(rt, sizeof rt);
+    if (bad) {
+        cJSON_Delete(o);
+        return -1;
+    }
+    r->event = c->rotation ? "refresh_rotated" : "refreshed";
+    return resp_json(r, 200, o);
+}
+
+/* grant_type=refresh_token: count, apply a pending fault, decide. */
+static int h_refresh(sim_core_t *c, const sim_core_req *rq, const form *f, int64_t now,
+                     sim_core_resp *r)
+{
+    const char *rt = form_get(f, "refresh_token");
+    char hash[65] = "";
+    if (rt && rt[0] && sim_core_sha256_hex(rt, strlen(rt), hash) != 0)
+        return -1;
+    int ret = 0;
+    ent *e = NULL;
+    r->delay_ms = c->latency_ms;
+
+    pthread_mutex_lock(&c->mu);
+    if (hash[0]) {
+        e = tbl_get(&c->by_hash, hash, BY_HASH);
+        if (!e) {
+            e = calloc(1, sizeof *e);
+            if (e) {
+                memcpy(e->hash, hash, 65);
+                e->is_rt = 1;
+                e->last_status = -1;
+            }
+            if (!e || ent_insert(c, e, NULL) != 0) {
+                free(e);
+                pthread_mutex_unlock(&c->mu);
+                return -1;
+            }
+        }
+        if (!e->is_rt) { /* a code presented as a refresh token: unknown, not counted */
+            e = NULL;
+            ret = resp_err(r, 400, "invalid_grant", "Refresh token provided does not exist.",
+                           "refresh_unknown");
+            goto unlock;
+        }
+        e->refresh_requests++;
+        memcpy(r->code_sha256, hash, 65);
+    }
+    ret = faulted_decide(c, rq, f, e, now, hash, refresh_decide, r);
+unlock:
+    pthread_mutex_unlock(&c->mu);
+    return ret;
+}
+
+static int h_token(sim_core_t *c, const sim_core_req *rq, int64_t now, sim_core_resp *r)
+{
+    if (!form_content_type(rq->content_type))
+        return resp_err(r, 400, "invalid_request",
+                        "Content-Type must be application/x-www-form-urlencoded.",
+                        "invalid_request");
+    form f;
+    int rc = form_parse(rq->body ? rq->body : "", rq->body ? rq->body_len : 0, &f);
+    if (rc != 0) {
+        form_free(&f);
+        if (rc == -2)
+            return -1;
+        return resp_err(r, 400, "invalid_request", "Malformed or duplicated parameter.",
+                        "invalid_request");
+    }
+    const char *gtype = form_get(&f, "grant_type");
+    if (gtype && strcmp(gtype, "refresh_token") == 0) {
+        int rrc = h_refresh(c, rq, &f, now, r);
+        form_free(&f);
+        return rrc;
+    }
+    const char *code = form_get(&f, "code");
+    char hash[65] = "";
+    if (code && code[0] && sim_core_sha256_hex(code, strlen(code), hash) != 0) {
+        form_free(&f);
+        return -1;
+    }
+    int ret = 0;
+    ent *e = NULL;
+    r->delay_ms = c->latency_ms;
+
+    pthread_mutex_lock(&c->mu);
+    if (hash[0]) {
+        c->token_requests++;
+        e = tbl_get(&c->by_hash, hash, BY_HASH);
+        if (!e) {
+            e = calloc(1, sizeof *e);
+            if (e) {
+                memcpy(e->hash, hash, 65);
+                e->last_status = -1;
+            }
+            if (!e || ent_insert(c, e, NULL) != 0) {
+                free(e);
+                e = NULL;
+                ret = -1;
+                goto unlock;
+            }
+        }
+        e->token_requests++;
+        memcpy(r->code_sha256, hash, 65);
+    }
+    ret = faulted_decide(c, rq, &f, e, now, hash, token_decide, r);
 unlock:
     pthread_mutex_unlock(&c->mu);
     form_free(&f);
@@ -1258,7 +1479,7 @@ static int h_stats(sim_core_t *c, sim_core_resp *r)
               !(grants = cJSON_AddObjectToObject(o, "grants"));
     }
     for (ent *e = c->oldest; !bad && e; e = e->newer) {
-        if (e->token_requests == 0)
+        if (e->token_requests == 0 || e->is_rt)
             continue;
         cJSON *ce = cJSON_CreateObject();
         bad = !ce || !cJSON_AddNumberToObject(ce, "token_requests", (double)e->token_requests) ||
@@ -1266,6 +1487,19 @@ static int h_stats(sim_core_t *c, sim_core_resp *r)
                                     : cJSON_AddNullToObject(ce, "last_status"));
         if (bad || !cJSON_AddItemToObject(codes, e->hash, ce)) {
             cJSON_Delete(ce);
+            bad = 1;
+        }
+    }
+    cJSON *rts = NULL;
+    if (!bad)
+        bad = !(rts = cJSON_AddObjectToObject(o, "refresh_tokens"));
+    for (ent *e = c->oldest; !bad && e; e = e->newer) {
+        if (!e->is_rt || e->refresh_requests == 0)
+            continue;
+        cJSON *re = cJSON_CreateObject();
+        bad = !re || !cJSON_AddNumberToObject(re, "requests", (double)e->refresh_requests);
+        if (bad || !cJSON_AddItemToObject(rts, e->hash, re)) {
+            cJSON_Delete(re);
             bad = 1;
         }
     }

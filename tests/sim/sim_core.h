@@ -10,7 +10,7 @@
  *
  * Routes:
  *   GET  /oauth/authorize    auto-approve → 302 redirect_uri?code=..&state=..
- *   POST /oauth/token        authorization_code grant → tokens / errors
+ *   POST /oauth/token        authorization_code and refresh_token grants
  *   POST /oauth/deauthorize  disconnect an account (Stripe shape)
  *   GET  /_sim/stats         counters (SPEC §7 exact shape)
  *   anything else            404 JSON; known path with wrong method → 405.
@@ -50,7 +50,32 @@
  *     invalid_client "This application is not connected to stripe account
  *     acct_…, or that account does not exist." (what Stripe answers).
  *   - At most max_codes code records (issued or merely named in a token
- *     request) are kept; the oldest is evicted first.
+ *     request) are kept; the oldest is evicted first. Refresh-token records
+ *     count against the same bound; a refresh token whose grant record was
+ *     evicted is answered like a revoked one.
+ *
+ * Refresh (grant_type=refresh_token, RFC 6749 §6, RFC 9700 §4.14.2):
+ *   - Every issued refresh token belongs to the grant (family) of the code it
+ *     came from. With rotation (the default) each successful refresh answers
+ *     a new access and refresh token and rotates the presented one out; a
+ *     second use of a rotated-out refresh token is reuse: the whole family is
+ *     revoked (grants.revoked counts it; every refresh token of the grant,
+ *     the newest included, answers invalid_grant from then on). Without
+ *     rotation (no_refresh_rotation, Stripe-like) the same refresh token is
+ *     answered again and stays valid.
+ *   - A revoked or deauthorized grant, a code reuse and an eviction of the
+ *     grant record all end the family's refresh tokens (invalid_grant).
+ *   - The optional scope parameter is ignored (the grant's scope is kept).
+ *   - access_ttl_ms > 0 adds "expires_in" (seconds) to every token answer,
+ *     code and refresh alike; access tokens are never checked by the
+ *     simulator (it has no resource API), so expiry is what it announces.
+ *   - sim_refresh_fault=F at /oauth/authorize (same values as sim_fault but
+ *     deny) is carried by the first refresh token minted for that code and
+ *     fires on its first refresh, with the same semantics as on codes
+ *     (500_after and cut_after rotate the token out, then lose the answer).
+ *   - Stats: "refresh_tokens": {"<sha256 of the refresh token>":
+ *     {"requests": n}} lists every refresh token named in a refresh request
+ *     (SPEC §5b); token_requests and "codes" count only the code grant.
  */
 #ifndef OAUTHQ_TESTS_SIM_CORE_H
 #define OAUTHQ_TESTS_SIM_CORE_H
@@ -63,6 +88,7 @@
 #define SIM_CORE_DEFAULT_CODE_TTL_MS 300000
 #define SIM_CORE_DEFAULT_MAX_CODES   1000000
 #define SIM_CORE_MAX_LATENCY_MS      600000
+#define SIM_CORE_MAX_ACCESS_TTL_MS   86400000
 #define SIM_CORE_HANG_MAX_MS         120000
 #define SIM_CORE_ID_MAX              256 /* client id / secret / Basic part bound */
 #define SIM_CORE_URI_MAX             2048
@@ -77,6 +103,8 @@ typedef struct {
     int64_t code_ttl_ms;              /* 0: SIM_CORE_DEFAULT_CODE_TTL_MS */
     long latency_ms;                  /* added to every token answer */
     size_t max_codes;                 /* 0: SIM_CORE_DEFAULT_MAX_CODES */
+    int64_t access_ttl_ms;            /* > 0: announce expires_in; 0: none */
+    int no_refresh_rotation;          /* 1: refresh tokens are not rotated */
 } sim_core_opts;
 
 typedef enum {
@@ -116,7 +144,7 @@ typedef struct {
     int www_authenticate;     /* send WWW-Authenticate: Basic (401 after Basic) */
     const char *allow;        /* 405: the Allow value (static) */
     long delay_ms;            /* wait this long before answering or cutting */
-    char code_sha256[65];     /* hex sha256 of the code involved, "" if none */
+    char code_sha256[65];     /* hex sha256 of the code (or refresh token), "" if none */
     const char *event;        /* static short outcome name for logs */
 } sim_core_resp;
 

@@ -118,6 +118,17 @@ static void test_success_is_sticky(void **state)
                      MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_CONNECTED);
     assert_string_equal(c->account_id, "acct_1");
+    assert_int_equal(c->tokens_at_ms, T0 + 100); /* expires_in counts from here (SPEC §5b) */
+    {
+        err_t e = {0};
+        conn_t *d = calloc(1, sizeof *d);
+        char *json = conn_encode(c, &e);
+        assert_non_null(strstr(json, "\"tokens_at_ms\":"));
+        assert_int_equal(conn_decode(json, strlen(json), d, &e), 0);
+        assert_int_equal(d->tokens_at_ms, T0 + 100);
+        free(json);
+        free(d);
+    }
     assert_string_equal(c->code_sealed, ""); /* the code is dropped once answered */
     assert_false(c->claimed);
     /* Nothing afterwards turns it into failed. */

@@ -411,7 +411,7 @@ static void test_token_request_errors(void **st)
     assert_error(&r, 400, "invalid_request", "Missing required param: grant_type.");
     sim_core_resp_free(&r);
 
-    snprintf(body, sizeof body, "grant_type=refresh_token&code=%s&client_secret=" SECRET, code);
+    snprintf(body, sizeof body, "grant_type=password&code=%s&client_secret=" SECRET, code);
     post(c, "/oauth/token", NULL, body, T0, &r);
     assert_error(&r, 400, "unsupported_grant_type", NULL);
     sim_core_resp_free(&r);
@@ -844,7 +844,8 @@ static void test_stats_shape(void **st)
 
     sim_core_t *c = mk(1, 0, 0, 0);
     cJSON *s = stats(c);
-    assert_int_equal(cJSON_GetArraySize(s), 3);
+    assert_int_equal(cJSON_GetArraySize(s), 4);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(s, "refresh_tokens")), 0);
     assert_int_equal(num(s, "token_requests", NULL), 0);
     assert_true(cJSON_IsObject(cJSON_GetObjectItem(s, "codes")));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(s, "codes")), 0);
@@ -981,6 +982,338 @@ static void test_concurrent_exchanges(void **st)
     sim_core_free(c);
 }
 
+/* ---- refresh (RFC 6749 §6, RFC 9700 §4.14.2) ---------------------------- */
+
+static sim_core_t *mk_refresh(int64_t access_ttl_ms, int no_rotation)
+{
+    sim_core_opts o = {
+        .client_id = CID,
+        .client_secret = SECRET,
+        .redirect_uris = REDIRS,
+        .n_redirect_uris = 2,
+        .access_ttl_ms = access_ttl_ms,
+        .no_refresh_rotation = no_rotation,
+    };
+    err_t e;
+    sim_core_t *c = sim_core_new(&o, &e);
+    assert_non_null(c);
+    return c;
+}
+
+/* Exchange a fresh code (authorize extra); returns the malloc'd refresh token. */
+static char *connect_rt(sim_core_t *c, const char *extra)
+{
+    char *code = authorize(c, extra, T0);
+    sim_core_resp r;
+    exchange(c, code, NULL, T0, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *j = cJSON_Parse(r.body);
+    char *rt = strdup(cJSON_GetObjectItem(j, "refresh_token")->valuestring);
+    cJSON_Delete(j);
+    sim_core_resp_free(&r);
+    free(code);
+    return rt;
+}
+
+static void refresh(sim_core_t *c, const char *rt, sim_core_resp *r)
+{
+    char body[512];
+    snprintf(body, sizeof body, "grant_type=refresh_token&refresh_token=%s&client_secret=" SECRET,
+             rt);
+    post(c, "/oauth/token", NULL, body, T0, r);
+}
+
+/* The refresh token of a 200 answer (malloc'd). */
+static char *rt_of(const sim_core_resp *r)
+{
+    assert_int_equal(r->status, 200);
+    cJSON *j = cJSON_Parse(r->body);
+    assert_non_null(j);
+    assert_int_equal(strncmp(cJSON_GetObjectItem(j, "access_token")->valuestring, "sk_test_", 8),
+                     0);
+    assert_string_equal(cJSON_GetObjectItem(j, "token_type")->valuestring, "bearer");
+    char *rt = strdup(cJSON_GetObjectItem(j, "refresh_token")->valuestring);
+    cJSON_Delete(j);
+    return rt;
+}
+
+static double rt_requests(sim_core_t *c, const char *rt)
+{
+    char hex[65];
+    assert_int_equal(sim_core_sha256_hex(rt, strlen(rt), hex), 0);
+    cJSON *s = stats(c);
+    const cJSON *e = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "refresh_tokens"), hex);
+    double n = e ? num(e, "requests", NULL) : 0;
+    if (e)
+        assert_int_equal(cJSON_GetArraySize(e), 1);
+    cJSON_Delete(s);
+    return n;
+}
+
+static void test_refresh_rotation_and_reuse_revokes_family(void **st)
+{
+    (void)st;
+    sim_core_t *c = mk_refresh(0, 0);
+    char *rt0 = connect_rt(c, NULL);
+    sim_core_resp r;
+    refresh(c, rt0, &r);
+    char *rt1 = rt_of(&r);
+    assert_string_equal(r.event, "refresh_rotated");
+    assert_string_not_equal(rt0, rt1);
+    sim_core_resp_free(&r);
+    refresh(c, rt1, &r);
+    char *rt2 = rt_of(&r);
+    sim_core_resp_free(&r);
+    cJSON *s = stats(c);
+    assert_int_equal(num(s, "grants", "active"), 1);
+    assert_int_equal(num(s, "token_requests", NULL), 1); /* refreshes are not code requests */
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(s, "codes")), 1);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(s, "refresh_tokens")), 2);
+    cJSON_Delete(s);
+
+    /* a second use of the rotated-out rt1 is theft: the family is revoked... */
+    refresh(c, rt1, &r);
+    assert_error(&r, 400, "invalid_grant", NULL);
+    assert_string_equal(r.event, "refresh_reused");
+    sim_core_resp_free(&r);
+    s = stats(c);
+    assert_int_equal(num(s, "grants", "active"), 0);
+    assert_int_equal(num(s, "grants", "revoked"), 1);
+    cJSON_Delete(s);
+    /* ...the newest refresh token included */
+    refresh(c, rt2, &r);
+    assert_error(&r, 400, "invalid_grant", NULL);
+    assert_string_equal(r.event, "refresh_revoked");
+    sim_core_resp_free(&r);
+    assert_int_equal(rt_requests(c, rt0), 1);
+    assert_int_equal(rt_requests(c, rt1), 2);
+    assert_int_equal(rt_requests(c, rt2), 1);
+
+    /* unknown and missing refresh tokens, codes presented as refresh tokens */
+    refresh(c, "rt_nope", &r);
+    assert_error(&r, 400, "invalid_grant", "Refresh token provided does not exist.");
+    sim_core_resp_free(&r);
+    assert_int_equal(rt_requests(c, "rt_nope"), 1);
+    post(c, "/oauth/token", NULL, "grant_type=refresh_token&client_secret=" SECRET, T0, &r);
+    assert_error(&r, 400, "invalid_request", "Missing required param: refresh_token.");
+    sim_core_resp_free(&r);
+    char *code = authorize(c, NULL, T0);
+    refresh(c, code, &r);
+    assert_error(&r, 400, "invalid_grant", "Refresh token provided does not exist.");
+    sim_core_resp_free(&r);
+    /* client authentication applies */
+    char body[512];
+    snprintf(body, sizeof body, "grant_type=refresh_token&refresh_token=%s&client_secret=bad", rt2);
+    post(c, "/oauth/token", NULL, body, T0, &r);
+    assert_int_equal(r.status, 401);
+    sim_core_resp_free(&r);
+    free(code);
+    free(rt0);
+    free(rt1);
+    free(rt2);
+    sim_core_free(c);
+}
+
+static void test_refresh_revoked_with_grant(void **st)
+{
+    (void)st;
+    sim_core_t *c = mk_refresh(0, 0);
+    /* code reuse revokes the grant and with it its refresh tokens */
+    char *code = authorize(c, NULL, T0);
+    sim_core_resp r;
+    exchange(c, code, NULL, T0, &r);
+    char *rt = rt_of(&r);
+    cJSON *j = cJSON_Parse(r.body);
+    char acct[64];
+    snprintf(acct, sizeof acct, "%s", cJSON_GetObjectItem(j, "stripe_user_id")->valuestring);
+    cJSON_Delete(j);
+    sim_core_resp_free(&r);
+    exchange(c, code, NULL, T0, &r);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    assert_error(&r, 400, "invalid_grant", "This refresh token has been revoked.");
+    sim_core_resp_free(&r);
+    free(rt);
+    free(code);
+    /* deauthorize ends them too */
+    rt = connect_rt(c, NULL);
+    refresh(c, rt, &r);
+    char *rt1 = rt_of(&r);
+    j = cJSON_Parse(r.body);
+    snprintf(acct, sizeof acct, "%s", cJSON_GetObjectItem(j, "stripe_user_id")->valuestring);
+    cJSON_Delete(j);
+    sim_core_resp_free(&r);
+    char body[256];
+    snprintf(body, sizeof body, "client_id=" CID "&client_secret=" SECRET "&stripe_user_id=%s",
+             acct);
+    post(c, "/oauth/deauthorize", NULL, body, T0, &r);
+    assert_int_equal(r.status, 200);
+    sim_core_resp_free(&r);
+    refresh(c, rt1, &r);
+    assert_error(&r, 400, "invalid_grant", "This refresh token has been revoked.");
+    sim_core_resp_free(&r);
+    free(rt);
+    free(rt1);
+    sim_core_free(c);
+}
+
+static void test_refresh_without_rotation(void **st)
+{
+    (void)st;
+    sim_core_t *c = mk_refresh(0, 1);
+    char *rt = connect_rt(c, NULL);
+    for (int i = 0; i < 3; i++) {
+        sim_core_resp r;
+        refresh(c, rt, &r);
+        char *again = rt_of(&r);
+        assert_string_equal(again, rt);
+        assert_string_equal(r.event, "refreshed");
+        free(again);
+        sim_core_resp_free(&r);
+    }
+    assert_int_equal(rt_requests(c, rt), 3);
+    cJSON *s = stats(c);
+    assert_int_equal(num(s, "grants", "active"), 1);
+    assert_int_equal(num(s, "grants", "revoked"), 0);
+    cJSON_Delete(s);
+    free(rt);
+    sim_core_free(c);
+}
+
+static void test_access_ttl(void **st)
+{
+    (void)st;
+    sim_core_t *c = mk_refresh(1500, 0);
+    char *code = authorize(c, NULL, T0);
+    sim_core_resp r;
+    exchange(c, code, NULL, T0, &r);
+    cJSON *j = cJSON_Parse(r.body);
+    assert_int_equal(num(j, "expires_in", NULL), 2); /* seconds, rounded up */
+    char *rt = strdup(cJSON_GetObjectItem(j, "refresh_token")->valuestring);
+    cJSON_Delete(j);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    j = cJSON_Parse(r.body);
+    assert_int_equal(num(j, "expires_in", NULL), 2);
+    cJSON_Delete(j);
+    sim_core_resp_free(&r);
+    free(rt);
+    free(code);
+    sim_core_free(c);
+    /* without a lifetime, no expires_in */
+    c = mk_refresh(0, 0);
+    code = authorize(c, NULL, T0);
+    exchange(c, code, NULL, T0, &r);
+    j = cJSON_Parse(r.body);
+    assert_null(cJSON_GetObjectItem(j, "expires_in"));
+    cJSON_Delete(j);
+    sim_core_resp_free(&r);
+    free(code);
+    sim_core_free(c);
+    sim_core_opts bad = {.client_id = CID, .client_secret = SECRET, .access_ttl_ms = -1};
+    err_t e;
+    assert_null(sim_core_new(&bad, &e));
+}
+
+static void test_refresh_faults(void **st)
+{
+    (void)st;
+    sim_core_t *c = mk_refresh(0, 0);
+    sim_core_resp r;
+    get(c, "/oauth/authorize?response_type=code&client_id=" CID "&sim_refresh_fault=deny", T0, &r);
+    assert_int_equal(r.status, 400);
+    sim_core_resp_free(&r);
+    get(c, "/oauth/authorize?response_type=code&client_id=" CID "&sim_refresh_fault=bogus", T0, &r);
+    assert_int_equal(r.status, 400);
+    sim_core_resp_free(&r);
+
+    /* 500_before: not consumed, the retry rotates normally */
+    char *rt = connect_rt(c, "&sim_refresh_fault=500_before"); /* the code exchange is normal */
+    refresh(c, rt, &r);
+    assert_error(&r, 500, "api_error", NULL);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    char *rt1 = rt_of(&r);
+    sim_core_resp_free(&r);
+    refresh(c, rt1, &r); /* the fault does not travel to the rotated token */
+    char *rt2 = rt_of(&r);
+    sim_core_resp_free(&r);
+    free(rt);
+    free(rt1);
+    free(rt2);
+
+    /* cut_after: rotated out, answer lost; the blind re-send is reuse and revokes */
+    rt = connect_rt(c, "&sim_refresh_fault=cut_after");
+    refresh(c, rt, &r);
+    assert_int_equal(r.action, SIM_CORE_CUT);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    assert_error(&r, 400, "invalid_grant", NULL);
+    assert_string_equal(r.event, "refresh_reused");
+    sim_core_resp_free(&r);
+    cJSON *s = stats(c);
+    assert_int_equal(num(s, "grants", "revoked"), 1);
+    cJSON_Delete(s);
+    free(rt);
+
+    /* 500_after likewise; 429 and hang leave the token unused */
+    rt = connect_rt(c, "&sim_refresh_fault=500_after");
+    refresh(c, rt, &r);
+    assert_error(&r, 500, "api_error", NULL);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    assert_string_equal(r.event, "refresh_reused");
+    sim_core_resp_free(&r);
+    free(rt);
+    rt = connect_rt(c, "&sim_refresh_fault=429");
+    refresh(c, rt, &r);
+    assert_int_equal(r.status, 429);
+    assert_int_equal(r.retry_after_s, 1);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    rt1 = rt_of(&r);
+    sim_core_resp_free(&r);
+    free(rt1);
+    free(rt);
+    rt = connect_rt(c, "&sim_refresh_fault=hang");
+    refresh(c, rt, &r);
+    assert_int_equal(r.action, SIM_CORE_HANG);
+    sim_core_resp_free(&r);
+    refresh(c, rt, &r);
+    rt1 = rt_of(&r);
+    sim_core_resp_free(&r);
+    free(rt1);
+    free(rt);
+    rt = connect_rt(c, "&sim_refresh_fault=latency:250");
+    refresh(c, rt, &r);
+    assert_int_equal(r.delay_ms, 250);
+    sim_core_resp_free(&r);
+    free(rt);
+    s = stats(c);
+    assert_int_equal(num(s, "grants", "revoked"), 2);
+    cJSON_Delete(s);
+    sim_core_free(c);
+}
+
+/* Refresh records count against max_codes without evicting the records in
+ * use; an evicted grant ends its refresh tokens. */
+static void test_refresh_eviction(void **st)
+{
+    (void)st;
+    sim_core_t *c = mk(1, 0, 0, 2);
+    char *rt = connect_rt(c, NULL); /* code + rt = 2 records */
+    sim_core_resp r;
+    refresh(c, rt, &r); /* minting rt1 evicts the grant (the oldest), never rt */
+    char *rt1 = rt_of(&r);
+    sim_core_resp_free(&r);
+    refresh(c, rt1, &r);
+    assert_error(&r, 400, "invalid_grant", "This refresh token has been revoked.");
+    sim_core_resp_free(&r);
+    free(rt);
+    free(rt1);
+    sim_core_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1004,6 +1337,12 @@ int main(void)
         cmocka_unit_test(test_routing),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_concurrent_exchanges),
+        cmocka_unit_test(test_refresh_rotation_and_reuse_revokes_family),
+        cmocka_unit_test(test_refresh_revoked_with_grant),
+        cmocka_unit_test(test_refresh_without_rotation),
+        cmocka_unit_test(test_access_ttl),
+        cmocka_unit_test(test_refresh_faults),
+        cmocka_unit_test(test_refresh_eviction),
     };
     return cmocka_run_group_tests_name("sim_core", tests, NULL, NULL);
 }

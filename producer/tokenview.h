@@ -1,0 +1,61 @@
+/*
+ * tokenview — the intake's copy of the sealed tokens (SPEC §5b, G5).
+ *
+ * GET /v1/connections/{id}/token needs a connection's access token, and the
+ * status topic must never carry tokens: so the intake materialises, from
+ * the worker's compacted `connections` changelog (read_committed, every
+ * partition assigned, no group), the latest sealed access token, its type,
+ * scope and expiry per connection into its own SQLite file, with the next
+ * offset per partition in the same transaction (a restart resumes, a
+ * deleted file is rebuilt from the topic, a version never moves back). The
+ * tokens stay sealed here (common/sealed): only the request that serves one
+ * opens it. Records that are not connection.v1 (provider_state.v1 records
+ * keyed "_provider.*" share the topic) are skipped; a tombstone deletes
+ * the row. A batch the store keeps refusing stops the thread and sets
+ * tokenview_fatal(): the process must exit.
+ *
+ * Threads: open/close on the main thread; one internal apply thread;
+ * tokenview_get/caught_up/fatal from any thread (reads under a mutex).
+ */
+#ifndef OAUTHQ_PRODUCER_TOKENVIEW_H
+#define OAUTHQ_PRODUCER_TOKENVIEW_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "common/metrics.h"
+
+#define TOKENVIEW_SEALED_MAX 5600
+
+typedef struct tokenview tokenview_t;
+
+typedef struct {
+    char status[16]; /* "connected", "failed", ... */
+    char provider[33];
+    char token_type[32];
+    char scope[512];
+    char access_sealed[TOKENVIEW_SEALED_MAX]; /* sealed text, "" none */
+    /* Wall ms the access token expires at; -1: the provider gave no
+     * lifetime (does not expire); 0: a lifetime from an unknown start
+     * (record of an older worker): treat as expired. */
+    int64_t expires_at_ms;
+    int64_t version;
+} tokenview_row;
+
+/* Open (create) the database under cfg->data_dir and start the thread. */
+tokenview_t *tokenview_open(const config_t *cfg, metrics_t *m, err_t *e);
+
+/* Stop the thread and close; NULL is a no-op. */
+void tokenview_close(tokenview_t *tv);
+
+/* The row of id into *out: 1 found, 0 absent, -1 error (retriable). */
+int tokenview_get(tokenview_t *tv, const char *id, tokenview_row *out, err_t *e);
+
+/* 1 once every partition reached the end offset seen at start. */
+int tokenview_caught_up(tokenview_t *tv);
+
+/* 1 after a store failure the view could not get past: exit. */
+int tokenview_fatal(const tokenview_t *tv);
+
+#endif

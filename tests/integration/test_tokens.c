@@ -1,0 +1,582 @@
+/*
+ * Integration: GET /v1/connections/{id}/token (SPEC §5b) through the real
+ * chain: simulator → worker (seals the tokens into the connections
+ * changelog) → intake (token view from that changelog, opened only in the
+ * request). Checks: a connected connection gives its token to a
+ * tokens:read key, with Cache-Control: no-store and the expiry the provider
+ * announced (--access-ttl); 401 without a key, 403 with a connections:read
+ * key (nothing produced); 404 for a forged id; 409 for a pending or failed
+ * connection; records of other schemas in the changelog (provider_state.v1
+ * keyed "_provider.*", garbage) are skipped and a tombstone removes the
+ * token; 503 refresh_not_available for a token expiring within
+ * OAUTHQ_REFRESH_SKEW_S; and that no token reaches the intake's or the
+ * worker's log (G5). The connection.v1 records of the run are appended to
+ * var/test-logs/connection-records.jsonl for the JSON Schema check.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <librdkafka/rdkafka.h>
+
+#include "common/apikeys.h"
+#include "common/config.h"
+#include "common/ident.h"
+#include "common/kafka.h"
+#include "common/keyring.h"
+#include "common/log.h"
+#include "common/records.h"
+#include "tests/support/testhttp.h"
+#include "tests/support/testkafka.h"
+#include "tests/support/testproc.h"
+
+#define MAX_TOKENS 16
+
+static char g_dir[256], g_build[256], g_url[96], g_sim_url[2][64], g_t_callbacks[256];
+static char g_t_conn[256];
+static char g_auth_tok[256], g_auth_ro[256];
+static pid_t g_sims[2] = {-1, -1}, g_worker = -1, g_intake = -1;
+static config_t g_cfg;
+static keyring_t *g_keys;
+static rd_kafka_t *g_prod;
+static char *g_tokens[MAX_TOKENS]; /* every token served, for the log scan */
+static int g_ntokens;
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static pid_t spawn(const char *name, char *const argv[])
+{
+    char log[320];
+    snprintf(log, sizeof log, "%s/%s.log", g_dir, name);
+    return testproc_spawn(argv, log);
+}
+
+static pid_t start_sim(int i, const char *access_ttl)
+{
+    char bin[300], listen[64], secret[300], name[16];
+    int port = testproc_free_port();
+    snprintf(g_sim_url[i], sizeof g_sim_url[i], "http://127.0.0.1:%d", port);
+    snprintf(bin, sizeof bin, "%s/oauthq-provider-sim", g_build);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(secret, sizeof secret, "%s/secret", g_dir);
+    snprintf(name, sizeof name, "sim%d", i);
+    char *argv[] = {bin,           "--listen",     listen,
+                    "--client-id", "ca_t",         "--client-secret-file",
+                    secret,        "--access-ttl", (char *)access_ttl,
+                    NULL};
+    pid_t pid = spawn(name, argv);
+    char url[128];
+    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url[i]);
+    return pid > 0 && testproc_wait_http(url, 10000) == 0 ? pid : -1;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *b = getenv("OAUTHQ_BUILD");
+    char cwd[200];
+    if (!getcwd(cwd, sizeof cwd))
+        return -1;
+    if (b && b[0] == '/')
+        snprintf(g_build, sizeof g_build, "%s", b);
+    else
+        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, b && *b ? b : "build");
+    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-tokens-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    char prefix[64], path[400], json[2048];
+    snprintf(prefix, sizeof prefix, "itest-tokens-%ld-%ld.", (long)getpid(), (long)time(NULL));
+    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
+    setenv("OAUTHQ_LOG_FORMAT", "text", 1);
+    setenv("OAUTHQ_LOG_LEVEL", "debug", 1); /* the most a log could leak */
+    err_t e = {0};
+    if (config_load(&g_cfg, NULL, &e) < 0 || kafka_topics_ensure(&g_cfg, &e) < 0)
+        return -1;
+    log_init("itest", "warn", "text", &e);
+    config_topic(&g_cfg, "callbacks", g_t_callbacks, sizeof g_t_callbacks, &e);
+    config_topic(&g_cfg, "connections", g_t_conn, sizeof g_t_conn, &e);
+
+    snprintf(path, sizeof path, "%s/state.json", g_dir);
+    write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
+                     "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}}");
+    setenv("OAUTHQ_STATE_KEY_FILE", path, 1);
+    g_keys = keyring_load(path, &e);
+    snprintf(path, sizeof path, "%s/data.json", g_dir);
+    write_file(path, "{\"active\":\"d1\",\"keys\":{\"d1\":"
+                     "\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8\"}}");
+    setenv("OAUTHQ_DATA_KEYS_FILE", path, 1);
+    snprintf(path, sizeof path, "%s/secret", g_dir);
+    write_file(path, "sk_itest_tokens_secret\n");
+    {
+        char key_tok[APIKEYS_KEY_MAX], key_ro[APIKEYS_KEY_MAX], hex_tok[65], hex_ro[65];
+        if (apikeys_generate("tok", key_tok, hex_tok, &e) < 0 ||
+            apikeys_generate("ro", key_ro, hex_ro, &e) < 0)
+            return -1;
+        snprintf(g_auth_tok, sizeof g_auth_tok, "Authorization: Bearer %s", key_tok);
+        snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
+        char kj[512];
+        snprintf(kj, sizeof kj,
+                 "{\"keys\": {\"tok\": {\"sha256\": \"%s\", \"scopes\": [\"tokens:read\"]}, "
+                 "\"ro\": {\"sha256\": \"%s\", \"scopes\": [\"connections:read\"]}}}",
+                 hex_tok, hex_ro);
+        snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
+        write_file(path, kj);
+        setenv("OAUTHQ_API_KEYS_FILE", path, 1);
+    }
+    /* sim 0: access tokens live an hour; sim 1: 30 s, inside the 60 s skew. */
+    g_sims[0] = start_sim(0, "3600");
+    g_sims[1] = start_sim(1, "30");
+    if (g_sims[0] < 0 || g_sims[1] < 0)
+        return -1;
+    static const char PROV[] =
+        "{\"name\":\"%s\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+        "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_t\","
+        "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
+        "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null}";
+    char p0[700], p1[700];
+    snprintf(p0, sizeof p0, PROV, "sim", g_sim_url[0], g_sim_url[0], g_dir);
+    snprintf(p1, sizeof p1, PROV, "simshort", g_sim_url[1], g_sim_url[1], g_dir);
+    snprintf(json, sizeof json, "{\"providers\":[%s,%s]}", p0, p1);
+    snprintf(path, sizeof path, "%s/providers.json", g_dir);
+    write_file(path, json);
+    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+
+    char bin[300], data[300];
+    snprintf(bin, sizeof bin, "%s/oauthq-worker", g_build);
+    snprintf(data, sizeof data, "%s/worker", g_dir);
+    setenv("OAUTHQ_DATA_DIR", data, 1);
+    setenv("OAUTHQ_INSTANCE_ID", "w0", 1);
+    setenv("OAUTHQ_WORKER_LISTEN", "127.0.0.1:0", 1);
+    char *wargv[] = {bin, NULL};
+    g_worker = spawn("worker", wargv);
+
+    int port = testproc_free_port();
+    char listen[64], url[160];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(g_url, sizeof g_url, "http://%s", listen);
+    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_PUBLIC_URL", g_url, 1);
+    snprintf(data, sizeof data, "%s/intake", g_dir);
+    setenv("OAUTHQ_DATA_DIR", data, 1);
+    setenv("OAUTHQ_INSTANCE_ID", "i0", 1);
+    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    char *iargv[] = {bin, NULL};
+    g_intake = spawn("intake", iargv);
+    snprintf(url, sizeof url, "%s/healthz", g_url);
+    if (g_worker < 0 || g_intake < 0 || testproc_wait_http(url, 15000) != 0)
+        return -1;
+    char errstr[256];
+    g_prod = rd_kafka_new(RD_KAFKA_PRODUCER, kafka_conf_producer(&g_cfg, NULL, &e), errstr,
+                          sizeof errstr);
+    return g_prod && g_keys ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_intake > 0)
+        testproc_stop(g_intake, 15000);
+    if (g_worker > 0)
+        testproc_stop(g_worker, 20000);
+    for (int i = 0; i < 2; i++)
+        if (g_sims[i] > 0)
+            testproc_stop(g_sims[i], 5000);
+    if (g_prod)
+        rd_kafka_destroy(g_prod);
+    keyring_free(g_keys);
+    for (int i = 0; i < g_ntokens; i++)
+        free(g_tokens[i]);
+    if (getenv("OAUTHQ_KEEP_TEST_LOGS")) {
+        fprintf(stderr, "logs kept in %s\n", g_dir);
+        return 0;
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+/* A code from sim i (optionally with a sim_fault), as the browser would get it. */
+static void new_code(int i, const char *fault, char *code, size_t cap)
+{
+    char url[512];
+    snprintf(url, sizeof url,
+             "%s/oauth/authorize?response_type=code&client_id=ca_t&redirect_uri=http%%3A%%2F%%2F"
+             "127.0.0.1%%3A9%%2Fcb&state=s%s%s",
+             g_sim_url[i], fault ? "&sim_fault=" : "", fault ? fault : "");
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 302);
+    const char *c = strstr(r.location, "code=");
+    code[0] = '\0';
+    if (c)
+        snprintf(code, cap, "%.*s", (int)strcspn(c + 5, "&"), c + 5);
+    testhttp_resp_free(&r);
+}
+
+/* A genuine connection id whose callback (code, or an error when code is
+ * "") the intake would have produced. */
+static void produce_cb(char id[IDENT_CONN_ID_MAX], const char *provider, const char *code)
+{
+    err_t e = {0};
+    assert_int_equal(ident_conn_new(g_keys, time(NULL), id, &e), 0);
+    static records_callback rc;
+    memset(&rc, 0, sizeof rc);
+    snprintf(rc.connection_id, sizeof rc.connection_id, "%s", id);
+    snprintf(rc.provider, sizeof rc.provider, "%s", provider);
+    if (code[0]) {
+        rc.kind = RECORDS_CB_CODE;
+        snprintf(rc.code, sizeof rc.code, "%s", code);
+    } else {
+        rc.kind = RECORDS_CB_ERROR;
+        snprintf(rc.error, sizeof rc.error, "access_denied");
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rc.received_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    snprintf(rc.intake_id, sizeof rc.intake_id, "itest");
+    snprintf(rc.request_id, sizeof rc.request_id, "r-tokens");
+    char *json = records_callback_encode(&rc, NULL);
+    assert_non_null(json);
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                                       RD_KAFKA_V_KEY(id, strlen(id)),
+                                       RD_KAFKA_V_VALUE(json, strlen(json)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    free(json);
+    assert_int_equal(rd_kafka_flush(g_prod, 30000), 0);
+}
+
+/* Append a 200 token answer to var/test-logs/token-api-docs.jsonl for the
+ * OpenAPI check, the token itself replaced (test logs keep no token). */
+static void save_token_doc(const char *body)
+{
+    cJSON *o = cJSON_Parse(body);
+    assert_non_null(o);
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(o, "access_token")));
+    cJSON_ReplaceItemInObject(o, "access_token", cJSON_CreateString("redacted"));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    mkdir("var", 0755);
+    mkdir("var/test-logs", 0755);
+    FILE *f = fopen("var/test-logs/token-api-docs.jsonl", "a");
+    if (f) {
+        fprintf(f, "%s\n", s);
+        fclose(f);
+    }
+    free(s);
+}
+
+/* GET the token of id with the given Authorization header line (or NULL). */
+static void get_token(const char *id, const char *auth, testhttp_resp *r)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections/%s/token", g_url, id);
+    const char *hdrs[] = {auth, NULL};
+    assert_int_equal(testhttp_do("GET", url, auth ? hdrs : NULL, NULL, r), 0);
+}
+
+/* Wait until the public status of id is want (bounded, 30 s). */
+static void await_status(const char *id, const char *want)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections/%s", g_url, id);
+    for (int i = 0; i < 300; i++) {
+        testhttp_resp r;
+        assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+        cJSON *o = r.status == 200 ? cJSON_Parse(r.body) : NULL;
+        const cJSON *s = cJSON_GetObjectItem(o, "status");
+        int done = cJSON_IsString(s) && strcmp(s->valuestring, want) == 0;
+        cJSON_Delete(o);
+        testhttp_resp_free(&r);
+        if (done)
+            return;
+        usleep(100000);
+    }
+    fail_msg("connection %s never became %s", id, want);
+}
+
+/* GET the token until it is not 409/503 "unavailable" any more (the token
+ * view may trail the status read model by a moment); bounded, 10 s. */
+static void get_token_settled(const char *id, testhttp_resp *r)
+{
+    for (int i = 0; i < 100; i++) {
+        get_token(id, g_auth_tok, r);
+        int waiting = r->status == 409 || (r->status == 503 && strstr(r->body, "\"unavailable\""));
+        if (!waiting)
+            return;
+        testhttp_resp_free(r);
+        usleep(100000);
+    }
+    get_token(id, g_auth_tok, r);
+}
+
+static const char *json_str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int64_t callbacks_end(void)
+{
+    int64_t sum = 0;
+    err_t e = {0};
+    for (int p = 0; p < 3; p++) {
+        int64_t lo = 0, hi = 0;
+        assert_int_equal(kafka_watermarks(g_prod, g_t_callbacks, p, &lo, &hi, 10000, &e), 0);
+        sum += hi;
+    }
+    return sum;
+}
+
+/* A sample of the intake's /metrics (-1 when absent). */
+static long metric(const char *name)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/metrics", g_url);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    char needle[160];
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *p = strstr(r.body, needle);
+    long v = p ? atol(p + strlen(needle)) : -1;
+    testhttp_resp_free(&r);
+    return v;
+}
+
+static void assert_error(const testhttp_resp *r, long status, const char *code)
+{
+    assert_int_equal(r->status, status);
+    cJSON *o = cJSON_Parse(r->body);
+    assert_non_null(o);
+    assert_string_equal(json_str(o, "error"), code);
+    assert_null(cJSON_GetObjectItem(o, "access_token"));
+    cJSON_Delete(o);
+}
+
+/* ---- tests --------------------------------------------------------------------- */
+
+static void test_connected_gives_token_refused_without_scope(void **state)
+{
+    (void)state;
+    char code[128], id[IDENT_CONN_ID_MAX];
+    new_code(0, NULL, code, sizeof code);
+    produce_cb(id, "sim", code);
+    await_status(id, "connected");
+
+    testhttp_resp r;
+    get_token_settled(id, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.cache_control, "no-store");
+    save_token_doc(r.body);
+    assert_non_null(strstr(r.headers, "Pragma: no-cache"));
+    cJSON *o = cJSON_Parse(r.body);
+    assert_non_null(o);
+    const char *at = json_str(o, "access_token");
+    assert_non_null(at);
+    assert_int_equal(strncmp(at, "sk_test_", 8), 0); /* the plaintext the simulator issued */
+    assert_string_equal(json_str(o, "token_type"), "bearer");
+    assert_string_equal(json_str(o, "scope"), "read_write");
+    const char *exp = json_str(o, "expires_at");
+    assert_non_null(exp);
+    int64_t exp_ms = 0;
+    assert_int_equal(records_time_parse(exp, &exp_ms), 0);
+    int64_t now = (int64_t)time(NULL) * 1000;
+    assert_true(exp_ms > now + 3000 * 1000 && exp_ms <= now + 3601 * 1000);
+    assert_null(cJSON_GetObjectItem(o, "refresh_token")); /* never leaves oauthq */
+    if (g_ntokens < MAX_TOKENS)
+        g_tokens[g_ntokens++] = strdup(at);
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+
+    /* Refused without a key or with the wrong scope; nothing produced. */
+    int64_t before = callbacks_end();
+    get_token(id, NULL, &r);
+    assert_error(&r, 401, "unauthorized");
+    assert_non_null(strstr(r.headers, "WWW-Authenticate: Bearer"));
+    testhttp_resp_free(&r);
+    get_token(id, "Authorization: Bearer oq_tok_AAAAAAAAAAAAAAAAAAAAAAAA", &r);
+    assert_error(&r, 401, "unauthorized");
+    testhttp_resp_free(&r);
+    get_token(id, g_auth_ro, &r);
+    assert_error(&r, 403, "insufficient_scope");
+    assert_non_null(strstr(r.body, "tokens:read"));
+    testhttp_resp_free(&r);
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections/%s/token", g_url, id);
+    const char *hdrs[] = {g_auth_tok, NULL};
+    assert_int_equal(testhttp_do("POST", url, hdrs, "", &r), 0);
+    assert_int_equal(r.status, 405);
+    testhttp_resp_free(&r);
+    assert_int_equal(callbacks_end(), before);
+
+    /* A forged id is unknown. */
+    char forged[IDENT_CONN_ID_MAX];
+    snprintf(forged, sizeof forged, "%s", id);
+    forged[strlen(forged) - 1] = forged[strlen(forged) - 1] == 'A' ? 'B' : 'A';
+    get_token(forged, g_auth_tok, &r);
+    assert_error(&r, 404, "not_found");
+    testhttp_resp_free(&r);
+}
+
+static void test_not_connected_is_409(void **state)
+{
+    (void)state;
+    /* A genuine id without any record yet (pending). */
+    char id[IDENT_CONN_ID_MAX];
+    err_t e = {0};
+    assert_int_equal(ident_conn_new(g_keys, time(NULL), id, &e), 0);
+    testhttp_resp r;
+    get_token(id, g_auth_tok, &r);
+    assert_error(&r, 409, "not_connected");
+    testhttp_resp_free(&r);
+    /* A failed one (the user denied). */
+    char failed[IDENT_CONN_ID_MAX];
+    long applied = metric("oauthq_tokenview_records_applied_total");
+    produce_cb(failed, "sim", "");
+    await_status(failed, "failed");
+    /* The token view applied the record of the same transaction (a row
+     * with status failed, not merely an absent one). */
+    for (int i = 0; i < 100 && metric("oauthq_tokenview_records_applied_total") <= applied; i++)
+        usleep(100000);
+    assert_true(metric("oauthq_tokenview_records_applied_total") > applied);
+    get_token(failed, g_auth_tok, &r);
+    assert_error(&r, 409, "not_connected");
+    testhttp_resp_free(&r);
+}
+
+static void test_expiring_token_is_503_refresh_not_available(void **state)
+{
+    (void)state;
+    char code[128], id[IDENT_CONN_ID_MAX];
+    new_code(1, NULL, code, sizeof code);
+    produce_cb(id, "simshort", code);
+    await_status(id, "connected");
+    testhttp_resp r;
+    get_token_settled(id, &r);
+    assert_error(&r, 503, "refresh_not_available");
+    assert_non_null(strstr(r.headers, "Retry-After: "));
+    testhttp_resp_free(&r);
+}
+
+static void produce_conn(const char *key, const char *value)
+{
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_conn),
+                                       RD_KAFKA_V_KEY(key, strlen(key)),
+                                       RD_KAFKA_V_VALUE((void *)value, value ? strlen(value) : 0),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_flush(g_prod, 30000), 0);
+}
+
+static void test_view_skips_foreign_records_and_tombstones(void **state)
+{
+    (void)state;
+    /* A provider_state.v1 record (a provider no connection uses) and
+     * garbage in the changelog: skipped, the view keeps flowing. */
+    produce_conn("_provider.nosuch",
+                 "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"nosuch\"}");
+    produce_conn("garbage", "not json");
+    char code[128], id[IDENT_CONN_ID_MAX];
+    new_code(0, NULL, code, sizeof code);
+    produce_cb(id, "sim", code);
+    await_status(id, "connected");
+    testhttp_resp r;
+    get_token_settled(id, &r);
+    assert_int_equal(r.status, 200);
+    save_token_doc(r.body);
+    cJSON *o = cJSON_Parse(r.body);
+    if (g_ntokens < MAX_TOKENS)
+        g_tokens[g_ntokens++] = strdup(json_str(o, "access_token"));
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+    /* A tombstone (the connection is gone): its token is no longer served. */
+    produce_conn(id, NULL);
+    long status = 200;
+    for (int i = 0; i < 100 && status == 200; i++) {
+        get_token(id, g_auth_tok, &r);
+        status = r.status;
+        testhttp_resp_free(&r);
+        if (status == 200)
+            usleep(100000);
+    }
+    assert_int_equal(status, 409);
+}
+
+static int save_conn(const testkafka_record *r, void *ud)
+{
+    FILE *out = ud;
+    if (r->value && strstr(r->value, "\"schema\":\"oauthq.connection.v1\""))
+        fprintf(out, "%s\n", r->value);
+    return 0;
+}
+
+static void test_save_connection_records(void **state)
+{
+    (void)state;
+    mkdir("var", 0755);
+    mkdir("var/test-logs", 0755);
+    FILE *out = fopen("var/test-logs/connection-records.jsonl", "a");
+    assert_non_null(out);
+    err_t e = {0};
+    long n = testkafka_read(&g_cfg, g_t_conn, 4, 30000, save_conn, out, &e);
+    fclose(out);
+    assert_true(n >= 4);
+}
+
+/* Last: no token served reaches the intake's or the worker's log (G5). */
+static void test_logs_have_no_tokens(void **state)
+{
+    (void)state;
+    assert_true(g_ntokens > 0);
+    const char *logs[] = {"intake", "worker"};
+    for (int l = 0; l < 2; l++) {
+        char path[320];
+        snprintf(path, sizeof path, "%s/%s.log", g_dir, logs[l]);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        static char buf[1 << 22];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        assert_true(n > 0);
+        for (int i = 0; i < g_ntokens; i++)
+            assert_null(strstr(buf, g_tokens[i]));
+        assert_null(strstr(buf, "sk_test_"));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connected_gives_token_refused_without_scope),
+        cmocka_unit_test(test_not_connected_is_409),
+        cmocka_unit_test(test_expiring_token_is_503_refresh_not_available),
+        cmocka_unit_test(test_view_skips_foreign_records_and_tombstones),
+        cmocka_unit_test(test_save_connection_records),
+        cmocka_unit_test(test_logs_have_no_tokens),
+    };
+    if (getenv("OAUTHQ_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("OAUTHQ_TEST_FILTER"));
+    if (getenv("OAUTHQ_TEST_SKIP"))
+        cmocka_set_skip_filter(getenv("OAUTHQ_TEST_SKIP"));
+    return cmocka_run_group_tests_name("tokens", tests, setup, teardown);
+}
