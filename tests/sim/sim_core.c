@@ -1247,6 +1247,23 @@ static int h_deauthorize(sim_core_t *c, const sim_core_req *rq, sim_core_resp *r
 
 /* ---- /_sim/stats -------------------------------------------------------- */
 
+/* The per-code grant state in the stats: what the chaos checker compares
+ * with the connections the product shows as connected (SPEC §10). */
+static const char *grant_name(grant_state g)
+{
+    switch (g) {
+    case GRANT_ACTIVE:
+        return "active";
+    case GRANT_REVOKED:
+        return "revoked";
+    case GRANT_DEAUTHORIZED:
+        return "deauthorized";
+    case GRANT_NONE:
+        break;
+    }
+    return NULL;
+}
+
 static int h_stats(sim_core_t *c, sim_core_resp *r)
 {
     cJSON *o = cJSON_CreateObject(), *codes = NULL, *grants = NULL;
@@ -1263,7 +1280,9 @@ static int h_stats(sim_core_t *c, sim_core_resp *r)
         cJSON *ce = cJSON_CreateObject();
         bad = !ce || !cJSON_AddNumberToObject(ce, "token_requests", (double)e->token_requests) ||
               !(e->last_status >= 0 ? cJSON_AddNumberToObject(ce, "last_status", e->last_status)
-                                    : cJSON_AddNullToObject(ce, "last_status"));
+                                    : cJSON_AddNullToObject(ce, "last_status")) ||
+              !(e->grant != GRANT_NONE ? cJSON_AddStringToObject(ce, "grant", grant_name(e->grant))
+                                       : cJSON_AddNullToObject(ce, "grant"));
         if (bad || !cJSON_AddItemToObject(codes, e->hash, ce)) {
             cJSON_Delete(ce);
             bad = 1;
