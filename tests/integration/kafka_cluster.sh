@@ -10,8 +10,8 @@ cd "$(dirname "$0")/../.."
 BUILD=${OAUTHQ_BUILD:-build}
 tmp=$(mktemp -d /tmp/oauthq-itest-cluster-XXXXXX)
 export OAUTHQ_CLUSTER_DIR=$tmp/cluster
-# Its own ports (not a `make chaos` cluster on the default 19092).
-export OAUTHQ_CLUSTER_BASE_PORT=${OAUTHQ_ITEST_CLUSTER_PORT:-19192}
+# Its own ports (not a `make chaos` cluster on the default 19292).
+export OAUTHQ_CLUSTER_BASE_PORT=${OAUTHQ_ITEST_CLUSTER_PORT:-19392}
 trap 'scripts/kafka cluster stop >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 command -v kcat >/dev/null || { echo "kcat missing" >&2; exit 1; }
 
