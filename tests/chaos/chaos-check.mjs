@@ -20,9 +20,13 @@
 //   G2  every acknowledged callback is in the callbacks topic and its
 //       connection's last status is final (connected, failed, disconnected):
 //       "lost" counts the acknowledged connections that are not.
-//   G1  per code hash, token requests <= 1 + the unknown outcomes the worker
-//       counted for that code (max unknown_outcomes of the connection records
-//       carrying that code_sha256): the excess is "re-sent after definitive".
+//   G1  per code hash, the token requests that found the code already
+//       consumed (the simulator's after_consumed: sent after the provider's
+//       definitive decision) <= the unknown outcomes the worker counted for
+//       that code (max unknown_outcomes of the connection records carrying
+//       that code_sha256): the excess is "re-sent after definitive". Retries
+//       after an answer that did not consume the code (429, 500 before) are
+//       allowed. Without after_consumed in the stats: token requests - 1.
 //   G3/G4  per key and partition, in offset order, versions in status and
 //       connections strictly grow (a tombstone ends the key), and a status
 //       `connected` is never followed by `failed`: both count as "version
@@ -175,12 +179,13 @@ function check(dir) {
   let resent = 0;
   for (const [hash, c] of Object.entries(codes)) {
     const n = c.token_requests || 0;
+    const after = typeof c.after_consumed === 'number' ? c.after_consumed : Math.max(n - 1, 0);
     const u = unknownByHash.get(hash) || 0;
     unknown += u;
     resent += Math.min(Math.max(n - 1, 0), u);
-    if (n > 1 + u) {
-      resentDefinitive += n - 1 - u;
-      say(`${n} token requests with ${u} unknown outcomes for code`, hash);
+    if (after > u) {
+      resentDefinitive += after - u;
+      say(`${after} token requests after the code was consumed, ${u} unknown outcomes, for code`, hash);
     }
   }
 

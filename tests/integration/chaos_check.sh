@@ -4,7 +4,8 @@
 # history derived from it with one violation — a double exchange, a lost
 # acknowledged callback (twice: never produced, and no final status), a
 # version regression, connected followed by failed, a revoked grant still
-# connected — fails with exit 1 and the right count. No services needed.
+# connected — fails with exit 1 and the right count; a retry that found the
+# code unconsumed (429) passes. No services needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 fx=tests/chaos/fixtures/clean
@@ -36,8 +37,15 @@ run clean 0 '^chaos: acknowledged 3, final 3, lost 0, re-sent after definitive 0
 
 # Double exchange: c1's code was sent twice, no unknown outcome was counted.
 derive double
-jq --arg h "$h1" '.codes[$h].token_requests = 2' "$fx/sim-stats.json" >"$tmp/double/sim-stats.json"
+jq --arg h "$h1" '.codes[$h].token_requests = 2 | .codes[$h].after_consumed = 1' "$fx/sim-stats.json" \
+    >"$tmp/double/sim-stats.json"
 run double 1 're-sent after definitive 1,'
+
+# A retry after an answer that did not consume the code (429, 500 before) is
+# no re-send after a definitive answer.
+derive retry
+jq --arg h "$h1" '.codes[$h].token_requests = 2' "$fx/sim-stats.json" >"$tmp/retry/sim-stats.json"
+run retry 0 're-sent after definitive 0,'
 
 # Lost: c4 acknowledged but never got a final status (still pending).
 derive lost

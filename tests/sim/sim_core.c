@@ -55,7 +55,8 @@ typedef struct ent {
     sim_core_fault fault;
     long fault_ms;
     uint64_t token_requests;
-    int last_status; /* -1: no token request yet */
+    uint64_t after_consumed; /* token requests that found the code already consumed */
+    int last_status;         /* -1: no token request yet */
     grant_state grant;
     char acct[ACCT_MAX];
 } ent;
@@ -1050,6 +1051,7 @@ static int token_decide(sim_core_t *c, const sim_core_req *rq, const form *f, en
         return resp_err(r, 400, "invalid_grant", "Authorization code provided does not exist.",
                         "code_unknown");
     if (e->consumed) {
+        e->after_consumed++;
         if (e->grant == GRANT_ACTIVE) {
             e->grant = GRANT_REVOKED;
             c->grants_active--;
@@ -1279,6 +1281,7 @@ static int h_stats(sim_core_t *c, sim_core_resp *r)
             continue;
         cJSON *ce = cJSON_CreateObject();
         bad = !ce || !cJSON_AddNumberToObject(ce, "token_requests", (double)e->token_requests) ||
+              !cJSON_AddNumberToObject(ce, "after_consumed", (double)e->after_consumed) ||
               !(e->last_status >= 0 ? cJSON_AddNumberToObject(ce, "last_status", e->last_status)
                                     : cJSON_AddNullToObject(ce, "last_status")) ||
               !(e->grant != GRANT_NONE ? cJSON_AddStringToObject(ce, "grant", grant_name(e->grant))

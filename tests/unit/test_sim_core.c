@@ -350,6 +350,7 @@ static void test_token_success_then_reuse_revokes(void **st)
     assert_int_equal(num(cs, "token_requests", NULL), 3);
     assert_int_equal(num(cs, "last_status", NULL), 400);
     assert_string_equal(cJSON_GetObjectItem(cs, "grant")->valuestring, "revoked");
+    assert_int_equal(num(cs, "after_consumed", NULL), 2); /* the two reuses */
     cJSON_Delete(s);
     free(code);
     sim_core_free(c);
@@ -870,8 +871,8 @@ static void test_stats_shape(void **st)
     assert_int_equal(cJSON_GetArraySize(codes), 1);
     sim_core_sha256_hex(code, strlen(code), hex);
     assert_string_equal(codes->child->string, hex);
-    /* token_requests, last_status, grant */
-    assert_int_equal(cJSON_GetArraySize(codes->child), 3);
+    /* token_requests, after_consumed, last_status, grant */
+    assert_int_equal(cJSON_GetArraySize(codes->child), 4);
     cJSON_Delete(s);
     free(code);
     sim_core_free(c);
