@@ -65,7 +65,7 @@ ITEST_BINS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/itest_%,$(ITE
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit integration run bench asan tsan tsan-build fmt fmt-check lint clean setup tests fuzz fuzz-build
+.PHONY: all test unit integration run bench chaos asan tsan tsan-build fmt fmt-check lint clean setup tests fuzz fuzz-build
 all: $(BINS) $(BENCH_BINS)
 tests: all $(UNIT_BINS) $(ITEST_BINS) $(BUILD)/tests/slow_dr.so
 
@@ -159,6 +159,11 @@ run: all
 
 bench: all
 	@scripts/bench
+
+# SPEC §10's chaos run on a local 3-node cluster (CHAOS_S seconds, default
+# 120; CHAOS_SEED replays a fault schedule): see scripts/chaos.
+chaos: all
+	@scripts/chaos
 
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer, in their own
 # build tree so the normal binaries stay optimised.

@@ -11,7 +11,9 @@
  *       browser's cookies, ';'-separated, for the callback).
  *       --authorize: follow each authorize URL to the provider (the
  *       simulator) and keep the callback it redirects to (a real code);
- *       every K-th flow asks the simulator for sim_fault=hang ('h').
+ *       every K-th flow asks the simulator for sim_fault=hang ('h'), or
+ *       for --fault SPEC instead (any sim_fault of the simulator, e.g.
+ *       500_after, cut_after, latency:3000: the chaos load's provider faults).
  *       Without it the code is made up (for intake-only runs: nothing
  *       exchanges it).
  *
@@ -73,7 +75,7 @@ typedef struct {
 
 static const char *USAGE =
     "usage: bench-load flows --intake URL --count N --out FILE [--authorize] [--hang-every K]\n"
-    "                        [--parallel P] [--timeout-s S]\n"
+    "                        [--fault SPEC] [--parallel P] [--timeout-s S]\n"
     "       bench-load fire --intake URL --in FILE --out JSON [--rate R | --parallel P]\n"
     "                       [--status-topic T] [--timeout-s S] [--hang-wait-s S] [--samples F]\n"
     "       bench-load watch --in FILE --status-topic T --out JSON [--timeout-s S]\n";
@@ -271,6 +273,7 @@ typedef struct {
     const char *in, *status_topic;
     long hang_wait_s;
     const char *samples; /* fire: per-flow "due_s latency_ms hang" lines */
+    const char *fault;   /* flows: the sim_fault of every K-th flow ("hang") */
 } opts;
 
 static int start_create(CURLM *m, const opts *o, long i)
@@ -329,7 +332,7 @@ static int flow_started(CURLM *m, const opts *o, req *r, const char *au, FILE *o
     int hang = o->hang_every > 0 && r->idx % o->hang_every == o->hang_every / 2;
     if (o->authorize) {
         char url[4200];
-        snprintf(url, sizeof url, "%s%s", au, hang ? "&sim_fault=hang" : "");
+        snprintf(url, sizeof url, "%s%s%s", au, hang ? "&sim_fault=" : "", hang ? o->fault : "");
         req *a = req_new(url, r->idx, 1, 15000);
         if (!a)
             return -1;
@@ -753,7 +756,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *mode = argv[1];
-    opts o = {NULL, 0, 64, 120, 0, 0, NULL, 0, NULL, NULL, 30, NULL};
+    opts o = {NULL, 0, 64, 120, 0, 0, NULL, 0, NULL, NULL, 30, NULL, "hang"};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -781,6 +784,11 @@ int main(int argc, char **argv)
             bad = bench_parse_long(v, 1, 3600, &o.timeout_s);
         } else if (strcmp(a, "--hang-wait-s") == 0) {
             bad = bench_parse_long(v, 0, 3600, &o.hang_wait_s);
+        } else if (strcmp(a, "--fault") == 0) {
+            /* a query value as is: [a-z0-9_:] only, short */
+            bad = strlen(v) == 0 || strlen(v) > 32 ||
+                  strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_:") != strlen(v);
+            o.fault = v;
         } else if (strcmp(a, "--hang-every") == 0) {
             bad = bench_parse_long(v, 0, 1000000, &o.hang_every);
         } else if (strcmp(a, "--rate") == 0) {

@@ -58,7 +58,8 @@ typedef struct ent {
     sim_core_fault fault;
     long fault_ms;
     uint64_t token_requests;
-    int last_status; /* -1: no token request yet */
+    uint64_t after_consumed; /* token requests that found the code already consumed */
+    int last_status;         /* -1: no token request yet */
     grant_state grant;
     char acct[ACCT_MAX];
     int is_rt, rotated;        /* refresh-token record; rotated out */
@@ -1140,6 +1141,7 @@ static int token_decide(sim_core_t *c, const sim_core_req *rq, const form *f, en
         return resp_err(r, 400, "invalid_grant", "Authorization code provided does not exist.",
                         "code_unknown");
     if (e->consumed) {
+        e->after_consumed++;
         if (e->grant == GRANT_ACTIVE) {
             e->grant = GRANT_REVOKED;
             c->grants_active--;
@@ -1468,6 +1470,23 @@ static int h_deauthorize(sim_core_t *c, const sim_core_req *rq, sim_core_resp *r
 
 /* ---- /_sim/stats -------------------------------------------------------- */
 
+/* The per-code grant state in the stats: what the chaos checker compares
+ * with the connections the product shows as connected (SPEC §10). */
+static const char *grant_name(grant_state g)
+{
+    switch (g) {
+    case GRANT_ACTIVE:
+        return "active";
+    case GRANT_REVOKED:
+        return "revoked";
+    case GRANT_DEAUTHORIZED:
+        return "deauthorized";
+    case GRANT_NONE:
+        break;
+    }
+    return NULL;
+}
+
 static int h_stats(sim_core_t *c, sim_core_resp *r)
 {
     cJSON *o = cJSON_CreateObject(), *codes = NULL, *grants = NULL;
@@ -1483,8 +1502,11 @@ static int h_stats(sim_core_t *c, sim_core_resp *r)
             continue;
         cJSON *ce = cJSON_CreateObject();
         bad = !ce || !cJSON_AddNumberToObject(ce, "token_requests", (double)e->token_requests) ||
+              !cJSON_AddNumberToObject(ce, "after_consumed", (double)e->after_consumed) ||
               !(e->last_status >= 0 ? cJSON_AddNumberToObject(ce, "last_status", e->last_status)
-                                    : cJSON_AddNullToObject(ce, "last_status"));
+                                    : cJSON_AddNullToObject(ce, "last_status")) ||
+              !(e->grant != GRANT_NONE ? cJSON_AddStringToObject(ce, "grant", grant_name(e->grant))
+                                       : cJSON_AddNullToObject(ce, "grant"));
         if (bad || !cJSON_AddItemToObject(codes, e->hash, ce)) {
             cJSON_Delete(ce);
             bad = 1;

@@ -330,6 +330,7 @@ static void test_token_success_then_reuse_revokes(void **st)
     cJSON *s = stats(c);
     assert_int_equal(num(s, "grants", "active"), 1);
     assert_int_equal(num(s, "grants", "revoked"), 0);
+    assert_string_equal(cJSON_GetObjectItem(code_stats(s, code), "grant")->valuestring, "active");
     cJSON_Delete(s);
 
     exchange(c, code, NULL, T0 + 20, &r);
@@ -348,6 +349,8 @@ static void test_token_success_then_reuse_revokes(void **st)
     assert_non_null(cs);
     assert_int_equal(num(cs, "token_requests", NULL), 3);
     assert_int_equal(num(cs, "last_status", NULL), 400);
+    assert_string_equal(cJSON_GetObjectItem(cs, "grant")->valuestring, "revoked");
+    assert_int_equal(num(cs, "after_consumed", NULL), 2); /* the two reuses */
     cJSON_Delete(s);
     free(code);
     sim_core_free(c);
@@ -869,7 +872,8 @@ static void test_stats_shape(void **st)
     assert_int_equal(cJSON_GetArraySize(codes), 1);
     sim_core_sha256_hex(code, strlen(code), hex);
     assert_string_equal(codes->child->string, hex);
-    assert_int_equal(cJSON_GetArraySize(codes->child), 2);
+    /* token_requests, after_consumed, last_status, grant */
+    assert_int_equal(cJSON_GetArraySize(codes->child), 4);
     cJSON_Delete(s);
     free(code);
     sim_core_free(c);

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The chaos checker (tests/chaos/chaos-check.mjs, SPEC §10) on recorded
+# histories: the clean fixture passes with the exact summary line; each
+# history derived from it with one violation — a double exchange, a lost
+# acknowledged callback (twice: never produced, and no final status), a
+# version regression, connected followed by failed, a revoked grant still
+# connected — fails with exit 1 and the right count; a retry that found the
+# code unconsumed (429) passes. No services needed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+fx=tests/chaos/fixtures/clean
+tmp=$(mktemp -d /tmp/oauthq-itest-chaoscheck-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+h1=$(printf '1%.0s' $(seq 1 64))
+pass=0
+
+run() { # name want_rc want_line_regex  (checks $tmp/$name)
+    set +e
+    out=$(node tests/chaos/chaos-check.mjs "$tmp/$1" 2>"$tmp/$1.err")
+    rc=$?
+    set -e
+    if [ "$rc" != "$2" ] || ! grep -Eq "$3" <<<"$out"; then
+        echo "$1: rc=$rc (want $2), line: $out (want /$3/)" >&2
+        cat "$tmp/$1.err" >&2
+        exit 1
+    fi
+    pass=$((pass + 1))
+}
+derive() { mkdir -p "$tmp/$1" && cp "$fx"/* "$tmp/$1/"; }
+env_line() { # topic partition offset key payload-json
+    jq -cn --arg t "chaos.$1" --argjson p "$2" --argjson o "$3" --arg k "$4" --arg v "$5" \
+        '{topic:$t,partition:$p,offset:$o,key:$k,payload:$v}'
+}
+
+derive clean
+run clean 0 '^chaos: acknowledged 3, final 3, lost 0, re-sent after definitive 0, unknown outcomes 1 \(re-sent 1\), version regressions 0, revoked-but-connected 0, faults 2$'
+
+# Double exchange: c1's code was sent twice, no unknown outcome was counted.
+derive double
+jq --arg h "$h1" '.codes[$h].token_requests = 2 | .codes[$h].after_consumed = 1' "$fx/sim-stats.json" \
+    >"$tmp/double/sim-stats.json"
+run double 1 're-sent after definitive 1,'
+
+# A retry after an answer that did not consume the code (429, 500 before) is
+# no re-send after a definitive answer.
+derive retry
+jq --arg h "$h1" '.codes[$h].token_requests = 2' "$fx/sim-stats.json" >"$tmp/retry/sim-stats.json"
+run retry 0 're-sent after definitive 0,'
+
+# Lost: c4 acknowledged but never got a final status (still pending).
+derive lost
+echo "c4 $(printf '4%.0s' $(seq 1 64))" >>"$tmp/lost/acked.txt"
+env_line callbacks 1 9 c4 '{"connection_id":"c4","kind":"code"}' >>"$tmp/lost/callbacks.jsonl"
+run lost 1 'acknowledged 4, final 3, lost 1,'
+
+# Lost: an acknowledged callback that is not in the callbacks topic at all.
+derive unproduced
+grep -v '"key":"c2"' "$fx/callbacks.jsonl" >"$tmp/unproduced/callbacks.jsonl"
+run unproduced 1 'final 2, lost 1,'
+
+# Version regression: c1's status goes back to version 2 at a later offset.
+derive regression
+env_line status 0 9 c1 '{"id":"c1","status":"connected","version":2}' >>"$tmp/regression/status.jsonl"
+run regression 1 'version regressions 1,'
+
+# Success is sticky: c1 connected, then failed (with a higher version).
+derive sticky
+env_line status 0 9 c1 '{"id":"c1","status":"failed","reason":"code_rejected","version":4}' \
+    >>"$tmp/sticky/status.jsonl"
+run sticky 1 'version regressions 1,'
+
+# Revoked but connected: the provider revoked c1's grant, c1 stays connected.
+derive revoked
+jq --arg h "$h1" '.codes[$h].grant = "revoked"' "$fx/sim-stats.json" >"$tmp/revoked/sim-stats.json"
+run revoked 1 'revoked-but-connected 1,'
+
+echo "chaos checker: $pass passed, 0 failed"
