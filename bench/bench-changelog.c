@@ -1,7 +1,7 @@
 /*
  * bench-changelog — fill a connections changelog for the restore
  * benchmark of SPEC §9: N distinct connected connections, each a
- * connections.v1 record encoded with the worker's own codec (worker/conn.c)
+ * connections.v1 record encoded with the worker's own codec (common/conn.c)
  * with a genuine connection id (common/ident, OAUTHQ_STATE_KEY_FILE) and
  * sealed access and refresh tokens (common/sealed, OAUTHQ_DATA_KEYS_FILE),
  * keyed by connection id with the product's producer settings, so the
@@ -25,7 +25,7 @@
 #include "common/keyring.h"
 #include "common/log.h"
 #include "common/sealed.h"
-#include "worker/conn.h"
+#include "common/conn.h"
 
 static long g_acked, g_failed;
 

@@ -1,7 +1,7 @@
 /*
  * ctl_dlq — `oauthqctl dlq list|show`: what is in the dead-letter topic.
  *
- * dlq.v1 records (worker/conn.h conn_dlq_json) carry the original bytes of
+ * dlq.v1 records (common/conn.h conn_dlq_json) carry the original bytes of
  * an unprocessable record, which may hold an authorization code or PKCE
  * verifier. `list` never prints `original`; `show` prints one record in
  * full with every secret-named value inside `original` ("code",

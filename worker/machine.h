@@ -30,7 +30,7 @@
 #include <stdint.h>
 
 #include "common/records.h"
-#include "worker/conn.h"
+#include "common/conn.h"
 #include "worker/exchange.h"
 
 #define MACHINE_BACKOFF_BASE_MS 1000

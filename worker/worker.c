@@ -23,7 +23,7 @@
 #include "common/providers.h"
 #include "common/records.h"
 #include "common/sealed.h"
-#include "worker/conn.h"
+#include "common/conn.h"
 #include "worker/deauth.h"
 #include "worker/exchange.h"
 #include "worker/machine.h"

@@ -36,7 +36,7 @@
 #include "common/log.h"
 #include "common/records.h"
 #include "tests/support/testkafka.h"
-#include "worker/conn.h"
+#include "common/conn.h"
 
 #define OUT_MAX (1 << 20)
 

@@ -46,7 +46,7 @@
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/records.h"
-#include "worker/conn.h"
+#include "common/conn.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"

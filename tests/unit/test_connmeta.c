@@ -18,7 +18,7 @@
 #include "common/ident.h"
 #include "common/keyring.h"
 #include "common/records.h"
-#include "worker/conn.h"
+#include "common/conn.h"
 
 #define K1 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
 

@@ -1,7 +1,7 @@
 /* Unit tests of worker/machine: every transition of SPEC §5 as a pure
  * function — first code wins, duplicates, sticky success, deadlines,
  * retries, unknown outcomes, reconnect_required, invalid_client pause,
- * takeover — and of worker/conn's codecs. */
+ * takeover — and of common/conn's codecs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "worker/conn.h"
+#include "common/conn.h"
 #include "worker/machine.h"
 
 #define T0  1800000000000LL

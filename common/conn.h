@@ -11,8 +11,8 @@
  * arrays). Codecs are pure and thread-safe. Sealed fields hold
  * common/sealed.h text, never plaintext.
  */
-#ifndef OAUTHQ_WORKER_CONN_H
-#define OAUTHQ_WORKER_CONN_H
+#ifndef OAUTHQ_COMMON_CONN_H
+#define OAUTHQ_COMMON_CONN_H
 
 #include <stddef.h>
 #include <stdint.h>

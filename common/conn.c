@@ -1,5 +1,5 @@
 /* conn — see conn.h. Pure codecs; any thread. */
-#include "worker/conn.h"
+#include "common/conn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
