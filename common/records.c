@@ -379,3 +379,68 @@ out:
     cJSON_Delete(o);
     return rc;
 }
+
+char *records_refresh_encode(const records_refresh *r, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(r->requested_at_ms, ts);
+    cJSON_AddStringToObject(o, "schema", RECORDS_REFRESH_SCHEMA);
+    cJSON_AddStringToObject(o, "connection_id", r->connection_id);
+    cJSON_AddStringToObject(o, "provider", r->provider);
+    cJSON_AddNumberToObject(o, "seen_version", (double)r->seen_version);
+    cJSON_AddStringToObject(o, "requested_at", ts);
+    cJSON_AddStringToObject(o, "intake_id", r->intake_id);
+    cJSON_AddStringToObject(o, "request_id", r->request_id);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding refresh record: out of memory");
+    return s;
+}
+
+int records_refresh_decode(const char *json, size_t len, records_refresh *out, err_t *e)
+{
+    static const char *const known[] = {
+        "schema",       "connection_id", "provider",   "seen_version",
+        "requested_at", "intake_id",     "request_id", NULL};
+    memset(out, 0, sizeof *out);
+    if (len > 16384)
+        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    char schema[40], ts[RECORDS_TIME_MAX];
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+        goto out;
+    }
+    if (only_known(o, known, e) < 0)
+        goto out;
+    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, RECORDS_REFRESH_SCHEMA) != 0) {
+        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_REFRESH_SCHEMA);
+        goto out;
+    }
+    if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
+        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+        field(o, "requested_at", ts, sizeof ts, 1, e) < 0 ||
+        field(o, "intake_id", out->intake_id, sizeof out->intake_id, 1, e) < 0 ||
+        field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0)
+        goto out;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "seen_version");
+    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 9007199254740991.0 ||
+        v->valuedouble != (double)(int64_t)v->valuedouble) {
+        err_set(e, ERRC_PERMANENT, "field seen_version must be an integer >= 1");
+        goto out;
+    }
+    out->seen_version = (int64_t)v->valuedouble;
+    if (records_time_parse(ts, &out->requested_at_ms) < 0) {
+        err_set(e, ERRC_PERMANENT, "field requested_at is not RFC 3339 UTC with milliseconds");
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}

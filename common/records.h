@@ -99,6 +99,28 @@ char *records_provider_encode(const records_provider *r, err_t *e);
 /* Parse and validate a provider.v1 record. */
 int records_provider_decode(const char *json, size_t len, records_provider *out, err_t *e);
 
+/* refresh.v1 (topic callbacks, key = connection id; SPEC §5b): a caller of
+ * GET /v1/connections/{id}/token found the access token of connections
+ * record version seen_version stale. The worker coalesces: one refresh per
+ * connection at a time, and none when its committed state is already newer
+ * than seen_version with a fresh token. Carries no secret. */
+#define RECORDS_REFRESH_SCHEMA "oauthq.refresh.v1"
+
+typedef struct {
+    char connection_id[RECORDS_ID_MAX];
+    char provider[RECORDS_PROVIDER_MAX];
+    int64_t seen_version; /* >= 1 */
+    int64_t requested_at_ms;
+    char intake_id[RECORDS_ID_MAX];
+    char request_id[RECORDS_ID_MAX];
+} records_refresh;
+
+/* JSON text of a refresh record (malloc'd); NULL on allocation failure. */
+char *records_refresh_encode(const records_refresh *r, err_t *e);
+
+/* Parse and validate a refresh.v1 record (strict, ERRC_PERMANENT). */
+int records_refresh_decode(const char *json, size_t len, records_refresh *out, err_t *e);
+
 /* The "schema" of a JSON record (into out[cap]); -1 when absent. Cheap
  * dispatch before a full decode. */
 int records_schema_of(const char *json, size_t len, char *out, size_t cap);

@@ -171,12 +171,55 @@ static void test_provider_state(void **state)
     assert_int_equal(records_provider_state_decode("[]", 2, &b, &e), -1);
 }
 
+static void test_refresh_record(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_refresh r = {0}, back;
+    snprintf(r.connection_id, sizeof r.connection_id, "conn1");
+    snprintf(r.provider, sizeof r.provider, "sim");
+    r.seen_version = 7;
+    r.requested_at_ms = 1795794541123;
+    snprintf(r.intake_id, sizeof r.intake_id, "intake-1");
+    snprintf(r.request_id, sizeof r.request_id, "req-9");
+    char *j = records_refresh_encode(&r, &e);
+    assert_non_null(j);
+    assert_int_equal(records_refresh_decode(j, strlen(j), &back, &e), 0);
+    assert_string_equal(back.connection_id, "conn1");
+    assert_string_equal(back.provider, "sim");
+    assert_int_equal(back.seen_version, 7);
+    assert_int_equal(back.requested_at_ms, 1795794541123);
+    assert_string_equal(back.request_id, "req-9");
+    /* A refresh is not a replay (schemas are checked). */
+    records_replay rp;
+    assert_int_equal(records_replay_decode(j, strlen(j), &rp, &e), -1);
+    free(j);
+    static const char *const bad[] = {
+        "{\"schema\":\"oauthq.refresh.v1\",\"connection_id\":\"c\",\"provider\":\"s\","
+        "\"seen_version\":0,\"requested_at\":\"2026-11-27T15:49:02.096Z\",\"intake_id\":\"i\","
+        "\"request_id\":\"r\"}",
+        "{\"schema\":\"oauthq.refresh.v1\",\"connection_id\":\"c\",\"provider\":\"s\","
+        "\"seen_version\":1.5,\"requested_at\":\"2026-11-27T15:49:02.096Z\",\"intake_id\":\"i\","
+        "\"request_id\":\"r\"}",
+        "{\"schema\":\"oauthq.refresh.v1\",\"connection_id\":\"c\",\"provider\":\"s\","
+        "\"seen_version\":\"1\",\"requested_at\":\"2026-11-27T15:49:02.096Z\",\"intake_id\":\"i\","
+        "\"request_id\":\"r\"}",
+        "{\"schema\":\"oauthq.refresh.v1\",\"connection_id\":\"c\",\"provider\":\"s\","
+        "\"seen_version\":1,\"requested_at\":\"2026-11-27T15:49:02.096Z\",\"intake_id\":\"i\","
+        "\"request_id\":\"r\",\"refresh_token\":\"x\"}",
+        "{\"schema\":\"oauthq.refresh.v1\",\"provider\":\"s\",\"seen_version\":1,"
+        "\"requested_at\":\"2026-11-27T15:49:02.096Z\",\"intake_id\":\"i\",\"request_id\":\"r\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(records_refresh_decode(bad[i], strlen(bad[i]), &back, &e), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_decode_rejections),
         cmocka_unit_test(test_time_format),    cmocka_unit_test(test_command_records),
-        cmocka_unit_test(test_provider_state),
+        cmocka_unit_test(test_provider_state), cmocka_unit_test(test_refresh_record),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
 }
