@@ -50,6 +50,8 @@ static const char *const entry_keys[] = {
     "code_ttl_s",
     "issuer",
     "max_in_flight",
+    "refresh_rotation",
+    "refresh_ahead_s",
 };
 
 /* Fill e with "<origin>: providers[i]: <detail> (provider "name")"; returns -1. */
@@ -302,6 +304,22 @@ static int parse_entry(pctx *c, const cJSON *obj, provider_t *pv)
             (double)(int)it->valuedouble != it->valuedouble)
             return fail(c, "key \"max_in_flight\": must be an integer in [1, 4096]");
         pv->max_in_flight = (int)it->valuedouble;
+    }
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "refresh_rotation");
+    pv->refresh_rotation = pv->profile != PROVIDER_PROFILE_STRIPE;
+    if (it) {
+        if (!cJSON_IsBool(it))
+            return fail(c, "key \"refresh_rotation\": must be true or false");
+        pv->refresh_rotation = cJSON_IsTrue(it) ? 1 : 0;
+    }
+    it = cJSON_GetObjectItemCaseSensitive(obj, "refresh_ahead_s");
+    pv->refresh_ahead_s = 0;
+    if (it) {
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble <= 86400) ||
+            (double)(int)it->valuedouble != it->valuedouble)
+            return fail(c, "key \"refresh_ahead_s\": must be an integer in [0, 86400]");
+        pv->refresh_ahead_s = (int)it->valuedouble;
     }
 
     return get_string(c, obj, "issuer", OPTIONAL, NULLABLE, pv->issuer, sizeof pv->issuer,

@@ -58,6 +58,14 @@ typedef struct {
     int code_ttl_s;    /* 1..3600 */
     char issuer[512];  /* "" = null: no RFC 9207 iss check */
     int max_in_flight; /* 1..4096; 0 = absent (worker default: concurrency / providers) */
+    /* Refresh (SPEC §5b). refresh_rotation: the provider rotates refresh
+     * tokens, so a refresh whose outcome is unknown is never re-sent (the
+     * second use would revoke the family): the connection becomes
+     * reconnect_required. Default by profile: stripe 0, oauth2 and sim 1
+     * (the safe side). refresh_ahead_s: the owning worker refreshes a
+     * connected token this long before it expires (0 = only on demand). */
+    int refresh_rotation;
+    int refresh_ahead_s; /* 0..86400 */
 } provider_t;
 
 typedef struct providers providers_t;

@@ -128,6 +128,8 @@ static void test_spec_example_parses(void **state)
     assert_int_equal(pv->token_auth, PROVIDER_AUTH_POST);
     assert_int_equal(pv->code_ttl_s, 300);
     assert_string_equal(pv->issuer, "");
+    assert_int_equal(pv->refresh_rotation, 0); /* stripe: refresh tokens are not rotated */
+    assert_int_equal(pv->refresh_ahead_s, 0);
     providers_free(p);
     providers_free(NULL);
     assert_int_equal(providers_count(NULL), 0);
@@ -152,7 +154,23 @@ static void test_minimal_entry_defaults(void **state)
     assert_int_equal(pv->pkce, 0);
     assert_int_equal(pv->token_auth, PROVIDER_AUTH_BASIC);
     assert_int_equal(pv->code_ttl_s, 60);
+    assert_int_equal(pv->refresh_rotation, 1); /* the safe side by default */
+    assert_int_equal(pv->refresh_ahead_s, 0);
     providers_free(p);
+
+    p = parse(one(NULL, "refresh_rotation", "false"), &e);
+    assert_non_null(p);
+    assert_int_equal(providers_at(p, 0)->refresh_rotation, 0);
+    providers_free(p);
+    p = parse(one(NULL, "refresh_ahead_s", "300"), &e);
+    assert_non_null(p);
+    assert_int_equal(providers_at(p, 0)->refresh_ahead_s, 300);
+    providers_free(p);
+    expect_fail(one(NULL, "refresh_rotation", "1"),
+                "key \"refresh_rotation\": must be true or false", NULL);
+    expect_fail(one(NULL, "refresh_ahead_s", "-1"), "key \"refresh_ahead_s\"", NULL);
+    expect_fail(one(NULL, "refresh_ahead_s", "86401"), "key \"refresh_ahead_s\"", NULL);
+    expect_fail(one(NULL, "refresh_ahead_s", "1.5"), "key \"refresh_ahead_s\"", NULL);
 
     p = parse(one(NULL, "pkce", "true"), &e);
     assert_non_null(p);
