@@ -68,6 +68,8 @@ const char *conn_message(const conn_t *c)
     case REASON_CODE_REJECTED:
         return "The provider did not accept this approval. Please connect again.";
     case REASON_RECONNECT_REQUIRED:
+        if (c->refresh_failed)
+            return "The provider no longer accepts this connection. Please connect again.";
         return "We could not confirm the connection with the provider. Please connect again.";
     case REASON_PROVIDER_UNAVAILABLE:
         return "The provider was unavailable. Please try connecting again in a few minutes.";
@@ -174,6 +176,10 @@ char *conn_encode(const conn_t *c, err_t *e)
     for (int i = 0; ans && i < c->nanswered && i < CONN_ANSWERED_MAX; i++)
         cJSON_AddItemToArray(ans, cJSON_CreateString(c->answered[i]));
     connmeta_add(o, &c->meta);
+    cJSON_AddNumberToObject(o, "refresh_attempts", c->refresh_attempts);
+    cJSON_AddNumberToObject(o, "refresh_unknown_outcomes", c->refresh_unknown);
+    cJSON_AddNumberToObject(o, "refreshes", c->refreshes);
+    cJSON_AddBoolToObject(o, "refresh_failed", c->refresh_failed);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
@@ -296,6 +302,27 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
     if (cJSON_GetObjectItemCaseSensitive(o, "tokens_at_ms") &&
         get_num(o, "tokens_at_ms", &c->tokens_at_ms, e) < 0)
         goto out;
+    /* Refresh fields: absent in records of older workers (none yet). */
+    static const char *const rnames[] = {"refresh_attempts", "refresh_unknown_outcomes",
+                                         "refreshes"};
+    int *rfields[] = {&c->refresh_attempts, &c->refresh_unknown, &c->refreshes};
+    for (size_t i = 0; i < 3; i++) {
+        if (!cJSON_GetObjectItemCaseSensitive(o, rnames[i]))
+            continue;
+        if (get_num(o, rnames[i], &n, e) < 0)
+            goto out;
+        if (n < 0 || n > 1000000000) {
+            err_set(e, ERRC_PERMANENT, "connection record: bad %s", rnames[i]);
+            goto out;
+        }
+        *rfields[i] = (int)n;
+    }
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "refresh_failed");
+    if (rf && !cJSON_IsBool(rf)) {
+        err_set(e, ERRC_PERMANENT, "connection record: bad refresh_failed");
+        goto out;
+    }
+    c->refresh_failed = cJSON_IsTrue(rf) ? 1 : 0;
     if (get_num(o, "attempts", &n, e) < 0)
         goto out;
     c->attempts = (int)n;
@@ -337,6 +364,10 @@ char *conn_status_json(const conn_t *c, err_t *e)
     add_str_or_null(o, "phase", c->status == CONN_PENDING ? conn_phase_name(c->phase) : NULL);
     add_str_or_null(o, "reason", c->status == CONN_FAILED ? conn_reason_name(c->reason) : NULL);
     cJSON_AddStringToObject(o, "message", conn_message(c));
+    /* Tells the webhook dispatcher that this failure is a refresh's
+     * (connection.refresh_failed); not part of the public document. */
+    if (c->status == CONN_FAILED && c->refresh_failed)
+        cJSON_AddStringToObject(o, "failed_during", "refresh");
     if (c->status == CONN_CONNECTED && c->account_id[0]) {
         cJSON *a = cJSON_AddObjectToObject(o, "account");
         cJSON_AddStringToObject(a, "id", c->account_id);

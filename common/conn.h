@@ -103,6 +103,13 @@ typedef struct {
     char answered[CONN_ANSWERED_MAX][CONN_HASH_MAX];
     int nanswered;
     connmeta meta; /* the platform's end_user/organization/tags (SPEC §4a); "" none */
+    /* Refresh (SPEC §5b). While connected, `claimed`/`claimed_by`/
+     * `claimed_at_ms` are the lease of a refresh_token grant and
+     * `retry_at_ms` its next attempt (a retry or the background refresh). */
+    int refresh_attempts; /* refresh requests sent in the current refresh chain */
+    int refresh_unknown;  /* of which the outcome was unknown */
+    int refreshes;        /* successful refreshes since connected */
+    int refresh_failed;   /* failed (reconnect_required) by a refresh, not by a code */
 } conn_t;
 
 /* Names used in records and the status API. */

@@ -146,6 +146,7 @@ static char *api_doc(const char *value, size_t len, const char **id, int64_t *ve
         *id = idbuf;
         *version = (int64_t)v->valuedouble;
         cJSON_DeleteItemFromObjectCaseSensitive(o, "schema");
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "failed_during"); /* the dispatcher's only */
         err_t e = {0};
         memset(x, 0, sizeof *x);
         if (connmeta_from(o, 0, &x->meta, &e) < 0)

@@ -58,8 +58,13 @@ int delivery_event_from_status(const char *json, size_t len, char id[DELIVERY_ID
     } else if (!event_type(st->valuestring)) {
         rc = 0; /* pending: no webhook */
     } else {
+        const cJSON *during = cJSON_GetObjectItemCaseSensitive(o, "failed_during");
         snprintf(id, DELIVERY_ID_MAX, "%s", jid->valuestring);
-        snprintf(type, DELIVERY_TYPE_MAX, "%s", event_type(st->valuestring));
+        snprintf(type, DELIVERY_TYPE_MAX, "%s",
+                 cJSON_IsString(during) && strcmp(during->valuestring, "refresh") == 0 &&
+                         strcmp(st->valuestring, "failed") == 0
+                     ? "connection.refresh_failed"
+                     : event_type(st->valuestring));
         *version = (int64_t)ver->valuedouble;
         cJSON *out = cJSON_CreateObject();
         cJSON *data = NULL;

@@ -47,6 +47,7 @@ typedef struct xfer {
     provhttp_t *http; /* form body (code, secret, verifier), headers, answer, easy handle */
     int64_t started_ms;
     char code_id[LOG_CODE_ID_LEN + 1]; /* log_code_id of the code */
+    int refresh;                       /* a refresh_token grant */
     int lease_refused;                 /* the pre-request check found send_by_mono_ms passed */
     struct xfer *next;
 } xfer;
@@ -376,11 +377,14 @@ static xfer *xfer_build(const exchange_req *req, err_t *e)
     provhttp_t *p = t ? provhttp_new(pv->token_url, EXCHANGE_BODY_MAX) : NULL;
     if (p) {
         t->http = p;
-        int ok = provhttp_form(p, "grant_type", "authorization_code") == 0 &&
-                 provhttp_form(p, "code", req->code) == 0;
-        if (ok && pv->profile == PROVIDER_PROFILE_OAUTH2)
+        int refresh = req->refresh_token && req->refresh_token[0];
+        int ok = refresh ? provhttp_form(p, "grant_type", "refresh_token") == 0 &&
+                               provhttp_form(p, "refresh_token", req->refresh_token) == 0
+                         : provhttp_form(p, "grant_type", "authorization_code") == 0 &&
+                               provhttp_form(p, "code", req->code) == 0;
+        if (ok && !refresh && pv->profile == PROVIDER_PROFILE_OAUTH2)
             ok = provhttp_form(p, "redirect_uri", req->redirect_uri) == 0;
-        if (ok && pkce)
+        if (ok && !refresh && pkce)
             ok = provhttp_form(p, "code_verifier", req->code_verifier) == 0;
         if (ok && !basic)
             ok = provhttp_form(p, "client_id", pv->client_id) == 0 &&
@@ -395,9 +399,14 @@ static xfer *xfer_build(const exchange_req *req, err_t *e)
         err_set(e, ERRC_FATAL, "exchange: out of memory");
         return NULL;
     }
-    char hex[CRYPTO_SHA256_HEX];
-    crypto_sha256_hex(req->code, strlen(req->code), hex);
-    log_code_id(hex, t->code_id);
+    if (req->refresh_token && req->refresh_token[0]) {
+        log_code_id(NULL, t->code_id); /* a refresh: no code (the worker logs the connection) */
+        t->refresh = 1;
+    } else {
+        char hex[CRYPTO_SHA256_HEX];
+        crypto_sha256_hex(req->code, strlen(req->code), hex);
+        log_code_id(hex, t->code_id);
+    }
     t->req = (exchange_req *)req;
     return t;
 }
@@ -471,9 +480,14 @@ int exchange_check(const exchange_req *req, err_t *e)
     if (!pv->token_url[0] || !field_ok(pv->client_id, EXCHANGE_FIELD_MAX))
         return err_set(e, ERRC_PERMANENT, "exchange: provider %s has no token_url or client_id",
                        pv->name);
-    if (!field_ok(req->code, EXCHANGE_CODE_MAX))
+    if (req->refresh_token && req->refresh_token[0]) {
+        if (!field_ok(req->refresh_token, EXCHANGE_TOKEN_MAX))
+            return err_set(e, ERRC_PERMANENT, "exchange: refresh token longer than %d bytes",
+                           EXCHANGE_TOKEN_MAX);
+    } else if (!field_ok(req->code, EXCHANGE_CODE_MAX)) {
         return err_set(e, ERRC_PERMANENT, "exchange: code missing or longer than %d bytes",
                        EXCHANGE_CODE_MAX);
+    }
     if (!field_ok(req->client_secret, EXCHANGE_FIELD_MAX))
         return err_set(e, ERRC_PERMANENT, "exchange: client secret of %s missing or too long",
                        pv->name);
@@ -539,7 +553,8 @@ static void finish(exchange_t *x, xfer *t, int curl_code, int forced)
     snprintf(ms, sizeof ms, "%lld", (long long)(clock_mono_ms() - t->started_ms));
     log_kv(r->cls == EXCH_SUCCESS ? LOGL_INFO : LOGL_WARN, "token_exchange", "provider",
            t->req->provider->name, "class", exchange_class_name(r->cls), "http_status", st,
-           "detail", r->detail, "code_sha256", t->code_id, "elapsed_ms", ms);
+           "detail", r->detail, "grant", t->refresh ? "refresh_token" : "authorization_code",
+           "code_sha256", t->code_id, "elapsed_ms", ms);
 }
 
 /* Start t; on a local failure it is finished at once (nothing was sent). */

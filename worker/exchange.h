@@ -1,7 +1,8 @@
 /*
  * exchange — the worker's token-endpoint client (SPEC §3 G1, §5, §6).
  *
- * What: sends authorization_code grants (RFC 6749 §4.1.3) to a provider's
+ * What: sends authorization_code grants (RFC 6749 §4.1.3), and refresh_token
+ * grants (§6) for SPEC §5b, to a provider's
  * token_url with libcurl multi, many at once, and classifies every outcome
  * into one exchange_class that tells the caller whether the code may have
  * been consumed. The classifiers (exchange_classify_http/_transport) are
@@ -43,7 +44,8 @@
 #define EXCHANGE_BODY_MAX        (64 * 1024) /* largest token response accepted */
 #define EXCHANGE_RETRY_AFTER_MAX 3600        /* Retry-After cap, seconds */
 #define EXCHANGE_CODE_MAX        2048        /* longest code accepted by exchange_add */
-#define EXCHANGE_FIELD_MAX       2048        /* longest secret / verifier / redirect_uri */
+#define EXCHANGE_TOKEN_MAX       4095 /* longest refresh token sent (the result buffers hold 4096) */
+#define EXCHANGE_FIELD_MAX       2048 /* longest secret / verifier / redirect_uri */
 
 typedef enum {
     EXCH_SUCCESS,       /* 2xx with an access_token: definitive success */
@@ -73,7 +75,8 @@ typedef struct {
     /* inputs, owned by the caller and valid until the result is delivered */
     const provider_t *provider;
     const char *client_secret;
-    const char *code;
+    const char *code;          /* authorization_code grant; NULL when refresh_token is set */
+    const char *refresh_token; /* non-empty: a refresh_token grant (RFC 6749 §6) instead */
     const char *code_verifier; /* NULL or "" when no PKCE */
     const char *redirect_uri;  /* sent for profile oauth2 only (RFC 6749 §4.1.3) */
     /* 0, or a monotonic deadline (the claim's lease): checked by curl's

@@ -154,6 +154,13 @@ static void test_event_from_status(void **state)
     assert_int_equal(delivery_event_from_status(r, strlen(r), id, &v, type, &body, &e), 1);
     assert_string_equal(type, "connection.failed");
     free(body);
+    /* A refresh's failure (SPEC §5b): its own type; the marker stays out. */
+    r = status_rec("failed", 9, ",\"failed_during\":\"refresh\"");
+    assert_int_equal(delivery_event_from_status(r, strlen(r), id, &v, type, &body, &e), 1);
+    assert_string_equal(type, "connection.refresh_failed");
+    assert_non_null(strstr(body, "{\"type\":\"connection.refresh_failed\""));
+    assert_null(strstr(body, "failed_during"));
+    free(body);
     r = status_rec("pending", 1, NULL);
     assert_int_equal(delivery_event_from_status(r, strlen(r), id, &v, type, &body, &e), 0);
     assert_null(body);
