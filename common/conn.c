@@ -354,6 +354,44 @@ out:
     return rc;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+    return fnv(h, s ? s : "", s ? strlen(s) + 1 : 1);
+}
+
+uint64_t conn_public_hash(const conn_t *c)
+{
+    /* The fields conn_status_json prints, in its order (keep in step). */
+    uint64_t h = 14695981039346656037ULL;
+    int st = (int)c->status, ph = c->status == CONN_PENDING ? (int)c->phase : -1,
+        rs = c->status == CONN_FAILED ? (int)c->reason : -1;
+    h = fnv_str(h, c->provider);
+    h = fnv(h, &st, sizeof st);
+    h = fnv(h, &ph, sizeof ph);
+    h = fnv(h, &rs, sizeof rs);
+    h = fnv_str(h, conn_message(c));
+    if (c->status == CONN_CONNECTED && c->account_id[0]) {
+        h = fnv_str(h, c->account_id);
+        h = fnv(h, &c->livemode, sizeof c->livemode);
+        h = fnv_str(h, c->scope);
+    }
+    h = fnv(h, &c->attempts, sizeof c->attempts);
+    h = fnv(h, &c->created_at_ms, sizeof c->created_at_ms);
+    int during = c->status == CONN_FAILED && c->refresh_failed;
+    h = fnv(h, &during, sizeof during);
+    return fnv_str(h, c->meta.json);
+}
+
 char *conn_status_json(const conn_t *c, err_t *e)
 {
     cJSON *o = cJSON_CreateObject();

@@ -130,6 +130,11 @@ int conn_answered(const conn_t *c, const char *hash);
  * leaves when full). */
 void conn_answer(conn_t *c, const char *hash);
 
+/* A hash of what the status.v1 document shows (everything but version and
+ * updated_at): equal hashes, nothing for the frontend or webhooks to learn,
+ * so no status record is written (e.g. a refresh, a recorded later code). */
+uint64_t conn_public_hash(const conn_t *c);
+
 /* connections.v1 JSON (malloc'd; contains sealed secrets only). */
 char *conn_encode(const conn_t *c, err_t *e);
 

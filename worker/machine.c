@@ -35,6 +35,157 @@ static void fail(conn_t *c, conn_reason reason)
     drop_code(c);
 }
 
+/* When the background refresher should renew c's token (0: never): the
+ * provider's refresh_ahead_s before expiry, but not before half the
+ * token's lifetime (a lifetime shorter than the lead would loop). */
+static int64_t background_at(const conn_t *c, const machine_refresh_policy *rp)
+{
+    if (!rp || rp->ahead_s <= 0 || !c->refresh_sealed[0] || c->expires_in <= 0 ||
+        c->tokens_at_ms <= 0)
+        return 0;
+    int64_t life = c->expires_in * 1000;
+    int64_t at = c->tokens_at_ms + life - (int64_t)rp->ahead_s * 1000;
+    int64_t half = c->tokens_at_ms + life / 2;
+    return at > half ? at : half;
+}
+
+/* A refresh ended the connection: the tokens are shredded (the latest
+ * changelog record carries no secret) and the platform must reconnect. */
+static void fail_refresh(conn_t *c, const char *why)
+{
+    c->status = CONN_FAILED;
+    c->phase = PHASE_NONE;
+    c->reason = REASON_RECONNECT_REQUIRED;
+    c->refresh_failed = 1;
+    c->claimed = 0;
+    c->retry_at_ms = 0;
+    memset(c->access_sealed, 0, sizeof c->access_sealed);
+    memset(c->refresh_sealed, 0, sizeof c->refresh_sealed);
+    snprintf(c->last_error, sizeof c->last_error, "%s", why);
+}
+
+/* Another refresh attempt after delay_ms, or give up the chain (the
+ * connection stays connected; the next request starts a new chain). */
+static void retry_refresh(conn_t *c, int64_t delay_ms, const machine_refresh_policy *rp,
+                          int64_t now_ms)
+{
+    c->claimed = 0;
+    if (c->refresh_attempts >= MACHINE_REFRESH_ATTEMPTS) {
+        char why[sizeof c->last_error];
+        snprintf(why, sizeof why, "refresh gave up after %d attempts: %.100s", c->refresh_attempts,
+                 c->last_error);
+        snprintf(c->last_error, sizeof c->last_error, "%s", why);
+        c->refresh_attempts = 0;
+        c->refresh_unknown = 0;
+        int64_t bg = background_at(c, rp);
+        c->retry_at_ms = bg > now_ms ? bg : 0;
+        return;
+    }
+    c->retry_at_ms = now_ms + delay_ms;
+}
+
+static machine_action refresh_result(conn_t *c, const exchange_result *r, const char *access_sealed,
+                                     const char *refresh_sealed, const machine_refresh_policy *rp,
+                                     int64_t now_ms, int *pause_provider)
+{
+    int rotation = rp ? rp->rotation : 1;
+    snprintf(c->last_error, sizeof c->last_error, "%s", r->cls == EXCH_SUCCESS ? "" : r->detail);
+    switch (r->cls) {
+    case EXCH_SUCCESS:
+        c->claimed = 0;
+        snprintf(c->access_sealed, sizeof c->access_sealed, "%s",
+                 access_sealed ? access_sealed : "");
+        /* A rotated token replaces the old one in this very change; without
+         * one in the answer the old one stays valid (RFC 6749 §6). */
+        if (refresh_sealed && refresh_sealed[0])
+            snprintf(c->refresh_sealed, sizeof c->refresh_sealed, "%s", refresh_sealed);
+        if (r->scope[0])
+            snprintf(c->scope, sizeof c->scope, "%s", r->scope);
+        if (r->token_type[0])
+            snprintf(c->token_type, sizeof c->token_type, "%s", r->token_type);
+        c->expires_in = r->expires_in;
+        c->tokens_at_ms = now_ms;
+        c->refreshes++;
+        c->refresh_attempts = 0;
+        c->refresh_unknown = 0;
+        c->retry_at_ms = background_at(c, rp);
+        break;
+    case EXCH_REJECTED:
+        fail_refresh(c, c->refresh_unknown > 0
+                            ? "refresh rejected after an unknown outcome: invalid_grant"
+                            : "refresh rejected: invalid_grant");
+        break;
+    case EXCH_FAILED:
+        fail_refresh(c, "refresh failed definitively");
+        break;
+    case EXCH_MISCONFIGURED:
+        *pause_provider = 1;
+        retry_refresh(c, MACHINE_PAUSE_MS, rp, now_ms);
+        break;
+    case EXCH_RETRY_SAFE: {
+        int64_t d = machine_backoff_ms(c->refresh_attempts);
+        if ((int64_t)r->retry_after_s * 1000 > d)
+            d = (int64_t)r->retry_after_s * 1000;
+        retry_refresh(c, d, rp, now_ms);
+        break;
+    }
+    case EXCH_UNKNOWN:
+        c->refresh_unknown++;
+        /* The provider may have rotated the token: a second use would be
+         * reuse, which revokes the family (RFC 9700 §4.14.2). */
+        if (rotation)
+            fail_refresh(c, "refresh outcome unknown and the provider rotates refresh tokens");
+        else
+            retry_refresh(c, machine_backoff_ms(c->refresh_attempts), rp, now_ms);
+        break;
+    }
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
+int machine_token_stale(const conn_t *c, int skew_s, int64_t now_ms)
+{
+    if (c->expires_in < 0)
+        return 0; /* no lifetime announced: does not expire */
+    if (c->tokens_at_ms <= 0)
+        return 1;
+    return c->tokens_at_ms + c->expires_in * 1000 <= now_ms + (int64_t)skew_s * 1000;
+}
+
+machine_action machine_on_refresh_request(conn_t *c, int fresh, const machine_refresh_policy *rp,
+                                          int64_t paused_until_ms, int64_t now_ms)
+{
+    if (fresh || c->status != CONN_CONNECTED || c->claimed)
+        return MACHINE_UNCHANGED; /* nothing to refresh, or one is in flight */
+    if (!machine_token_stale(c, rp ? rp->skew_s : 0, now_ms))
+        return MACHINE_UNCHANGED; /* already fresh (refreshed since the caller looked) */
+    if (c->retry_at_ms > now_ms && c->refresh_attempts > 0)
+        return MACHINE_UNCHANGED; /* a retry of this chain is scheduled */
+    if (!c->refresh_sealed[0]) {
+        fail_refresh(c, "access token expired and the provider gave no refresh token");
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    if (paused_until_ms > now_ms) {
+        if (c->retry_at_ms == paused_until_ms)
+            return MACHINE_UNCHANGED;
+        c->retry_at_ms = paused_until_ms;
+        snprintf(c->last_error, sizeof c->last_error, "refresh held: provider paused");
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
+    return MACHINE_EXCHANGE;
+}
+
+machine_action machine_on_refresh_unusable(conn_t *c, const char *why, int64_t now_ms)
+{
+    if (c->status != CONN_CONNECTED)
+        return MACHINE_UNCHANGED;
+    fail_refresh(c, why);
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
 int64_t machine_backoff_ms(int attempts)
 {
     if (attempts < 1)
@@ -111,6 +262,9 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
     c->retry_at_ms = 0;
     c->last_error[0] = '\0';
     c->callback_error[0] = '\0';
+    c->refresh_failed = 0;
+    c->refresh_attempts = 0;
+    c->refresh_unknown = 0;
     c->status = CONN_PENDING;
     c->phase = PHASE_QUEUED;
     c->reason = REASON_NONE;
@@ -143,17 +297,30 @@ void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
 
 void machine_claim(conn_t *c, const char *instance, int64_t now_ms)
 {
-    c->phase = PHASE_EXCHANGING;
+    if (c->status == CONN_CONNECTED)
+        c->refresh_attempts++; /* a refresh: the public status does not change */
+    else {
+        c->phase = PHASE_EXCHANGING;
+        c->attempts++;
+    }
     c->claimed = 1;
     snprintf(c->claimed_by, sizeof c->claimed_by, "%s", instance ? instance : "");
     c->claimed_at_ms = now_ms;
-    c->attempts++;
     c->retry_at_ms = 0;
     touch(c, now_ms);
 }
 
 machine_action machine_not_sent(conn_t *c, const char *why, int64_t now_ms)
 {
+    if (c->status == CONN_CONNECTED && c->claimed) {
+        c->claimed = 0;
+        if (c->refresh_attempts > 0)
+            c->refresh_attempts--;
+        snprintf(c->last_error, sizeof c->last_error, "%s", why ? why : "not sent");
+        c->retry_at_ms = now_ms > 0 ? now_ms : 1;
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
     if (c->status != CONN_PENDING || !c->claimed)
         return MACHINE_UNCHANGED;
     c->claimed = 0;
@@ -168,6 +335,11 @@ machine_action machine_not_sent(conn_t *c, const char *why, int64_t now_ms)
 
 void machine_defer(conn_t *c, int64_t now_ms)
 {
+    if (c->status == CONN_CONNECTED) { /* a refresh waiting for a slot */
+        c->retry_at_ms = now_ms > 0 ? now_ms : 1;
+        touch(c, now_ms);
+        return;
+    }
     c->phase = PHASE_QUEUED;
     c->retry_at_ms = now_ms < c->deadline_ms ? now_ms : c->deadline_ms;
     if (c->retry_at_ms <= 0)
@@ -190,9 +362,12 @@ static void retry_or_fail(conn_t *c, int64_t delay_ms, conn_reason at_deadline, 
 }
 
 machine_action machine_on_result(conn_t *c, const exchange_result *r, const char *access_sealed,
-                                 const char *refresh_sealed, int64_t now_ms, int *pause_provider)
+                                 const char *refresh_sealed, const machine_refresh_policy *rp,
+                                 int64_t now_ms, int *pause_provider)
 {
     *pause_provider = 0;
+    if (c->status == CONN_CONNECTED && c->claimed)
+        return refresh_result(c, r, access_sealed, refresh_sealed, rp, now_ms, pause_provider);
     if (c->status != CONN_PENDING || !c->claimed)
         return MACHINE_UNCHANGED; /* a stale result: the chain already ended */
     snprintf(c->last_error, sizeof c->last_error, "%s", r->cls == EXCH_SUCCESS ? "" : r->detail);
@@ -212,6 +387,8 @@ machine_action machine_on_result(conn_t *c, const exchange_result *r, const char
         snprintf(c->token_type, sizeof c->token_type, "%s", r->token_type);
         c->expires_in = r->expires_in;
         c->tokens_at_ms = now_ms;
+        c->refreshes = 0;
+        c->retry_at_ms = background_at(c, rp);
         break;
     case EXCH_REJECTED:
         /* After an unknown outcome the first attempt may have succeeded
@@ -247,6 +424,22 @@ machine_action machine_on_result(conn_t *c, const exchange_result *r, const char
 
 machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
 {
+    if (c->status == CONN_CONNECTED) {
+        /* A refresh retry, a takeover's re-send or the background refresh. */
+        if (c->claimed || c->retry_at_ms == 0 || c->retry_at_ms > now_ms)
+            return MACHINE_UNCHANGED;
+        if (!c->refresh_sealed[0]) {
+            c->retry_at_ms = 0; /* nothing to refresh with */
+            touch(c, now_ms);
+            return MACHINE_CHANGED;
+        }
+        if (paused_until_ms > now_ms) {
+            c->retry_at_ms = paused_until_ms;
+            touch(c, now_ms);
+            return MACHINE_CHANGED;
+        }
+        return MACHINE_EXCHANGE;
+    }
     if (c->status != CONN_PENDING || (c->phase != PHASE_RETRYING && c->phase != PHASE_QUEUED) ||
         c->claimed || c->retry_at_ms == 0 || c->retry_at_ms > now_ms)
         return MACHINE_UNCHANGED;
@@ -275,8 +468,27 @@ int64_t machine_resend_at(const conn_t *c, int64_t hold_ms)
     return c->claimed_at_ms > 0 ? c->claimed_at_ms + hold_ms : 0;
 }
 
-machine_action machine_on_takeover(conn_t *c, int64_t hold_ms, int64_t now_ms)
+machine_action machine_on_takeover(conn_t *c, int64_t hold_ms, const machine_refresh_policy *rp,
+                                   int64_t now_ms)
 {
+    if (c->status == CONN_CONNECTED && c->claimed) {
+        /* An open refresh claim: the old owner may have used the refresh
+         * token. Rotating providers: never a second use. */
+        c->refresh_unknown++;
+        c->claimed = 0;
+        if (!rp || rp->rotation) {
+            fail_refresh(c, "refresh claim open at takeover and the provider rotates refresh "
+                            "tokens");
+        } else {
+            snprintf(c->last_error, sizeof c->last_error, "refresh claim open at takeover");
+            int64_t at = machine_resend_at(c, hold_ms);
+            if (at == 0)
+                at = now_ms + hold_ms;
+            c->retry_at_ms = at > now_ms ? at : now_ms;
+        }
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
+    }
     if (c->status != CONN_PENDING || !c->claimed)
         return MACHINE_UNCHANGED;
     /* The previous owner may have sent the request, or may still send it
@@ -362,6 +574,8 @@ machine_action machine_on_deauthorized(conn_t *c, int done, const char *detail, 
         memset(c->access_sealed, 0, sizeof c->access_sealed);
         memset(c->refresh_sealed, 0, sizeof c->refresh_sealed);
         c->last_error[0] = '\0';
+        c->claimed = 0; /* a refresh in flight is moot now */
+        c->retry_at_ms = 0;
     } else {
         snprintf(c->last_error, sizeof c->last_error, "disconnect failed: %s", detail);
     }

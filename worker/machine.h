@@ -23,6 +23,13 @@
  *  - invalid_client holds the code (pending/retrying) for a fixed
  *    configuration, until its deadline.
  *  - A claim found open at takeover is an attempt of unknown outcome.
+ *  - Refresh (SPEC §5b) runs through the same claim/settle path while the
+ *    connection is connected: requests coalesce (one refresh per
+ *    connection at a time, none while the token is fresh); an unknown
+ *    outcome is re-sent only when the provider does not rotate refresh
+ *    tokens, otherwise the connection fails reconnect_required, as on
+ *    invalid_grant; a rotated refresh token replaces the old one in the
+ *    same state change, so a rotated-out token is never sent.
  */
 #ifndef OAUTHQ_WORKER_MACHINE_H
 #define OAUTHQ_WORKER_MACHINE_H
@@ -33,9 +40,17 @@
 #include "common/conn.h"
 #include "worker/exchange.h"
 
-#define MACHINE_BACKOFF_BASE_MS 1000
-#define MACHINE_BACKOFF_MAX_MS  30000
-#define MACHINE_PAUSE_MS        30000 /* invalid_client re-probe interval */
+#define MACHINE_BACKOFF_BASE_MS  1000
+#define MACHINE_BACKOFF_MAX_MS   30000
+#define MACHINE_PAUSE_MS         30000 /* invalid_client re-probe interval */
+#define MACHINE_REFRESH_ATTEMPTS 5     /* refresh requests per chain before giving up */
+
+/* The provider's refresh rules, from its profile and the worker's config. */
+typedef struct {
+    int rotation; /* refresh tokens are rotated: an unknown outcome is never re-sent */
+    int ahead_s;  /* background refresh this long before expiry; 0: on demand only */
+    int skew_s;   /* a token expiring within this many seconds is stale */
+} machine_refresh_policy;
 
 typedef enum {
     MACHINE_UNCHANGED = 0, /* nothing to write */
@@ -83,7 +98,8 @@ int64_t machine_resend_at(const conn_t *c, int64_t hold_ms);
  * sealed tokens. *pause_provider is set when the provider must be paused
  * (invalid_client). */
 machine_action machine_on_result(conn_t *c, const exchange_result *r, const char *access_sealed,
-                                 const char *refresh_sealed, int64_t now_ms, int *pause_provider);
+                                 const char *refresh_sealed, const machine_refresh_policy *rp,
+                                 int64_t now_ms, int *pause_provider);
 
 /* A scheduled retry is due. paused_until_ms > now means the provider is
  * paused: the retry is pushed back (or the code expires). */
@@ -93,7 +109,20 @@ machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms
  * attempt, due no earlier than machine_resend_at(c, hold_ms) (the old
  * owner's request may still be in flight until then). Unchanged when no
  * claim is open. */
-machine_action machine_on_takeover(conn_t *c, int64_t hold_ms, int64_t now_ms);
+machine_action machine_on_takeover(conn_t *c, int64_t hold_ms, const machine_refresh_policy *rp,
+                                   int64_t now_ms);
+
+/* 1 when c's access token is expired or expires within skew_s (never for
+ * a token without a lifetime; always for a lifetime of unknown start). */
+int machine_token_stale(const conn_t *c, int skew_s, int64_t now_ms);
+
+/* A refresh.v1 request (SPEC §5b). MACHINE_EXCHANGE: claim a refresh now.
+ * Unchanged (coalesced) when not connected, a refresh is claimed or
+ * scheduled, or the token is fresh. A stale token without a refresh token
+ * fails the connection reconnect_required. Paused provider: scheduled for
+ * the end of the pause. */
+machine_action machine_on_refresh_request(conn_t *c, int fresh, const machine_refresh_policy *rp,
+                                          int64_t paused_until_ms, int64_t now_ms);
 
 /* An operator's replay (oauthqctl replay). Only a code never definitively
  * answered and still inside its deadline is exchanged (now, unless the
@@ -118,6 +147,11 @@ machine_action machine_on_unconfigured(conn_t *c, int64_t now_ms);
 /* The stored code cannot be unsealed (its data key left the keyring): a
  * poison state, failed as misconfigured (the record is dead-lettered). */
 machine_action machine_on_unsealable(conn_t *c, int64_t now_ms);
+
+/* The refresh token cannot be used (unsealable: its data key left the
+ * keyring): a connected connection fails reconnect_required; nothing was
+ * sent. */
+machine_action machine_on_refresh_unusable(conn_t *c, const char *why, int64_t now_ms);
 
 /* Backoff before retry number `attempts` (1-based). */
 int64_t machine_backoff_ms(int attempts);

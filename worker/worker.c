@@ -57,11 +57,17 @@ typedef struct {
     int orphan;      /* its partition went away: never committed by us */
     int deauthorize; /* revoke at the provider before the next commit */
     int probe;       /* the one request that probes a provider paused by invalid_client */
+    int refresh;     /* its request is a refresh_token grant (SPEC §5b), not a code */
+    /* The public document last written to the status topic (conn_public_hash):
+     * a change that leaves it equal writes the connections record only. */
+    uint64_t pub_hash, pub_next;
+    int pub_known;
     int64_t claim_mono_ms;
     int64_t conn_offset; /* set by the delivery report of its connections record */
     exchange_req req;
     char code[RECORDS_CODE_MAX + 1];
     char verifier[RECORDS_VERIFIER_MAX + 1];
+    char rtoken[EXCHANGE_TOKEN_MAX + 1]; /* the opened refresh token while in flight */
 } item_t;
 
 typedef struct {
@@ -150,6 +156,15 @@ static int64_t paused_until(const worker_t *w, const char *provider)
 
 /* Write provider pi's pause state to partition p's changelog (all owned
  * partitions when p < 0) with the next transaction. */
+/* The refresh rules of a provider (SPEC §5b); unknown: the safe side. */
+static machine_refresh_policy refresh_policy(const worker_t *w, const char *provider)
+{
+    const provider_t *pv = providers_find(w->providers, provider);
+    machine_refresh_policy rp = {pv ? pv->refresh_rotation : 1, pv ? pv->refresh_ahead_s : 0,
+                                 w->cfg.refresh_skew_s};
+    return rp;
+}
+
 static void pstate_mark(worker_t *w, int p, int pi)
 {
     if (pi < 0 || pi >= PROVIDERS_MAX)
@@ -230,6 +245,7 @@ static void item_free(item_t *it)
 {
     crypto_wipe(it->code, sizeof it->code);
     crypto_wipe(it->verifier, sizeof it->verifier);
+    crypto_wipe(it->rtoken, sizeof it->rtoken);
     crypto_wipe(&it->req.result, sizeof it->req.result);
     if (it->c)
         crypto_wipe(it->c, sizeof *it->c);
@@ -287,6 +303,8 @@ static item_t *item_get(worker_t *w, const char *id, const char *provider, int32
             err_set(e, ERRC_PERMANENT, "stored state of the connection is unreadable (held)");
             return NULL;
         }
+        it->pub_hash = conn_public_hash(it->c);
+        it->pub_known = 1;
     } else {
         conn_init(it->c, id, provider, now_ms());
         *fresh = 1;
@@ -544,6 +562,55 @@ static int on_disconnect(worker_t *w, const rd_kafka_message_t *m, const char *k
     return 0;
 }
 
+/* A refresh.v1 record (SPEC §5b): the token API found the access token
+ * stale. Coalesced by the state machine: one refresh per connection at a
+ * time, none while the committed token is fresh. Carries no secret. */
+static int on_refresh(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
+{
+    records_refresh rr;
+    err_t de = {0};
+    if (records_refresh_decode(m->payload, m->len, &rr, &de) < 0 ||
+        strcmp(rr.connection_id, key) != 0) {
+        add_dlq(w, m, de.msg[0] ? de.msg : "refresh: key is not its connection_id");
+        return 0;
+    }
+    int fresh;
+    item_t *it = item_get(w, key, rr.provider, m->partition, &fresh, e);
+    if (!it)
+        return held(w, m, e);
+    machine_action a = MACHINE_UNCHANGED;
+    const char *result = "coalesced";
+    if (fresh || strcmp(it->c->provider, rr.provider) != 0) {
+        result = fresh ? "unknown connection" : "provider mismatch";
+    } else if (it->exchange || it->claimed_now || it->inflight) {
+        result = "coalesced: in flight";
+    } else {
+        machine_refresh_policy rp = refresh_policy(w, it->c->provider);
+        a = machine_on_refresh_request(it->c, 0, &rp, paused_until(w, it->c->provider), now_ms());
+        item_apply(it, a);
+        result = a == MACHINE_EXCHANGE             ? "refresh"
+                 : a == MACHINE_CHANGED            ? it->c->last_error
+                 : it->c->status != CONN_CONNECTED ? "not connected"
+                 : it->c->claimed                  ? "coalesced: in flight"
+                                                   : "coalesced: fresh or scheduled";
+    }
+    char seen[24];
+    snprintf(seen, sizeof seen, "%lld", (long long)rr.seen_version);
+    char labels[48];
+    snprintf(labels, sizeof labels, "result=\"%s\"",
+             a == MACHINE_EXCHANGE  ? "refresh"
+             : a == MACHINE_CHANGED ? "changed"
+                                    : "coalesced");
+    metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_refresh_requests_total",
+                                        "refresh.v1 requests by what they caused", labels),
+                        1);
+    log_kv(LOGL_INFO, "refresh_request", "connection_id", key, "seen_version", seen, "result",
+           result, "request_id", rr.request_id);
+    if (fresh)
+        items_gc(w, 0);
+    return 0;
+}
+
 /* Revoke at the provider for the items that asked, before the claim
  * transaction commits their offsets: a crash in between re-consumes the
  * request and revokes again, which providers treat as already done. */
@@ -607,6 +674,8 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         return on_replay(w, m, key, e);
     if (usable && strcmp(schema, RECORDS_DISCONNECT_SCHEMA) == 0)
         return on_disconnect(w, m, key, e);
+    if (usable && strcmp(schema, RECORDS_REFRESH_SCHEMA) == 0)
+        return on_refresh(w, m, key, e);
     records_callback cb;
     err_t de = {0};
     const char *reason = NULL;
@@ -732,7 +801,8 @@ static int collect_due(worker_t *w, int64_t now, err_t *e)
                 }
                 if (fresh || it->exchange || it->claimed_now || it->inflight)
                     continue;
-                if (paused <= now && allow <= 0 && now < it->c->deadline_ms)
+                if (paused <= now && allow <= 0 &&
+                    (it->c->status == CONN_CONNECTED || now < it->c->deadline_ms))
                     continue; /* waits for the probe's answer */
                 machine_action a = machine_on_due(it->c, paused, now);
                 item_apply(it, a);
@@ -817,13 +887,17 @@ static int produce_round(worker_t *w)
         if (!it->changed || it->orphan)
             continue;
         it->conn_offset = -1;
+        /* The status record only when the public document changed: a
+         * refresh or a recorded later code tells the frontend nothing. */
+        it->pub_next = conn_public_hash(it->c);
+        int public = !it->pub_known || it->pub_next != it->pub_hash;
         char *conn = conn_encode(it->c, NULL);
-        char *status = conn_status_json(it->c, NULL);
-        int bad =
-            !conn || !status ||
-            produce(w, w->t_connections, it->partition, it->c->id, conn, strlen(conn),
-                    &it->conn_offset) < 0 ||
-            produce(w, w->t_status, it->partition, it->c->id, status, strlen(status), NULL) < 0;
+        char *status = public ? conn_status_json(it->c, NULL) : NULL;
+        int bad = !conn || (public && !status) ||
+                  produce(w, w->t_connections, it->partition, it->c->id, conn, strlen(conn),
+                          &it->conn_offset) < 0 ||
+                  (public && produce(w, w->t_status, it->partition, it->c->id, status,
+                                     strlen(status), NULL) < 0);
         if (conn)
             crypto_wipe(conn, strlen(conn));
         free(conn);
@@ -1139,6 +1213,17 @@ static void record_outcome(worker_t *w, item_t *it, const exchange_result *r)
                         1);
     if (r->cls == EXCH_UNKNOWN)
         metrics_counter_add(w->m_unknown, 1);
+    if (it->refresh) {
+        char rl[64];
+        snprintf(rl, sizeof rl, "outcome=\"%s\"", exchange_class_name(r->cls));
+        metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_refreshes_total",
+                                            "Refresh requests sent, by outcome class", rl),
+                            1);
+        log_kv(LOGL_INFO, "refresh_done", "connection_id", it->c->id, "outcome",
+               exchange_class_name(r->cls), "detail", r->detail, "status",
+               conn_status_name(it->c->status));
+        return;
+    }
     if (it->c->phase == PHASE_RETRYING)
         metrics_counter_add(w->m_retries, 1);
     if (it->c->status != CONN_PENDING) {
@@ -1168,6 +1253,7 @@ static void on_exchange_done(exchange_req *req, void *ud)
     it->slot = -1;
     crypto_wipe(it->code, sizeof it->code);
     crypto_wipe(it->verifier, sizeof it->verifier);
+    crypto_wipe(it->rtoken, sizeof it->rtoken);
     if (it->orphan) {
         /* Its partition went away: the new owner resolves the claim. */
         log_kv(LOGL_WARN, "exchange_result_dropped", "connection_id", it->c->id, "reason",
@@ -1206,7 +1292,8 @@ static void on_exchange_done(exchange_req *req, void *ud)
         return;
     }
     int pause = 0;
-    machine_on_result(it->c, r, acc, ref, now, &pause);
+    machine_refresh_policy rp = refresh_policy(w, it->c->provider);
+    machine_on_result(it->c, r, acc, ref, &rp, now, &pause);
     crypto_wipe(acc, sizeof acc);
     crypto_wipe(ref, sizeof ref);
     it->changed = 1;
@@ -1262,11 +1349,23 @@ static void start_claimed(worker_t *w)
             it->changed = 1;
             continue;
         }
-        if (sealed_open(w->data_keys, it->c->id, "code", it->c->code_sealed, it->code,
-                        sizeof it->code, &e) < 0 ||
-            (it->c->verifier_sealed[0] &&
-             sealed_open(w->data_keys, it->c->id, "code_verifier", it->c->verifier_sealed,
-                         it->verifier, sizeof it->verifier, &e) < 0)) {
+        it->refresh = it->c->status == CONN_CONNECTED;
+        if (it->refresh) {
+            if (sealed_open(w->data_keys, it->c->id, "refresh_token", it->c->refresh_sealed,
+                            it->rtoken, sizeof it->rtoken, &e) < 0) {
+                add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
+                            "unsealable: refresh token sealed with an unknown data key");
+                release_slot(w, it);
+                it->slot = -1;
+                machine_on_refresh_unusable(it->c, "refresh token unsealable", now);
+                it->changed = 1;
+                continue;
+            }
+        } else if (sealed_open(w->data_keys, it->c->id, "code", it->c->code_sealed, it->code,
+                               sizeof it->code, &e) < 0 ||
+                   (it->c->verifier_sealed[0] &&
+                    sealed_open(w->data_keys, it->c->id, "code_verifier", it->c->verifier_sealed,
+                                it->verifier, sizeof it->verifier, &e) < 0)) {
             /* Poison: sealed with a key no longer in the keyring. */
             add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
                         "unsealable: code sealed with an unknown data key");
@@ -1279,8 +1378,9 @@ static void start_claimed(worker_t *w)
         memset(&it->req, 0, sizeof it->req);
         it->req.provider = pv;
         it->req.client_secret = w->secrets[it->slot];
-        it->req.code = it->code;
-        it->req.code_verifier = it->verifier;
+        it->req.code = it->refresh ? NULL : it->code;
+        it->req.refresh_token = it->refresh ? it->rtoken : NULL;
+        it->req.code_verifier = it->refresh ? NULL : it->verifier;
         it->req.redirect_uri = w->redirect_uri;
         it->req.send_by_mono_ms = it->claim_mono_ms + w->cfg.worker_lease_ms;
         it->req.ud = it;
@@ -1298,8 +1398,11 @@ static void start_claimed(worker_t *w)
         it->slot = -1;
         crypto_wipe(it->code, sizeof it->code);
         crypto_wipe(it->verifier, sizeof it->verifier);
+        crypto_wipe(it->rtoken, sizeof it->rtoken);
         log_kv(LOGL_ERROR, "claim_not_sent", "connection_id", it->c->id, "reason", e.msg);
-        if (e.cls == ERRC_PERMANENT)
+        if (e.cls == ERRC_PERMANENT && it->refresh)
+            machine_on_refresh_unusable(it->c, "refresh token cannot be sent", now);
+        else if (e.cls == ERRC_PERMANENT)
             machine_on_unconfigured(it->c, now);
         else
             machine_not_sent(it->c, "not sent: no transfer slot", now);
@@ -1401,8 +1504,13 @@ static int commit_round(worker_t *w, err_t *e)
     if (apply_to_stores(w, e) < 0)
         return -1;
     for (size_t i = 0; i < w->nitems; i++) {
-        w->items[i]->changed = 0;
-        w->items[i]->settled = 0;
+        item_t *it = w->items[i];
+        if (it->changed && !it->orphan) {
+            it->pub_hash = it->pub_next; /* what the status topic now shows */
+            it->pub_known = 1;
+        }
+        it->changed = 0;
+        it->settled = 0;
     }
     dlq_reset(w);
     memset(w->pstate_dirty, 0, sizeof w->pstate_dirty);
@@ -1622,8 +1730,9 @@ static int takeover(worker_t *w, int32_t p, err_t *e)
             free(l.ids);
             return -1;
         }
+        machine_refresh_policy rp = refresh_policy(w, it->c->provider);
         if (!fresh && !it->inflight &&
-            machine_on_takeover(it->c, w->takeover_hold_ms, now_ms()) != MACHINE_UNCHANGED) {
+            machine_on_takeover(it->c, w->takeover_hold_ms, &rp, now_ms()) != MACHINE_UNCHANGED) {
             it->changed = 1;
             n++;
         }

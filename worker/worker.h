@@ -51,6 +51,15 @@
  *    key's records go to the partition its callback came from.
  *  - Retries are rows with retry_at in the store, served by the loop's
  *    timer; nothing sleeps on a partition.
+ *  - Refresh (SPEC §5b) is the same keyed work: a refresh.v1 record (or a
+ *    connected row's retry_at: a retry, a takeover's re-send, or the
+ *    background refresh of refresh_ahead_s) is decided by the machine
+ *    (coalesced while one is claimed or the token is fresh), claimed,
+ *    sent as a refresh_token grant under the same lease and fencing, and
+ *    settled with the new tokens sealed in the same record that drops the
+ *    old refresh token. A change that leaves the public document as it
+ *    was (a refresh, a recorded later code) writes only the connections
+ *    record, so the frontend and the webhooks see no new version.
  * Failure classes: retriable Kafka errors are retried; an abortable
  * transaction error aborts, releases the round's claims (nothing was sent),
  * rewinds the consumer to the committed offsets (exit if that cannot be

@@ -54,6 +54,12 @@
 #define MAXW 2
 
 static char g_dir[256], g_build[256], g_sim_url[64];
+/* Refresh (SPEC §5b): two more simulators announcing expires_in 62 s, so a
+ * token is stale (skew 60 s) two seconds after it was issued and fresh for
+ * two seconds after a refresh. simr rotates refresh tokens, simnr does not
+ * (provider "simnr" says refresh_rotation false). */
+static char g_simr_url[64], g_simnr_url[64];
+static pid_t g_simr = -1, g_simnr = -1;
 static char g_t_callbacks[256], g_t_status[256], g_t_conn[256], g_t_dlq[256];
 static pid_t g_sim = -1, g_workers[MAXW] = {-1, -1};
 static config_t g_cfg;
@@ -139,6 +145,13 @@ static int setup(void **state)
     setenv("OAUTHQ_DATA_KEYS_FILE", path, 1);
     int port = testproc_free_port();
     snprintf(g_sim_url, sizeof g_sim_url, "http://127.0.0.1:%d", port);
+    int rport = testproc_free_port(), nrport = testproc_free_port();
+    while (rport == port)
+        rport = testproc_free_port();
+    while (nrport == port || nrport == rport)
+        nrport = testproc_free_port();
+    snprintf(g_simr_url, sizeof g_simr_url, "http://127.0.0.1:%d", rport);
+    snprintf(g_simnr_url, sizeof g_simnr_url, "http://127.0.0.1:%d", nrport);
     snprintf(path, sizeof path, "%s/providers.json", g_dir);
     snprintf(json, sizeof json,
              "{\"providers\":["
@@ -156,9 +169,18 @@ static int setup(void **state)
              "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
              "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/badsecret2\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null}]}",
+             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
+             "{\"name\":\"simr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_post\","
+             "\"code_ttl_s\":300},"
+             "{\"name\":\"simnr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_basic\","
+             "\"code_ttl_s\":300,\"refresh_rotation\":false}]}",
              g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
-             g_sim_url, g_sim_url, g_sim_url, g_dir);
+             g_sim_url, g_sim_url, g_sim_url, g_dir, g_simr_url, g_simr_url, g_dir, g_simnr_url,
+             g_simnr_url, g_dir);
     write_file(path, json);
     setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
 
@@ -173,6 +195,26 @@ static int setup(void **state)
     char url[128];
     snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url);
     if (g_sim < 0 || testproc_wait_http(url, 10000) != 0)
+        return -1;
+    char rlisten[64], nrlisten[64];
+    snprintf(rlisten, sizeof rlisten, "127.0.0.1:%d", rport);
+    snprintf(nrlisten, sizeof nrlisten, "127.0.0.1:%d", nrport);
+    snprintf(log, sizeof log, "%s/simr.log", g_dir);
+    char *rargv[] = {
+        bin,    "--listen",     rlisten, "--client-id",  "ca_w", "--client-secret-file",
+        secret, "--latency-ms", "20",    "--access-ttl", "62",   NULL};
+    g_simr = testproc_spawn(rargv, log);
+    snprintf(log, sizeof log, "%s/simnr.log", g_dir);
+    char *nrargv[] = {
+        bin,    "--listen",     nrlisten, "--client-id",  "ca_w", "--client-secret-file",
+        secret, "--latency-ms", "20",     "--access-ttl", "62",   "--no-refresh-rotation",
+        NULL};
+    g_simnr = testproc_spawn(nrargv, log);
+    snprintf(url, sizeof url, "%s/_sim/stats", g_simr_url);
+    if (g_simr < 0 || testproc_wait_http(url, 10000) != 0)
+        return -1;
+    snprintf(url, sizeof url, "%s/_sim/stats", g_simnr_url);
+    if (g_simnr < 0 || testproc_wait_http(url, 10000) != 0)
         return -1;
     char errstr[256];
     rd_kafka_conf_t *pc = kafka_conf_producer(&g_cfg, NULL, &e);
@@ -190,6 +232,10 @@ static int teardown(void **state)
         stop_worker(i);
     if (g_sim > 0)
         testproc_stop(g_sim, 5000);
+    if (g_simr > 0)
+        testproc_stop(g_simr, 5000);
+    if (g_simnr > 0)
+        testproc_stop(g_simnr, 5000);
     if (g_prod)
         rd_kafka_destroy(g_prod);
     if (!getenv("OAUTHQ_KEEP_TEST_LOGS")) {
@@ -225,10 +271,21 @@ typedef struct {
 static void new_code(flow *f, const char *provider, const char *fault)
 {
     char url[512];
+    const char *base = strcmp(provider, "simr") == 0    ? g_simr_url
+                       : strcmp(provider, "simnr") == 0 ? g_simnr_url
+                                                        : g_sim_url;
+    /* "refresh:F" asks for a fault on the first refresh (sim_refresh_fault). */
+    int rf = fault && strncmp(fault, "refresh:", 8) == 0;
     snprintf(url, sizeof url,
              "%s/oauth/authorize?response_type=code&client_id=ca_w&redirect_uri=http%%3A%%2F%%2F"
              "127.0.0.1%%3A9%%2Fcb&state=s%s%s",
-             g_sim_url, fault ? "&sim_fault=" : "", fault ? fault : "");
+             base,
+             !fault ? ""
+             : rf   ? "&sim_refresh_fault="
+                    : "&sim_fault=",
+             !fault ? ""
+             : rf   ? fault + 8
+                    : fault);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 302);
@@ -376,16 +433,21 @@ static void wait_final(const flow *fl, int n, int timeout_s)
 }
 
 /* Simulator stats: token requests for a code hash, grants. */
-static cJSON *sim_stats(void)
+static cJSON *sim_stats_at(const char *base)
 {
     char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url);
+    snprintf(url, sizeof url, "%s/_sim/stats", base);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     cJSON *o = cJSON_Parse(r.body);
     testhttp_resp_free(&r);
     assert_non_null(o);
     return o;
+}
+
+static cJSON *sim_stats(void)
+{
+    return sim_stats_at(g_sim_url);
 }
 
 static int token_requests(const cJSON *stats, const char *hash)
@@ -1519,6 +1581,199 @@ static cJSON *last_record(const char *topic, const char *id)
     return o;
 }
 
+/* ---- refresh (SPEC §5b) ------------------------------------------------------------- */
+
+/* Produce n refresh.v1 records for id as intakes would (seen_version v). */
+static void produce_refresh(const char *id, const char *provider, long v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        records_refresh rr;
+        memset(&rr, 0, sizeof rr);
+        snprintf(rr.connection_id, sizeof rr.connection_id, "%s", id);
+        snprintf(rr.provider, sizeof rr.provider, "%s", provider);
+        rr.seen_version = v;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rr.requested_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        snprintf(rr.intake_id, sizeof rr.intake_id, "itest-%d", i % 2);
+        snprintf(rr.request_id, sizeof rr.request_id, "rr%d", i);
+        char *json = records_refresh_encode(&rr, NULL);
+        assert_non_null(json);
+        assert_int_equal(
+            rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                              RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(json, strlen(json)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+            0);
+        free(json);
+    }
+    flush_prod();
+}
+
+static long num_field(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
+}
+
+static const char *str_field(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* The last connections record of id once `field` reaches at least want
+ * (or status is want_status), within timeout_s; NULL otherwise. */
+static cJSON *await_conn(const char *id, const char *field, long want, const char *want_status,
+                         int timeout_s)
+{
+    for (int i = 0; i < timeout_s * 4; i++) {
+        cJSON *o = last_record(g_t_conn, id);
+        if (o && ((field && num_field(o, field) >= want) ||
+                  (want_status && strcmp(str_field(o, "status"), want_status) == 0)))
+            return o;
+        cJSON_Delete(o);
+        usleep(250 * 1000);
+    }
+    return NULL;
+}
+
+/* refresh_tokens of a simulator's stats: how many tokens were presented,
+ * the most requests any one got, and the sum. */
+static void refresh_counts(const char *base, int *tokens, int *max, int *sum)
+{
+    cJSON *s = sim_stats_at(base);
+    *tokens = *max = *sum = 0;
+    const cJSON *rt = cJSON_GetObjectItem(s, "refresh_tokens");
+    for (const cJSON *it = rt ? rt->child : NULL; it; it = it->next) {
+        int n = (int)num_field(it, "requests");
+        (*tokens)++;
+        *sum += n;
+        if (n > *max)
+            *max = n;
+    }
+    cJSON_Delete(s);
+}
+
+/* A connected flow on provider (fault: "refresh:F" or NULL); returns its
+ * last connections record. */
+static cJSON *connect_flow(flow *f, const char *provider, const char *fault)
+{
+    new_code(f, provider, fault);
+    produce_cb(f, 0);
+    flush_prod();
+    assert_non_null(wait_status(f->id, "connected", NULL, 20));
+    cJSON *o = await_conn(f->id, NULL, 0, "connected", 20);
+    assert_non_null(o);
+    return o;
+}
+
+/* 50 concurrent requests (two "intakes") for one stale token: exactly one
+ * refresh at the provider, the rotated token replaces the old one in the
+ * same record, no status record (nothing public changed); a later refresh
+ * sends the NEW refresh token, and the rotated-out one is never sent again
+ * (per-token counters at the simulator: every token exactly once). */
+static void test_refresh_coalesces_and_rotates(void **state)
+{
+    (void)state;
+    flow f;
+    cJSON *c0 = connect_flow(&f, "simr", NULL);
+    long v0 = num_field(c0, "version");
+    char acc0[CONN_SEALED_TOKEN], ref0[CONN_SEALED_TOKEN];
+    snprintf(acc0, sizeof acc0, "%s", str_field(c0, "access_token_sealed"));
+    snprintf(ref0, sizeof ref0, "%s", str_field(c0, "refresh_token_sealed"));
+    assert_true(ref0[0] != '\0');
+    cJSON_Delete(c0);
+    st_entry *s0 = wait_status(f.id, "connected", NULL, 5);
+    long sv0 = s0->version;
+    usleep(2300 * 1000); /* stale: within 60 s of its 62 s lifetime */
+    produce_refresh(f.id, "simr", v0, 50);
+    cJSON *c1 = await_conn(f.id, "refreshes", 1, NULL, 20);
+    assert_non_null(c1);
+    assert_string_not_equal(str_field(c1, "access_token_sealed"), acc0);
+    assert_string_not_equal(str_field(c1, "refresh_token_sealed"), ref0);
+    assert_string_equal(str_field(c1, "status"), "connected");
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(c1, "claimed")));
+    assert_true(num_field(c1, "version") > v0);
+    cJSON_Delete(c1);
+    usleep(1500 * 1000); /* let any stray second refresh show */
+    int tokens, max, sum;
+    refresh_counts(g_simr_url, &tokens, &max, &sum);
+    assert_int_equal(tokens, 1);
+    assert_int_equal(max, 1);
+    cJSON *c = last_record(g_t_conn, f.id);
+    assert_int_equal(num_field(c, "refreshes"), 1);
+    cJSON_Delete(c);
+    /* No status record for a refresh: the document did not change. */
+    read_statuses(0);
+    assert_int_equal(st_find(f.id, 0)->version, sv0);
+
+    usleep(2300 * 1000);
+    produce_refresh(f.id, "simr", v0 + 1, 3);
+    cJSON *c2 = await_conn(f.id, "refreshes", 2, NULL, 20);
+    assert_non_null(c2);
+    cJSON_Delete(c2);
+    usleep(1000 * 1000);
+    refresh_counts(g_simr_url, &tokens, &max, &sum);
+    assert_int_equal(tokens, 2); /* the first token, then the one it rotated to */
+    assert_int_equal(max, 1);    /* neither was ever sent twice */
+    cJSON *st = sim_stats_at(g_simr_url);
+    assert_int_equal(grants(st, "revoked"), 0); /* no reuse, no family revocation */
+    cJSON_Delete(st);
+}
+
+/* An unknown outcome (connection cut after the provider rotated) on a
+ * rotating provider: exactly one send, then failed / reconnect_required,
+ * tokens shredded, the status record marked for connection.refresh_failed. */
+static void test_refresh_unknown_outcome_rotating_is_reconnect_required(void **state)
+{
+    (void)state;
+    int t0, m0, s0;
+    refresh_counts(g_simr_url, &t0, &m0, &s0);
+    flow f;
+    cJSON *c0 = connect_flow(&f, "simr", "refresh:cut_after");
+    long v0 = num_field(c0, "version");
+    cJSON_Delete(c0);
+    usleep(2300 * 1000);
+    produce_refresh(f.id, "simr", v0, 5);
+    st_entry *s = wait_status(f.id, "failed", "reconnect_required", 20);
+    assert_non_null(s);
+    cJSON *c = last_record(g_t_conn, f.id);
+    assert_string_equal(str_field(c, "access_token_sealed"), "");
+    assert_string_equal(str_field(c, "refresh_token_sealed"), "");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(c, "refresh_failed")));
+    cJSON_Delete(c);
+    cJSON *st = last_record(g_t_status, f.id);
+    assert_string_equal(str_field(st, "failed_during"), "refresh");
+    cJSON_Delete(st);
+    usleep(3000 * 1000); /* past a retry's backoff: still one send */
+    int t1, m1, s1;
+    refresh_counts(g_simr_url, &t1, &m1, &s1);
+    assert_int_equal(t1 - t0, 1);
+    assert_int_equal(s1 - s0, 1);
+}
+
+/* The same fault where refresh tokens are not rotated (Stripe-like): the
+ * token is still good, so the unknown outcome is re-sent after a backoff and
+ * the connection stays connected. */
+static void test_refresh_unknown_outcome_not_rotating_is_resent(void **state)
+{
+    (void)state;
+    flow f;
+    cJSON *c0 = connect_flow(&f, "simnr", "refresh:500_after");
+    long v0 = num_field(c0, "version");
+    cJSON_Delete(c0);
+    usleep(2300 * 1000);
+    produce_refresh(f.id, "simnr", v0, 5);
+    cJSON *c = await_conn(f.id, "refreshes", 1, NULL, 20);
+    assert_non_null(c);
+    assert_string_equal(str_field(c, "status"), "connected");
+    cJSON_Delete(c);
+    int tokens, max, sum;
+    refresh_counts(g_simnr_url, &tokens, &max, &sum);
+    assert_int_equal(tokens, 1);
+    assert_int_equal(max, 2); /* the unknown outcome, then its one re-send */
+}
+
 /* SPEC §4a: the platform's end_user/organization/tags of a session flow
  * travel from the callback record into the connection and status records
  * (and survive a later callback without them). */
@@ -1586,6 +1841,9 @@ int main(void)
         cmocka_unit_test(test_zombie_paused_worker),
         cmocka_unit_test(test_restore_waits_for_open_transaction),
         cmocka_unit_test(test_restore_after_pending_offsets),
+        cmocka_unit_test(test_refresh_coalesces_and_rotates),
+        cmocka_unit_test(test_refresh_unknown_outcome_rotating_is_reconnect_required),
+        cmocka_unit_test(test_refresh_unknown_outcome_not_rotating_is_resent),
         cmocka_unit_test(test_metadata_travels),
         cmocka_unit_test(test_save_connection_records),
     };

@@ -114,7 +114,7 @@ static void test_success_is_sticky(void **state)
     conn_t *c = claimed_with_a();
     exchange_result ok = outcome(EXCH_SUCCESS);
     int pause = 0;
-    assert_int_equal(machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", T0 + 100, &pause),
+    assert_int_equal(machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", NULL, T0 + 100, &pause),
                      MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_CONNECTED);
     assert_string_equal(c->account_id, "acct_1");
@@ -146,8 +146,9 @@ static void test_success_is_sticky(void **state)
     assert_int_equal(c->status, CONN_CONNECTED);
     /* Late or stale exchange results cannot downgrade it either. */
     exchange_result bad = outcome(EXCH_REJECTED);
-    assert_int_equal(machine_on_result(c, &bad, NULL, NULL, T0 + 600, &pause), MACHINE_UNCHANGED);
-    assert_int_equal(machine_on_takeover(c, 0, T0 + 700), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_result(c, &bad, NULL, NULL, NULL, T0 + 600, &pause),
+                     MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_takeover(c, 0, NULL, T0 + 700), MACHINE_UNCHANGED);
     assert_int_equal(machine_on_due(c, 0, T0 + 800), MACHINE_UNCHANGED);
     assert_int_equal(c->status, CONN_CONNECTED);
     free(c);
@@ -173,7 +174,8 @@ static void test_definitive_failures(void **state)
         exchange_result r = outcome(rows[i].cls);
         r.expired_hint = rows[i].expired;
         snprintf(r.error, sizeof r.error, "%s", rows[i].error);
-        assert_int_equal(machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause), MACHINE_CHANGED);
+        assert_int_equal(machine_on_result(c, &r, NULL, NULL, NULL, T0 + 10, &pause),
+                         MACHINE_CHANGED);
         assert_int_equal(c->status, CONN_FAILED);
         assert_int_equal(c->reason, rows[i].want);
         assert_string_equal(c->code_sealed, "");
@@ -188,7 +190,8 @@ static void test_unknown_then_invalid_grant_is_reconnect_required(void **state)
     conn_t *c = claimed_with_a();
     exchange_result unk = outcome(EXCH_UNKNOWN);
     int pause = 0;
-    assert_int_equal(machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause), MACHINE_CHANGED);
+    assert_int_equal(machine_on_result(c, &unk, NULL, NULL, NULL, T0 + 10, &pause),
+                     MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_PENDING);
     assert_int_equal(c->phase, PHASE_RETRYING);
     assert_int_equal(c->unknown_outcomes, 1);
@@ -200,7 +203,7 @@ static void test_unknown_then_invalid_grant_is_reconnect_required(void **state)
     machine_claim(c, "w1", c->retry_at_ms);
     assert_int_equal(c->attempts, 2);
     exchange_result rej = outcome(EXCH_REJECTED);
-    machine_on_result(c, &rej, NULL, NULL, T0 + 5000, &pause);
+    machine_on_result(c, &rej, NULL, NULL, NULL, T0 + 5000, &pause);
     assert_int_equal(c->status, CONN_FAILED);
     assert_int_equal(c->reason, REASON_RECONNECT_REQUIRED); /* never code_rejected */
     free(c);
@@ -213,7 +216,7 @@ static void test_retry_safe_uses_retry_after_and_deadline(void **state)
     exchange_result r = outcome(EXCH_RETRY_SAFE);
     r.retry_after_s = 7;
     int pause = 0;
-    machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &r, NULL, NULL, NULL, T0 + 10, &pause);
     assert_int_equal(c->phase, PHASE_RETRYING);
     assert_int_equal(c->retry_at_ms, T0 + 10 + 7000);
     assert_int_equal(c->unknown_outcomes, 0); /* the code is known unused */
@@ -225,7 +228,7 @@ static void test_retry_safe_uses_retry_after_and_deadline(void **state)
     /* A retry that would land past the deadline ends the chain now. */
     c = claimed_with_a();
     r.retry_after_s = TTL + 10;
-    machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &r, NULL, NULL, NULL, T0 + 10, &pause);
     assert_int_equal(c->status, CONN_FAILED);
     assert_int_equal(c->reason, REASON_PROVIDER_UNAVAILABLE);
     free(c);
@@ -240,7 +243,7 @@ static void test_invalid_client_pauses_and_holds(void **state)
     conn_t *c = claimed_with_a();
     exchange_result r = outcome(EXCH_MISCONFIGURED);
     int pause = 0;
-    machine_on_result(c, &r, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &r, NULL, NULL, NULL, T0 + 10, &pause);
     assert_true(pause);
     assert_int_equal(c->status, CONN_PENDING); /* held, not failed */
     assert_int_equal(c->phase, PHASE_RETRYING);
@@ -276,15 +279,16 @@ static void test_takeover_resolves_claims_as_unknown(void **state)
 {
     (void)state;
     conn_t *c = claimed_with_a();
-    assert_int_equal(machine_on_takeover(c, 0, T0 + 50), MACHINE_CHANGED);
+    assert_int_equal(machine_on_takeover(c, 0, NULL, T0 + 50), MACHINE_CHANGED);
     assert_int_equal(c->unknown_outcomes, 1);
     assert_false(c->claimed);
     assert_int_equal(c->phase, PHASE_RETRYING);
     assert_int_equal(machine_on_due(c, 0, T0 + 50), MACHINE_EXCHANGE);
-    assert_int_equal(machine_on_takeover(c, 0, T0 + 51), MACHINE_UNCHANGED); /* no open claim */
+    assert_int_equal(machine_on_takeover(c, 0, NULL, T0 + 51),
+                     MACHINE_UNCHANGED); /* no open claim */
     free(c);
     c = claimed_with_a();
-    assert_int_equal(machine_on_takeover(c, 0, T0 + TTL * 1000), MACHINE_CHANGED);
+    assert_int_equal(machine_on_takeover(c, 0, NULL, T0 + TTL * 1000), MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_FAILED);
     assert_int_equal(c->reason, REASON_PROVIDER_UNAVAILABLE);
     free(c);
@@ -298,7 +302,7 @@ static void test_takeover_waits_for_the_lease(void **state)
     conn_t *c = claimed_with_a();
     int64_t claimed_at = c->claimed_at_ms;
     assert_string_equal(c->claimed_by, "w1");
-    assert_int_equal(machine_on_takeover(c, 22000, claimed_at + 100), MACHINE_CHANGED);
+    assert_int_equal(machine_on_takeover(c, 22000, NULL, claimed_at + 100), MACHINE_CHANGED);
     assert_int_equal(c->retry_at_ms, claimed_at + 22000);
     assert_int_equal(machine_on_due(c, 0, claimed_at + 21999), MACHINE_UNCHANGED);
     assert_int_equal(machine_on_due(c, 0, claimed_at + 22000), MACHINE_EXCHANGE);
@@ -306,7 +310,7 @@ static void test_takeover_waits_for_the_lease(void **state)
     /* Taken over long after the lease: due at once. */
     c = claimed_with_a();
     claimed_at = c->claimed_at_ms;
-    assert_int_equal(machine_on_takeover(c, 1000, claimed_at + 5000), MACHINE_CHANGED);
+    assert_int_equal(machine_on_takeover(c, 1000, NULL, claimed_at + 5000), MACHINE_CHANGED);
     assert_int_equal(c->retry_at_ms, claimed_at + 5000);
     free(c);
 }
@@ -376,7 +380,7 @@ static void test_answered_codes_are_never_exchanged_again(void **state)
     conn_t *c = claimed_with_a(), *d = calloc(1, sizeof *d);
     exchange_result rej = outcome(EXCH_REJECTED);
     int pause;
-    assert_int_equal(machine_on_result(c, &rej, NULL, NULL, T0 + 2, &pause), MACHINE_CHANGED);
+    assert_int_equal(machine_on_result(c, &rej, NULL, NULL, NULL, T0 + 2, &pause), MACHINE_CHANGED);
     assert_int_equal(c->reason, REASON_CODE_REJECTED);
     assert_true(conn_answered(c, "hashA"));
     records_callback denied = error_cb("access_denied");
@@ -394,7 +398,7 @@ static void test_answered_codes_are_never_exchanged_again(void **state)
     assert_int_equal(machine_on_callback(c, 0, &b, "hashB", "sealedB", "", TTL, T0 + 5),
                      MACHINE_EXCHANGE);
     machine_claim(c, "w1", T0 + 6);
-    assert_int_equal(machine_on_result(c, &rej, NULL, NULL, T0 + 7, &pause), MACHINE_CHANGED);
+    assert_int_equal(machine_on_result(c, &rej, NULL, NULL, NULL, T0 + 7, &pause), MACHINE_CHANGED);
     assert_int_equal(machine_on_callback(c, 0, &a, "hashA", "sealedA", "", TTL, T0 + 8),
                      MACHINE_UNCHANGED);
     /* The set survives the changelog (encode, decode). */
@@ -455,7 +459,7 @@ static void test_versions_only_move_forward(void **state)
     int64_t v = c->version;
     exchange_result unk = outcome(EXCH_UNKNOWN);
     int pause;
-    machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &unk, NULL, NULL, NULL, T0 + 10, &pause);
     assert_true(c->version > v);
     v = c->version;
     machine_on_due(c, 0, c->retry_at_ms);
@@ -471,7 +475,7 @@ static void test_replay(void **state)
     /* Retrying with the code kept: exchanged now (not at its retry_at). */
     conn_t *c = claimed_with_a();
     exchange_result unk = outcome(EXCH_UNKNOWN);
-    machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &unk, NULL, NULL, NULL, T0 + 10, &pause);
     assert_true(c->retry_at_ms > T0 + 20);
     assert_int_equal(machine_on_replay(c, 0, 0, T0 + 20), MACHINE_EXCHANGE);
     /* Provider paused: deferred, recorded. */
@@ -483,7 +487,7 @@ static void test_replay(void **state)
     assert_non_null(strstr(c->last_error, "in flight"));
     /* Connected: never exchanged again. */
     exchange_result ok = outcome(EXCH_SUCCESS);
-    machine_on_result(c, &ok, "a", "r", T0 + 40, &pause);
+    machine_on_result(c, &ok, "a", "r", NULL, T0 + 40, &pause);
     assert_int_equal(machine_on_replay(c, 0, 0, T0 + 50), MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_CONNECTED);
     assert_int_equal(machine_on_replay(c, 0, 0, T0 + 51), MACHINE_UNCHANGED);
@@ -491,14 +495,14 @@ static void test_replay(void **state)
     /* Failed definitively: never exchanged again. */
     c = claimed_with_a();
     exchange_result rej = outcome(EXCH_REJECTED);
-    machine_on_result(c, &rej, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &rej, NULL, NULL, NULL, T0 + 10, &pause);
     assert_int_equal(machine_on_replay(c, 0, 0, T0 + 20), MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_FAILED);
     assert_int_equal(c->reason, REASON_CODE_REJECTED);
     free(c);
     /* Past the deadline: expired, not exchanged. */
     c = claimed_with_a();
-    machine_on_result(c, &unk, NULL, NULL, T0 + 10, &pause);
+    machine_on_result(c, &unk, NULL, NULL, NULL, T0 + 10, &pause);
     assert_int_equal(machine_on_replay(c, 0, 0, T0 + TTL * 1000 + 1), MACHINE_CHANGED);
     assert_int_equal(c->status, CONN_FAILED);
     free(c);
@@ -514,7 +518,7 @@ static void test_disconnect(void **state)
     int pause;
     conn_t *c = claimed_with_a();
     exchange_result ok = outcome(EXCH_SUCCESS);
-    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", T0 + 10, &pause);
+    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", NULL, T0 + 10, &pause);
     assert_int_equal(machine_on_disconnect(c, 0, T0 + 20), MACHINE_DEAUTHORIZE);
     /* Provider unreachable: still connected, explained. */
     assert_int_equal(machine_on_deauthorized(c, 0, "http 503", T0 + 21), MACHINE_CHANGED);
@@ -546,7 +550,7 @@ static void test_codecs(void **state)
     conn_t *c = claimed_with_a(), *d = calloc(1, sizeof *d);
     exchange_result ok = outcome(EXCH_SUCCESS);
     int pause;
-    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", T0 + 100, &pause);
+    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", NULL, T0 + 100, &pause);
     err_t e = {0};
     char *json = conn_encode(c, &e);
     assert_non_null(json);
@@ -569,6 +573,236 @@ static void test_codecs(void **state)
     free(d);
 }
 
+/* ---- refresh (SPEC §5b) -------------------------------------------------- */
+
+static const machine_refresh_policy ROTATING = {1, 0, 60}, STABLE = {0, 0, 60};
+
+/* Connected at T0 + 10 with access "acc0" and refresh "ref0" living 3600 s. */
+static conn_t *connected(const machine_refresh_policy *rp)
+{
+    conn_t *c = claimed_with_a();
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    ok.expires_in = 3600;
+    int pause = 0;
+    assert_int_equal(machine_on_result(c, &ok, "acc0", "ref0", rp, T0 + 10, &pause),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    return c;
+}
+
+#define EXPIRED (T0 + 10 + 3600 * 1000)
+
+static void test_refresh_request_coalesces(void **state)
+{
+    (void)state;
+    conn_t *c = connected(&ROTATING);
+    /* Fresh token: nothing to do, whatever the caller saw. */
+    assert_false(machine_token_stale(c, 60, T0 + 1000));
+    assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, T0 + 1000), MACHINE_UNCHANGED);
+    /* Within the skew: stale, one refresh is claimed... */
+    assert_true(machine_token_stale(c, 60, EXPIRED - 59000));
+    assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED - 59000),
+                     MACHINE_EXCHANGE);
+    int64_t v = c->version;
+    machine_claim(c, "w1", EXPIRED - 59000);
+    assert_true(c->claimed);
+    assert_int_equal(c->refresh_attempts, 1);
+    assert_int_equal(c->status, CONN_CONNECTED); /* the public status does not move */
+    assert_int_equal(c->phase, PHASE_NONE);
+    assert_int_equal(c->attempts, 1); /* the code's attempts stay as they were */
+    assert_true(c->version > v);
+    /* ...and every further request coalesces into it. */
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED),
+                         MACHINE_UNCHANGED);
+    /* Success: the rotated token replaces the old one in the same change. */
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    ok.expires_in = 3600;
+    snprintf(ok.scope, sizeof ok.scope, "%s", "");
+    int pause = 0;
+    assert_int_equal(machine_on_result(c, &ok, "acc1", "ref1", &ROTATING, EXPIRED, &pause),
+                     MACHINE_CHANGED);
+    assert_string_equal(c->access_sealed, "acc1");
+    assert_string_equal(c->refresh_sealed, "ref1");
+    assert_string_equal(c->scope, "read_write"); /* kept when the answer has none */
+    assert_false(c->claimed);
+    assert_int_equal(c->refreshes, 1);
+    assert_int_equal(c->refresh_attempts, 0);
+    assert_int_equal(c->tokens_at_ms, EXPIRED);
+    assert_int_equal(c->retry_at_ms, 0); /* no background refresh configured */
+    assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED + 1),
+                     MACHINE_UNCHANGED);
+    /* No refresh token in an answer: the old one stays (RFC 6749 §6). */
+    assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED + 3600 * 1000),
+                     MACHINE_EXCHANGE);
+    machine_claim(c, "w1", EXPIRED + 3600 * 1000);
+    assert_int_equal(
+        machine_on_result(c, &ok, "acc2", "", &ROTATING, EXPIRED + 3600 * 1000, &pause),
+        MACHINE_CHANGED);
+    assert_string_equal(c->refresh_sealed, "ref1");
+    /* Not connected, or no state: nothing. */
+    conn_t *p = claimed_with_a();
+    assert_int_equal(machine_on_refresh_request(p, 0, &ROTATING, 0, EXPIRED), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_refresh_request(p, 1, &ROTATING, 0, EXPIRED), MACHINE_UNCHANGED);
+    free(p);
+    free(c);
+}
+
+static void test_refresh_unknown_outcome_rules(void **state)
+{
+    (void)state;
+    int pause = 0;
+    exchange_result unk = outcome(EXCH_UNKNOWN);
+    /* Rotating: never a second use; reconnect_required, tokens shredded. */
+    conn_t *c = connected(&ROTATING);
+    assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED), MACHINE_EXCHANGE);
+    machine_claim(c, "w1", EXPIRED);
+    assert_int_equal(machine_on_result(c, &unk, NULL, NULL, &ROTATING, EXPIRED + 5, &pause),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_RECONNECT_REQUIRED);
+    assert_true(c->refresh_failed);
+    assert_string_equal(c->access_sealed, "");
+    assert_string_equal(c->refresh_sealed, "");
+    assert_int_equal(c->refresh_attempts, 1);
+    assert_int_equal(machine_on_due(c, 0, EXPIRED + 100000), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED + 9),
+                     MACHINE_UNCHANGED);
+    /* The status record marks it for the refresh_failed webhook. */
+    char *s = conn_status_json(c, NULL);
+    assert_non_null(strstr(s, "\"failed_during\":\"refresh\""));
+    free(s);
+    /* A new code for the same connection reconnects it. */
+    records_callback b = code_cb("B", EXPIRED + 10);
+    assert_int_equal(machine_on_callback(c, 0, &b, "hashB", "sealedB", "", TTL, EXPIRED + 10),
+                     MACHINE_EXCHANGE);
+    assert_false(c->refresh_failed);
+    free(c);
+
+    /* Not rotating (Stripe): counted and re-sent after a backoff. */
+    c = connected(&STABLE);
+    machine_on_refresh_request(c, 0, &STABLE, 0, EXPIRED);
+    machine_claim(c, "w1", EXPIRED);
+    machine_on_result(c, &unk, NULL, NULL, &STABLE, EXPIRED + 5, &pause);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(c->refresh_unknown, 1);
+    assert_int_equal(c->retry_at_ms, EXPIRED + 5 + machine_backoff_ms(1));
+    assert_string_equal(c->refresh_sealed, "ref0");
+    /* Requests meanwhile wait for the scheduled retry. */
+    assert_int_equal(machine_on_refresh_request(c, 0, &STABLE, 0, EXPIRED + 6), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, EXPIRED + 6), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, c->retry_at_ms), MACHINE_EXCHANGE);
+    /* Bounded: after MACHINE_REFRESH_ATTEMPTS the chain gives up, connected. */
+    int64_t t = c->retry_at_ms;
+    machine_claim(c, "w1", t);
+    for (int i = 2; i <= MACHINE_REFRESH_ATTEMPTS; i++) {
+        machine_on_result(c, &unk, NULL, NULL, &STABLE, t, &pause);
+        if (i == MACHINE_REFRESH_ATTEMPTS)
+            break;
+        t = c->retry_at_ms;
+        assert_int_equal(machine_on_due(c, 0, t), MACHINE_EXCHANGE);
+        machine_claim(c, "w1", t);
+    }
+    machine_on_result(c, &unk, NULL, NULL, &STABLE, t, &pause);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(c->retry_at_ms, 0);
+    assert_int_equal(c->refresh_attempts, 0);
+    assert_non_null(strstr(c->last_error, "refresh gave up"));
+    /* A later request starts a new chain. */
+    assert_int_equal(machine_on_refresh_request(c, 0, &STABLE, 0, t + 1), MACHINE_EXCHANGE);
+    free(c);
+}
+
+static void test_refresh_definitive_and_takeover(void **state)
+{
+    (void)state;
+    int pause = 0;
+    /* invalid_grant: reconnect_required whatever the rotation. */
+    conn_t *c = connected(&STABLE);
+    machine_on_refresh_request(c, 0, &STABLE, 0, EXPIRED);
+    machine_claim(c, "w1", EXPIRED);
+    exchange_result rej = outcome(EXCH_REJECTED);
+    machine_on_result(c, &rej, NULL, NULL, &STABLE, EXPIRED + 1, &pause);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_RECONNECT_REQUIRED);
+    assert_true(c->refresh_failed);
+    free(c);
+    /* 429: re-sent after Retry-After (the token was not used). */
+    c = connected(&ROTATING);
+    machine_on_refresh_request(c, 0, &ROTATING, 0, EXPIRED);
+    machine_claim(c, "w1", EXPIRED);
+    exchange_result busy = outcome(EXCH_RETRY_SAFE);
+    busy.retry_after_s = 7;
+    machine_on_result(c, &busy, NULL, NULL, &ROTATING, EXPIRED, &pause);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(c->retry_at_ms, EXPIRED + 7000);
+    /* Not sent (lease ran out before curl): does not count, due at once. */
+    assert_int_equal(machine_on_due(c, 0, EXPIRED + 7000), MACHINE_EXCHANGE);
+    machine_claim(c, "w1", EXPIRED + 7000);
+    assert_int_equal(c->refresh_attempts, 2);
+    assert_int_equal(machine_not_sent(c, "not sent", EXPIRED + 7001), MACHINE_CHANGED);
+    assert_int_equal(c->refresh_attempts, 1);
+    assert_false(c->claimed);
+    assert_int_equal(c->retry_at_ms, EXPIRED + 7001);
+    /* Takeover of an open refresh claim: rotating → reconnect_required. */
+    machine_claim(c, "w1", EXPIRED + 7002);
+    assert_int_equal(machine_on_takeover(c, 22000, &ROTATING, EXPIRED + 8000), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_RECONNECT_REQUIRED);
+    free(c);
+    /* ...not rotating: re-sent only after claim + hold. */
+    c = connected(&STABLE);
+    machine_on_refresh_request(c, 0, &STABLE, 0, EXPIRED);
+    machine_claim(c, "w1", EXPIRED);
+    assert_int_equal(machine_on_takeover(c, 22000, &STABLE, EXPIRED + 100), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(c->refresh_unknown, 1);
+    assert_int_equal(c->retry_at_ms, EXPIRED + 22000);
+    assert_int_equal(machine_on_due(c, 0, EXPIRED + 21999), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, EXPIRED + 22000), MACHINE_EXCHANGE);
+    free(c);
+    /* Paused provider: the refresh waits for the end of the pause. */
+    c = connected(&STABLE);
+    assert_int_equal(machine_on_refresh_request(c, 0, &STABLE, EXPIRED + 5000, EXPIRED),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->retry_at_ms, EXPIRED + 5000);
+    assert_int_equal(machine_on_due(c, 0, EXPIRED + 5000), MACHINE_EXCHANGE);
+    free(c);
+    /* A stale token without a refresh token: reconnect_required. */
+    c = claimed_with_a();
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    ok.expires_in = 60;
+    machine_on_result(c, &ok, "acc0", "", &STABLE, T0 + 10, &pause);
+    assert_int_equal(machine_on_refresh_request(c, 0, &STABLE, 0, T0 + 10), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(c->reason, REASON_RECONNECT_REQUIRED);
+    free(c);
+    /* A token without a lifetime never goes stale. */
+    c = claimed_with_a();
+    ok.expires_in = -1;
+    machine_on_result(c, &ok, "acc0", "ref0", &STABLE, T0 + 10, &pause);
+    assert_false(machine_token_stale(c, 60, T0 + 10 + 365LL * 86400 * 1000));
+    free(c);
+}
+
+static void test_background_refresh_schedule(void **state)
+{
+    (void)state;
+    const machine_refresh_policy ahead = {1, 300, 60};
+    conn_t *c = connected(&ahead);
+    /* Due 300 s before the 3600 s expiry. */
+    assert_int_equal(c->retry_at_ms, T0 + 10 + 3300 * 1000);
+    assert_int_equal(machine_on_due(c, 0, c->retry_at_ms - 1), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_due(c, 0, c->retry_at_ms), MACHINE_EXCHANGE);
+    machine_claim(c, "w1", T0 + 3310 * 1000);
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    ok.expires_in = 400; /* shorter than twice the lead: not before half its life */
+    int pause = 0;
+    machine_on_result(c, &ok, "acc1", "ref1", &ahead, T0 + 3310 * 1000, &pause);
+    assert_int_equal(c->retry_at_ms, T0 + 3310 * 1000 + 200 * 1000);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +822,10 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_codecs),
+        cmocka_unit_test(test_refresh_request_coalesces),
+        cmocka_unit_test(test_refresh_unknown_outcome_rules),
+        cmocka_unit_test(test_refresh_definitive_and_takeover),
+        cmocka_unit_test(test_background_refresh_schedule),
     };
     return cmocka_run_group_tests_name("unit_machine", tests, NULL, NULL);
 }
