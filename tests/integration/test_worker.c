@@ -275,17 +275,16 @@ static void new_code(flow *f, const char *provider, const char *fault)
                        : strcmp(provider, "simnr") == 0 ? g_simnr_url
                                                         : g_sim_url;
     /* "refresh:F" asks for a fault on the first refresh (sim_refresh_fault). */
-    int rf = fault && strncmp(fault, "refresh:", 8) == 0;
+    const char *param = fault ? "&sim_fault=" : "", *value = fault ? fault : "";
+    const char *colon = fault ? strchr(fault, ':') : NULL;
+    if (colon && strncmp(fault, "refresh:", 8) == 0) {
+        param = "&sim_refresh_fault=";
+        value = colon + 1;
+    }
     snprintf(url, sizeof url,
              "%s/oauth/authorize?response_type=code&client_id=ca_w&redirect_uri=http%%3A%%2F%%2F"
              "127.0.0.1%%3A9%%2Fcb&state=s%s%s",
-             base,
-             !fault ? ""
-             : rf   ? "&sim_refresh_fault="
-                    : "&sim_fault=",
-             !fault ? ""
-             : rf   ? fault + 8
-                    : fault);
+             base, param, value);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 302);
