@@ -1773,6 +1773,53 @@ static void test_refresh_unknown_outcome_not_rotating_is_resent(void **state)
     assert_int_equal(max, 2); /* the unknown outcome, then its one re-send */
 }
 
+/* kill -9 of the worker while a refresh is in flight at a rotating
+ * provider (the claim committed, the request sent): the next owner finds
+ * the open refresh claim and must not send the refresh token again — the
+ * provider may already have rotated it — so the connection ends failed /
+ * reconnect_required with exactly one request for that token. */
+static void test_refresh_takeover_after_kill9_never_resends(void **state)
+{
+    (void)state;
+    int t0, m0, s0;
+    refresh_counts(g_simr_url, &t0, &m0, &s0);
+    flow f;
+    cJSON *c0 = connect_flow(&f, "simr", "refresh:latency:4000");
+    long v0 = num_field(c0, "version");
+    cJSON_Delete(c0);
+    usleep(2300 * 1000);
+    produce_refresh(f.id, "simr", v0, 2);
+    /* Wait for the committed claim (the request leaves right after it). */
+    cJSON *cl = NULL;
+    for (int i = 0; i < 80 && !cl; i++) {
+        cJSON *o = last_record(g_t_conn, f.id);
+        if (o && cJSON_IsTrue(cJSON_GetObjectItem(o, "claimed")))
+            cl = o;
+        else
+            cJSON_Delete(o);
+        if (!cl)
+            usleep(100 * 1000);
+    }
+    assert_non_null(cl);
+    cJSON_Delete(cl);
+    usleep(300 * 1000); /* in flight at the simulator (4 s) */
+    kill(g_workers[0], SIGKILL);
+    testproc_stop(g_workers[0], 5000);
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    g_restarts++;
+    st_entry *s = wait_status(f.id, "failed", "reconnect_required", 60);
+    assert_non_null(s);
+    usleep(5000 * 1000); /* the killed request's answer, and any retry, are over */
+    int t1, m1, s1;
+    refresh_counts(g_simr_url, &t1, &m1, &s1);
+    assert_int_equal(t1 - t0, 1);
+    assert_int_equal(s1 - s0, 1); /* one use of the refresh token, never two */
+    cJSON *st = last_record(g_t_status, f.id);
+    assert_string_equal(str_field(st, "failed_during"), "refresh");
+    cJSON_Delete(st);
+}
+
 /* SPEC §4a: the platform's end_user/organization/tags of a session flow
  * travel from the callback record into the connection and status records
  * (and survive a later callback without them). */
@@ -1843,6 +1890,7 @@ int main(void)
         cmocka_unit_test(test_refresh_coalesces_and_rotates),
         cmocka_unit_test(test_refresh_unknown_outcome_rotating_is_reconnect_required),
         cmocka_unit_test(test_refresh_unknown_outcome_not_rotating_is_resent),
+        cmocka_unit_test(test_refresh_takeover_after_kill9_never_resends),
         cmocka_unit_test(test_metadata_travels),
         cmocka_unit_test(test_save_connection_records),
     };
