@@ -55,6 +55,7 @@ typedef struct {
     int open_start;                        /* OAUTHQ_OPEN_START */
     int status_max_wait_s;                 /* OAUTHQ_STATUS_MAX_WAIT_S */
     int refresh_skew_s;                    /* OAUTHQ_REFRESH_SKEW_S */
+    int token_refresh_wait_ms;             /* OAUTHQ_TOKEN_REFRESH_WAIT_MS */
     char worker_listen[128];               /* OAUTHQ_WORKER_LISTEN */
     char webhook_url[CONFIG_PATH_MAX];     /* OAUTHQ_WEBHOOK_URL */
     char webhook_keys[CONFIG_PATH_MAX];    /* OAUTHQ_WEBHOOK_SECRET_FILE */

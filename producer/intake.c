@@ -1,6 +1,7 @@
 /* intake — see intake.h. */
 #include "producer/intake.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,11 @@ struct intake {
     metric_counter *produced, *delivery_failed, *rejected;
     metric_histogram *produce_latency;
     metric_gauge *inflight;
+    atomic_int closing;  /* intake_close began: token waits answer at once */
+    pthread_mutex_t cmu; /* guards coalesce and coalesce_next */
+    int cmu_init;
+    struct coalesce_entry *coalesce; /* COALESCE_MAX, the refresh.v1 recently produced */
+    int coalesce_next;
 };
 
 /* ---- responses ---------------------------------------------------------- */
@@ -1079,12 +1085,278 @@ static void route_metrics(intake_t *in, httpd_req *r)
 
 #define TOKEN_SUFFIX        "/token"
 #define TOKEN_RETRY_AFTER_S "30"
+#define REFRESH_RETRY_AFTER "2"
+#define COALESCE_MAX        4096
+
+/* Coalescing (an optimisation: the worker coalesces too, correctness does
+ * not depend on it): at most one refresh.v1 per (id, seen_version) per
+ * intake within the wait bound. A ring of the last COALESCE_MAX records
+ * produced (the oldest is overwritten), scanned linearly: only calls that
+ * found a stale token look. Guarded by in->cmu; any httpd or publisher
+ * thread. */
+typedef struct coalesce_entry {
+    char id[IDENT_CONN_ID_MAX];
+    int64_t seen_version;
+    int64_t at_ms; /* monotonic; 0: free */
+} coalesce_entry;
+
+/* A token call waiting for a refresh. The publisher's thread writes done
+ * (release) after cls; the httpd thread reads cls only once it saw done. */
+typedef struct {
+    intake_t *in;
+    httpd_req *req;
+    char id[IDENT_CONN_ID_MAX];
+    int64_t seen_version;
+    uint8_t seen_sealed[32]; /* sha256 of the stale sealed token */
+    int64_t deadline_mono_ms;
+    char request_id[RECORDS_ID_MAX];
+    int produced; /* this request produced the refresh.v1 record */
+    int overflow; /* the token view's waiter table was full: 429 */
+    atomic_int done;
+    errc cls;
+} token_wait;
+
+/* 1: the caller produces the refresh.v1 of (id, seen); 0: this intake
+ * produced one within the wait bound (coalesced: just wait). */
+static int coalesce_claim(intake_t *in, const char *id, int64_t seen, int64_t now)
+{
+    int produce = 1;
+    pthread_mutex_lock(&in->cmu);
+    for (int i = 0; i < COALESCE_MAX && produce; i++) {
+        const coalesce_entry *c = &in->coalesce[i];
+        if (c->at_ms && c->seen_version == seen && now - c->at_ms < in->cfg.token_refresh_wait_ms &&
+            strcmp(c->id, id) == 0)
+            produce = 0;
+    }
+    if (produce) {
+        coalesce_entry *c = &in->coalesce[in->coalesce_next];
+        in->coalesce_next = (in->coalesce_next + 1) % COALESCE_MAX;
+        snprintf(c->id, sizeof c->id, "%s", id);
+        c->seen_version = seen;
+        c->at_ms = now;
+    }
+    pthread_mutex_unlock(&in->cmu);
+    return produce;
+}
+
+/* The record of (id, seen) was not acknowledged: the next caller asks again. */
+static void coalesce_forget(intake_t *in, const char *id, int64_t seen)
+{
+    pthread_mutex_lock(&in->cmu);
+    for (int i = 0; i < COALESCE_MAX; i++) {
+        coalesce_entry *c = &in->coalesce[i];
+        if (c->at_ms && c->seen_version == seen && strcmp(c->id, id) == 0)
+            c->at_ms = 0;
+    }
+    pthread_mutex_unlock(&in->cmu);
+}
+
+static void count_refresh(intake_t *in, const char *outcome)
+{
+    char labels[48];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", outcome);
+    metrics_counter_add(metrics_counter(in->metrics, "oauthq_token_refresh_requests_total",
+                                        "refresh.v1 records the token call asked for, by outcome",
+                                        labels),
+                        1);
+}
+
+/* Expired, or expiring within OAUTHQ_REFRESH_SKEW_S (-1: never expires). */
+static int token_stale(const intake_t *in, const tokenview_row *row, int64_t now_ms)
+{
+    return row->expires_at_ms >= 0 &&
+           row->expires_at_ms <= now_ms + (int64_t)in->cfg.refresh_skew_s * 1000;
+}
+
+/* 200 with the access token of row, opened here (never logged; the
+ * plaintext buffers are cleansed). */
+static void answer_token(intake_t *in, httpd_req *r, const char *id, const tokenview_row *row)
+{
+    static _Thread_local char plain[SEALED_PLAIN_MAX + 1];
+    err_t e = {0};
+    long n =
+        sealed_open(in->data_keys, id, "access_token", row->access_sealed, plain, sizeof plain, &e);
+    if (n < 0) {
+        log_kv(LOGL_ERROR, "token_unsealable", "connection_id", id, "reason", e.msg, "request_id",
+               httpd_request_id(r));
+        return fail(in, r, "token", 500, "internal", "The token could not be read.");
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "access_token", plain);
+    OPENSSL_cleanse(plain, sizeof plain);
+    cJSON_AddStringToObject(o, "token_type", row->token_type[0] ? row->token_type : "bearer");
+    if (row->expires_at_ms > 0) {
+        char ts[RECORDS_TIME_MAX];
+        records_time_format(row->expires_at_ms, ts);
+        cJSON_AddStringToObject(o, "expires_at", ts);
+    } else {
+        cJSON_AddNullToObject(o, "expires_at");
+    }
+    if (row->scope[0])
+        cJSON_AddStringToObject(o, "scope", row->scope);
+    else
+        cJSON_AddNullToObject(o, "scope");
+    char *s = cJSON_PrintUnformatted(o);
+    /* The token lives in the cJSON tree too: wipe its copy before freeing. */
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "access_token");
+    if (at && at->valuestring)
+        OPENSSL_cleanse(at->valuestring, strlen(at->valuestring));
+    cJSON_Delete(o);
+    if (!s)
+        return fail(in, r, "token", 500, "internal", "Out of memory.");
+    httpd_add_header(r, "Cache-Control", "no-store");
+    httpd_add_header(r, "Pragma", "no-cache");
+    count(in, "token", 200);
+    httpd_respond(r, 200, "application/json", s, strlen(s));
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+/* 1 when row (got: tokenview_get's answer) ends w's wait: the row is gone
+ * or not connected any more, or it is a later version with a different,
+ * unexpired token. A later record with the same token (the worker's
+ * refresh claim, another field) does not: the wait goes on. */
+static int refresh_over(const token_wait *w, int got, const tokenview_row *row)
+{
+    if (got != 1 || strcmp(row->status, "connected") != 0 || !row->access_sealed[0])
+        return 1;
+    if (row->version <= w->seen_version)
+        return 0;
+    uint8_t h[CRYPTO_SHA256_LEN];
+    crypto_sha256(row->access_sealed, strlen(row->access_sealed), h);
+    return memcmp(h, w->seen_sealed, sizeof h) != 0 &&
+           (row->expires_at_ms < 0 || row->expires_at_ms > clock_wall_ms());
+}
+
+/* Publisher thread: the refresh.v1 record's fate. */
+static void on_refresh_delivered(void *ud, errc cls, const char *reason, double latency_ms)
+{
+    token_wait *w = ud;
+    intake_t *in = w->in;
+    httpd_req *req = w->req;
+    (void)latency_ms;
+    w->cls = cls;
+    atomic_store_explicit(&w->done, 1, memory_order_release);
+    char seen[24];
+    snprintf(seen, sizeof seen, "%lld", (long long)w->seen_version);
+    if (cls == ERRC_OK) {
+        count_refresh(in, "produced");
+        log_kv(LOGL_INFO, "token_refresh_requested", "connection_id", w->id, "seen_version", seen,
+               "request_id", w->request_id);
+    } else {
+        coalesce_forget(in, w->id, w->seen_version);
+        count_refresh(in, "failed");
+        metrics_counter_add(in->delivery_failed, 1);
+        log_kv(LOGL_WARN, "token_refresh_not_acknowledged", "connection_id", w->id, "seen_version",
+               seen, "request_id", w->request_id, "reason", reason);
+        httpd_wake(req); /* answers 503 unavailable */
+    }
+    httpd_req_unref(req); /* the ref taken for the in-flight record */
+}
+
+/* Produce the refresh.v1 of w (acks=all, keyed by the connection id, the
+ * callbacks topic: the partition of its codes); the request stays
+ * suspended. A record that cannot be sent wakes it with the failure. */
+static void produce_refresh(intake_t *in, httpd_req *r, token_wait *w, const char *provider)
+{
+    records_refresh rr;
+    err_t e = {0};
+    memset(&rr, 0, sizeof rr);
+    snprintf(rr.connection_id, sizeof rr.connection_id, "%s", w->id);
+    snprintf(rr.provider, sizeof rr.provider, "%s", provider);
+    rr.seen_version = w->seen_version;
+    rr.requested_at_ms = clock_wall_ms();
+    snprintf(rr.intake_id, sizeof rr.intake_id, "%s", in->intake_id);
+    snprintf(rr.request_id, sizeof rr.request_id, "%s", w->request_id);
+    char *json = records_refresh_encode(&rr, &e);
+    w->produced = 1;
+    httpd_req_ref(r);
+    if (!json || publisher_send(in->pub, in->topic_callbacks, w->id, json, strlen(json),
+                                w->request_id, on_refresh_delivered, w, &e) < 0) {
+        coalesce_forget(in, w->id, w->seen_version);
+        count_refresh(in, "failed");
+        metrics_counter_add(in->delivery_failed, 1);
+        w->cls = e.cls != ERRC_OK ? e.cls : ERRC_RETRIABLE;
+        atomic_store_explicit(&w->done, 1, memory_order_release);
+        httpd_wake(r);
+        httpd_req_unref(r);
+    }
+    free(json);
+}
+
+static void on_token_wake(void *app, httpd_req *r, int timed_out);
+
+/* Watch id in the token view, then re-check (a record committed between
+ * the caller's look and the registration still ends the wait). Called
+ * with r suspended. */
+static void watch_and_recheck(intake_t *in, httpd_req *r, token_wait *w)
+{
+    if (tokenview_watch(in->tv, w->id, r) < 0) {
+        w->overflow = 1;
+        httpd_wake(r); /* answers 429 from on_token_wake */
+        return;
+    }
+    static _Thread_local tokenview_row row;
+    err_t e = {0};
+    int got = tokenview_get(in->tv, w->id, &row, &e);
+    if (refresh_over(w, got, &row))
+        httpd_wake(r);
+}
+
+/* httpd thread: a record of the id committed, the record failed, the
+ * deadline passed, or shutdown. Answers, or waits on for the rest of the
+ * bound when the record that woke it did not end the wait. */
+static void on_token_wake(void *app, httpd_req *r, int timed_out)
+{
+    intake_t *in = app;
+    token_wait *w = httpd_data(r);
+    tokenview_unwatch(in->tv, r);
+    if (w->overflow) {
+        httpd_add_header(r, "Retry-After", REFRESH_RETRY_AFTER);
+        return fail(in, r, "token", 429, "too_many_waiters",
+                    "Too many token requests are waiting for a refresh; retry shortly.");
+    }
+    if (w->produced && atomic_load_explicit(&w->done, memory_order_acquire) && w->cls != ERRC_OK) {
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "token", 503, "unavailable",
+                    "The refresh could not be requested just now; retry in a moment.");
+    }
+    static _Thread_local tokenview_row row;
+    err_t e = {0};
+    int got = tokenview_get(in->tv, w->id, &row, &e);
+    if (got < 0) {
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "token", 503, "unavailable", "Tokens temporarily unavailable.");
+    }
+    if (got == 0 || strcmp(row.status, "connected") != 0 || !row.access_sealed[0]) {
+        if (got == 1 && strcmp(row.status, "failed") == 0)
+            return fail(in, r, "token", 409, "reconnect_required",
+                        "The provider would not refresh this connection's token: the user has to "
+                        "connect again.");
+        return fail(in, r, "token", 409, "not_connected",
+                    "This connection is not connected: it has no token to give.");
+    }
+    if (refresh_over(w, got, &row))
+        return answer_token(in, r, w->id, &row);
+    int64_t left = w->deadline_mono_ms - clock_mono_ms();
+    if (timed_out || left <= 0 || atomic_load(&in->closing) ||
+        httpd_suspend(r, (int)left, on_token_wake) < 0) {
+        httpd_add_header(r, "Retry-After", REFRESH_RETRY_AFTER);
+        return fail(in, r, "token", 503, "refresh_pending",
+                    "The access token is being refreshed and the refresh has not finished yet; "
+                    "retry in a moment.");
+    }
+    watch_and_recheck(in, r, w);
+}
 
 /* GET /v1/connections/{id}/token (tokens:read): the access token of a
  * connected connection, opened from the token view's sealed copy in this
- * request only (never logged; the plaintext buffers are cleansed). A token
- * expired or expiring within OAUTHQ_REFRESH_SKEW_S is not served: refresh
- * is not built yet, so that answers 503 refresh_not_available. */
+ * request only. A token expired or expiring within OAUTHQ_REFRESH_SKEW_S
+ * is refreshed (SPEC §5b): the call produces a refresh.v1 record (one per
+ * id and seen version within the wait bound: coalesce_claim) and waits,
+ * suspended, for the token view to hold a later version with a new token
+ * (200), a failed one (409 reconnect_required) or none connected (409
+ * not_connected); past OAUTHQ_TOKEN_REFRESH_WAIT_MS 503 refresh_pending. */
 static void route_token(intake_t *in, httpd_req *r, const char *path)
 {
     if (authorize(in, r, "token", APIKEYS_TOKENS_READ) < 0)
@@ -1115,50 +1387,43 @@ static void route_token(intake_t *in, httpd_req *r, const char *path)
     if (got == 0 || strcmp(row.status, "connected") != 0 || !row.access_sealed[0])
         return fail(in, r, "token", 409, "not_connected",
                     "This connection is not connected: it has no token to give.");
-    if (row.expires_at_ms >= 0 &&
-        row.expires_at_ms <= clock_wall_ms() + (int64_t)in->cfg.refresh_skew_s * 1000) {
-        httpd_add_header(r, "Retry-After", TOKEN_RETRY_AFTER_S);
-        return fail(in, r, "token", 503, "refresh_not_available",
-                    "The access token is expired or about to expire, and this version of oauthq "
-                    "does not refresh tokens yet.");
+    if (!token_stale(in, &row, clock_wall_ms()))
+        return answer_token(in, r, id, &row);
+
+    token_wait *w = calloc(1, sizeof *w);
+    if (!w) {
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, "token", 503, "unavailable", "Tokens temporarily unavailable.");
     }
-    static _Thread_local char plain[SEALED_PLAIN_MAX + 1];
-    long n =
-        sealed_open(in->data_keys, id, "access_token", row.access_sealed, plain, sizeof plain, &e);
-    if (n < 0) {
-        log_kv(LOGL_ERROR, "token_unsealable", "connection_id", id, "reason", e.msg, "request_id",
-               httpd_request_id(r));
-        return fail(in, r, "token", 500, "internal", "The token could not be read.");
+    w->in = in;
+    w->req = r;
+    snprintf(w->id, sizeof w->id, "%s", id);
+    snprintf(w->request_id, sizeof w->request_id, "%s", httpd_request_id(r));
+    w->seen_version = row.version;
+    crypto_sha256(row.access_sealed, strlen(row.access_sealed), w->seen_sealed);
+    w->deadline_mono_ms = clock_mono_ms() + in->cfg.token_refresh_wait_ms;
+    char provider[sizeof row.provider];
+    snprintf(provider, sizeof provider, "%s", row.provider);
+    httpd_set_data(r, w, free);
+    if (httpd_suspend(r, in->cfg.token_refresh_wait_ms, on_token_wake) < 0) {
+        httpd_add_header(r, "Retry-After", REFRESH_RETRY_AFTER);
+        return fail(in, r, "token", 429, "too_many_waiters",
+                    "Too many requests are waiting; retry shortly.");
     }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "access_token", plain);
-    OPENSSL_cleanse(plain, sizeof plain);
-    cJSON_AddStringToObject(o, "token_type", row.token_type[0] ? row.token_type : "bearer");
-    if (row.expires_at_ms > 0) {
-        char ts[RECORDS_TIME_MAX];
-        records_time_format(row.expires_at_ms, ts);
-        cJSON_AddStringToObject(o, "expires_at", ts);
-    } else {
-        cJSON_AddNullToObject(o, "expires_at");
+    /* Register before producing: the worker's answer may commit before
+     * publisher_send returns. */
+    if (tokenview_watch(in->tv, id, r) < 0) {
+        w->overflow = 1;
+        httpd_wake(r);
+        return;
     }
-    if (row.scope[0])
-        cJSON_AddStringToObject(o, "scope", row.scope);
+    if (coalesce_claim(in, id, w->seen_version, clock_mono_ms()))
+        produce_refresh(in, r, w, provider);
     else
-        cJSON_AddNullToObject(o, "scope");
-    char *s = cJSON_PrintUnformatted(o);
-    /* The token lives in the cJSON tree too: wipe its copy before freeing. */
-    const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "access_token");
-    if (at && at->valuestring)
-        OPENSSL_cleanse(at->valuestring, strlen(at->valuestring));
-    cJSON_Delete(o);
-    if (!s)
-        return fail(in, r, "token", 500, "internal", "Out of memory.");
-    httpd_add_header(r, "Cache-Control", "no-store");
-    httpd_add_header(r, "Pragma", "no-cache");
-    count(in, "token", 200);
-    httpd_respond(r, 200, "application/json", s, strlen(s));
-    OPENSSL_cleanse(s, strlen(s));
-    free(s);
+        count_refresh(in, "coalesced");
+    got = tokenview_get(in->tv, id, &row, &e);
+    if (refresh_over(w, got, &row))
+        httpd_wake(r);
 }
 
 static void handle(void *app, httpd_req *r)
@@ -1257,6 +1522,13 @@ intake_t *intake_open(const config_t *c, err_t *e)
     }
     in->cfg = *c;
     in->deadline_ms = c->produce_timeout_ms + 2000;
+    pthread_mutex_init(&in->cmu, NULL);
+    in->cmu_init = 1;
+    in->coalesce = calloc(COALESCE_MAX, sizeof *in->coalesce);
+    if (!in->coalesce) {
+        err_set(e, ERRC_FATAL, "out of memory");
+        goto fail;
+    }
     in->secure_cookie = strncmp(c->public_url, "https://", 8) == 0;
     if (c->instance_id[0])
         snprintf(in->intake_id, sizeof in->intake_id, "%s", c->instance_id);
@@ -1361,8 +1633,11 @@ void intake_close(intake_t *in, int flush_ms)
         httpd_quiesce(in->http);
         /* Long-polls answer at once with what they have; in-flight
          * callbacks end by delivery or by their own deadline. */
+        atomic_store(&in->closing, 1);
         if (in->rm)
             readmodel_wake_all(in->rm);
+        if (in->tv)
+            tokenview_wake_all(in->tv);
         for (int i = 0; i < (in->deadline_ms + 1000) / 20 && httpd_suspended(in->http) > 0; i++) {
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL);
@@ -1379,5 +1654,8 @@ void intake_close(intake_t *in, int flush_ms)
     keyring_free(in->keys);
     apikeys_free(in->api_keys);
     providers_free(in->providers);
+    free(in->coalesce);
+    if (in->cmu_init)
+        pthread_mutex_destroy(&in->cmu);
     free(in);
 }

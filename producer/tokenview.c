@@ -20,6 +20,18 @@
 #define MAX_PARTS   1024
 #define APPLY_TRIES 5
 #define CONN_SCHEMA "oauthq.connection.v1"
+#define BUCKETS     1024
+
+/* A request waiting for a record of id (tokenview_watch). */
+typedef struct waiter {
+    char id[64];
+    httpd_req *req;
+    struct waiter *next;
+} waiter;
+
+typedef struct {
+    char id[64];
+} changed_id;
 
 /* Version 1 of this file; another version is dropped and rebuilt. */
 static const char SCHEMA[] =
@@ -47,7 +59,48 @@ struct tokenview {
     int64_t staged[MAX_PARTS];
     int64_t eof_offset[MAX_PARTS];
     metric_counter *m_applied;
+    changed_id changed[BATCH_MAX]; /* apply thread only: ids of the batch */
+    size_t nchanged;
+    pthread_mutex_t wmu; /* guards buckets and nwaiters */
+    waiter *buckets[BUCKETS];
+    int nwaiters;
 };
+
+static unsigned hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % BUCKETS;
+}
+
+/* Apply thread, after a commit: wake and drop the waiters of id. */
+static void wake_id(tokenview_t *tv, const char *id)
+{
+    pthread_mutex_lock(&tv->wmu);
+    waiter **pp = &tv->buckets[hash(id)];
+    while (*pp) {
+        waiter *w = *pp;
+        if (strcmp(w->id, id) == 0) {
+            *pp = w->next;
+            tv->nwaiters--;
+            httpd_wake(w->req);
+            httpd_req_unref(w->req);
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&tv->wmu);
+}
+
+static void note_changed(tokenview_t *tv, const char *id, size_t len)
+{
+    if (tv->nchanged < BATCH_MAX && len < sizeof tv->changed[0].id) {
+        memcpy(tv->changed[tv->nchanged].id, id, len);
+        tv->changed[tv->nchanged++].id[len] = '\0';
+    }
+}
 
 static int exec(sqlite3 *db, const char *sql, err_t *e, const char *what)
 {
@@ -130,6 +183,8 @@ static int apply_record(tokenview_t *tv, sqlite3_stmt *up, const rd_kafka_messag
         rc = err_set(e, ERRC_RETRIABLE, "token view upsert: %s", sqlite3_errmsg(tv->wdb));
     else
         rc = sqlite3_changes(tv->wdb) > 0;
+    if (rc > 0)
+        note_changed(tv, id, strlen(id));
 out:
     cJSON_Delete(o);
     return rc;
@@ -160,6 +215,7 @@ static int apply(tokenview_t *tv, rd_kafka_message_t **msgs, size_t n, err_t *e)
         goto out;
     }
     memcpy(tv->staged, tv->next_offset, sizeof tv->staged);
+    tv->nchanged = 0;
     for (size_t i = 0; i < n; i++) {
         const rd_kafka_message_t *m = msgs[i];
         if (m->partition >= 0 && m->partition < MAX_PARTS &&
@@ -174,6 +230,7 @@ static int apply(tokenview_t *tv, rd_kafka_message_t **msgs, size_t n, err_t *e)
                     err_set(e, ERRC_RETRIABLE, "token view delete: %s", sqlite3_errmsg(tv->wdb));
                     goto out;
                 }
+                note_changed(tv, m->key, m->key_len);
             }
             continue;
         }
@@ -206,6 +263,9 @@ out:
         return -1;
     }
     memcpy(tv->next_offset, tv->staged, sizeof tv->next_offset);
+    /* Committed: readers see the rows now, so the waiters may look. */
+    for (size_t i = 0; i < tv->nchanged; i++)
+        wake_id(tv, tv->changed[i].id);
     return 0;
 }
 
@@ -326,6 +386,7 @@ tokenview_t *tokenview_open(const config_t *cfg, metrics_t *m, err_t *e)
     }
     tv->cfg = *cfg;
     pthread_mutex_init(&tv->rmu, NULL);
+    pthread_mutex_init(&tv->wmu, NULL);
     if (config_topic(cfg, KAFKA_TOPIC_CONNECTIONS, tv->topic, sizeof tv->topic, e) < 0)
         goto fail;
     mkdir(cfg->data_dir, 0700);
@@ -359,6 +420,15 @@ void tokenview_close(tokenview_t *tv)
     }
     sqlite3_close(tv->rdb);
     sqlite3_close(tv->wdb);
+    for (int b = 0; b < BUCKETS; b++) {
+        while (tv->buckets[b]) {
+            waiter *w = tv->buckets[b];
+            tv->buckets[b] = w->next;
+            httpd_req_unref(w->req);
+            free(w);
+        }
+    }
+    pthread_mutex_destroy(&tv->wmu);
     pthread_mutex_destroy(&tv->rmu);
     free(tv);
 }
@@ -401,6 +471,59 @@ out:
     sqlite3_finalize(st);
     pthread_mutex_unlock(&tv->rmu);
     return rc;
+}
+
+int tokenview_watch(tokenview_t *tv, const char *id, httpd_req *req)
+{
+    if (strlen(id) >= sizeof((waiter *)0)->id)
+        return -1;
+    waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->req = req;
+    pthread_mutex_lock(&tv->wmu);
+    if (tv->nwaiters >= TOKENVIEW_WAITERS_MAX) {
+        pthread_mutex_unlock(&tv->wmu);
+        free(w);
+        return -1;
+    }
+    httpd_req_ref(req);
+    unsigned b = hash(id);
+    w->next = tv->buckets[b];
+    tv->buckets[b] = w;
+    tv->nwaiters++;
+    pthread_mutex_unlock(&tv->wmu);
+    return 0;
+}
+
+void tokenview_unwatch(tokenview_t *tv, httpd_req *req)
+{
+    pthread_mutex_lock(&tv->wmu);
+    for (int b = 0; b < BUCKETS; b++) {
+        for (waiter **pp = &tv->buckets[b]; *pp;) {
+            waiter *w = *pp;
+            if (w->req == req) {
+                *pp = w->next;
+                tv->nwaiters--;
+                httpd_req_unref(w->req);
+                free(w);
+                pthread_mutex_unlock(&tv->wmu);
+                return;
+            }
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&tv->wmu);
+}
+
+void tokenview_wake_all(tokenview_t *tv)
+{
+    pthread_mutex_lock(&tv->wmu);
+    for (int b = 0; b < BUCKETS; b++)
+        for (waiter *w = tv->buckets[b]; w; w = w->next)
+            httpd_wake(w->req);
+    pthread_mutex_unlock(&tv->wmu);
 }
 
 int tokenview_caught_up(tokenview_t *tv)

@@ -12,10 +12,13 @@
  * opens it. Records that are not connection.v1 (provider_state.v1 records
  * keyed "_provider.*" share the topic) are skipped; a tombstone deletes
  * the row. A batch the store keeps refusing stops the thread and sets
- * tokenview_fatal(): the process must exit.
+ * tokenview_fatal(): the process must exit. After each commit the apply
+ * thread wakes (httpd_wake) the requests watching the ids that changed: a
+ * token call waiting for a refresh (SPEC §5b).
  *
  * Threads: open/close on the main thread; one internal apply thread;
- * tokenview_get/caught_up/fatal from any thread (reads under a mutex).
+ * tokenview_get/watch/unwatch/wake_all/caught_up/fatal from any thread
+ * (reads under a mutex, waiters under another).
  */
 #ifndef OAUTHQ_PRODUCER_TOKENVIEW_H
 #define OAUTHQ_PRODUCER_TOKENVIEW_H
@@ -24,9 +27,11 @@
 
 #include "common/config.h"
 #include "common/err.h"
+#include "common/httpd.h"
 #include "common/metrics.h"
 
-#define TOKENVIEW_SEALED_MAX 5600
+#define TOKENVIEW_SEALED_MAX  5600
+#define TOKENVIEW_WAITERS_MAX 10000
 
 typedef struct tokenview tokenview_t;
 
@@ -51,6 +56,18 @@ void tokenview_close(tokenview_t *tv);
 
 /* The row of id into *out: 1 found, 0 absent, -1 error (retriable). */
 int tokenview_get(tokenview_t *tv, const char *id, tokenview_row *out, err_t *e);
+
+/* Wake `req` (httpd_wake) once a record of id committed (upsert or
+ * tombstone); takes a request ref until woken or unwatched. -1 when
+ * TOKENVIEW_WAITERS_MAX are waiting already or out of memory. */
+int tokenview_watch(tokenview_t *tv, const char *id, httpd_req *req);
+
+/* Forget req's watch if still registered (drops its ref). */
+void tokenview_unwatch(tokenview_t *tv, httpd_req *req);
+
+/* Wake every watching request (shutdown); they stay registered until
+ * their handler calls tokenview_unwatch. */
+void tokenview_wake_all(tokenview_t *tv);
 
 /* 1 once every partition reached the end offset seen at start. */
 int tokenview_caught_up(tokenview_t *tv);

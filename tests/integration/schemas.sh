@@ -19,6 +19,7 @@ node "$v" 'schemas/openapi.yaml#ConnectSession' "$logs/connect-session-docs.json
 node "$v" 'schemas/openapi.yaml#PlatformView' "$logs/platform-view-docs.jsonl" --min 5
 node "$v" 'schemas/openapi.yaml#ConnectionList' "$logs/connection-list-docs.jsonl" --min 3
 node "$v" 'schemas/openapi.yaml#TokenResponse' "$logs/token-api-docs.jsonl" --min 2
+node "$v" schemas/refresh.v1.json "$logs/refresh-records.jsonl" --min 1
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)
@@ -53,4 +54,12 @@ if node "$v" 'schemas/openapi.yaml#PlatformView' "$tmp" --min 1 >/dev/null 2>&1;
     echo "PlatformView accepted a view without end_user" >&2
     exit 1
 fi
-echo "negative controls rejected: 11 of 11"
+refresh=$(head -n 1 "$logs/refresh-records.jsonl")
+for mutate in '.seen_version = 0' '.requested_at_ms = 1' 'del(.connection_id)'; do
+    echo "$refresh" | jq -c "$mutate" >"$tmp"
+    if node "$v" schemas/refresh.v1.json "$tmp" --min 1 >/dev/null 2>&1; then
+        echo "refresh schema accepted an invalid record ($mutate)" >&2
+        exit 1
+    fi
+done
+echo "negative controls rejected: 14 of 14"

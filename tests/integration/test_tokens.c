@@ -8,10 +8,18 @@
  * key (nothing produced); 404 for a forged id; 409 for a pending or failed
  * connection; records of other schemas in the changelog (provider_state.v1
  * keyed "_provider.*", garbage) are skipped and a tombstone removes the
- * token; 503 refresh_not_available for a token expiring within
- * OAUTHQ_REFRESH_SKEW_S; and that no token reaches the intake's or the
- * worker's log (G5). The connection.v1 records of the run are appended to
- * var/test-logs/connection-records.jsonl for the JSON Schema check.
+ * token; and that no token reaches the intake's or the worker's log (G5).
+ * Refresh, the intake's side (SPEC §5b): a token expiring within
+ * OAUTHQ_REFRESH_SKEW_S makes the call produce one refresh.v1 record
+ * (connection_id, seen_version) and wait; the test plays the worker by
+ * writing the next connection.v1 record itself (sealed with the data
+ * keyring, version 100+ on an id the worker never saw, so the worker's own
+ * records for it stay older): a new token answers the waiting call 200, a
+ * failed record 409 reconnect_required, nothing within
+ * OAUTHQ_TOKEN_REFRESH_WAIT_MS 503 refresh_pending, and 50 concurrent
+ * callers get the same new token from ONE record. The connection.v1 and
+ * refresh.v1 records of the run are appended to var/test-logs/ for the
+ * JSON Schema check.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +27,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,23 +41,26 @@
 
 #include "common/apikeys.h"
 #include "common/config.h"
+#include "common/conn.h"
 #include "common/ident.h"
 #include "common/kafka.h"
 #include "common/keyring.h"
 #include "common/log.h"
 #include "common/records.h"
+#include "common/sealed.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"
 
-#define MAX_TOKENS 16
+#define MAX_TOKENS      16
+#define REFRESH_WAIT_MS "4000"
 
 static char g_dir[256], g_build[256], g_url[96], g_sim_url[2][64], g_t_callbacks[256];
 static char g_t_conn[256];
 static char g_auth_tok[256], g_auth_ro[256];
 static pid_t g_sims[2] = {-1, -1}, g_worker = -1, g_intake = -1;
 static config_t g_cfg;
-static keyring_t *g_keys;
+static keyring_t *g_keys, *g_data_keys;
 static rd_kafka_t *g_prod;
 static char *g_tokens[MAX_TOKENS]; /* every token served, for the log scan */
 static int g_ntokens;
@@ -122,6 +135,8 @@ static int setup(void **state)
     write_file(path, "{\"active\":\"d1\",\"keys\":{\"d1\":"
                      "\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8\"}}");
     setenv("OAUTHQ_DATA_KEYS_FILE", path, 1);
+    g_data_keys = keyring_load(path, &e);
+    setenv("OAUTHQ_TOKEN_REFRESH_WAIT_MS", REFRESH_WAIT_MS, 1);
     snprintf(path, sizeof path, "%s/secret", g_dir);
     write_file(path, "sk_itest_tokens_secret\n");
     {
@@ -185,7 +200,7 @@ static int setup(void **state)
     char errstr[256];
     g_prod = rd_kafka_new(RD_KAFKA_PRODUCER, kafka_conf_producer(&g_cfg, NULL, &e), errstr,
                           sizeof errstr);
-    return g_prod && g_keys ? 0 : -1;
+    return g_prod && g_keys && g_data_keys ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -201,6 +216,7 @@ static int teardown(void **state)
     if (g_prod)
         rd_kafka_destroy(g_prod);
     keyring_free(g_keys);
+    keyring_free(g_data_keys);
     for (int i = 0; i < g_ntokens; i++)
         free(g_tokens[i]);
     if (getenv("OAUTHQ_KEEP_TEST_LOGS")) {
@@ -463,20 +479,6 @@ static void test_not_connected_is_409(void **state)
     testhttp_resp_free(&r);
 }
 
-static void test_expiring_token_is_503_refresh_not_available(void **state)
-{
-    (void)state;
-    char code[128], id[IDENT_CONN_ID_MAX];
-    new_code(1, NULL, code, sizeof code);
-    produce_cb(id, "simshort", code);
-    await_status(id, "connected");
-    testhttp_resp r;
-    get_token_settled(id, &r);
-    assert_error(&r, 503, "refresh_not_available");
-    assert_non_null(strstr(r.headers, "Retry-After: "));
-    testhttp_resp_free(&r);
-}
-
 static void produce_conn(const char *key, const char *value)
 {
     assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_conn),
@@ -519,6 +521,269 @@ static void test_view_skips_foreign_records_and_tombstones(void **state)
             usleep(100000);
     }
     assert_int_equal(status, 409);
+}
+
+/* ---- refresh: the intake's side, the test plays the worker --------------------- */
+
+/* Write connection.v1 of id as the worker would: version, status
+ * (CONN_CONNECTED with the sealed access token `plain` obtained now and
+ * living expires_in s, or CONN_FAILED reconnect_required without tokens). */
+static void write_conn(const char *id, int64_t version, conn_status status, const char *plain,
+                       int64_t expires_in)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    conn_init(c, id, "simshort", now);
+    c->status = status;
+    c->phase = PHASE_NONE;
+    c->version = version;
+    c->livemode = -1;
+    c->expires_in = -1;
+    err_t e = {0};
+    if (status == CONN_CONNECTED) {
+        snprintf(c->token_type, sizeof c->token_type, "bearer");
+        snprintf(c->scope, sizeof c->scope, "read_write");
+        c->tokens_at_ms = now;
+        c->expires_in = expires_in;
+        assert_int_equal(sealed_seal(g_data_keys, id, "access_token", plain, strlen(plain),
+                                     c->access_sealed, sizeof c->access_sealed, &e),
+                         0);
+    } else {
+        c->reason = REASON_RECONNECT_REQUIRED;
+    }
+    char *json = conn_encode(c, &e);
+    free(c);
+    assert_non_null(json);
+    produce_conn(id, json);
+    free(json);
+}
+
+/* A genuine id the worker never saw, connected at version 100 with a
+ * token expiring in 30 s (inside the 60 s skew), applied by the view. */
+static void stale_conn(char id[IDENT_CONN_ID_MAX], char *token, size_t cap)
+{
+    err_t e = {0};
+    assert_int_equal(ident_conn_new(g_keys, time(NULL), id, &e), 0);
+    snprintf(token, cap, "at_old_%.20s", id + 20);
+    long applied = metric("oauthq_tokenview_records_applied_total");
+    write_conn(id, 100, CONN_CONNECTED, token, 30);
+    for (int i = 0; i < 100 && metric("oauthq_tokenview_records_applied_total") <= applied; i++)
+        usleep(100000);
+    assert_true(metric("oauthq_tokenview_records_applied_total") > applied);
+}
+
+typedef struct {
+    const char *id;
+    long n;
+    records_refresh last;
+    FILE *save; /* NULL: do not save */
+} refresh_scan;
+
+static int scan_refresh(const testkafka_record *r, void *ud)
+{
+    refresh_scan *s = ud;
+    if (!r->value || !strstr(r->value, "\"schema\":\"oauthq.refresh.v1\""))
+        return 0;
+    if (s->save)
+        fprintf(s->save, "%s\n", r->value);
+    records_refresh rr;
+    err_t e = {0};
+    assert_int_equal(records_refresh_decode(r->value, r->value_len, &rr, &e), 0);
+    if (s->id && strcmp(rr.connection_id, s->id) == 0) {
+        assert_non_null(r->key);
+        assert_string_equal(r->key, s->id); /* keyed by connection: its partition */
+        s->last = rr;
+        s->n++;
+    }
+    return 0;
+}
+
+/* The refresh.v1 records of id in the callbacks topic. */
+static long refresh_records(const char *id, records_refresh *last)
+{
+    refresh_scan s;
+    memset(&s, 0, sizeof s);
+    s.id = id;
+    err_t e = {0};
+    assert_true(testkafka_read(&g_cfg, g_t_callbacks, 1, 10000, scan_refresh, &s, &e) >= 0);
+    if (last)
+        *last = s.last;
+    return s.n;
+}
+
+/* Wait (bounded, 10 s) until the intake produced a refresh.v1 for id. */
+static void await_refresh_record(const char *id, records_refresh *last)
+{
+    for (int i = 0; i < 50; i++) {
+        if (refresh_records(id, last) > 0)
+            return;
+        usleep(200000);
+    }
+    fail_msg("no refresh.v1 record for %s", id);
+}
+
+typedef struct {
+    const char *id;
+    testhttp_resp resp;
+    int rc;
+    atomic_int done;
+} token_call;
+
+static void *token_call_main(void *arg)
+{
+    token_call *c = arg;
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections/%s/token", g_url, c->id);
+    const char *hdrs[] = {g_auth_tok, NULL};
+    c->rc = testhttp_do_timeout("GET", url, hdrs, NULL, 30000, &c->resp);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void remember_token(const char *body)
+{
+    cJSON *o = cJSON_Parse(body);
+    const char *at = json_str(o, "access_token");
+    if (at && g_ntokens < MAX_TOKENS)
+        g_tokens[g_ntokens++] = strdup(at);
+    cJSON_Delete(o);
+}
+
+static void assert_token(const testhttp_resp *r, const char *want)
+{
+    assert_int_equal(r->status, 200);
+    cJSON *o = cJSON_Parse(r->body);
+    assert_non_null(o);
+    assert_string_equal(json_str(o, "access_token"), want);
+    cJSON_Delete(o);
+}
+
+static void test_expiring_token_is_refreshed(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], old_tok[64], new_tok[64];
+    stale_conn(id, old_tok, sizeof old_tok);
+    static token_call c;
+    memset(&c, 0, sizeof c);
+    c.id = id;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, token_call_main, &c), 0);
+    records_refresh rr;
+    await_refresh_record(id, &rr);
+    assert_string_equal(rr.connection_id, id);
+    assert_int_equal(rr.seen_version, 100);
+    assert_string_equal(rr.provider, "simshort");
+    assert_string_equal(rr.intake_id, "i0");
+    assert_true(rr.request_id[0] != '\0');
+    assert_int_equal(atomic_load(&c.done), 0); /* the call waits for the refresh */
+    /* The worker's answer: a later version with a fresh token. */
+    snprintf(new_tok, sizeof new_tok, "at_new_%.20s", id + 20);
+    write_conn(id, 101, CONN_CONNECTED, new_tok, 3600);
+    pthread_join(t, NULL);
+    assert_int_equal(c.rc, 0);
+    assert_token(&c.resp, new_tok);
+    save_token_doc(c.resp.body);
+    remember_token(c.resp.body);
+    testhttp_resp_free(&c.resp);
+    assert_int_equal(refresh_records(id, NULL), 1);
+    if (g_ntokens < MAX_TOKENS)
+        g_tokens[g_ntokens++] = strdup(old_tok);
+}
+
+#define CALLERS 50
+
+static void test_concurrent_callers_share_one_refresh(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], old_tok[64], new_tok[64];
+    stale_conn(id, old_tok, sizeof old_tok);
+    long coalesced = metric("oauthq_token_refresh_requests_total{outcome=\"coalesced\"}");
+    static token_call c[CALLERS];
+    pthread_t t[CALLERS];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < CALLERS; i++) {
+        c[i].id = id;
+        assert_int_equal(pthread_create(&t[i], NULL, token_call_main, &c[i]), 0);
+    }
+    await_refresh_record(id, NULL);
+    /* Let the callers arrive (each either coalesced or, if it came late,
+     * served the new token directly). */
+    long now_coalesced = coalesced;
+    for (int i = 0; i < 30 && now_coalesced - (coalesced < 0 ? 0 : coalesced) < CALLERS - 1; i++) {
+        usleep(100000);
+        now_coalesced = metric("oauthq_token_refresh_requests_total{outcome=\"coalesced\"}");
+    }
+    snprintf(new_tok, sizeof new_tok, "at_new_%.20s", id + 20);
+    write_conn(id, 101, CONN_CONNECTED, new_tok, 3600);
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].rc, 0);
+        assert_token(&c[i].resp, new_tok);
+        testhttp_resp_free(&c[i].resp);
+    }
+    assert_int_equal(refresh_records(id, NULL), 1);
+    assert_int_equal(now_coalesced - (coalesced < 0 ? 0 : coalesced), CALLERS - 1);
+    if (g_ntokens < MAX_TOKENS - 1) {
+        g_tokens[g_ntokens++] = strdup(old_tok);
+        g_tokens[g_ntokens++] = strdup(new_tok);
+    }
+}
+
+static void test_no_refresh_in_time_is_503_refresh_pending(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], old_tok[64];
+    stale_conn(id, old_tok, sizeof old_tok);
+    testhttp_resp r;
+    get_token(id, g_auth_tok, &r);
+    assert_error(&r, 503, "refresh_pending");
+    assert_true(r.retry_after[0] != '\0');
+    assert_true(r.elapsed_ms >= atol(REFRESH_WAIT_MS) - 200);
+    assert_null(strstr(r.body, old_tok));
+    testhttp_resp_free(&r);
+    assert_int_equal(refresh_records(id, NULL), 1);
+}
+
+static void test_failed_refresh_is_409_reconnect_required(void **state)
+{
+    (void)state;
+    char id[IDENT_CONN_ID_MAX], old_tok[64];
+    stale_conn(id, old_tok, sizeof old_tok);
+    static token_call c;
+    memset(&c, 0, sizeof c);
+    c.id = id;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, token_call_main, &c), 0);
+    await_refresh_record(id, NULL);
+    write_conn(id, 101, CONN_FAILED, NULL, 0);
+    pthread_join(t, NULL);
+    assert_int_equal(c.rc, 0);
+    assert_error(&c.resp, 409, "reconnect_required");
+    testhttp_resp_free(&c.resp);
+    /* The next call does not ask again: the connection is not connected. */
+    testhttp_resp r;
+    get_token(id, g_auth_tok, &r);
+    assert_error(&r, 409, "not_connected");
+    testhttp_resp_free(&r);
+    assert_int_equal(refresh_records(id, NULL), 1);
+}
+
+static void test_save_refresh_records(void **state)
+{
+    (void)state;
+    mkdir("var", 0755);
+    mkdir("var/test-logs", 0755);
+    FILE *out = fopen("var/test-logs/refresh-records.jsonl", "a");
+    assert_non_null(out);
+    refresh_scan s;
+    memset(&s, 0, sizeof s);
+    s.save = out;
+    err_t e = {0};
+    assert_true(testkafka_read(&g_cfg, g_t_callbacks, 1, 10000, scan_refresh, &s, &e) >= 0);
+    fclose(out);
 }
 
 static int save_conn(const testkafka_record *r, void *ud)
@@ -569,8 +834,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connected_gives_token_refused_without_scope),
         cmocka_unit_test(test_not_connected_is_409),
-        cmocka_unit_test(test_expiring_token_is_503_refresh_not_available),
         cmocka_unit_test(test_view_skips_foreign_records_and_tombstones),
+        cmocka_unit_test(test_expiring_token_is_refreshed),
+        cmocka_unit_test(test_concurrent_callers_share_one_refresh),
+        cmocka_unit_test(test_no_refresh_in_time_is_503_refresh_pending),
+        cmocka_unit_test(test_failed_refresh_is_409_reconnect_required),
+        cmocka_unit_test(test_save_refresh_records),
         cmocka_unit_test(test_save_connection_records),
         cmocka_unit_test(test_logs_have_no_tokens),
     };

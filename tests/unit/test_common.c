@@ -72,6 +72,7 @@ static void test_config_defaults(void **state)
     assert_string_equal(c.topic_prefix, "oauthq.");
     assert_int_equal(c.topic_partitions, 4);
     assert_string_equal(c.listen, "127.0.0.1:8080");
+    assert_int_equal(c.token_refresh_wait_ms, 10000);
     char t[128];
     assert_int_equal(config_topic(&c, "callbacks", t, sizeof t, &e), 0);
     assert_string_equal(t, "oauthq.callbacks");
@@ -99,6 +100,15 @@ static void test_config_overrides_and_errors(void **state)
     set_env(0, "OAUTHQ_PUBLIC_URL", "ftp://x");
     assert_int_equal(config_load(&c, fake_getenv, &e), -1);
     assert_non_null(strstr(e.msg, "OAUTHQ_PUBLIC_URL"));
+
+    /* The token call's refresh wait: bounded by the long-poll limit (30 s). */
+    set_env(0, "OAUTHQ_TOKEN_REFRESH_WAIT_MS", "1500");
+    assert_int_equal(config_load(&c, fake_getenv, &e), 0);
+    assert_int_equal(c.token_refresh_wait_ms, 1500);
+    set_env(0, "OAUTHQ_TOKEN_REFRESH_WAIT_MS", "30001");
+    assert_int_equal(config_load(&c, fake_getenv, &e), -1);
+    assert_non_null(strstr(e.msg, "OAUTHQ_TOKEN_REFRESH_WAIT_MS"));
+    assert_non_null(strstr(e.msg, "[100, 30000]"));
 
     set_env(0, "OAUTHQ_TOPIC_PREFIX", "bad prefix");
     assert_int_equal(config_load(&c, fake_getenv, &e), -1);
