@@ -155,9 +155,11 @@ static int setup(void **state)
         write_file(path, kj);
         setenv("OAUTHQ_API_KEYS_FILE", path, 1);
     }
-    /* sim 0: access tokens live an hour; sim 1: 30 s, inside the 60 s skew. */
+    /* sim 0: access tokens live an hour; sim 1: 62 s, so a token is inside
+     * the 60 s skew two seconds after it was issued (and fresh for two
+     * seconds after a refresh). */
     g_sims[0] = start_sim(0, "3600");
-    g_sims[1] = start_sim(1, "30");
+    g_sims[1] = start_sim(1, "62");
     if (g_sims[0] < 0 || g_sims[1] < 0)
         return -1;
     static const char PROV[] =
@@ -732,6 +734,69 @@ static void test_concurrent_callers_share_one_refresh(void **state)
     }
 }
 
+/* The whole chain, no stand-in (SPEC §5b): a real connection at the
+ * simulator whose token went stale; 50 concurrent token calls through the
+ * intake → the worker refreshes ONCE at the provider (its per-refresh-token
+ * counter) and every caller gets the same new token. */
+static void test_real_refresh_end_to_end(void **state)
+{
+    (void)state;
+    char code[128], id[IDENT_CONN_ID_MAX];
+    new_code(1, NULL, code, sizeof code);
+    produce_cb(id, "simshort", code);
+    await_status(id, "connected");
+    testhttp_resp r;
+    get_token_settled(id, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    char first[256];
+    snprintf(first, sizeof first, "%s", json_str(o, "access_token"));
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+    usleep(2300 * 1000); /* now within the skew */
+    static token_call c[CALLERS];
+    pthread_t t[CALLERS];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < CALLERS; i++) {
+        c[i].id = id;
+        assert_int_equal(pthread_create(&t[i], NULL, token_call_main, &c[i]), 0);
+    }
+    char fresh[256] = "";
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].rc, 0);
+        if (c[i].resp.status != 200)
+            fail_msg("caller %d: %ld %s", i, c[i].resp.status, c[i].resp.body);
+        cJSON *j = cJSON_Parse(c[i].resp.body);
+        const char *at = json_str(j, "access_token");
+        assert_non_null(at);
+        assert_string_not_equal(at, first);
+        if (!fresh[0])
+            snprintf(fresh, sizeof fresh, "%s", at);
+        assert_string_equal(at, fresh); /* all 50 share the one refresh */
+        cJSON_Delete(j);
+        testhttp_resp_free(&c[i].resp);
+    }
+    char url[128];
+    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url[1]);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    cJSON *st = cJSON_Parse(r.body);
+    testhttp_resp_free(&r);
+    const cJSON *rt = cJSON_GetObjectItem(st, "refresh_tokens");
+    int tokens = 0, requests = 0;
+    for (const cJSON *it = rt ? rt->child : NULL; it; it = it->next) {
+        tokens++;
+        requests += (int)cJSON_GetObjectItem(it, "requests")->valuedouble;
+    }
+    assert_int_equal(tokens, 1);
+    assert_int_equal(requests, 1);
+    cJSON_Delete(st);
+    if (g_ntokens < MAX_TOKENS - 1) {
+        g_tokens[g_ntokens++] = strdup(first);
+        g_tokens[g_ntokens++] = strdup(fresh);
+    }
+}
+
 static void test_no_refresh_in_time_is_503_refresh_pending(void **state)
 {
     (void)state;
@@ -837,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_view_skips_foreign_records_and_tombstones),
         cmocka_unit_test(test_expiring_token_is_refreshed),
         cmocka_unit_test(test_concurrent_callers_share_one_refresh),
+        cmocka_unit_test(test_real_refresh_end_to_end),
         cmocka_unit_test(test_no_refresh_in_time_is_503_refresh_pending),
         cmocka_unit_test(test_failed_refresh_is_409_reconnect_required),
         cmocka_unit_test(test_save_refresh_records),
