@@ -1,13 +1,16 @@
 /* kafka — see kafka.h. Functions are stateless and thread-safe. */
 #include "common/kafka.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/crypto.h"
 #include "common/log.h"
 
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, err_t *e)
@@ -447,4 +450,94 @@ int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic,
     if (md)
         rd_kafka_metadata_destroy(md);
     return rc;
+}
+
+int kafka_init_transactions(rd_kafka_t *rk, int budget_ms, err_t *e)
+{
+    int64_t deadline = clock_mono_ms() + budget_ms;
+    for (int attempt = 0; attempt < budget_ms / 1000 + 1; attempt++) {
+        rd_kafka_error_t *err = rd_kafka_init_transactions(rk, 10000);
+        if (!err)
+            return 0;
+        int retry = rd_kafka_error_is_retriable(err) && clock_mono_ms() < deadline;
+        log_kv(LOGL_WARN, "init_transactions", "reason", rd_kafka_error_string(err), "retry",
+               retry ? "yes" : "no");
+        if (!retry) {
+            err_set(e, ERRC_FATAL, "init_transactions: %s", rd_kafka_error_string(err));
+            rd_kafka_error_destroy(err);
+            return -1;
+        }
+        rd_kafka_error_destroy(err);
+        sleep(1);
+    }
+    return err_set(e, ERRC_FATAL, "init_transactions: not done within %d ms", budget_ms);
+}
+
+rd_kafka_t *kafka_group_consumer_new(const config_t *c, const char *group_id,
+                                     void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                                          rd_kafka_topic_partition_list_t *,
+                                                          void *),
+                                     void *opaque, const char *const *topics, int ntopics, err_t *e)
+{
+    char errstr[256];
+    rd_kafka_conf_t *cc = kafka_conf_consumer(c, group_id, e);
+    if (!cc)
+        return NULL;
+    rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
+    rd_kafka_conf_set_opaque(cc, opaque);
+    if (kafka_conf_set(cc, "enable.partition.eof", "false", e) < 0 ||
+        kafka_conf_set(cc, "max.poll.interval.ms", "300000", e) < 0 ||
+        kafka_conf_set(cc, "session.timeout.ms", "6000", e) < 0 ||
+        kafka_conf_set(cc, "heartbeat.interval.ms", "1000", e) < 0) {
+        rd_kafka_conf_destroy(cc);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(cc);
+        err_set(e, ERRC_FATAL, "consumer: %s", errstr);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(ntopics);
+    for (int i = 0; i < ntopics; i++)
+        rd_kafka_topic_partition_list_add(sub, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t serr = rd_kafka_subscribe(rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (serr) {
+        err_set(e, ERRC_FATAL, "subscribe: %s", rd_kafka_err2str(serr));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+int kafka_instance_id(const char *configured, const char *data_dir, const char *file,
+                      const char *prefix, char *out, size_t cap, err_t *e)
+{
+    if (configured && configured[0]) {
+        snprintf(out, cap, "%s", configured);
+        return 0;
+    }
+    char path[CONFIG_PATH_MAX + 64], buf[64];
+    size_t n = 0;
+    mkdir(data_dir, 0700);
+    snprintf(path, sizeof path, "%s/%s", data_dir, file);
+    if (config_read_file(path, buf, sizeof buf, &n, NULL) == 0 && n > 0) {
+        buf[strcspn(buf, "\r\n")] = '\0';
+        snprintf(out, cap, "%s", buf);
+        return 0;
+    }
+    uint8_t raw[9];
+    char id[16];
+    if (crypto_random(raw, sizeof raw, e) < 0)
+        return -1;
+    crypto_b64url_encode(raw, sizeof raw, id, sizeof id);
+    snprintf(out, cap, "%s%s", prefix, id);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return err_set(e, ERRC_FATAL, "cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "%s\n", out);
+    fclose(f);
+    return 0;
 }

@@ -135,4 +135,31 @@ int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic,
  * kafka_min_isr; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);
 
+/* Start of a transactional producer (the dispatcher and the worker):
+ * rd_kafka_init_transactions, which fences older instances with the same
+ * transactional.id, retried once a second while the error is retriable (the
+ * transaction coordinator warming up) for at most budget_ms. 0, or -1 with
+ * ERRC_FATAL (not retriable, or the budget spent). Blocks; start-up only. */
+int kafka_init_transactions(rd_kafka_t *rk, int budget_ms, err_t *e);
+
+/* A group consumer for transactional read-process-write (the dispatcher
+ * and the worker): kafka_conf_consumer (read_committed, eager range, no
+ * auto commit) in group group_id with the rebalance callback and opaque,
+ * no partition EOF events, 6 s session / 1 s heartbeat (a dead member's
+ * partitions move quickly), subscribed to topics[0..ntopics) with the
+ * consumer queue as the poll queue. NULL with ERRC_FATAL on failure. */
+rd_kafka_t *
+kafka_group_consumer_new(const config_t *c, const char *group_id,
+                         void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                              rd_kafka_topic_partition_list_t *, void *),
+                         void *opaque, const char *const *topics, int ntopics, err_t *e);
+
+/* This process's instance id (the tail of its transactional.id) into
+ * out[cap]: `configured` when not "", else the one persisted in
+ * data_dir/file, else a new random one, prefix + 12 base64url characters,
+ * written there, so a restarted process keeps its transactional.id and
+ * fences its own zombie (KIP-447). 0 or -1 (ERRC_FATAL, file not writable). */
+int kafka_instance_id(const char *configured, const char *data_dir, const char *file,
+                      const char *prefix, char *out, size_t cap, err_t *e);
+
 #endif

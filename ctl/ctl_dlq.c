@@ -6,44 +6,30 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
+#include "common/connrec.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "ctl/ctl_args.h"
 #include "ctl/ctl_scan.h"
 
-#define DLQ_SCHEMA_NAME "oauthq.dlq.v1"
-#define KEY_MAX         64 /* longest secret-looking key name we test */
-
-static const char *str_or_null(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int64_t num_or(const cJSON *o, const char *k, int64_t dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
-}
+#define KEY_MAX 64 /* longest secret-looking key name we test */
 
 int ctl_dlq_entry_from(const cJSON *rec, ctl_dlq_entry *d)
 {
-    const char *schema = str_or_null(rec, "schema");
-    if (!cJSON_IsObject(rec) || !schema || strcmp(schema, DLQ_SCHEMA_NAME) != 0)
+    connrec_dlq r;
+    if (connrec_dlq_from(rec, &r, NULL) < 0)
         return -1;
-    d->reason = str_or_null(rec, "reason");
-    d->source_topic = str_or_null(rec, "source_topic");
-    d->key = str_or_null(rec, "key");
-    d->original = str_or_null(rec, "original");
-    d->first_error = str_or_null(rec, "first_error");
-    d->last_error = str_or_null(rec, "last_error");
-    d->at = str_or_null(rec, "at");
-    d->at_ms = 0;
-    if (d->at && ctl_args_rfc3339(d->at, &d->at_ms) < 0)
-        d->at_ms = 0;
-    d->source_partition = num_or(rec, "partition", -1);
-    d->source_offset = num_or(rec, "offset", -1);
-    d->attempts = (int)num_or(rec, "attempts", 0);
+    d->reason = r.reason;
+    d->source_topic = r.source_topic;
+    d->key = r.key;
+    d->original = r.original;
+    d->first_error = r.first_error;
+    d->last_error = r.last_error;
+    d->at = r.at;
+    d->at_ms = r.at_ms;
+    d->source_partition = r.source_partition;
+    d->source_offset = r.source_offset;
+    d->attempts = r.attempts;
     return 0;
 }
 

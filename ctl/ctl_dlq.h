@@ -1,7 +1,8 @@
 /*
  * ctl_dlq — `oauthqctl dlq list|show`: what is in the dead-letter topic.
  *
- * dlq.v1 records (common/conn.h conn_dlq_json) carry the original bytes of
+ * dlq.v1 records (written by common/conn.h conn_dlq_json, decoded by
+ * common/connrec) carry the original bytes of
  * an unprocessable record, which may hold an authorization code or PKCE
  * verifier. `list` never prints `original`; `show` prints one record in
  * full with every secret-named value inside `original` ("code",
@@ -49,8 +50,8 @@ typedef struct {
 /* Per matching record; return 1 to stop, 0 to go on, -1 to fail. */
 typedef int (*ctl_dlq_fn)(const ctl_dlq_entry *d, void *ud);
 
-/* Fill d from a parsed dlq.v1 record (partition/offset left as they are);
- * -1 when rec is not a dlq.v1 object. Pure. */
+/* Fill d from a parsed dlq.v1 record (connrec_dlq_from; partition/offset
+ * left as they are); -1 when rec is not a valid dlq.v1 object. Pure. */
 int ctl_dlq_entry_from(const cJSON *rec, ctl_dlq_entry *d);
 
 /* Does d pass the filter's since and reason prefix (not the limit)? */

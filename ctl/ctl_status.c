@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/conn.h"
 #include "common/kafka.h"
 #include "common/records.h"
 #include "ctl/ctl_args.h"
@@ -113,7 +114,7 @@ static int on_record(const ctl_scan_rec *r, void *ud)
     cJSON *o = cJSON_ParseWithLength(r->value, r->value_len);
     const cJSON *schema = cJSON_GetObjectItemCaseSensitive(o, "schema");
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    if (!cJSON_IsString(schema) || strcmp(schema->valuestring, "oauthq.connection.v1") != 0 ||
+    if (!cJSON_IsString(schema) || strcmp(schema->valuestring, CONN_SCHEMA) != 0 ||
         !cJSON_IsNumber(v)) {
         s->bad++;
         cJSON_Delete(o);

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/connmeta.h"
+#include "common/connrec.h"
 #include "common/kafka.h"
 #include "common/log.h"
 
@@ -135,34 +136,30 @@ typedef struct {
 static char *api_doc(const char *value, size_t len, const char **id, int64_t *version, char *idbuf,
                      size_t idcap, row_extra *x)
 {
-    cJSON *o = cJSON_ParseWithLength(value, len);
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schema");
-    const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, "id");
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    char *out = NULL;
-    if (cJSON_IsString(s) && strcmp(s->valuestring, "oauthq.status.v1") == 0 && cJSON_IsString(i) &&
-        strlen(i->valuestring) < idcap && cJSON_IsNumber(v)) {
-        snprintf(idbuf, idcap, "%s", i->valuestring);
-        *id = idbuf;
-        *version = (int64_t)v->valuedouble;
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "schema");
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "failed_during"); /* the dispatcher's only */
-        err_t e = {0};
-        memset(x, 0, sizeof *x);
-        if (connmeta_from(o, 0, &x->meta, &e) < 0)
-            log_kv(LOGL_WARN, "status_metadata_ignored", "connection_id", idbuf, "reason", e.msg);
-        connmeta_ids(&x->meta, x->end_user, x->org);
-        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(o, "provider");
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
-        if (cJSON_IsString(pv))
-            snprintf(x->provider, sizeof x->provider, "%s", pv->valuestring);
-        if (cJSON_IsString(st))
-            snprintf(x->state, sizeof x->state, "%s", st->valuestring);
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "end_user");
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "organization");
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "tags");
-        out = cJSON_PrintUnformatted(o);
+    connrec_status r;
+    cJSON *o = NULL;
+    err_t e = {0};
+    if (connrec_status_decode(value, len, &r, &o, &e) < 0 || strlen(r.id) >= idcap) {
+        cJSON_Delete(o);
+        return NULL;
     }
+    snprintf(idbuf, idcap, "%s", r.id);
+    *id = idbuf;
+    *version = r.version;
+    memset(x, 0, sizeof *x);
+    if (r.meta_error[0])
+        log_kv(LOGL_WARN, "status_metadata_ignored", "connection_id", idbuf, "reason",
+               r.meta_error);
+    x->meta = r.meta;
+    connmeta_ids(&x->meta, x->end_user, x->org);
+    snprintf(x->provider, sizeof x->provider, "%s", r.provider);
+    snprintf(x->state, sizeof x->state, "%s", conn_status_name(r.status));
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "schema");
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "failed_during"); /* the dispatcher's only */
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "end_user");
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "organization");
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "tags");
+    char *out = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return out;
 }

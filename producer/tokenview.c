@@ -13,14 +13,15 @@
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
+#include "common/conn.h"
 #include "common/kafka.h"
 #include "common/log.h"
 
 #define BATCH_MAX   500
 #define MAX_PARTS   1024
 #define APPLY_TRIES 5
-#define CONN_SCHEMA "oauthq.connection.v1"
-#define BUCKETS     1024
+
+#define BUCKETS 1024
 
 /* A request waiting for a record of id (tokenview_watch). */
 typedef struct waiter {

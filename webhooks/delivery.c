@@ -7,6 +7,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/connrec.h"
+
 /* Fields of the platform view, in this order (SPEC §4a, §5): the status
  * document and the platform's metadata. Anything else a status record
  * carries stays out of the webhook. */
@@ -33,44 +35,29 @@ int delivery_event_from_status(const char *json, size_t len, char id[DELIVERY_ID
                                err_t *e)
 {
     *body = NULL;
-    cJSON *o = cJSON_ParseWithLength(json, len);
-    if (!cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        return err_set(e, ERRC_PERMANENT, "status record: not a JSON object");
-    }
-    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(o, "schema");
-    const cJSON *jid = cJSON_GetObjectItemCaseSensitive(o, "id");
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
-    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(o, "version");
-    const cJSON *upd = cJSON_GetObjectItemCaseSensitive(o, "updated_at");
+    connrec_status r;
+    cJSON *o = NULL;
+    if (connrec_status_decode(json, len, &r, &o, e) < 0)
+        return -1;
     int rc = -1;
-    if (!cJSON_IsString(schema) || strcmp(schema->valuestring, "oauthq.status.v1") != 0) {
-        err_set(e, ERRC_PERMANENT, "status record: schema is not oauthq.status.v1");
-    } else if (!cJSON_IsString(jid) || !jid->valuestring[0] ||
-               strlen(jid->valuestring) >= DELIVERY_ID_MAX) {
+    if (strlen(r.id) >= DELIVERY_ID_MAX) {
         err_set(e, ERRC_PERMANENT, "status record: bad id");
-    } else if (!cJSON_IsString(st)) {
-        err_set(e, ERRC_PERMANENT, "status record: bad status");
-    } else if (!cJSON_IsNumber(ver) || ver->valuedouble < 1 || ver->valuedouble > 9e15) {
-        err_set(e, ERRC_PERMANENT, "status record: bad version");
-    } else if (!cJSON_IsString(upd)) {
-        err_set(e, ERRC_PERMANENT, "status record: bad updated_at");
-    } else if (!event_type(st->valuestring)) {
+    } else if (!event_type(conn_status_name(r.status))) {
         rc = 0; /* pending: no webhook */
     } else {
         const cJSON *during = cJSON_GetObjectItemCaseSensitive(o, "failed_during");
-        snprintf(id, DELIVERY_ID_MAX, "%s", jid->valuestring);
+        snprintf(id, DELIVERY_ID_MAX, "%s", r.id);
         snprintf(type, DELIVERY_TYPE_MAX, "%s",
                  cJSON_IsString(during) && strcmp(during->valuestring, "refresh") == 0 &&
-                         strcmp(st->valuestring, "failed") == 0
+                         r.status == CONN_FAILED
                      ? "connection.refresh_failed"
-                     : event_type(st->valuestring));
-        *version = (int64_t)ver->valuedouble;
+                     : event_type(conn_status_name(r.status)));
+        *version = r.version;
         cJSON *out = cJSON_CreateObject();
         cJSON *data = NULL;
         if (out) {
             cJSON_AddStringToObject(out, "type", type);
-            cJSON_AddStringToObject(out, "timestamp", upd->valuestring);
+            cJSON_AddStringToObject(out, "timestamp", r.updated_at);
             data = cJSON_AddObjectToObject(out, "data");
         }
         for (size_t i = 0; data && i < sizeof view_fields / sizeof view_fields[0]; i++) {

@@ -947,33 +947,8 @@ static int open_observability(dispatcher_t *d, err_t *e)
 
 static int instance_id(dispatcher_t *d, err_t *e)
 {
-    if (d->cfg.instance_id[0]) {
-        snprintf(d->instance_id, sizeof d->instance_id, "%s", d->cfg.instance_id);
-        return 0;
-    }
-    /* Persisted in the data dir: a restarted dispatcher keeps its
-     * transactional.id and so fences its own zombie. */
-    char path[CONFIG_PATH_MAX + 32], buf[64];
-    size_t n = 0;
-    mkdir(d->cfg.data_dir, 0700);
-    snprintf(path, sizeof path, "%s/webhooks.id", d->cfg.data_dir);
-    if (config_read_file(path, buf, sizeof buf, &n, NULL) == 0 && n > 0) {
-        buf[strcspn(buf, "\r\n")] = '\0';
-        snprintf(d->instance_id, sizeof d->instance_id, "%s", buf);
-        return 0;
-    }
-    uint8_t raw[9];
-    char id[16];
-    if (crypto_random(raw, sizeof raw, e) < 0)
-        return -1;
-    crypto_b64url_encode(raw, sizeof raw, id, sizeof id);
-    snprintf(d->instance_id, sizeof d->instance_id, "h%s", id);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return err_set(e, ERRC_FATAL, "cannot write %s: %s", path, strerror(errno));
-    fprintf(f, "%s\n", d->instance_id);
-    fclose(f);
-    return 0;
+    return kafka_instance_id(d->cfg.instance_id, d->cfg.data_dir, "webhooks.id", "h",
+                             d->instance_id, sizeof d->instance_id, e);
 }
 
 static rd_kafka_t *plain_consumer(const config_t *c, const char *isolation, err_t *e)
@@ -1076,49 +1051,12 @@ dispatcher_t *dispatcher_open(const config_t *c, err_t *e)
         err_set(e, ERRC_FATAL, "producer: %s", errstr);
         goto fail;
     }
-    /* Fences an older instance with our transactional.id; retried while the
-     * transaction coordinator warms up. */
-    for (int64_t deadline = mono_ms() + 60000;;) {
-        rd_kafka_error_t *err = rd_kafka_init_transactions(d->producer, 10000);
-        if (!err)
-            break;
-        int retry = rd_kafka_error_is_retriable(err) && mono_ms() < deadline;
-        log_kv(LOGL_WARN, "init_transactions", "reason", rd_kafka_error_string(err), "retry",
-               retry ? "yes" : "no");
-        if (!retry) {
-            err_set(e, ERRC_FATAL, "init_transactions: %s", rd_kafka_error_string(err));
-            rd_kafka_error_destroy(err);
-            goto fail;
-        }
-        rd_kafka_error_destroy(err);
-        sleep(1);
-    }
-    rd_kafka_conf_t *cc = kafka_conf_consumer(c, d->group_id, e);
-    if (!cc)
+    /* Fences an older instance with our transactional.id. */
+    if (kafka_init_transactions(d->producer, 60000, e) < 0)
         goto fail;
-    rd_kafka_conf_set_rebalance_cb(cc, on_rebalance);
-    rd_kafka_conf_set_opaque(cc, d);
-    if (kafka_conf_set(cc, "enable.partition.eof", "false", e) < 0 ||
-        kafka_conf_set(cc, "session.timeout.ms", "6000", e) < 0 ||
-        kafka_conf_set(cc, "heartbeat.interval.ms", "1000", e) < 0) {
-        rd_kafka_conf_destroy(cc);
+    const char *topics[] = {d->t_status, d->t_webhooks};
+    if (!(d->consumer = kafka_group_consumer_new(c, d->group_id, on_rebalance, d, topics, 2, e)))
         goto fail;
-    }
-    if (!(d->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof errstr))) {
-        rd_kafka_conf_destroy(cc);
-        err_set(e, ERRC_FATAL, "consumer: %s", errstr);
-        goto fail;
-    }
-    rd_kafka_poll_set_consumer(d->consumer);
-    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(2);
-    rd_kafka_topic_partition_list_add(sub, d->t_status, RD_KAFKA_PARTITION_UA);
-    rd_kafka_topic_partition_list_add(sub, d->t_webhooks, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t serr = rd_kafka_subscribe(d->consumer, sub);
-    rd_kafka_topic_partition_list_destroy(sub);
-    if (serr) {
-        err_set(e, ERRC_FATAL, "subscribe: %s", rd_kafka_err2str(serr));
-        goto fail;
-    }
     char nk[8];
     snprintf(nk, sizeof nk, "%d", d->keys.n);
     log_kv(LOGL_INFO, "webhooks_started", "instance_id", d->instance_id, "group", d->group_id,

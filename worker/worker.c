@@ -2017,34 +2017,8 @@ static int open_observability(worker_t *w, err_t *e)
 
 static int instance_id(worker_t *w, err_t *e)
 {
-    if (w->cfg.instance_id[0]) {
-        snprintf(w->instance_id, sizeof w->instance_id, "%s", w->cfg.instance_id);
-        return 0;
-    }
-    /* Persisted once in the data dir: a restarted worker keeps its
-     * transactional.id, so it fences its own zombie (KIP-447). */
-    char path[CONFIG_PATH_MAX + 32];
-    mkdir(w->cfg.data_dir, 0700);
-    snprintf(path, sizeof path, "%s/worker.id", w->cfg.data_dir);
-    char buf[64];
-    size_t n = 0;
-    if (config_read_file(path, buf, sizeof buf, &n, NULL) == 0 && n > 0) {
-        buf[strcspn(buf, "\r\n")] = '\0';
-        snprintf(w->instance_id, sizeof w->instance_id, "%s", buf);
-        return 0;
-    }
-    uint8_t raw[9];
-    if (crypto_random(raw, sizeof raw, e) < 0)
-        return -1;
-    char id[16];
-    crypto_b64url_encode(raw, sizeof raw, id, sizeof id);
-    snprintf(w->instance_id, sizeof w->instance_id, "w%s", id);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return err_set(e, ERRC_FATAL, "cannot write %s: %s", path, strerror(errno));
-    fprintf(f, "%s\n", w->instance_id);
-    fclose(f);
-    return 0;
+    return kafka_instance_id(w->cfg.instance_id, w->cfg.data_dir, "worker.id", "w", w->instance_id,
+                             sizeof w->instance_id, e);
 }
 
 static int partition_count(worker_t *w, const char *topic, err_t *e)
@@ -2174,49 +2148,12 @@ worker_t *worker_open(const config_t *c, err_t *e)
     if (c->worker_bench_no_txn)
         log_kv(LOGL_WARN, "bench_no_transactions", "warning",
                "OAUTHQ_WORKER_BENCH_NO_TXN=1: no exactly-once; for benchmarks only");
-    int64_t deadline = now_ms() + 60000;
-    for (; !c->worker_bench_no_txn;) {
-        rd_kafka_error_t *err = rd_kafka_init_transactions(w->producer, 10000);
-        if (!err)
-            break;
-        int retry = rd_kafka_error_is_retriable(err) && now_ms() < deadline;
-        log_kv(LOGL_WARN, "init_transactions", "reason", rd_kafka_error_string(err), "retry",
-               retry ? "yes" : "no");
-        if (!retry) {
-            err_set(e, ERRC_FATAL, "init_transactions: %s", rd_kafka_error_string(err));
-            rd_kafka_error_destroy(err);
-            goto fail;
-        }
-        rd_kafka_error_destroy(err);
-        sleep(1);
-    }
+    if (!c->worker_bench_no_txn && kafka_init_transactions(w->producer, 60000, e) < 0)
+        goto fail;
 
-    rd_kafka_conf_t *cc = kafka_conf_consumer(c, w->group_id, e);
-    if (!cc)
+    const char *topics[] = {w->t_callbacks};
+    if (!(w->consumer = kafka_group_consumer_new(c, w->group_id, on_rebalance, w, topics, 1, e)))
         goto fail;
-    rd_kafka_conf_set_rebalance_cb(cc, on_rebalance);
-    rd_kafka_conf_set_opaque(cc, w);
-    if (kafka_conf_set(cc, "enable.partition.eof", "false", e) < 0 ||
-        kafka_conf_set(cc, "max.poll.interval.ms", "300000", e) < 0 ||
-        kafka_conf_set(cc, "session.timeout.ms", "6000", e) < 0 ||
-        kafka_conf_set(cc, "heartbeat.interval.ms", "1000", e) < 0) {
-        rd_kafka_conf_destroy(cc);
-        goto fail;
-    }
-    if (!(w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof errstr))) {
-        rd_kafka_conf_destroy(cc);
-        err_set(e, ERRC_FATAL, "consumer: %s", errstr);
-        goto fail;
-    }
-    rd_kafka_poll_set_consumer(w->consumer);
-    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(sub, w->t_callbacks, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t serr = rd_kafka_subscribe(w->consumer, sub);
-    rd_kafka_topic_partition_list_destroy(sub);
-    if (serr) {
-        err_set(e, ERRC_FATAL, "subscribe: %s", rd_kafka_err2str(serr));
-        goto fail;
-    }
     log_kv(LOGL_INFO, "worker_started", "instance_id", w->instance_id, "group", w->group_id,
            "transactional_id", w->txn_id, "topic", w->t_callbacks);
     return w;

@@ -1,11 +1,15 @@
 /* libFuzzer target: the callback.v1 record decoder (the worker's untrusted
  * input: anything can be written to the callbacks topic). Round-trip
- * invariant: a record that decodes re-encodes and decodes to the same. */
+ * invariant: a record that decodes re-encodes and decodes to the same.
+ * The same bytes also go through the status.v1 and dlq.v1 decoders
+ * (common/connrec: their readers take whatever is in those topics); they
+ * must not crash and must leave NUL-terminated fields. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/connrec.h"
 #include "common/records.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -14,6 +18,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     records_callback a, b;
     err_t e = {0};
+    connrec_status st;
+    if (connrec_status_decode((const char *)data, size, &st, NULL, &e) == 0 &&
+        (strlen(st.id) == 0 || strlen(st.id) >= sizeof st.id || st.version < 1))
+        __builtin_trap();
+    cJSON *o = cJSON_ParseWithLength((const char *)data, size);
+    connrec_dlq d;
+    if (connrec_dlq_from(o, &d, &e) == 0 && (!d.reason || !d.source_topic || !d.at))
+        __builtin_trap();
+    cJSON_Delete(o);
     if (records_callback_decode((const char *)data, size, &a, &e) != 0)
         return 0;
     char *json = records_callback_encode(&a, &e);
