@@ -13,6 +13,9 @@
 //   acked.txt       one line per callback the intake acknowledged (2xx/3xx),
 //                   written by the load: "<connection_id> <code_sha256>"
 //   faults.log      optional, one line per fault the nemesis injected
+//   disconnects.txt optional, one line per DELETE /v1/connections/{id} the
+//                   load sent: "<connection_id> <http code>" (202 = accepted)
+//   replays.txt     optional, one connection id per `oauthqctl replay` sent
 // --dump first writes the three topic files (kcat, read_committed, to the end)
 // and sim-stats.json (curl-free: fetch) into DIR, then checks DIR.
 //
@@ -29,10 +32,21 @@
 //       allowed. Without after_consumed in the stats: token requests - 1.
 //   G3/G4  per key and partition, in offset order, versions in status and
 //       connections strictly grow (a tombstone ends the key), and a status
-//       `connected` is never followed by `failed`: both count as "version
-//       regressions".
-//   revoked-but-connected: a connection whose last status is connected while
-//       the simulator reports the grant of its code revoked or deauthorized.
+//       `connected` is never followed by `failed`, and `disconnected` is
+//       followed by nothing but `disconnected` (it is final; a reload or a
+//       replay after it changes nothing): all count as "version regressions".
+//       connected -> disconnected is the disconnect, no regression.
+//   G2 for disconnects: an accepted DELETE (202) whose connection does not
+//       end `disconnected` is an acknowledged request without its final
+//       status: it counts in "lost".
+//   revoked-but-connected: a connection whose LAST status is connected while
+//       the simulator reports the grant of its code revoked or deauthorized;
+//       and its mirror, a connection whose last status is disconnected while
+//       its code's grant is still active at the provider (the disconnect did
+//       not deauthorize): both count in "revoked-but-connected".
+//   Replayed ids (replays.txt) need no check of their own: a replay that
+//       re-sent a definitively answered code shows in G1 (every code of the
+//       simulator is counted, replayed or not); the count goes to stderr.
 // Prints exactly one line on stdout:
 //   chaos: acknowledged N, final N, lost 0, re-sent after definitive 0,
 //   unknown outcomes U (re-sent R), version regressions 0,
@@ -154,11 +168,16 @@ function check(dir) {
         say(`${name} version ${r.value.version} after ${prev.version} at offset ${r.offset}`, r.key);
       }
       const connected = (prev && prev.connected) || r.value.status === 'connected';
+      const disconnected = (prev && prev.disconnected) || r.value.status === 'disconnected';
       if (prev && prev.connected && r.value.status === 'failed') {
         regressions++;
         say(`${name} failed after connected at offset ${r.offset}`, r.key);
       }
-      seen.set(k, { version: r.value.version, connected });
+      if (prev && prev.disconnected && r.value.status !== 'disconnected') {
+        regressions++;
+        say(`${name} ${r.value.status} after disconnected at offset ${r.offset}`, r.key);
+      }
+      seen.set(k, { version: r.value.version, connected, disconnected });
       if (name === 'status') lastStatus.set(r.key, r.value);
     }
   }
@@ -205,16 +224,36 @@ function check(dir) {
     } else final++;
   }
 
-  // Revoked-but-connected: the last status is connected, its code's grant is gone.
+  // G2 for disconnects: an accepted DELETE ends in disconnected.
+  const disconnects = new Set();
+  for (const l of lines(join(dir, 'disconnects.txt'), true)) {
+    const [id, rc] = l.trim().split(/\s+/);
+    if (rc === '202') disconnects.add(id);
+  }
+  for (const id of disconnects) {
+    const st = lastStatus.get(id);
+    if (!st || st.status !== 'disconnected') {
+      lost++;
+      say(`accepted disconnect without status disconnected (${st ? st.status : 'none'})`, id);
+    }
+  }
+  const replays = new Set(lines(join(dir, 'replays.txt'), true).map((l) => l.trim()));
+  console.error(`chaos-check: ${replays.size} replayed, ${disconnects.size} disconnected connections`);
+
+  // Revoked-but-connected: the last status is connected, its code's grant is
+  // gone; or the last status is disconnected, its code's grant still active.
   let revoked = 0;
   for (const [id, st] of lastStatus) {
-    if (!st || st.status !== 'connected') continue;
+    if (!st || (st.status !== 'connected' && st.status !== 'disconnected')) continue;
     const conn = lastConn.get(id);
     const hash = conn && conn.code_sha256;
     const g = hash && codes[hash] ? codes[hash].grant : null;
-    if (g === 'revoked' || g === 'deauthorized') {
+    if (st.status === 'connected' && (g === 'revoked' || g === 'deauthorized')) {
       revoked++;
       say(`connected while the provider's grant is ${g}`, id);
+    } else if (st.status === 'disconnected' && g === 'active') {
+      revoked++;
+      say('disconnected while the provider\'s grant is still active', id);
     }
   }
 

@@ -5,7 +5,11 @@
 # acknowledged callback (twice: never produced, and no final status), a
 # version regression, connected followed by failed, a revoked grant still
 # connected — fails with exit 1 and the right count; a retry that found the
-# code unconsumed (429) passes. No services needed.
+# code unconsumed (429) passes; a disconnect (connected -> disconnected,
+# grant deauthorized) passes, and disconnected then connected again, connected
+# -> failed after an unanswered disconnect, an accepted disconnect never
+# final, a disconnect that left the grant active, a replay that re-sent a
+# consumed code all fail. No services needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 fx=tests/chaos/fixtures/clean
@@ -73,5 +77,52 @@ run sticky 1 'version regressions 1,'
 derive revoked
 jq --arg h "$h1" '.codes[$h].grant = "revoked"' "$fx/sim-stats.json" >"$tmp/revoked/sim-stats.json"
 run revoked 1 'revoked-but-connected 1,'
+
+# Disconnects. A clean one: c1 connected, DELETE accepted, disconnected
+# (version 4), the provider's grant deauthorized; a reload and a replay of c1
+# afterwards changed nothing.
+disc() { # dir: c1 disconnected, grant deauthorized
+    derive "$1"
+    env_line status 0 9 c1 '{"id":"c1","status":"disconnected","version":4}' >>"$tmp/$1/status.jsonl"
+    env_line connections 0 9 c1 "{\"id\":\"c1\",\"status\":\"disconnected\",\"version\":4,\"code_sha256\":\"$h1\",\"unknown_outcomes\":0}" \
+        >>"$tmp/$1/connections.jsonl"
+    jq --arg h "$h1" '.codes[$h].grant = "deauthorized"' "$fx/sim-stats.json" >"$tmp/$1/sim-stats.json"
+    echo "c1 202" >"$tmp/$1/disconnects.txt"
+    echo c1 >"$tmp/$1/replays.txt"
+}
+disc disconnected
+run disconnected 0 '^chaos: acknowledged 3, final 3, lost 0, re-sent after definitive 0, unknown outcomes 1 \(re-sent 1\), version regressions 0, revoked-but-connected 0, faults 2$'
+
+# Disconnected is final: connected again afterwards (a reload or a replay
+# that re-exchanged) is a regression, in status and in connections.
+disc reconnected
+env_line status 0 10 c1 '{"id":"c1","status":"connected","version":5}' >>"$tmp/reconnected/status.jsonl"
+run reconnected 1 'version regressions 1,'
+
+# A disconnect request never answered (000), then connected -> failed: still
+# a violation of "connected never followed by failed".
+derive unanswered
+echo "c1 000" >"$tmp/unanswered/disconnects.txt"
+env_line status 0 9 c1 '{"id":"c1","status":"failed","reason":"code_rejected","version":4}' \
+    >>"$tmp/unanswered/status.jsonl"
+run unanswered 1 'lost 0, .*version regressions 1,'
+
+# An accepted disconnect (202) whose connection stays connected: lost.
+derive disclost
+echo "c1 202" >"$tmp/disclost/disconnects.txt"
+run disclost 1 'final 3, lost 1,'
+
+# Disconnected but the provider's grant still active: the disconnect did not
+# deauthorize.
+disc granted
+jq --arg h "$h1" '.codes[$h].grant = "active"' "$fx/sim-stats.json" >"$tmp/granted/sim-stats.json"
+run granted 1 'revoked-but-connected 1,'
+
+# A replayed connection whose code was sent again after the definitive answer
+# (no unknown outcome counted): G1 counts it.
+disc replayed
+jq --arg h "$h1" '.codes[$h].grant = "deauthorized" | .codes[$h].token_requests = 2 | .codes[$h].after_consumed = 1' \
+    "$fx/sim-stats.json" >"$tmp/replayed/sim-stats.json"
+run replayed 1 're-sent after definitive 1,'
 
 echo "chaos checker: $pass passed, 0 failed"
