@@ -233,10 +233,16 @@ static int pstate_load(worker_t *w, int32_t p, err_t *e)
 
 /* ---- batch working set ------------------------------------------------------ */
 
+/* The key's live item. Orphans (their partition was revoked while their
+ * request ran) never match: if the partition comes back, its work starts
+ * from the committed state in the store, where the orphan's claim is an
+ * open claim that takeover resolves (found by chaos: a worker stopped past
+ * its session timeout got its partition back, and the orphan's stale state
+ * shadowed the store forever). */
 static item_t *item_find(worker_t *w, const char *id)
 {
     for (size_t i = 0; i < w->nitems; i++)
-        if (strcmp(w->items[i]->c->id, id) == 0)
+        if (!w->items[i]->orphan && strcmp(w->items[i]->c->id, id) == 0)
             return w->items[i];
     return NULL;
 }
@@ -329,8 +335,10 @@ static void items_gc(worker_t *w, int all)
     size_t k = 0;
     for (size_t i = 0; i < w->nitems; i++) {
         item_t *it = w->items[i];
-        int keep = it->inflight ||
-                   (!all && (it->changed || it->claimed_now || it->exchange || it->deauthorize));
+        /* An orphan is never committed: it stays only while curl holds it. */
+        int keep =
+            it->inflight || (!all && !it->orphan &&
+                             (it->changed || it->claimed_now || it->exchange || it->deauthorize));
         if (keep)
             w->items[k++] = it;
         else
@@ -1802,6 +1810,9 @@ static int serve_revoke(worker_t *w, err_t *e)
     for (size_t i = 0; i < w->nitems; i++) {
         item_t *it = w->items[i];
         it->orphan = 1;
+        it->exchange = 0;
+        it->changed = 0;
+        it->deauthorize = 0;
         if (it->claimed_now) { /* claimed in an uncommitted round: never sent */
             release_slot(w, it);
             it->slot = -1;

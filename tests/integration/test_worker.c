@@ -1820,6 +1820,61 @@ static void test_refresh_takeover_after_kill9_never_resends(void **state)
     cJSON_Delete(st);
 }
 
+/* A worker stopped past its session timeout while a request hangs, then
+ * given the same partition back (it is the only member): the request that
+ * was in flight across the revocation is an orphan, and the returning
+ * assignment must start from the committed state — the open claim is
+ * resolved as an unknown outcome and re-sent after the hold — never stay
+ * shadowed by the orphan's stale state (found by the chaos run: the
+ * acknowledged callback never reached a final status). */
+static void test_partition_back_after_pause_finishes_orphaned_claim(void **state)
+{
+    (void)state;
+    stop_worker(0);
+    setenv("OAUTHQ_EXCHANGE_TIMEOUT_MS", "15000", 1); /* the request outlives the pause */
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    flow f;
+    new_code(&f, "sim", "hang");
+    produce_cb(&f, 0);
+    flush_prod();
+    /* Wait for the committed claim, then stop the worker with it in flight. */
+    int claimed = 0;
+    for (int i = 0; i < 150 && !claimed; i++) {
+        cJSON *o = last_record(g_t_conn, f.id);
+        claimed = o && cJSON_IsTrue(cJSON_GetObjectItem(o, "claimed"));
+        cJSON_Delete(o);
+        if (!claimed)
+            usleep(100 * 1000);
+    }
+    assert_true(claimed);
+    assert_int_equal(kill(g_workers[0], SIGSTOP), 0);
+    sleep(9); /* past the 6 s session timeout: the group drops it */
+    assert_int_equal(kill(g_workers[0], SIGCONT), 0);
+    st_entry *e = NULL;
+    for (int i = 0; i < 90 && !e; i++) { /* bounded: hold 15 s + lease + margin */
+        read_statuses(0);
+        st_entry *s = st_find(f.id, 0);
+        if (s && is_final(s))
+            e = s;
+        else
+            sleep(1);
+    }
+    assert_non_null(e);
+    conn_probe p = {f.id, 0, -1, 0};
+    err_t e2 = {0};
+    testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_conn, &p, &e2);
+    cJSON *st = sim_stats();
+    int n = token_requests(st, f.hash);
+    cJSON_Delete(st);
+    assert_true(n >= 1);
+    assert_true(n - 1 <= p.unknown); /* any re-send follows a counted unknown outcome */
+    stop_worker(0);
+    setenv("OAUTHQ_EXCHANGE_TIMEOUT_MS", "1500", 1);
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+}
+
 /* SPEC §4a: the platform's end_user/organization/tags of a session flow
  * travel from the callback record into the connection and status records
  * (and survive a later callback without them). */
@@ -1891,6 +1946,7 @@ int main(void)
         cmocka_unit_test(test_refresh_unknown_outcome_rotating_is_reconnect_required),
         cmocka_unit_test(test_refresh_unknown_outcome_not_rotating_is_resent),
         cmocka_unit_test(test_refresh_takeover_after_kill9_never_resends),
+        cmocka_unit_test(test_partition_back_after_pause_finishes_orphaned_claim),
         cmocka_unit_test(test_metadata_travels),
         cmocka_unit_test(test_save_connection_records),
     };
