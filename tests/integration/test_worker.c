@@ -975,9 +975,18 @@ static void test_replay(void **state)
              "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
              "deauthorize\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/secret\",\"code_ttl_s\":300,"
-             "\"token_auth\":\"client_secret_post\"}]}",
+             "\"token_auth\":\"client_secret_post\"},"
+             "{\"name\":\"simr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_post\","
+             "\"code_ttl_s\":300},"
+             "{\"name\":\"simnr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
+             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
+             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_basic\","
+             "\"code_ttl_s\":300,\"refresh_rotation\":false}]}",
              g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
-             g_sim_url, g_sim_url, g_sim_url, g_dir);
+             g_sim_url, g_sim_url, g_sim_url, g_dir, g_simr_url, g_simr_url, g_dir, g_simnr_url,
+             g_simnr_url, g_dir);
     write_file(path, json);
     stop_worker(0);
     g_workers[0] = start_worker(0);
