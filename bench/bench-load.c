@@ -4,6 +4,7 @@
  *
  *   bench-load flows --intake URL --count N --out FILE [--authorize]
  *                    [--hang-every K] [--parallel P] [--timeout-s S]
+ *                    [--provider NAME]
  *       Start N flows through the real API as a platform and its users
  *       would (POST /v1/connections with OAUTHQ_BENCH_API_KEY, then GET the
  *       session's start_url as the browser) and write one line per flow:
@@ -15,7 +16,8 @@
  *       for --fault SPEC instead (any sim_fault of the simulator, e.g.
  *       500_after, cut_after, latency:3000: the chaos load's provider faults).
  *       Without it the code is made up (for intake-only runs: nothing
- *       exchanges it).
+ *       exchanges it). --provider: the providers-file entry the flows
+ *       connect to (default "sim").
  *
  *   bench-load fire --intake URL --in FILE --out JSON [--rate R | --parallel P]
  *                   [--status-topic T] [--timeout-s S] [--hang-wait-s S]
@@ -75,7 +77,7 @@ typedef struct {
 
 static const char *USAGE =
     "usage: bench-load flows --intake URL --count N --out FILE [--authorize] [--hang-every K]\n"
-    "                        [--fault SPEC] [--parallel P] [--timeout-s S]\n"
+    "                        [--fault SPEC] [--parallel P] [--timeout-s S] [--provider NAME]\n"
     "       bench-load fire --intake URL --in FILE --out JSON [--rate R | --parallel P]\n"
     "                       [--status-topic T] [--timeout-s S] [--hang-wait-s S] [--samples F]\n"
     "       bench-load watch --in FILE --status-topic T --out JSON [--timeout-s S]\n";
@@ -272,8 +274,9 @@ typedef struct {
     double rate;
     const char *in, *status_topic;
     long hang_wait_s;
-    const char *samples; /* fire: per-flow "due_s latency_ms hang" lines */
-    const char *fault;   /* flows: the sim_fault of every K-th flow ("hang") */
+    const char *samples;  /* fire: per-flow "due_s latency_ms hang" lines */
+    const char *fault;    /* flows: the sim_fault of every K-th flow ("hang") */
+    const char *provider; /* flows: the provider connected to ("sim") */
 } opts;
 
 static int start_create(CURLM *m, const opts *o, long i)
@@ -292,8 +295,9 @@ static int start_create(CURLM *m, const opts *o, long i)
         r->hdrs = curl_slist_append(r->hdrs, auth);
     }
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
-    char body[128];
-    snprintf(body, sizeof body, "{\"provider\":\"sim\",\"end_user\":{\"id\":\"bench_%ld\"}}", i);
+    char body[160];
+    snprintf(body, sizeof body, "{\"provider\":\"%s\",\"end_user\":{\"id\":\"bench_%ld\"}}",
+             o->provider, i);
     curl_easy_setopt(r->h, CURLOPT_COPYPOSTFIELDS, body);
     return curl_multi_add_handle(m, r->h) == CURLM_OK ? 0 : -1;
 }
@@ -756,7 +760,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *mode = argv[1];
-    opts o = {NULL, 0, 64, 120, 0, 0, NULL, 0, NULL, NULL, 30, NULL, "hang"};
+    opts o = {NULL, 0, 64, 120, 0, 0, NULL, 0, NULL, NULL, 30, NULL, "hang", "sim"};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -789,6 +793,11 @@ int main(int argc, char **argv)
             bad = strlen(v) == 0 || strlen(v) > 32 ||
                   strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_:") != strlen(v);
             o.fault = v;
+        } else if (strcmp(a, "--provider") == 0) {
+            /* a JSON string as is: [a-z0-9_-] only, short */
+            bad = strlen(v) == 0 || strlen(v) > 32 ||
+                  strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(v);
+            o.provider = v;
         } else if (strcmp(a, "--hang-every") == 0) {
             bad = bench_parse_long(v, 0, 1000000, &o.hang_every);
         } else if (strcmp(a, "--rate") == 0) {

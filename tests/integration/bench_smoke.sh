@@ -17,9 +17,12 @@ jq -e '
                  "ratio_to_ceiling", "no_txn_exchanges_per_s", "eos_ratio", "rss_kb"]) and
   nums(.e2e; ["offered_per_s", "provider_latency_ms", "p50_ms", "p99_ms", "hang_fraction",
               "p99_ms_with_hangs"]) and
+  nums(.tokens; ["provider_latency_ms", "fresh_per_s", "fresh_p50_ms", "fresh_p99_ms",
+                 "refresh_p50_ms", "refresh_p99_ms", "refresh_samples"]) and
   nums(.restore; ["connections", "seconds", "per_s"]) and
-  (keys == ["e2e", "intake", "machine", "restore", "worker"]) and
-  .intake.callbacks_per_s > 0 and .worker.exchanges_per_s > 0 and .restore.seconds > 0
+  (keys == ["e2e", "intake", "machine", "restore", "tokens", "worker"]) and
+  .intake.callbacks_per_s > 0 and .worker.exchanges_per_s > 0 and .restore.seconds > 0 and
+  .tokens.fresh_per_s > 0 and .tokens.refresh_samples > 0
 ' "$r" >/dev/null || {
     cat "$r"
     echo "bench smoke: $r lacks a SPEC §9 key or a number" >&2
