@@ -114,7 +114,7 @@ struct worker {
     atomic_int ready;
     metric_counter *m_batches, *m_committed, *m_aborted, *m_unknown, *m_retries, *m_dlq,
         *m_takeovers, *m_not_sent;
-    metric_histogram *m_exchange_s, *m_restore_s;
+    metric_histogram *m_exchange_s, *m_restore_s, *m_claim_wait_s;
     metric_histogram *m_txn_s[4]; /* by phase: produce, send_offsets, commit, total */
     metric_gauge *m_lag, *m_inflight;
     int64_t lag_checked_ms;
@@ -1395,6 +1395,8 @@ static void start_claimed(worker_t *w)
         int rc = exchange_start(w->x, &it->req, &e);
         if (rc == 0) {
             it->inflight = 1;
+            metrics_histogram_observe(w->m_claim_wait_s,
+                                      (double)(mono_ms() - it->claim_mono_ms) / 1000.0);
             continue;
         }
         if (rc == 1) { /* finished at once, nothing sent */
@@ -1994,6 +1996,11 @@ static int open_observability(worker_t *w, err_t *e)
                                         exch_bounds, sizeof exch_bounds / sizeof exch_bounds[0]);
     static const double txn_bounds[] = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5};
     static const char *const txn_phases[4] = {"produce", "send_offsets", "commit", "total"};
+    /* The claim's cost in the slot's time: the claiming transaction and the
+     * store update before the request may leave. */
+    w->m_claim_wait_s = metrics_histogram(w->metrics, "oauthq_worker_claim_to_send_seconds",
+                                          "Time from claim to the request handed to curl", NULL,
+                                          txn_bounds, sizeof txn_bounds / sizeof txn_bounds[0]);
     for (int i = 0; i < 4; i++) {
         char lb[32];
         snprintf(lb, sizeof lb, "phase=\"%s\"", txn_phases[i]);
