@@ -21,7 +21,10 @@
 #include "worker/exchange.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,8 +74,24 @@ struct exchange {
     CURLM *m;
     int max_concurrent, connect_ms, total_ms;
     xfer *head, *tail; /* queued, not started */
-    xfer **active;     /* [max_concurrent] */
+    xfer **active;     /* [max_concurrent]; the driver's (the caller's without one) */
     int n_active;
+    /* Driver mode (exchange_spawn): one thread owns the multi handle and
+     * drives every transfer the moment its socket is ready, so requests
+     * leave and answers are read while the caller is busy elsewhere (the
+     * worker blocks in its transactions). The caller hands requests over
+     * through `in` and collects finished ones from `done`; mu guards both
+     * and stop; cv wakes a caller waiting in exchange_perform. */
+    int threaded;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    xfer *in_head, *in_tail;  /* handed over, not yet added to the multi (mu) */
+    exchange_req **done;      /* [max_concurrent] finished, not yet reported (mu) */
+    exchange_req **reporting; /* [max_concurrent] the caller's copy while it reports */
+    int ndone;                /* mu */
+    int stop;                 /* mu */
+    atomic_int outstanding;   /* handed over and not yet reported */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -589,17 +608,34 @@ static void retire(exchange_t *x, xfer *t, int curl_code, int forced)
 
 int exchange_start(exchange_t *x, exchange_req *req, err_t *e)
 {
-    if (x && x->n_active >= x->max_concurrent)
-        return err_set(e, ERRC_RETRIABLE, "exchange: %d transfers already active", x->n_active);
+    int active = exchange_active(x);
+    if (x && active >= x->max_concurrent)
+        return err_set(e, ERRC_RETRIABLE, "exchange: %d transfers already active", active);
     xfer *t = prepare(x, req, e);
     if (!t)
         return -1;
-    return start(x, t) == 0 ? 0 : 1; /* 1: finished at once, nothing sent */
+    if (!x->threaded)
+        return start(x, t) == 0 ? 0 : 1; /* 1: finished at once, nothing sent */
+    /* The driver adds it to the multi at once; the lease is checked again
+     * by curl's pre-request callback right before the bytes leave. */
+    atomic_fetch_add(&x->outstanding, 1);
+    pthread_mutex_lock(&x->mu);
+    if (x->in_tail)
+        x->in_tail->next = t;
+    else
+        x->in_head = t;
+    x->in_tail = t;
+    pthread_mutex_unlock(&x->mu);
+    curl_multi_wakeup(x->m);
+    return 0;
 }
 
-int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud)
+/* Drive the multi handle: wait at most wait_ms for socket activity, retire
+ * what finished (and what outlived the watchdog) and pass each to done.
+ * Runs on the thread that owns the multi handle. */
+static int drive(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud)
 {
-    if (!x || x->n_active == 0)
+    if (x->n_active == 0)
         return 0;
     int finished = 0;
     int running = 0;
@@ -638,10 +674,115 @@ int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud
     return finished;
 }
 
-int exchange_run(exchange_t *x)
+/* Driver thread: a finished request goes to the caller's done list. */
+static void driver_done(exchange_req *req, void *ud)
+{
+    exchange_t *x = ud;
+    pthread_mutex_lock(&x->mu);
+    if (x->ndone < x->max_concurrent) /* outstanding <= max_concurrent: always */
+        x->done[x->ndone++] = req;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* The driver thread: add what was handed over, drive, report; until
+ * exchange_free stops it. curl_multi_wakeup cuts its wait short. */
+static void *driver(void *arg)
+{
+    exchange_t *x = arg;
+    for (;;) {
+        pthread_mutex_lock(&x->mu);
+        int stop = x->stop;
+        xfer *in = x->in_head;
+        x->in_head = x->in_tail = NULL;
+        pthread_mutex_unlock(&x->mu);
+        if (stop) {
+            for (xfer *t = in, *n; t; t = n) { /* never added: exchange_free's to free */
+                n = t->next;
+                xfer_free(t);
+            }
+            break;
+        }
+        for (xfer *t = in, *n; t; t = n) {
+            n = t->next;
+            t->next = NULL;
+            exchange_req *req = t->req;
+            if (start(x, t) != 0) /* finished at once, nothing sent (t freed) */
+                driver_done(req, x);
+        }
+        if (x->n_active == 0)
+            curl_multi_poll(x->m, NULL, 0, POLL_SLICE_MS, NULL);
+        else
+            drive(x, POLL_SLICE_MS, driver_done, x);
+    }
+    return NULL;
+}
+
+int exchange_spawn(exchange_t *x, err_t *e)
+{
+    if (!x || x->threaded)
+        return err_set(e, ERRC_FATAL, "exchange: no client, or its driver already runs");
+    x->done = calloc((size_t)x->max_concurrent, sizeof *x->done);
+    x->reporting = calloc((size_t)x->max_concurrent, sizeof *x->reporting);
+    if (!x->done || !x->reporting) {
+        free(x->done);
+        free(x->reporting);
+        x->done = x->reporting = NULL;
+        return err_set(e, ERRC_FATAL, "exchange: out of memory");
+    }
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&x->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = pthread_create(&x->th, NULL, driver, x);
+    if (rc != 0) {
+        pthread_cond_destroy(&x->cv);
+        pthread_mutex_destroy(&x->mu);
+        return err_set(e, ERRC_FATAL, "exchange: cannot start the driver thread (%d)", rc);
+    }
+    x->threaded = 1;
+    return 0;
+}
+
+int exchange_perform(exchange_t *x, int wait_ms, exchange_done_fn done, void *ud)
 {
     if (!x)
         return 0;
+    if (!x->threaded)
+        return x->n_active ? drive(x, wait_ms, done, ud) : 0;
+    if (atomic_load(&x->outstanding) == 0)
+        return 0;
+    pthread_mutex_lock(&x->mu);
+    if (x->ndone == 0 && wait_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        int rc = 0;
+        while (x->ndone == 0 && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    }
+    int n = x->ndone;
+    memcpy(x->reporting, x->done, (size_t)n * sizeof *x->done);
+    x->ndone = 0;
+    pthread_mutex_unlock(&x->mu);
+    atomic_fetch_sub(&x->outstanding, n);
+    for (int i = 0; i < n; i++)
+        if (done)
+            done(x->reporting[i], ud);
+    return n;
+}
+
+int exchange_run(exchange_t *x)
+{
+    if (!x || x->threaded)
+        return 0; /* a driver runs the transfers: exchange_perform reports them */
     int done = 0;
     while (x->head || x->n_active > 0) {
         while (x->n_active < x->max_concurrent && x->head) {
@@ -655,20 +796,33 @@ int exchange_run(exchange_t *x)
         }
         /* Bounded: exchange_perform's watchdog retires every transfer by
          * the total timeout. */
-        done += exchange_perform(x, POLL_SLICE_MS, NULL, NULL);
+        done += drive(x, POLL_SLICE_MS, NULL, NULL);
     }
     return done;
 }
 
 int exchange_active(const exchange_t *x)
 {
-    return x ? x->n_active : 0;
+    if (!x)
+        return 0;
+    return x->threaded ? atomic_load(&((exchange_t *)x)->outstanding) : x->n_active;
 }
 
 void exchange_free(exchange_t *x)
 {
     if (!x)
         return;
+    if (x->threaded) {
+        pthread_mutex_lock(&x->mu);
+        x->stop = 1;
+        pthread_mutex_unlock(&x->mu);
+        curl_multi_wakeup(x->m);
+        pthread_join(x->th, NULL);
+        pthread_cond_destroy(&x->cv);
+        pthread_mutex_destroy(&x->mu);
+        free(x->done);
+        free(x->reporting);
+    }
     for (int i = 0; i < x->n_active; i++) {
         curl_multi_remove_handle(x->m, provhttp_easy(x->active[i]->http));
         xfer_free(x->active[i]);

@@ -22,7 +22,15 @@
  * caller's to wipe (crypto_wipe) after use.
  *
  * Threads: one exchange_t is used by one thread at a time (the worker's
- * exchange step). Different exchange_t may run in different threads.
+ * loop). Different exchange_t may run in different threads. After
+ * exchange_spawn a driver thread of its own owns the curl multi handle:
+ * exchange_start hands a request over (the driver adds it at once) and
+ * exchange_perform collects the finished ones on the caller's thread, so
+ * the done callback always runs on the caller's thread; a request's
+ * result is written by the driver before it is handed back (under the
+ * module's mutex). Why: the worker blocks in its Kafka transactions, and
+ * without a driver no byte moves meanwhile — every step of a request
+ * (connect, send, read) waited for the next loop turn.
  * exchange_new calls curl_global_init (reference-counted by libcurl; the
  * process should also call it once at start-up, before other threads).
  *
@@ -97,6 +105,9 @@ typedef struct exchange exchange_t;
 exchange_t *exchange_new(int max_concurrent, int connect_timeout_ms, int total_timeout_ms,
                          err_t *e);
 
+/* Start the driver thread (see Threads above); 0, or -1 + ERRC_FATAL. exchange_run is then
+ * unavailable (returns 0). */
+int exchange_spawn(exchange_t *x, err_t *e);
 /* Queue req (started by exchange_run); -1 + ERRC_PERMANENT when a field is missing/too long. */
 int exchange_add(exchange_t *x, exchange_req *req, err_t *e);
 

@@ -28,10 +28,61 @@ int sched_free(const sched_t *s, int p)
 {
     if (p < 0 || p >= s->n)
         return 0;
-    int own = s->limit[p] - s->used[p];
-    int all = s->total_limit - s->total_used;
+    int total_ahead = 0;
+    for (int i = 0; i < s->n; i++)
+        total_ahead += s->ahead[i];
+    int own = s->limit[p] + s->ahead[p] - s->used[p];
+    int all = s->total_limit + total_ahead - s->total_used;
     int f = own < all ? own : all;
     return f > 0 ? f : 0;
+}
+
+int sched_start(sched_t *s, int p)
+{
+    if (p < 0 || p >= s->n || s->wire[p] >= s->limit[p] || s->total_wire >= s->total_limit ||
+        s->wire[p] >= s->used[p])
+        return 0;
+    s->wire[p]++;
+    s->total_wire++;
+    return 1;
+}
+
+void sched_finish(sched_t *s, int p)
+{
+    if (p < 0 || p >= s->n || s->wire[p] <= 0)
+        return;
+    s->wire[p]--;
+    s->total_wire--;
+    sched_release(s, p);
+}
+
+void sched_set_ahead(sched_t *s, int p, int n)
+{
+    if (p < 0 || p >= s->n)
+        return;
+    if (n > s->wire[p])
+        n = s->wire[p];
+    if (n > s->limit[p])
+        n = s->limit[p];
+    s->ahead[p] = n > 0 ? n : 0;
+}
+
+int sched_total_free(const sched_t *s)
+{
+    int total_ahead = 0, own = 0;
+    for (int i = 0; i < s->n; i++) {
+        total_ahead += s->ahead[i];
+        int f = s->limit[i] + s->ahead[i] - s->used[i];
+        own += f > 0 ? f : 0;
+    }
+    int all = s->total_limit + total_ahead - s->total_used;
+    int f = own < all ? own : all;
+    return f > 0 ? f : 0;
+}
+
+int sched_wire(const sched_t *s, int p)
+{
+    return p >= 0 && p < s->n ? s->wire[p] : 0;
 }
 
 int sched_take(sched_t *s, int p)
@@ -45,8 +96,8 @@ int sched_take(sched_t *s, int p)
 
 void sched_release(sched_t *s, int p)
 {
-    if (p < 0 || p >= s->n || s->used[p] <= 0)
-        return;
+    if (p < 0 || p >= s->n || s->used[p] <= s->wire[p])
+        return; /* never below the claims on the wire */
     s->used[p]--;
     s->total_used--;
 }

@@ -35,6 +35,7 @@
 #define TXN_TIMEOUT_MS 30000
 #define RESTORE_BATCH  2000 /* changelog records per SQLite transaction */
 #define MAX_WAIT_MS    50
+#define TRICKLE        16 /* records read per MAX_WAIT_MS while no claim is possible */
 
 typedef struct {
     store_t *store;
@@ -51,9 +52,11 @@ typedef struct {
     int changed;     /* state to write in the next transaction */
     int exchange;    /* the machine asked for an exchange (claim pending a slot) */
     int claimed_now; /* claimed in the open transaction: start once it commits */
+    int waiting;     /* claim committed, waiting for an in-flight slot (sched_start) */
+    int on_wire;     /* holds an in-flight slot (sched_start granted it) */
     int inflight;    /* handed to curl, result pending */
     int settled;     /* result applied, its transaction not yet committed */
-    int slot;        /* provider index whose in-flight slot this holds, -1 none */
+    int slot;        /* provider index whose claim (and slot) this holds, -1 none */
     int orphan;      /* its partition went away: never committed by us */
     int deauthorize; /* revoke at the provider before the next commit */
     int probe;       /* the one request that probes a provider paused by invalid_client */
@@ -98,8 +101,12 @@ struct worker {
     int nparts;
     exchange_t *x;
     sched_t sched;
+    /* Requests per provider that finished since the last claim round: the
+     * slots expected to free while the next claim commits (sched_set_ahead). */
+    int done_cycle[PROVIDERS_MAX];
     int64_t takeover_hold_ms;
     int64_t last_commit_mono, last_commit_end_mono; /* the last transaction's start and end */
+    int64_t last_trickle_mono;                      /* the last read while no claim was possible */
     int offsets_dirty;
     /* Rebalances: the callback only records them; the loop does the work. */
     rd_kafka_topic_partition_list_t *assign_pending;
@@ -116,7 +123,7 @@ struct worker {
         *m_takeovers, *m_not_sent;
     metric_histogram *m_exchange_s, *m_restore_s, *m_claim_wait_s;
     metric_histogram *m_txn_s[4]; /* by phase: produce, send_offsets, commit, total */
-    metric_gauge *m_lag, *m_inflight;
+    metric_gauge *m_lag, *m_inflight, *m_waiting;
     int64_t lag_checked_ms;
     /* live working set */
     item_t **items;
@@ -337,8 +344,9 @@ static void items_gc(worker_t *w, int all)
         item_t *it = w->items[i];
         /* An orphan is never committed: it stays only while curl holds it. */
         int keep =
-            it->inflight || (!all && !it->orphan &&
-                             (it->changed || it->claimed_now || it->exchange || it->deauthorize));
+            it->inflight ||
+            (!all && !it->orphan &&
+             (it->changed || it->claimed_now || it->waiting || it->exchange || it->deauthorize));
         if (keep)
             w->items[k++] = it;
         else
@@ -1157,11 +1165,23 @@ static int rewind_consumer(worker_t *w, err_t *e)
 
 /* ---- the exchange pipeline ------------------------------------------------------------ */
 
+/* Give a claimed item's claim (and its in-flight slot, when it holds
+ * one) back to the scheduler. */
+static void slot_free(worker_t *w, item_t *it)
+{
+    if (it->on_wire)
+        sched_finish(&w->sched, it->slot);
+    else
+        sched_release(&w->sched, it->slot);
+    it->on_wire = 0;
+    it->waiting = 0;
+}
+
 /* Give a claimed item's slot back without an answer (never sent); a probe
  * that never left lets the next one go. */
 static void release_slot(worker_t *w, item_t *it)
 {
-    sched_release(&w->sched, it->slot);
+    slot_free(w, it);
     if (it->probe) {
         int pi = provider_index(w, it->c->provider);
         sched_probe_done(&w->sched, pi, -1, now_ms(), w->cfg.worker_probe_interval_ms);
@@ -1174,6 +1194,10 @@ static void release_slot(worker_t *w, item_t *it)
 static void claim_items(worker_t *w)
 {
     int64_t now = now_ms();
+    for (size_t pi = 0; pi < providers_count(w->providers) && pi < PROVIDERS_MAX; pi++) {
+        sched_set_ahead(&w->sched, (int)pi, w->done_cycle[pi]);
+        w->done_cycle[pi] = 0;
+    }
     for (size_t i = 0; i < w->nitems; i++) {
         item_t *it = w->items[i];
         if (!it->exchange)
@@ -1257,7 +1281,9 @@ static void on_exchange_done(exchange_req *req, void *ud)
     exchange_result *r = &req->result;
     it->inflight = 0;
     metrics_histogram_observe(w->m_exchange_s, (double)(mono_ms() - it->claim_mono_ms) / 1000.0);
-    sched_release(&w->sched, it->slot);
+    if (it->slot >= 0 && it->slot < PROVIDERS_MAX && it->on_wire)
+        w->done_cycle[it->slot]++;
+    slot_free(w, it);
     it->slot = -1;
     crypto_wipe(it->code, sizeof it->code);
     crypto_wipe(it->verifier, sizeof it->verifier);
@@ -1282,6 +1308,7 @@ static void on_exchange_done(exchange_req *req, void *ud)
         }
         machine_not_sent(it->c, "not sent: lease expired", now);
         it->changed = 1;
+        it->settled = 1;
         crypto_wipe(r, sizeof *r);
         return;
     }
@@ -1335,8 +1362,123 @@ static void on_exchange_done(exchange_req *req, void *ud)
     crypto_wipe(r->refresh_token, sizeof r->refresh_token);
 }
 
-/* After the claim committed: hand each claimed request to curl, but only
- * while its lease holds (checked on the monotonic clock right before). */
+/* A committed claim that will not be sent: settled as "not sent" in the
+ * next transaction (a settle: kept across an abort). */
+static void claim_not_sent(worker_t *w, item_t *it, const char *why, int64_t now)
+{
+    metrics_counter_add(w->m_not_sent, 1);
+    log_kv(LOGL_WARN, "claim_not_sent", "connection_id", it->c->id, "reason", why);
+    release_slot(w, it);
+    it->slot = -1;
+    machine_not_sent(it->c, "not sent: lease expired", now);
+    it->changed = 1;
+    it->settled = 1;
+}
+
+/* Hand one waiting claim to curl; it holds an in-flight slot already. */
+static void start_one(worker_t *w, item_t *it)
+{
+    int64_t now = now_ms();
+    const provider_t *pv = providers_at(w->providers, (size_t)it->slot);
+    err_t e = {0};
+    it->waiting = 0;
+    it->refresh = it->c->status == CONN_CONNECTED;
+    if (it->refresh) {
+        if (sealed_open(w->data_keys, it->c->id, "refresh_token", it->c->refresh_sealed, it->rtoken,
+                        sizeof it->rtoken, &e) < 0) {
+            add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
+                        "unsealable: refresh token sealed with an unknown data key");
+            release_slot(w, it);
+            it->slot = -1;
+            machine_on_refresh_unusable(it->c, "refresh token unsealable", now);
+            it->changed = 1;
+            it->settled = 1;
+            return;
+        }
+    } else if (sealed_open(w->data_keys, it->c->id, "code", it->c->code_sealed, it->code,
+                           sizeof it->code, &e) < 0 ||
+               (it->c->verifier_sealed[0] &&
+                sealed_open(w->data_keys, it->c->id, "code_verifier", it->c->verifier_sealed,
+                            it->verifier, sizeof it->verifier, &e) < 0)) {
+        /* Poison: sealed with a key no longer in the keyring. */
+        add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
+                    "unsealable: code sealed with an unknown data key");
+        release_slot(w, it);
+        it->slot = -1;
+        machine_on_unsealable(it->c, now);
+        it->changed = 1;
+        it->settled = 1;
+        return;
+    }
+    memset(&it->req, 0, sizeof it->req);
+    it->req.provider = pv;
+    it->req.client_secret = w->secrets[it->slot];
+    it->req.code = it->refresh ? NULL : it->code;
+    it->req.refresh_token = it->refresh ? it->rtoken : NULL;
+    it->req.code_verifier = it->refresh ? NULL : it->verifier;
+    it->req.redirect_uri = w->redirect_uri;
+    it->req.send_by_mono_ms = it->claim_mono_ms + w->cfg.worker_lease_ms;
+    it->req.ud = it;
+    int rc = exchange_start(w->x, &it->req, &e);
+    if (rc == 0) {
+        it->inflight = 1;
+        metrics_histogram_observe(w->m_claim_wait_s,
+                                  (double)(mono_ms() - it->claim_mono_ms) / 1000.0);
+        return;
+    }
+    if (rc == 1) { /* finished at once, nothing sent */
+        it->inflight = 1;
+        on_exchange_done(&it->req, w);
+        return;
+    }
+    release_slot(w, it);
+    it->slot = -1;
+    crypto_wipe(it->code, sizeof it->code);
+    crypto_wipe(it->verifier, sizeof it->verifier);
+    crypto_wipe(it->rtoken, sizeof it->rtoken);
+    log_kv(LOGL_ERROR, "claim_not_sent", "connection_id", it->c->id, "reason", e.msg);
+    if (e.cls == ERRC_PERMANENT && it->refresh)
+        machine_on_refresh_unusable(it->c, "refresh token cannot be sent", now);
+    else if (e.cls == ERRC_PERMANENT)
+        machine_on_unconfigured(it->c, now);
+    else
+        machine_not_sent(it->c, "not sent: no transfer slot", now);
+    it->changed = 1;
+    it->settled = 1;
+}
+
+/* Hand waiting claims to curl, in claim order, as far as in-flight slots
+ * are free; each only while its lease holds (checked on the monotonic
+ * clock right before). Once a revocation is pending nothing new leaves:
+ * the waiting claims settle as not sent with the revocation's last
+ * transaction. Runs after a claim commits and whenever requests finished. */
+static void start_waiting(worker_t *w)
+{
+    int waiting = 0;
+    for (size_t i = 0; i < w->nitems; i++) {
+        item_t *it = w->items[i];
+        if (!it->waiting || it->orphan)
+            continue;
+        int64_t now = now_ms();
+        if (w->revoke_pending) {
+            claim_not_sent(w, it, "partitions being revoked before the request could leave", now);
+            continue;
+        }
+        if (!sched_lease_valid(it->claim_mono_ms, mono_ms(), w->cfg.worker_lease_ms)) {
+            claim_not_sent(w, it, "lease expired before the request could leave", now);
+            continue;
+        }
+        if (!sched_start(&w->sched, it->slot)) {
+            waiting++;
+            continue; /* its provider's slots are busy; others may start */
+        }
+        it->on_wire = 1;
+        start_one(w, it);
+    }
+    metrics_gauge_set(w->m_waiting, waiting);
+}
+
+/* After the claim committed: its claimed requests wait for slots. */
 static void start_claimed(worker_t *w)
 {
     for (size_t i = 0; i < w->nitems; i++) {
@@ -1344,80 +1486,9 @@ static void start_claimed(worker_t *w)
         if (!it->claimed_now)
             continue;
         it->claimed_now = 0;
-        int64_t now = now_ms();
-        const provider_t *pv = providers_at(w->providers, (size_t)it->slot);
-        err_t e = {0};
-        if (!sched_lease_valid(it->claim_mono_ms, mono_ms(), w->cfg.worker_lease_ms)) {
-            metrics_counter_add(w->m_not_sent, 1);
-            log_kv(LOGL_WARN, "claim_not_sent", "connection_id", it->c->id, "reason",
-                   "lease expired before the request could leave");
-            release_slot(w, it);
-            it->slot = -1;
-            machine_not_sent(it->c, "not sent: lease expired", now);
-            it->changed = 1;
-            continue;
-        }
-        it->refresh = it->c->status == CONN_CONNECTED;
-        if (it->refresh) {
-            if (sealed_open(w->data_keys, it->c->id, "refresh_token", it->c->refresh_sealed,
-                            it->rtoken, sizeof it->rtoken, &e) < 0) {
-                add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
-                            "unsealable: refresh token sealed with an unknown data key");
-                release_slot(w, it);
-                it->slot = -1;
-                machine_on_refresh_unusable(it->c, "refresh token unsealable", now);
-                it->changed = 1;
-                continue;
-            }
-        } else if (sealed_open(w->data_keys, it->c->id, "code", it->c->code_sealed, it->code,
-                               sizeof it->code, &e) < 0 ||
-                   (it->c->verifier_sealed[0] &&
-                    sealed_open(w->data_keys, it->c->id, "code_verifier", it->c->verifier_sealed,
-                                it->verifier, sizeof it->verifier, &e) < 0)) {
-            /* Poison: sealed with a key no longer in the keyring. */
-            add_dlq_raw(w, it->partition, -1, it->c->id, NULL, 0,
-                        "unsealable: code sealed with an unknown data key");
-            release_slot(w, it);
-            it->slot = -1;
-            machine_on_unsealable(it->c, now);
-            it->changed = 1;
-            continue;
-        }
-        memset(&it->req, 0, sizeof it->req);
-        it->req.provider = pv;
-        it->req.client_secret = w->secrets[it->slot];
-        it->req.code = it->refresh ? NULL : it->code;
-        it->req.refresh_token = it->refresh ? it->rtoken : NULL;
-        it->req.code_verifier = it->refresh ? NULL : it->verifier;
-        it->req.redirect_uri = w->redirect_uri;
-        it->req.send_by_mono_ms = it->claim_mono_ms + w->cfg.worker_lease_ms;
-        it->req.ud = it;
-        int rc = exchange_start(w->x, &it->req, &e);
-        if (rc == 0) {
-            it->inflight = 1;
-            metrics_histogram_observe(w->m_claim_wait_s,
-                                      (double)(mono_ms() - it->claim_mono_ms) / 1000.0);
-            continue;
-        }
-        if (rc == 1) { /* finished at once, nothing sent */
-            it->inflight = 1;
-            on_exchange_done(&it->req, w);
-            continue;
-        }
-        release_slot(w, it);
-        it->slot = -1;
-        crypto_wipe(it->code, sizeof it->code);
-        crypto_wipe(it->verifier, sizeof it->verifier);
-        crypto_wipe(it->rtoken, sizeof it->rtoken);
-        log_kv(LOGL_ERROR, "claim_not_sent", "connection_id", it->c->id, "reason", e.msg);
-        if (e.cls == ERRC_PERMANENT && it->refresh)
-            machine_on_refresh_unusable(it->c, "refresh token cannot be sent", now);
-        else if (e.cls == ERRC_PERMANENT)
-            machine_on_unconfigured(it->c, now);
-        else
-            machine_not_sent(it->c, "not sent: no transfer slot", now);
-        it->changed = 1;
+        it->waiting = 1;
     }
+    start_waiting(w);
 }
 
 /* Is anything waiting for a transaction? */
@@ -1442,6 +1513,31 @@ static int urgent_work(const worker_t *w)
         const item_t *it = w->items[i];
         if (!it->orphan && ((it->settled && it->changed) || it->exchange))
             return 1;
+    }
+    return 0;
+}
+
+/* How many records the loop may read now. Read ahead only what can be
+ * claimed (the claim room less the decided exchanges not yet claimed):
+ * a backlog past the concurrency stays in Kafka, which is the queue,
+ * instead of being copied into the store as "queued" records that cost
+ * a transaction each way and come back through the due scan. With no
+ * room at all a trickle still goes (duplicates, disconnects and refresh
+ * requests need no slot; the rebalance callbacks run from the poll). */
+static size_t read_budget(worker_t *w, size_t cap, int active)
+{
+    long room = sched_total_free(&w->sched);
+    for (size_t i = 0; i < w->nitems && room > 0; i++)
+        if (w->items[i]->exchange)
+            room--;
+    if (room >= (long)cap)
+        return cap;
+    if (room > 0)
+        return (size_t)room;
+    int64_t now = mono_ms();
+    if (active == 0 || now - w->last_trickle_mono >= MAX_WAIT_MS) {
+        w->last_trickle_mono = now;
+        return TRICKLE < cap ? TRICKLE : cap;
     }
     return 0;
 }
@@ -1472,8 +1568,15 @@ static int commit_round(worker_t *w, err_t *e)
     if (!offsets) {
         /* Nothing owned: nothing may be committed (the partitions' new
          * owners resolve any open claim). */
-        for (size_t i = 0; i < w->nitems; i++)
-            w->items[i]->orphan = 1;
+        for (size_t i = 0; i < w->nitems; i++) {
+            item_t *it = w->items[i];
+            it->orphan = 1;
+            if (it->claimed_now || it->waiting) { /* never sent */
+                release_slot(w, it);
+                it->slot = -1;
+                it->claimed_now = 0;
+            }
+        }
         dlq_reset(w);
         items_gc(w, 1);
         return 0;
@@ -1805,6 +1908,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static int serve_revoke(worker_t *w, err_t *e)
 {
     int lost = rd_kafka_assignment_lost(w->consumer);
+    if (!lost)
+        start_waiting(w); /* the waiting claims settle as not sent */
     if (!lost && exchange_active(w->x) > 0 && mono_ms() < w->revoke_deadline_mono)
         return 0; /* keep driving the requests */
     if (!lost && commit_round(w, e) < 0)
@@ -1815,7 +1920,7 @@ static int serve_revoke(worker_t *w, err_t *e)
         it->exchange = 0;
         it->changed = 0;
         it->deauthorize = 0;
-        if (it->claimed_now) { /* claimed in an uncommitted round: never sent */
+        if (it->claimed_now || it->waiting) { /* never sent */
             release_slot(w, it);
             it->slot = -1;
             it->claimed_now = 0;
@@ -2015,6 +2120,8 @@ static int open_observability(worker_t *w, err_t *e)
     w->m_not_sent =
         metrics_counter(w->metrics, "oauthq_worker_claims_not_sent_total",
                         "Claims whose lease ran out before the request could leave", NULL);
+    w->m_waiting = metrics_gauge(w->metrics, "oauthq_worker_claims_waiting",
+                                 "Committed claims waiting for an in-flight slot", NULL);
     w->m_inflight = metrics_gauge(w->metrics, "oauthq_worker_exchanges_in_flight",
                                   "Token requests handed to curl and not yet answered", NULL);
     w->m_lag = metrics_gauge(w->metrics, "oauthq_worker_consumer_lag",
@@ -2106,7 +2213,8 @@ worker_t *worker_open(const config_t *c, err_t *e)
     snprintf(w->group_id, sizeof w->group_id, "%sworker", c->topic_prefix);
     snprintf(w->txn_id, sizeof w->txn_id, "%sworker-%s", c->topic_prefix, w->instance_id);
     if (!(w->x = exchange_new(c->worker_concurrency, c->exchange_connect_timeout_ms,
-                              c->exchange_timeout_ms, e)))
+                              c->exchange_timeout_ms, e)) ||
+        exchange_spawn(w->x, e) < 0)
         goto fail;
     {
         int limits[SCHED_PROVIDERS_MAX] = {0};
@@ -2209,7 +2317,8 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
         int active = exchange_active(w->x);
         int wait = commit_wait_ms(w, pending, MAX_WAIT_MS);
         /* Consumer first: block on it only when no request needs driving. */
-        for (size_t n = 0; n < cap; n++) {
+        size_t budget = read_budget(w, cap, active);
+        for (size_t n = 0; n < budget; n++) {
             rd_kafka_message_t *m =
                 rd_kafka_consumer_poll(w->consumer, n == 0 && active == 0 ? wait : 0);
             if (!m)
@@ -2245,6 +2354,7 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
         if (active > 0) {
             int wt = commit_wait_ms(w, work_pending(w), 5);
             exchange_perform(w->x, wt, on_exchange_done, w);
+            start_waiting(w); /* the slots that just freed */
         }
         metrics_gauge_set(w->m_inflight, exchange_active(w->x));
         if (w->fatal)
