@@ -86,12 +86,20 @@ struct exchange {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    xfer *in_head, *in_tail;  /* handed over, not yet added to the multi (mu) */
-    exchange_req **done;      /* [max_concurrent] finished, not yet reported (mu) */
-    exchange_req **reporting; /* [max_concurrent] the caller's copy while it reports */
-    int ndone;                /* mu */
-    int stop;                 /* mu */
-    atomic_int outstanding;   /* handed over and not yet reported */
+    xfer *in_head, *in_tail;     /* handed over, not yet seen by the driver (mu) */
+    xfer *pend_head, *pend_tail; /* the driver's: waiting for a slot, in hand-over order */
+    exchange_req **done;         /* [max_outstanding] finished, not yet reported (mu) */
+    exchange_req **reporting;    /* [max_outstanding] the caller's copy while it reports */
+    int ndone;                   /* mu */
+    int stop, cancel;            /* mu */
+    int max_outstanding;         /* handed over at most (waiting + on the wire) */
+    atomic_int outstanding;      /* handed over and not yet reported */
+    atomic_int queued;           /* handed over, waiting for a slot */
+    /* Lanes (exchange_set_lanes): per-provider in-flight limits the driver
+     * keeps when it starts waiting requests; lane_active is the driver's. */
+    int nlanes;
+    int lane_limit[EXCHANGE_LANES_MAX];
+    int lane_active[EXCHANGE_LANES_MAX];
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -587,6 +595,9 @@ static int start(exchange_t *x, xfer *t)
         curl_easy_setopt(h, CURLOPT_PREREQDATA, t) == CURLE_OK &&
         curl_multi_add_handle(x->m, h) == CURLM_OK) {
         x->active[x->n_active++] = t;
+        int lane = t->req->lane;
+        if (lane >= 0 && lane < x->nlanes)
+            x->lane_active[lane]++;
         return 0;
     }
     finish(x, t, CURLE_OUT_OF_MEMORY, 0);
@@ -601,6 +612,9 @@ static void retire(exchange_t *x, xfer *t, int curl_code, int forced)
     for (int i = 0; i < x->n_active; i++)
         if (x->active[i] == t) {
             x->active[i] = x->active[--x->n_active];
+            int lane = t->req->lane;
+            if (lane >= 0 && lane < x->nlanes && x->lane_active[lane] > 0)
+                x->lane_active[lane]--;
             break;
         }
     xfer_free(t);
@@ -609,16 +623,18 @@ static void retire(exchange_t *x, xfer *t, int curl_code, int forced)
 int exchange_start(exchange_t *x, exchange_req *req, err_t *e)
 {
     int active = exchange_active(x);
-    if (x && active >= x->max_concurrent)
+    if (x && active >= (x->threaded ? x->max_outstanding : x->max_concurrent))
         return err_set(e, ERRC_RETRIABLE, "exchange: %d transfers already active", active);
     xfer *t = prepare(x, req, e);
     if (!t)
         return -1;
     if (!x->threaded)
         return start(x, t) == 0 ? 0 : 1; /* 1: finished at once, nothing sent */
-    /* The driver adds it to the multi at once; the lease is checked again
-     * by curl's pre-request callback right before the bytes leave. */
+    /* The driver starts it as soon as a slot of its lane is free, never
+     * past its send deadline; curl's pre-request callback checks that
+     * deadline again right before the bytes leave. */
     atomic_fetch_add(&x->outstanding, 1);
+    atomic_fetch_add(&x->queued, 1);
     pthread_mutex_lock(&x->mu);
     if (x->in_tail)
         x->in_tail->next = t;
@@ -679,41 +695,88 @@ static void driver_done(exchange_req *req, void *ud)
 {
     exchange_t *x = ud;
     pthread_mutex_lock(&x->mu);
-    if (x->ndone < x->max_concurrent) /* outstanding <= max_concurrent: always */
+    if (x->ndone < x->max_outstanding) /* outstanding <= max_outstanding: always */
         x->done[x->ndone++] = req;
     pthread_cond_signal(&x->cv);
     pthread_mutex_unlock(&x->mu);
 }
 
-/* The driver thread: add what was handed over, drive, report; until
- * exchange_free stops it. curl_multi_wakeup cuts its wait short. */
+/* Driver: end a waiting request unsent (its lease ran out, or the caller
+ * cancelled what waits): RETRY_SAFE / not_sent, reported like any other. */
+static void end_unsent(exchange_t *x, xfer *t, const char *why)
+{
+    exchange_req *req = t->req;
+    t->started_ms = clock_mono_ms();
+    t->lease_refused = 1;
+    finish(x, t, CURLE_OK, 0);
+    snprintf(req->result.detail, sizeof req->result.detail, "not sent: %s", why);
+    xfer_free(t);
+    atomic_fetch_sub(&x->queued, 1);
+    driver_done(req, x);
+}
+
+/* Driver: start waiting requests in hand-over order as far as the total
+ * and their lane allow; a request whose send deadline (the claim's lease)
+ * passed is never started. */
+static void start_pending(exchange_t *x, int cancel)
+{
+    xfer *keep_head = NULL, *keep_tail = NULL;
+    int64_t now = clock_mono_ms();
+    for (xfer *t = x->pend_head, *n; t; t = n) {
+        n = t->next;
+        t->next = NULL;
+        int lane = t->req->lane;
+        int lane_ok = lane < 0 || lane >= x->nlanes || x->lane_active[lane] < x->lane_limit[lane];
+        if (cancel) {
+            end_unsent(x, t, "cancelled before a slot was free (partitions revoked)");
+        } else if (t->req->send_by_mono_ms > 0 && now > t->req->send_by_mono_ms) {
+            end_unsent(x, t, "the claim's lease ran out before a slot was free");
+        } else if (x->n_active < x->max_concurrent && lane_ok) {
+            exchange_req *req = t->req;
+            atomic_fetch_sub(&x->queued, 1);
+            if (start(x, t) != 0) /* finished at once, nothing sent (t freed) */
+                driver_done(req, x);
+        } else {
+            if (keep_tail)
+                keep_tail->next = t;
+            else
+                keep_head = t;
+            keep_tail = t;
+        }
+    }
+    x->pend_head = keep_head;
+    x->pend_tail = keep_tail;
+}
+
+/* The driver thread: take what was handed over, start what fits, drive,
+ * report; until exchange_free stops it. curl_multi_wakeup cuts its wait
+ * short. */
 static void *driver(void *arg)
 {
     exchange_t *x = arg;
     for (;;) {
         pthread_mutex_lock(&x->mu);
-        int stop = x->stop;
-        xfer *in = x->in_head;
+        int stop = x->stop, cancel = x->cancel;
+        x->cancel = 0;
+        xfer *in = x->in_head, *in_tail = x->in_tail;
         x->in_head = x->in_tail = NULL;
         pthread_mutex_unlock(&x->mu);
-        if (stop) {
-            for (xfer *t = in, *n; t; t = n) { /* never added: exchange_free's to free */
-                n = t->next;
-                xfer_free(t);
-            }
-            break;
+        if (in) {
+            if (x->pend_tail)
+                x->pend_tail->next = in;
+            else
+                x->pend_head = in;
+            x->pend_tail = in_tail;
         }
-        for (xfer *t = in, *n; t; t = n) {
-            n = t->next;
-            t->next = NULL;
-            exchange_req *req = t->req;
-            if (start(x, t) != 0) /* finished at once, nothing sent (t freed) */
-                driver_done(req, x);
-        }
+        if (stop)
+            break; /* what waits is exchange_free's to free */
+        start_pending(x, cancel);
+        /* Wait shorter while requests wait for a slot with a deadline. */
+        int wait = x->pend_head ? 20 : POLL_SLICE_MS;
         if (x->n_active == 0)
-            curl_multi_poll(x->m, NULL, 0, POLL_SLICE_MS, NULL);
+            curl_multi_poll(x->m, NULL, 0, wait, NULL);
         else
-            drive(x, POLL_SLICE_MS, driver_done, x);
+            drive(x, wait, driver_done, x);
     }
     return NULL;
 }
@@ -722,8 +785,11 @@ int exchange_spawn(exchange_t *x, err_t *e)
 {
     if (!x || x->threaded)
         return err_set(e, ERRC_FATAL, "exchange: no client, or its driver already runs");
-    x->done = calloc((size_t)x->max_concurrent, sizeof *x->done);
-    x->reporting = calloc((size_t)x->max_concurrent, sizeof *x->reporting);
+    /* Up to one concurrency's worth may wait beside the one on the wire
+     * (the worker's claims ahead of the free slots). */
+    x->max_outstanding = 2 * x->max_concurrent;
+    x->done = calloc((size_t)x->max_outstanding, sizeof *x->done);
+    x->reporting = calloc((size_t)x->max_outstanding, sizeof *x->reporting);
     if (!x->done || !x->reporting) {
         free(x->done);
         free(x->reporting);
@@ -801,6 +867,32 @@ int exchange_run(exchange_t *x)
     return done;
 }
 
+int exchange_set_lanes(exchange_t *x, int n, const int *limits, err_t *e)
+{
+    if (!x || x->threaded || n < 0 || n > EXCHANGE_LANES_MAX || (n > 0 && !limits))
+        return err_set(e, ERRC_FATAL, "exchange: lanes 0..%d, set before exchange_spawn",
+                       EXCHANGE_LANES_MAX);
+    for (int i = 0; i < n; i++)
+        x->lane_limit[i] = limits[i] > 0 ? limits[i] : 1;
+    x->nlanes = n;
+    return 0;
+}
+
+void exchange_cancel_waiting(exchange_t *x)
+{
+    if (!x || !x->threaded)
+        return;
+    pthread_mutex_lock(&x->mu);
+    x->cancel = 1;
+    pthread_mutex_unlock(&x->mu);
+    curl_multi_wakeup(x->m);
+}
+
+int exchange_waiting(const exchange_t *x)
+{
+    return x && x->threaded ? atomic_load(&((exchange_t *)x)->queued) : 0;
+}
+
 int exchange_active(const exchange_t *x)
 {
     if (!x)
@@ -818,6 +910,14 @@ void exchange_free(exchange_t *x)
         pthread_mutex_unlock(&x->mu);
         curl_multi_wakeup(x->m);
         pthread_join(x->th, NULL);
+        for (xfer *t = x->pend_head, *n; t; t = n) {
+            n = t->next;
+            xfer_free(t);
+        }
+        for (xfer *t = x->in_head, *n; t; t = n) {
+            n = t->next;
+            xfer_free(t);
+        }
         pthread_cond_destroy(&x->cv);
         pthread_mutex_destroy(&x->mu);
         free(x->done);

@@ -54,6 +54,7 @@
 #define EXCHANGE_CODE_MAX        2048        /* longest code accepted by exchange_add */
 #define EXCHANGE_TOKEN_MAX       4095 /* longest refresh token sent (the result buffers hold 4096) */
 #define EXCHANGE_FIELD_MAX       2048 /* longest secret / verifier / redirect_uri */
+#define EXCHANGE_LANES_MAX       64   /* per-provider in-flight limits (exchange_set_lanes) */
 
 typedef enum {
     EXCH_SUCCESS,       /* 2xx with an access_token: definitive success */
@@ -94,6 +95,7 @@ typedef struct {
      * is not enough: a process stopped between the handoff and curl's first
      * perform would send a stale claim's code after another owner took over. */
     int64_t send_by_mono_ms;
+    int lane;               /* driver mode with lanes: its lane (provider index); else unused */
     void *ud;               /* caller's tag */
     exchange_result result; /* filled when done */
 } exchange_req;
@@ -106,8 +108,19 @@ exchange_t *exchange_new(int max_concurrent, int connect_timeout_ms, int total_t
                          err_t *e);
 
 /* Start the driver thread (see Threads above); 0, or -1 + ERRC_FATAL. exchange_run is then
- * unavailable (returns 0). */
+ * unavailable (returns 0). In driver mode up to 2 × max_concurrent requests may be handed over:
+ * at most max_concurrent on the wire (and lane_limit[lane] per lane), the rest wait in hand-over
+ * order and start the moment a slot frees — on the driver's thread, without the caller — unless
+ * their send_by_mono_ms passed first (then: not sent). */
 int exchange_spawn(exchange_t *x, err_t *e);
+/* Per-lane in-flight limits for driver mode (lane i: limits[i], at least 1); before
+ * exchange_spawn. 0, or -1 + ERRC_FATAL. */
+int exchange_set_lanes(exchange_t *x, int n, const int *limits, err_t *e);
+/* Driver mode: every request still waiting for a slot ends unsent (reported by
+ * exchange_perform as RETRY_SAFE / not_sent); those on the wire run on. */
+void exchange_cancel_waiting(exchange_t *x);
+/* Driver mode: requests handed over and waiting for a slot (0 otherwise). */
+int exchange_waiting(const exchange_t *x);
 /* Queue req (started by exchange_run); -1 + ERRC_PERMANENT when a field is missing/too long. */
 int exchange_add(exchange_t *x, exchange_req *req, err_t *e);
 

@@ -37,31 +37,10 @@ int sched_free(const sched_t *s, int p)
     return f > 0 ? f : 0;
 }
 
-int sched_start(sched_t *s, int p)
-{
-    if (p < 0 || p >= s->n || s->wire[p] >= s->limit[p] || s->total_wire >= s->total_limit ||
-        s->wire[p] >= s->used[p])
-        return 0;
-    s->wire[p]++;
-    s->total_wire++;
-    return 1;
-}
-
-void sched_finish(sched_t *s, int p)
-{
-    if (p < 0 || p >= s->n || s->wire[p] <= 0)
-        return;
-    s->wire[p]--;
-    s->total_wire--;
-    sched_release(s, p);
-}
-
 void sched_set_ahead(sched_t *s, int p, int n)
 {
     if (p < 0 || p >= s->n)
         return;
-    if (n > s->wire[p])
-        n = s->wire[p];
     if (n > s->limit[p])
         n = s->limit[p];
     s->ahead[p] = n > 0 ? n : 0;
@@ -80,11 +59,6 @@ int sched_total_free(const sched_t *s)
     return f > 0 ? f : 0;
 }
 
-int sched_wire(const sched_t *s, int p)
-{
-    return p >= 0 && p < s->n ? s->wire[p] : 0;
-}
-
 int sched_take(sched_t *s, int p)
 {
     if (sched_free(s, p) <= 0)
@@ -96,8 +70,8 @@ int sched_take(sched_t *s, int p)
 
 void sched_release(sched_t *s, int p)
 {
-    if (p < 0 || p >= s->n || s->used[p] <= s->wire[p])
-        return; /* never below the claims on the wire */
+    if (p < 0 || p >= s->n || s->used[p] <= 0)
+        return;
     s->used[p]--;
     s->total_used--;
 }

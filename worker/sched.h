@@ -6,25 +6,22 @@
  * the unit tests drive every rule (tests/unit/test_sched.c).
  *
  * Why it exists: "claim only what can start now". A code is claimed only
- * when sched_take grants a claim, and its request is handed to curl only
- * when sched_start grants an in-flight slot and sched_lease_valid holds,
- * so a claimed request never waits behind others long enough for another
- * worker to take the partition over.
+ * when sched_take grants a claim, and its request is handed over only
+ * while sched_lease_valid holds, so a claimed request never waits behind
+ * others long enough for another worker to take the partition over.
  *
- * Claims and the wire are counted apart. The wire (requests handed to
- * curl) never exceeds the limits: max_in_flight per provider, the
- * concurrency in all. Claims may run ahead of the free slots by the
- * slots expected to free while the claim itself commits (sched_set_ahead:
- * the worker passes how many requests of the provider finished during
- * its last commit cycle, at most the requests on the wire). Why: a claim
- * costs one transaction before its request may leave (10-20 ms here);
- * claimed only once a slot is free, every slot would idle that long
- * per request — a third of the concurrency at 50 ms of provider
- * latency. Ahead claims wait (in claim order) for the slots that free
- * during their commit, so in the steady state "claimed and waiting" is
- * what the free slots absorb, as SPEC §6 asks; one that still finds none
- * before its lease lapses is "not sent", never sent late. When nothing
- * finishes (hangs), ahead is 0 and claims wait for free slots.
+ * Claims may run ahead of the free slots by the slots expected to free
+ * while the claim itself commits (sched_set_ahead: the worker passes how
+ * many requests of the provider finished during its last commit cycle).
+ * Why: a claim costs one transaction before its request may leave (10-20
+ * ms here); claimed only once a slot is free, every slot would idle that
+ * long per request — a third of the concurrency at 50 ms of provider
+ * latency. The exchange driver keeps the wire within the limits
+ * (exchange_set_lanes) and starts an ahead claim the moment a slot frees,
+ * so in the steady state "claimed and waiting" is what the slots freeing
+ * during the claim's commit absorb, as SPEC §6 asks; one that still finds
+ * none before its lease lapses is "not sent", never sent late. When
+ * nothing finishes (hangs), ahead is 0 and claims wait for free slots.
  *
  * Provider pauses (SPEC §5, issue 14 defects 2 and 6) live here too: an
  * operator pause holds every code of the provider until a resume; an
@@ -51,12 +48,11 @@ typedef enum {
 } sched_pause_kind;
 
 typedef struct {
-    int total_limit, total_used, total_wire;
+    int total_limit, total_used;
     int n; /* providers */
     int limit[SCHED_PROVIDERS_MAX];
     int used[SCHED_PROVIDERS_MAX];  /* claims held: waiting for a slot or on the wire */
-    int wire[SCHED_PROVIDERS_MAX];  /* requests handed to curl, <= limit */
-    int ahead[SCHED_PROVIDERS_MAX]; /* claims allowed past the free slots (sched_set_ahead) */
+    int ahead[SCHED_PROVIDERS_MAX]; /* claims allowed past the limit (sched_set_ahead) */
     sched_pause_kind pause[SCHED_PROVIDERS_MAX];
     int64_t pause_until[SCHED_PROVIDERS_MAX]; /* wall ms: invalid_client's next probe */
     int64_t pause_as_of[SCHED_PROVIDERS_MAX]; /* wall ms the pause state was decided */
@@ -75,25 +71,15 @@ int sched_free(const sched_t *s, int p);
 /* Take one claim for provider p: 1 granted, 0 none free (nothing changed). */
 int sched_take(sched_t *s, int p);
 
-/* Give back a claim that never reached the wire (not sent, aborted, revoked). */
+/* Give back a claim taken by sched_take (its request finished, or was never sent). */
 void sched_release(sched_t *s, int p);
 
-/* Hand a claimed request of provider p to the wire: 1 when an in-flight slot is free (taken),
- * 0 when the limits are reached (the claim keeps waiting). Only for a claim sched_take gave. */
-int sched_start(sched_t *s, int p);
-
-/* A request on the wire finished: its slot and its claim are free again. */
-void sched_finish(sched_t *s, int p);
-
 /* Provider p's ahead allowance: n requests finished during the last commit cycle; clamped to
- * the requests on the wire now (no more can free) and to its limit. */
+ * 0..its limit. */
 void sched_set_ahead(sched_t *s, int p, int n);
 
 /* Claims all providers together could make now (the total's room, ahead included). */
 int sched_total_free(const sched_t *s);
-
-/* Requests of provider p on the wire (0 for an unknown p). */
-int sched_wire(const sched_t *s, int p);
 
 /* May a request claimed at claim_mono_ms still leave at now_mono_ms (monotonic clock)? */
 int sched_lease_valid(int64_t claim_mono_ms, int64_t now_mono_ms, int64_t lease_ms);

@@ -36,6 +36,11 @@
 #define RESTORE_BATCH  2000 /* changelog records per SQLite transaction */
 #define MAX_WAIT_MS    50
 #define TRICKLE        16 /* records read per MAX_WAIT_MS while no claim is possible */
+/* Claims ahead of the free slots: this many times the requests that finished during the last
+ * commit cycle (at most the provider's limit; see sched.h). A claim made now reaches the driver
+ * only after its transaction, and the next claims one cycle later: the slots that free over
+ * both must find claims waiting, and the cycle's count trails the wire's true rate. */
+#define AHEAD_FACTOR 2
 
 typedef struct {
     store_t *store;
@@ -52,11 +57,9 @@ typedef struct {
     int changed;     /* state to write in the next transaction */
     int exchange;    /* the machine asked for an exchange (claim pending a slot) */
     int claimed_now; /* claimed in the open transaction: start once it commits */
-    int waiting;     /* claim committed, waiting for an in-flight slot (sched_start) */
-    int on_wire;     /* holds an in-flight slot (sched_start granted it) */
     int inflight;    /* handed to curl, result pending */
     int settled;     /* result applied, its transaction not yet committed */
-    int slot;        /* provider index whose claim (and slot) this holds, -1 none */
+    int slot;        /* provider index whose claim this holds, -1 none */
     int orphan;      /* its partition went away: never committed by us */
     int deauthorize; /* revoke at the provider before the next commit */
     int probe;       /* the one request that probes a provider paused by invalid_client */
@@ -344,9 +347,8 @@ static void items_gc(worker_t *w, int all)
         item_t *it = w->items[i];
         /* An orphan is never committed: it stays only while curl holds it. */
         int keep =
-            it->inflight ||
-            (!all && !it->orphan &&
-             (it->changed || it->claimed_now || it->waiting || it->exchange || it->deauthorize));
+            it->inflight || (!all && !it->orphan &&
+                             (it->changed || it->claimed_now || it->exchange || it->deauthorize));
         if (keep)
             w->items[k++] = it;
         else
@@ -1165,23 +1167,11 @@ static int rewind_consumer(worker_t *w, err_t *e)
 
 /* ---- the exchange pipeline ------------------------------------------------------------ */
 
-/* Give a claimed item's claim (and its in-flight slot, when it holds
- * one) back to the scheduler. */
-static void slot_free(worker_t *w, item_t *it)
-{
-    if (it->on_wire)
-        sched_finish(&w->sched, it->slot);
-    else
-        sched_release(&w->sched, it->slot);
-    it->on_wire = 0;
-    it->waiting = 0;
-}
-
 /* Give a claimed item's slot back without an answer (never sent); a probe
  * that never left lets the next one go. */
 static void release_slot(worker_t *w, item_t *it)
 {
-    slot_free(w, it);
+    sched_release(&w->sched, it->slot);
     if (it->probe) {
         int pi = provider_index(w, it->c->provider);
         sched_probe_done(&w->sched, pi, -1, now_ms(), w->cfg.worker_probe_interval_ms);
@@ -1195,7 +1185,7 @@ static void claim_items(worker_t *w)
 {
     int64_t now = now_ms();
     for (size_t pi = 0; pi < providers_count(w->providers) && pi < PROVIDERS_MAX; pi++) {
-        sched_set_ahead(&w->sched, (int)pi, w->done_cycle[pi]);
+        sched_set_ahead(&w->sched, (int)pi, AHEAD_FACTOR * w->done_cycle[pi]);
         w->done_cycle[pi] = 0;
     }
     for (size_t i = 0; i < w->nitems; i++) {
@@ -1281,9 +1271,9 @@ static void on_exchange_done(exchange_req *req, void *ud)
     exchange_result *r = &req->result;
     it->inflight = 0;
     metrics_histogram_observe(w->m_exchange_s, (double)(mono_ms() - it->claim_mono_ms) / 1000.0);
-    if (it->slot >= 0 && it->slot < PROVIDERS_MAX && it->on_wire)
+    if (it->slot >= 0 && it->slot < PROVIDERS_MAX)
         w->done_cycle[it->slot]++;
-    slot_free(w, it);
+    sched_release(&w->sched, it->slot);
     it->slot = -1;
     crypto_wipe(it->code, sizeof it->code);
     crypto_wipe(it->verifier, sizeof it->verifier);
@@ -1375,13 +1365,13 @@ static void claim_not_sent(worker_t *w, item_t *it, const char *why, int64_t now
     it->settled = 1;
 }
 
-/* Hand one waiting claim to curl; it holds an in-flight slot already. */
+/* Hand one committed claim to the exchange driver, which sends it as
+ * soon as its provider has a free slot, within its lease. */
 static void start_one(worker_t *w, item_t *it)
 {
     int64_t now = now_ms();
     const provider_t *pv = providers_at(w->providers, (size_t)it->slot);
     err_t e = {0};
-    it->waiting = 0;
     it->refresh = it->c->status == CONN_CONNECTED;
     if (it->refresh) {
         if (sealed_open(w->data_keys, it->c->id, "refresh_token", it->c->refresh_sealed, it->rtoken,
@@ -1418,6 +1408,7 @@ static void start_one(worker_t *w, item_t *it)
     it->req.code_verifier = it->refresh ? NULL : it->verifier;
     it->req.redirect_uri = w->redirect_uri;
     it->req.send_by_mono_ms = it->claim_mono_ms + w->cfg.worker_lease_ms;
+    it->req.lane = it->slot;
     it->req.ud = it;
     int rc = exchange_start(w->x, &it->req, &e);
     if (rc == 0) {
@@ -1447,38 +1438,10 @@ static void start_one(worker_t *w, item_t *it)
     it->settled = 1;
 }
 
-/* Hand waiting claims to curl, in claim order, as far as in-flight slots
- * are free; each only while its lease holds (checked on the monotonic
- * clock right before). Once a revocation is pending nothing new leaves:
- * the waiting claims settle as not sent with the revocation's last
- * transaction. Runs after a claim commits and whenever requests finished. */
-static void start_waiting(worker_t *w)
-{
-    int waiting = 0;
-    for (size_t i = 0; i < w->nitems; i++) {
-        item_t *it = w->items[i];
-        if (!it->waiting || it->orphan)
-            continue;
-        int64_t now = now_ms();
-        if (w->revoke_pending) {
-            claim_not_sent(w, it, "partitions being revoked before the request could leave", now);
-            continue;
-        }
-        if (!sched_lease_valid(it->claim_mono_ms, mono_ms(), w->cfg.worker_lease_ms)) {
-            claim_not_sent(w, it, "lease expired before the request could leave", now);
-            continue;
-        }
-        if (!sched_start(&w->sched, it->slot)) {
-            waiting++;
-            continue; /* its provider's slots are busy; others may start */
-        }
-        it->on_wire = 1;
-        start_one(w, it);
-    }
-    metrics_gauge_set(w->m_waiting, waiting);
-}
-
-/* After the claim committed: its claimed requests wait for slots. */
+/* After the claim committed: hand each claimed request over, but only
+ * while its lease holds (checked on the monotonic clock right before; the
+ * driver checks again before it starts one that waited for a slot, and
+ * curl's pre-request callback right before the bytes leave). */
 static void start_claimed(worker_t *w)
 {
     for (size_t i = 0; i < w->nitems; i++) {
@@ -1486,9 +1449,12 @@ static void start_claimed(worker_t *w)
         if (!it->claimed_now)
             continue;
         it->claimed_now = 0;
-        it->waiting = 1;
+        if (!sched_lease_valid(it->claim_mono_ms, mono_ms(), w->cfg.worker_lease_ms)) {
+            claim_not_sent(w, it, "lease expired before the request could leave", now_ms());
+            continue;
+        }
+        start_one(w, it);
     }
-    start_waiting(w);
 }
 
 /* Is anything waiting for a transaction? */
@@ -1571,7 +1537,7 @@ static int commit_round(worker_t *w, err_t *e)
         for (size_t i = 0; i < w->nitems; i++) {
             item_t *it = w->items[i];
             it->orphan = 1;
-            if (it->claimed_now || it->waiting) { /* never sent */
+            if (it->claimed_now) { /* never sent */
                 release_slot(w, it);
                 it->slot = -1;
                 it->claimed_now = 0;
@@ -1908,8 +1874,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static int serve_revoke(worker_t *w, err_t *e)
 {
     int lost = rd_kafka_assignment_lost(w->consumer);
-    if (!lost)
-        start_waiting(w); /* the waiting claims settle as not sent */
+    /* Nothing new leaves once the partitions go: requests still waiting
+     * for a slot come back unsent and settle with the last transaction. */
+    exchange_cancel_waiting(w->x);
     if (!lost && exchange_active(w->x) > 0 && mono_ms() < w->revoke_deadline_mono)
         return 0; /* keep driving the requests */
     if (!lost && commit_round(w, e) < 0)
@@ -1920,7 +1887,7 @@ static int serve_revoke(worker_t *w, err_t *e)
         it->exchange = 0;
         it->changed = 0;
         it->deauthorize = 0;
-        if (it->claimed_now || it->waiting) { /* never sent */
+        if (it->claimed_now) { /* never sent */
             release_slot(w, it);
             it->slot = -1;
             it->claimed_now = 0;
@@ -2213,8 +2180,7 @@ worker_t *worker_open(const config_t *c, err_t *e)
     snprintf(w->group_id, sizeof w->group_id, "%sworker", c->topic_prefix);
     snprintf(w->txn_id, sizeof w->txn_id, "%sworker-%s", c->topic_prefix, w->instance_id);
     if (!(w->x = exchange_new(c->worker_concurrency, c->exchange_connect_timeout_ms,
-                              c->exchange_timeout_ms, e)) ||
-        exchange_spawn(w->x, e) < 0)
+                              c->exchange_timeout_ms, e)))
         goto fail;
     {
         int limits[SCHED_PROVIDERS_MAX] = {0};
@@ -2226,6 +2192,10 @@ worker_t *worker_open(const config_t *c, err_t *e)
         for (size_t i = 0; i < np; i++)
             limits[i] = providers_at(w->providers, i)->max_in_flight;
         sched_init(&w->sched, c->worker_concurrency, (int)np, limits);
+        /* The driver keeps the per-provider limits on the wire; the
+         * scheduler bounds the claims (SPEC §6 bulkheads). */
+        if (exchange_set_lanes(w->x, (int)np, w->sched.limit, e) < 0 || exchange_spawn(w->x, e) < 0)
+            goto fail;
         sched_set_probe_timeout(&w->sched,
                                 (int64_t)c->worker_lease_ms + c->exchange_timeout_ms + 1000);
         w->takeover_hold_ms = sched_takeover_hold_ms(c->worker_lease_ms, c->exchange_timeout_ms,
@@ -2354,9 +2324,9 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, err_t *e)
         if (active > 0) {
             int wt = commit_wait_ms(w, work_pending(w), 5);
             exchange_perform(w->x, wt, on_exchange_done, w);
-            start_waiting(w); /* the slots that just freed */
         }
-        metrics_gauge_set(w->m_inflight, exchange_active(w->x));
+        metrics_gauge_set(w->m_inflight, exchange_active(w->x) - exchange_waiting(w->x));
+        metrics_gauge_set(w->m_waiting, exchange_waiting(w->x));
         if (w->fatal)
             continue;
         if (!sched_commit_due_urgent(w->last_commit_mono, w->last_commit_end_mono, mono_ms(),

@@ -456,7 +456,7 @@ static void test_driver_thread(void **st)
     static exchange_req q[N];
     memset(q, 0, sizeof q);
     err_t e = {0};
-    exchange_t *x = exchange_new(N, 2000, 5000, &e);
+    exchange_t *x = exchange_new(N / 2, 2000, 5000, &e);
     assert_non_null(x);
     assert_int_equal(exchange_spawn(x, &e), 0);
     assert_int_equal(exchange_spawn(x, &e), -1); /* once */
@@ -466,9 +466,10 @@ static void test_driver_thread(void **st)
         q[i].send_by_mono_ms = now_ms() + 5000;
         assert_int_equal(exchange_start(x, &q[i], &e), 0);
     }
+    /* Twice the concurrency may be handed over: the rest waits for slots. */
     assert_int_equal(exchange_active(x), N);
     exchange_req extra = {.provider = &pv, .client_secret = SECRET, .code = codes[0]};
-    assert_int_equal(exchange_start(x, &extra, &e), -1); /* max_concurrent reached */
+    assert_int_equal(exchange_start(x, &extra, &e), -1);
     assert_int_equal(e.cls, ERRC_RETRIABLE);
     usleep(1500000); /* the caller is busy: the driver finishes them meanwhile */
     driver_ctx c = {pthread_self(), 0, 0};
@@ -476,6 +477,7 @@ static void test_driver_thread(void **st)
     assert_int_equal(c.reported, N);
     assert_int_equal(c.wrong_thread, 0);
     assert_int_equal(exchange_active(x), 0);
+    assert_int_equal(exchange_waiting(x), 0);
     cJSON *stt = stats(&g_main);
     for (int i = 0; i < N; i++) {
         assert_cls(&q[i].result, EXCH_SUCCESS);
@@ -485,7 +487,7 @@ static void test_driver_thread(void **st)
         crypto_wipe(&q[i].result, sizeof q[i].result);
     }
     cJSON_Delete(stt);
-    /* A lease that lapsed before the driver got to send: not sent. */
+    /* A lease that lapsed before the driver got to it: not sent. */
     char *late = authorize(&g_main, NULL);
     exchange_req ql = {.provider = &pv, .client_secret = SECRET, .code = late};
     ql.send_by_mono_ms = now_ms() - 1;
@@ -510,6 +512,64 @@ static void test_driver_thread(void **st)
         free(codes[i]);
     free(late);
     free(left);
+}
+
+/* Lanes: a lane's limit holds on the wire (its other requests wait), and
+ * cancelling the waiting ones sends none of them — the worker does this
+ * when its partitions are revoked. */
+static void test_driver_lanes_and_cancel(void **st)
+{
+    (void)st;
+    sim s;
+    const char *lat[] = {"--latency-ms", "300", NULL};
+    assert_int_equal(sim_start(&s, "lanes", g_secret_path, lat), 0);
+    provider_t pv = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
+    err_t e = {0};
+    exchange_t *x = exchange_new(4, 2000, 5000, &e);
+    assert_non_null(x);
+    int limits[2] = {1, 4};
+    assert_int_equal(exchange_set_lanes(x, 2, limits, &e), 0);
+    assert_int_equal(exchange_spawn(x, &e), 0);
+    assert_int_equal(exchange_set_lanes(x, 2, limits, &e), -1); /* before the driver only */
+    enum { N = 3 };
+    char *codes[N];
+    static exchange_req q[N];
+    memset(q, 0, sizeof q);
+    for (int i = 0; i < N; i++) {
+        codes[i] = authorize(&s, NULL);
+        q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
+        q[i].send_by_mono_ms = now_ms() + 5000;
+        q[i].lane = 0; /* limit 1: one on the wire, two waiting */
+        assert_int_equal(exchange_start(x, &q[i], &e), 0);
+    }
+    for (int i = 0; i < 200 && exchange_waiting(x) != N - 1; i++)
+        usleep(5000);
+    assert_int_equal(exchange_waiting(x), N - 1); /* the first answers after 300 ms */
+    exchange_cancel_waiting(x);
+    driver_ctx c = {pthread_self(), 0, 0};
+    for (int i = 0; i < 100 && c.reported < N; i++)
+        exchange_perform(x, 50, driver_done_cb, &c);
+    assert_int_equal(c.reported, N);
+    int sent = 0, unsent = 0;
+    for (int i = 0; i < N; i++) {
+        if (q[i].result.cls == EXCH_SUCCESS) {
+            sent++;
+            remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.access_token);
+            remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.refresh_token);
+        } else if (q[i].result.cls == EXCH_RETRY_SAFE && q[i].result.not_sent) {
+            unsent++;
+        }
+        crypto_wipe(&q[i].result, sizeof q[i].result);
+    }
+    assert_int_equal(sent, 1);
+    assert_int_equal(unsent, N - 1);
+    cJSON *stt = stats(&s);
+    assert_int_equal((long)cJSON_GetObjectItem(stt, "token_requests")->valuedouble, 1);
+    cJSON_Delete(stt);
+    exchange_free(x);
+    sim_stop(&s);
+    for (int i = 0; i < N; i++)
+        free(codes[i]);
 }
 
 static void test_unknown_code(void **st)
@@ -885,6 +945,7 @@ int main(void)
         cmocka_unit_test(test_mixed_batch),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_driver_thread),
+        cmocka_unit_test(test_driver_lanes_and_cancel),
         cmocka_unit_test(test_logs_clean),
     };
     return cmocka_run_group_tests_name("itest_exchange_sim", tests, group_setup, group_teardown);

@@ -62,71 +62,48 @@ static void test_total_cap(void **state)
     assert_int_equal(sched_free(&s, 0), 0);
 }
 
-/* Claims may run ahead of the free slots by what freed during the last
- * commit cycle; the wire never exceeds the limits. */
+/* Claims may run ahead of the free slots by what finished during the
+ * last commit cycle, within the provider's limit and the total's room. */
 static void test_claim_ahead(void **state)
 {
     (void)state;
     sched_t s;
     sched_init(&s, 4, 1, NULL);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         assert_int_equal(sched_take(&s, 0), 1);
-        assert_int_equal(sched_start(&s, 0), 1);
-    }
-    assert_int_equal(sched_wire(&s, 0), 4);
     assert_int_equal(sched_free(&s, 0), 0);
+    assert_int_equal(sched_total_free(&s), 0);
     sched_set_ahead(&s, 0, 2); /* two finished during the last cycle */
     assert_int_equal(sched_free(&s, 0), 2);
+    assert_int_equal(sched_total_free(&s), 2);
     assert_int_equal(sched_take(&s, 0), 1);
     assert_int_equal(sched_take(&s, 0), 1);
-    assert_int_equal(sched_take(&s, 0), 0);
-    assert_int_equal(sched_start(&s, 0), 0); /* the wire is full: they wait */
-    sched_finish(&s, 0);
-    assert_int_equal(sched_wire(&s, 0), 3);
-    assert_int_equal(sched_start(&s, 0), 1); /* a freed slot goes to a waiting claim */
-    assert_int_equal(sched_start(&s, 0), 0);
-    /* A waiting claim given back (lease lapsed): the claim count drops, never the wire's. */
-    sched_release(&s, 0);
-    assert_int_equal(sched_start(&s, 0), 0); /* no claim left to start */
-    for (int i = 0; i < 8; i++)
-        sched_release(&s, 0);
-    assert_int_equal(sched_wire(&s, 0), 4);
-    assert_int_equal(sched_free(&s, 0), 2); /* 4 + ahead 2 - 4 on the wire */
-    /* Clamped to the wire (no more can free) and to the limit. */
-    sched_set_ahead(&s, 0, 100);
+    assert_int_equal(sched_take(&s, 0), 0); /* 4 + 2 claims at most */
+    sched_set_ahead(&s, 0, 100);            /* clamped to the limit: 4 + 4 */
+    assert_int_equal(sched_free(&s, 0), 2);
+    sched_set_ahead(&s, 0, -3);
+    assert_int_equal(sched_free(&s, 0), 0);
+    for (int i = 0; i < 10; i++)
+        sched_release(&s, 0); /* never below zero */
     assert_int_equal(sched_free(&s, 0), 4);
-    for (int i = 0; i < 4; i++)
-        sched_finish(&s, 0);
-    sched_set_ahead(&s, 0, 3);
-    assert_int_equal(sched_free(&s, 0), 4); /* nothing on the wire: no ahead */
-    /* Two providers: the total wire stays within the concurrency. */
+    /* Two providers: one's ahead raises the total's room by as much, never the other's share. */
     int limits[2] = {3, 3};
     sched_init(&s, 4, 2, limits);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(sched_take(&s, 0), 1);
-        assert_int_equal(sched_start(&s, 0), 1);
-    }
-    assert_int_equal(sched_take(&s, 1), 1);
-    assert_int_equal(sched_start(&s, 1), 1);
-    sched_set_ahead(&s, 1, 1);
-    assert_int_equal(sched_take(&s, 1), 1);
-    assert_int_equal(sched_start(&s, 1), 0); /* total wire 4 = concurrency */
-    sched_finish(&s, 0);
-    assert_int_equal(sched_start(&s, 1), 1);
-    assert_int_equal(sched_wire(&s, 1), 2);
-    assert_int_equal(sched_free(&s, 5), 0);
-    assert_int_equal(sched_start(&s, -1), 0);
-    /* The total room: what every provider could still claim, within the total. */
-    sched_init(&s, 4, 2, limits);
-    assert_int_equal(sched_total_free(&s), 4);
-    assert_int_equal(sched_take(&s, 0), 1);
-    assert_int_equal(sched_start(&s, 0), 1);
-    assert_int_equal(sched_total_free(&s), 3);
-    sched_set_ahead(&s, 0, 1);
-    assert_int_equal(sched_total_free(&s), 4);
     for (int i = 0; i < 3; i++)
         assert_int_equal(sched_take(&s, 0), 1);
-    assert_int_equal(sched_total_free(&s), 1); /* provider 0 full; provider 1 its share */
+    assert_int_equal(sched_take(&s, 1), 1);
+    assert_int_equal(sched_total_free(&s), 0);
+    sched_set_ahead(&s, 1, 1);
+    assert_int_equal(sched_free(&s, 0), 0);
+    assert_int_equal(sched_free(&s, 1), 1);
+    assert_int_equal(sched_total_free(&s), 1);
+    assert_int_equal(sched_take(&s, 1), 1);
+    assert_int_equal(sched_take(&s, 1), 0);
+    sched_set_ahead(&s, 0, 1);
+    assert_int_equal(sched_total_free(&s), 1); /* provider 0: 3 + 1 - 3 */
+    assert_int_equal(sched_free(&s, 5), 0);
+    sched_set_ahead(&s, 5, 1); /* unknown: ignored */
+    assert_int_equal(sched_total_free(&s), 1);
 }
 
 /* A request leaves only inside its lease on the monotonic clock. */
