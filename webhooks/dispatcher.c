@@ -18,7 +18,7 @@
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "webhooks/delivery.h"
+#include "common/delivery.h"
 #include "webhooks/sign.h"
 
 #define MAX_PARTS      256
