@@ -38,6 +38,12 @@ rd_kafka_conf_t *kafka_conf_producer(const config_t *c, const char *txn_id, err_
  * from the earliest offset; group_id NULL for assign()-only consumers. */
 rd_kafka_conf_t *kafka_conf_consumer(const config_t *c, const char *group_id, err_t *e);
 
+/* An assign-only consumer (kafka_conf_consumer without a group) with settings of its own:
+ * NULL or a NULL-terminated list of key, value pairs applied after the defaults; `what` names
+ * it in the error. NULL + ERRC_FATAL (a bad setting names its key). The caller destroys it. */
+rd_kafka_t *kafka_consumer_new(const config_t *c, const char *const *settings, const char *what,
+                               err_t *e);
+
 /* Client for the Admin API (topic creation, metadata). */
 rd_kafka_conf_t *kafka_conf_admin(const config_t *c, err_t *e);
 

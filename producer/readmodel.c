@@ -454,15 +454,9 @@ int64_t readmodel_settled_ms(readmodel_t *rm, const char *id)
 
 static int start_consumer(readmodel_t *rm, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(&rm->cfg, NULL, e);
-    if (!conf)
+    rm->rk = kafka_consumer_new(&rm->cfg, NULL, "read model consumer", e);
+    if (!rm->rk)
         return -1;
-    rm->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rm->rk) {
-        rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "read model consumer: %s", errstr);
-    }
     if (kafka_partition_count(rm->rk, rm->topic, rm->cfg.kafka_timeout_ms, &rm->nparts, e) < 0) {
         if (e && e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL; /* no status topic: the intake cannot serve */

@@ -328,15 +328,9 @@ static void *apply_main(void *arg)
 
 static int start_consumer(tokenview_t *tv, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(&tv->cfg, NULL, e);
-    if (!conf)
+    tv->rk = kafka_consumer_new(&tv->cfg, NULL, "token view consumer", e);
+    if (!tv->rk)
         return -1;
-    tv->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!tv->rk) {
-        rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "token view consumer: %s", errstr);
-    }
     if (kafka_partition_count(tv->rk, tv->topic, tv->cfg.kafka_timeout_ms, &tv->nparts, e) < 0) {
         if (e && e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL;

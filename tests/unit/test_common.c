@@ -299,6 +299,55 @@ static void test_kafka_conf_guarantees(void **state)
     rd_kafka_conf_destroy(k);
 }
 
+/* kafka_consumer_new: the assign-only defaults plus the caller's settings (applied last);
+ * a bad key or a key without a value is ERRC_FATAL naming the key, never a handle. */
+static void test_kafka_consumer_new_settings(void **state)
+{
+    (void)state;
+    set_env(0, NULL, NULL);
+    config_t c;
+    err_t e = {0};
+    assert_int_equal(config_load(&c, fake_getenv, &e), 0);
+    const char *const settings[] = {"isolation.level",
+                                    "read_uncommitted",
+                                    "fetch.wait.max.ms",
+                                    "7",
+                                    "enable.partition.eof",
+                                    "false",
+                                    NULL};
+    rd_kafka_t *rk = kafka_consumer_new(&c, settings, "test consumer", &e);
+    assert_non_null(rk);
+    const rd_kafka_conf_t *conf = rd_kafka_conf(rk);
+    char v[64];
+    size_t n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "isolation.level", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "read_uncommitted");
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "fetch.wait.max.ms", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "7");
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "enable.auto.commit", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "false");
+    rd_kafka_destroy(rk);
+    rk = kafka_consumer_new(&c, NULL, "test consumer", &e);
+    assert_non_null(rk);
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "isolation.level", v, &n),
+                     RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "read_committed");
+    rd_kafka_destroy(rk);
+    const char *const bad[] = {"no.such.property", "1", NULL};
+    memset(&e, 0, sizeof e);
+    assert_null(kafka_consumer_new(&c, bad, "test consumer", &e));
+    assert_int_equal(e.cls, ERRC_FATAL);
+    assert_non_null(strstr(e.msg, "no.such.property"));
+    const char *const odd[] = {"fetch.wait.max.ms", NULL};
+    memset(&e, 0, sizeof e);
+    assert_null(kafka_consumer_new(&c, odd, "test consumer", &e));
+    assert_int_equal(e.cls, ERRC_FATAL);
+    assert_non_null(strstr(e.msg, "fetch.wait.max.ms"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_log_truncates_long_lines_as_valid_json),
         cmocka_unit_test(test_kafka_errc_classes),
         cmocka_unit_test(test_kafka_conf_guarantees),
+        cmocka_unit_test(test_kafka_consumer_new_settings),
     };
     return cmocka_run_group_tests_name("unit_common", tests, NULL, NULL);
 }
