@@ -469,6 +469,18 @@ int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic,
     return rc;
 }
 
+int kafka_check_assigned(const char *topic, int32_t p, int nparts, err_t *e)
+{
+    if (p >= 0 && p < nparts)
+        return 0;
+    /* Fits ERR_MSG_MAX with a 64-byte topic name: the way out must not be cut off. */
+    return err_set(e, ERRC_FATAL,
+                   "%.64s: partition %d assigned, the topic had %d at start: partitions were "
+                   "added while running. Stopping; a restart refuses the new count "
+                   "(docs/operations.md, Scaling partitions)",
+                   topic, (int)p, nparts);
+}
+
 int kafka_init_transactions(rd_kafka_t *rk, int budget_ms, err_t *e)
 {
     int64_t deadline = clock_mono_ms() + budget_ms;

@@ -137,6 +137,14 @@ int32_t kafka_partition_for(const char *key, size_t len, int partitions);
 int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic, int timeout_ms,
                            err_t *e);
 
+/* 0 when the assigned partition p of topic is one of the nparts the process counted (and
+ * checked) at start; else ERRC_FATAL with what the operator must know: partitions were added
+ * to the topic while the process ran (librdkafka assigns them at the next rebalance), which
+ * would move connections away from their state, so the process stops; a restart refuses the
+ * changed count, and the way to another count is a new topic set (docs/operations.md,
+ * "Scaling partitions"). The assignment check of the worker and the webhook dispatcher. */
+int kafka_check_assigned(const char *topic, int32_t p, int nparts, err_t *e);
+
 /* Create every topic of kafka_topic_specs with the configured partitions/replication and
  * kafka_min_isr; existing topics are accepted. */
 int kafka_topics_ensure(const config_t *c, err_t *e);

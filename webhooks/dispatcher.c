@@ -797,8 +797,8 @@ static int serve_assign(dispatcher_t *d, err_t *e)
     int has_status[MAX_PARTS] = {0}, has_webhooks[MAX_PARTS] = {0};
     for (int i = 0; i < parts->cnt && rc == 0; i++) {
         int32_t p = parts->elems[i].partition;
-        if (p < 0 || p >= d->nparts)
-            rc = err_set(e, ERRC_FATAL, "partition %d out of range", p);
+        if (kafka_check_assigned(parts->elems[i].topic, p, d->nparts, e) < 0)
+            rc = -1;
         else if (strcmp(parts->elems[i].topic, d->t_status) == 0)
             has_status[p] = 1;
         else

@@ -348,6 +348,26 @@ static void test_kafka_consumer_new_settings(void **state)
     assert_non_null(strstr(e.msg, "fetch.wait.max.ms"));
 }
 
+/* An assigned partition beyond the start-up count (partitions added while running) is fatal
+ * with the way out, not cut off by ERR_MSG_MAX even with a long topic name. */
+static void test_kafka_check_assigned(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(kafka_check_assigned("oauthq.status", 0, 4, &e), 0);
+    assert_int_equal(kafka_check_assigned("oauthq.status", 3, 4, &e), 0);
+    assert_int_equal(kafka_check_assigned("oauthq.status", 4, 4, &e), -1);
+    assert_int_equal(e.cls, ERRC_FATAL);
+    assert_non_null(strstr(e.msg, "oauthq.status: partition 4 assigned, the topic had 4 at start"));
+    assert_non_null(strstr(e.msg, "added while running"));
+    memset(&e, 0, sizeof e);
+    const char *longest = "a-very-long-deployment-prefix-for-oauthq-production.connections";
+    assert_true(strlen(longest) <= 64);
+    assert_int_equal(kafka_check_assigned(longest, -2147483647 - 1, 1024, &e), -1);
+    assert_non_null(strstr(e.msg, longest));
+    assert_non_null(strstr(e.msg, "(docs/operations.md, Scaling partitions)"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_kafka_errc_classes),
         cmocka_unit_test(test_kafka_conf_guarantees),
         cmocka_unit_test(test_kafka_consumer_new_settings),
+        cmocka_unit_test(test_kafka_check_assigned),
     };
     return cmocka_run_group_tests_name("unit_common", tests, NULL, NULL);
 }
