@@ -49,12 +49,35 @@ static void add_opt(cJSON *o, const char *k, const char *v)
         cJSON_AddStringToObject(o, k, v);
 }
 
-char *records_callback_encode(const records_callback *r, err_t *e)
+static void add_time(cJSON *o, const char *k, int64_t ms)
+{
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(ms, ts);
+    cJSON_AddStringToObject(o, k, ts);
+}
+
+/* The opening and the end every encoder shares: an object whose first member is "schema";
+ * then the compact JSON (the caller frees it), o deleted, or NULL + ERRC_RETRIABLE (out of
+ * memory: cJSON's adds into a NULL object are no-ops, so only the print needs checking). */
+static cJSON *new_record(const char *schema_name)
 {
     cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->received_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_CALLBACK_SCHEMA);
+    cJSON_AddStringToObject(o, "schema", schema_name);
+    return o;
+}
+
+static char *end_record(cJSON *o, const char *schema_name, err_t *e)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding %s record: out of memory", schema_name);
+    return s;
+}
+
+char *records_callback_encode(const records_callback *r, err_t *e)
+{
+    cJSON *o = new_record(RECORDS_CALLBACK_SCHEMA);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddStringToObject(o, "kind", r->kind == RECORDS_CB_CODE ? "code" : "error");
@@ -68,15 +91,11 @@ char *records_callback_encode(const records_callback *r, err_t *e)
     add_opt(o, "iss", r->iss);
     add_opt(o, "scope", r->scope);
     add_opt(o, "return_to", r->return_to);
-    cJSON_AddStringToObject(o, "received_at", ts);
+    add_time(o, "received_at", r->received_at_ms);
     cJSON_AddStringToObject(o, "intake_id", r->intake_id);
     cJSON_AddStringToObject(o, "request_id", r->request_id);
     connmeta_add(o, &r->meta);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding callback record: out of memory");
-    return s;
+    return end_record(o, RECORDS_CALLBACK_SCHEMA, e);
 }
 
 /* Every member of o is named in known (NULL-terminated); else PERMANENT
@@ -231,19 +250,12 @@ int records_disconnect_decode(const char *json, size_t len, records_replay *out,
 
 static char *command_encode(const char *schema_name, const records_replay *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", schema_name);
+    cJSON *o = new_record(schema_name);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
-    cJSON_AddStringToObject(o, "requested_at", ts);
+    add_time(o, "requested_at", r->requested_at_ms);
     cJSON_AddStringToObject(o, "requested_by", r->requested_by);
     add_opt(o, "reason", r->reason);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding %s record: out of memory", schema_name);
-    return s;
+    return end_record(o, schema_name, e);
 }
 
 static int command_decode(const char *schema_name, const char *json, size_t len,
@@ -280,19 +292,12 @@ int records_schema_of(const char *json, size_t len, char *out, size_t cap)
 
 char *records_provider_encode(const records_provider *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_PROVIDER_SCHEMA);
+    cJSON *o = new_record(RECORDS_PROVIDER_SCHEMA);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddStringToObject(o, "action", r->pause ? "pause" : "resume");
-    cJSON_AddStringToObject(o, "requested_at", ts);
+    add_time(o, "requested_at", r->requested_at_ms);
     cJSON_AddStringToObject(o, "requested_by", r->requested_by);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding provider record: out of memory");
-    return s;
+    return end_record(o, RECORDS_PROVIDER_SCHEMA, e);
 }
 
 int records_provider_decode(const char *json, size_t len, records_provider *out, err_t *e)
@@ -323,23 +328,14 @@ out:
 
 char *records_provider_state_encode(const records_provider_state *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX], until[RECORDS_TIME_MAX];
-    records_time_format(r->as_of_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_PROVIDER_STATE_SCHEMA);
+    cJSON *o = new_record(RECORDS_PROVIDER_STATE_SCHEMA);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddStringToObject(o, "state", r->state);
-    if (r->until_ms > 0) {
-        records_time_format(r->until_ms, until);
-        cJSON_AddStringToObject(o, "until", until);
-    }
-    cJSON_AddStringToObject(o, "as_of", ts);
+    if (r->until_ms > 0)
+        add_time(o, "until", r->until_ms);
+    add_time(o, "as_of", r->as_of_ms);
     cJSON_AddStringToObject(o, "by", r->by);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding provider_state record: out of memory");
-    return s;
+    return end_record(o, RECORDS_PROVIDER_STATE_SCHEMA, e);
 }
 
 int records_provider_state_decode(const char *json, size_t len, records_provider_state *out,
@@ -370,21 +366,14 @@ out:
 
 char *records_refresh_encode(const records_refresh *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_REFRESH_SCHEMA);
+    cJSON *o = new_record(RECORDS_REFRESH_SCHEMA);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddNumberToObject(o, "seen_version", (double)r->seen_version);
-    cJSON_AddStringToObject(o, "requested_at", ts);
+    add_time(o, "requested_at", r->requested_at_ms);
     cJSON_AddStringToObject(o, "intake_id", r->intake_id);
     cJSON_AddStringToObject(o, "request_id", r->request_id);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding refresh record: out of memory");
-    return s;
+    return end_record(o, RECORDS_REFRESH_SCHEMA, e);
 }
 
 int records_refresh_decode(const char *json, size_t len, records_refresh *out, err_t *e)

@@ -348,6 +348,39 @@ static void test_decoders_share_one_opening(void **state)
     assert_int_equal(b.until_ms, 0);
 }
 
+/* The encoders' bytes are fixed: schema first, members in the schema's order, times in
+ * records_time_format (what the JSON Schemas and every reader were written against). */
+static void test_encoded_bytes(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_replay rp = {0};
+    snprintf(rp.connection_id, sizeof rp.connection_id, "c");
+    rp.requested_at_ms = 1;
+    snprintf(rp.requested_by, sizeof rp.requested_by, "u");
+    snprintf(rp.reason, sizeof rp.reason, "why");
+    char *j = records_disconnect_encode(&rp, &e);
+    assert_string_equal(j, "{\"schema\":\"oauthq.disconnect.v1\",\"connection_id\":\"c\","
+                           "\"requested_at\":\"1970-01-01T00:00:00.001Z\",\"requested_by\":\"u\","
+                           "\"reason\":\"why\"}");
+    free(j);
+    records_provider_state ps = {0};
+    snprintf(ps.provider, sizeof ps.provider, "p");
+    snprintf(ps.state, sizeof ps.state, "paused");
+    ps.until_ms = 5;
+    ps.as_of_ms = 3;
+    snprintf(ps.by, sizeof ps.by, "w");
+    j = records_provider_state_encode(&ps, &e);
+    assert_string_equal(j, "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"p\","
+                           "\"state\":\"paused\",\"until\":\"1970-01-01T00:00:00.005Z\","
+                           "\"as_of\":\"1970-01-01T00:00:00.003Z\",\"by\":\"w\"}");
+    free(j);
+    ps.until_ms = 0;
+    j = records_provider_state_encode(&ps, &e);
+    assert_null(strstr(j, "until"));
+    free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_provider_state),
         cmocka_unit_test(test_refresh_record),
         cmocka_unit_test(test_decoders_share_one_opening),
+        cmocka_unit_test(test_encoded_bytes),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
 }
