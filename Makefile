@@ -215,6 +215,7 @@ lint:
 	    --std=c11 --inline-suppr --suppress=missingIncludeSystem \
 	    -I. -D__GNUC__ $(C_FILES)
 	@echo "lint: cppcheck clean"
+	@scripts/check-layers
 
 clean:
 	rm -rf $(BUILD) build

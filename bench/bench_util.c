@@ -118,22 +118,16 @@ int bench_parse_double(const char *s, double lo, double hi, double *out)
 
 rd_kafka_t *bench_consumer(const config_t *c, const char *topic, int timeout_ms, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
-    if (!conf)
+    static const char *const settings[] = {"fetch.wait.max.ms",
+                                           "5",
+                                           "fetch.error.backoff.ms",
+                                           "5",
+                                           "enable.partition.eof",
+                                           "false",
+                                           NULL};
+    rd_kafka_t *rk = kafka_consumer_new(c, settings, "consumer", e);
+    if (!rk)
         return NULL;
-    if (kafka_conf_set(conf, "fetch.wait.max.ms", "5", e) < 0 ||
-        kafka_conf_set(conf, "fetch.error.backoff.ms", "5", e) < 0 ||
-        kafka_conf_set(conf, "enable.partition.eof", "false", e) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        err_set(e, ERRC_FATAL, "consumer: %s", errstr);
-        return NULL;
-    }
     int n = 0;
     if (kafka_partition_count(rk, topic, timeout_ms, &n, e) < 0) {
         rd_kafka_destroy(rk);

@@ -212,6 +212,28 @@ static int get_num(const cJSON *o, const char *k, int64_t *out, err_t *e)
     return 0;
 }
 
+/* A field older workers did not write (SPEC §6: records restore across versions): absent
+ * leaves *out as it is (0 after conn_decode's memset); present, it must pass get_num. */
+static int get_opt_num(const cJSON *o, const char *k, int64_t *out, err_t *e)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k) ? get_num(o, k, out, e) : 0;
+}
+
+/* A counter into an int: get_num's number in [min, 1e9] (an int, unlike get_num's range);
+ * optional counters may be absent (left 0). */
+static int get_count(const cJSON *o, const char *k, int *out, int64_t min, int optional, err_t *e)
+{
+    int64_t n = 0;
+    if (optional && !cJSON_GetObjectItemCaseSensitive(o, k))
+        return 0;
+    if (get_num(o, k, &n, e) < 0)
+        return -1;
+    if (n < min || n > 1000000000)
+        return err_set(e, ERRC_PERMANENT, "connection record: bad %s", k);
+    *out = (int)n;
+    return 0;
+}
+
 static int lookup(const char *const *names, int n, const char *s)
 {
     for (int i = 0; i < n; i++)
@@ -247,7 +269,6 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
     cJSON *o = cJSON_ParseWithLength(json, len);
     int rc = -1;
     char schema[32], status[16], phase[24], reason[24];
-    int64_t n;
     if (!cJSON_IsObject(o)) {
         err_set(e, ERRC_PERMANENT, "connection record: not a JSON object");
         goto out;
@@ -298,40 +319,23 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         get_num(o, "retry_at_ms", &c->retry_at_ms, e) < 0 ||
         get_num(o, "expires_in", &c->expires_in, e) < 0)
         goto out;
-    /* Optional: absent in records of older workers (0 = unknown). */
-    if (cJSON_GetObjectItemCaseSensitive(o, "tokens_at_ms") &&
-        get_num(o, "tokens_at_ms", &c->tokens_at_ms, e) < 0)
+    /* Absent in records of older workers: tokens_at_ms (0 = unknown), the refresh
+     * counters (none yet) and the claim's lease (0 / ""). */
+    if (get_opt_num(o, "tokens_at_ms", &c->tokens_at_ms, e) < 0 ||
+        get_opt_num(o, "claimed_at_ms", &c->claimed_at_ms, e) < 0 ||
+        get_count(o, "refresh_attempts", &c->refresh_attempts, 0, 1, e) < 0 ||
+        get_count(o, "refresh_unknown_outcomes", &c->refresh_unknown, 0, 1, e) < 0 ||
+        get_count(o, "refreshes", &c->refreshes, 0, 1, e) < 0 ||
+        get_count(o, "attempts", &c->attempts, -1, 0, e) < 0 ||
+        get_count(o, "unknown_outcomes", &c->unknown_outcomes, -1, 0, e) < 0 ||
+        get_count(o, "ignored_codes", &c->ignored_codes, -1, 0, e) < 0)
         goto out;
-    /* Refresh fields: absent in records of older workers (none yet). */
-    static const char *const rnames[] = {"refresh_attempts", "refresh_unknown_outcomes",
-                                         "refreshes"};
-    int *rfields[] = {&c->refresh_attempts, &c->refresh_unknown, &c->refreshes};
-    for (size_t i = 0; i < 3; i++) {
-        if (!cJSON_GetObjectItemCaseSensitive(o, rnames[i]))
-            continue;
-        if (get_num(o, rnames[i], &n, e) < 0)
-            goto out;
-        if (n < 0 || n > 1000000000) {
-            err_set(e, ERRC_PERMANENT, "connection record: bad %s", rnames[i]);
-            goto out;
-        }
-        *rfields[i] = (int)n;
-    }
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "refresh_failed");
     if (rf && !cJSON_IsBool(rf)) {
         err_set(e, ERRC_PERMANENT, "connection record: bad refresh_failed");
         goto out;
     }
     c->refresh_failed = cJSON_IsTrue(rf) ? 1 : 0;
-    if (get_num(o, "attempts", &n, e) < 0)
-        goto out;
-    c->attempts = (int)n;
-    if (get_num(o, "unknown_outcomes", &n, e) < 0)
-        goto out;
-    c->unknown_outcomes = (int)n;
-    if (get_num(o, "ignored_codes", &n, e) < 0)
-        goto out;
-    c->ignored_codes = (int)n;
     const cJSON *cl = cJSON_GetObjectItemCaseSensitive(o, "claimed");
     const cJSON *lm = cJSON_GetObjectItemCaseSensitive(o, "livemode");
     if (!cJSON_IsBool(cl) || !(cJSON_IsBool(lm) || cJSON_IsNull(lm))) {
@@ -339,10 +343,6 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
         goto out;
     }
     c->claimed = cJSON_IsTrue(cl);
-    /* Lease of the claim (absent in records of older workers: 0 / ""). */
-    if (cJSON_GetObjectItemCaseSensitive(o, "claimed_at_ms") &&
-        get_num(o, "claimed_at_ms", &c->claimed_at_ms, e) < 0)
-        goto out;
     if (get_str(o, "claimed_by", c->claimed_by, sizeof c->claimed_by, 0, e) < 0)
         goto out;
     c->livemode = cJSON_IsNull(lm) ? -1 : cJSON_IsTrue(lm);

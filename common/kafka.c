@@ -92,6 +92,32 @@ rd_kafka_conf_t *kafka_conf_consumer(const config_t *c, const char *group_id, er
     return conf;
 }
 
+rd_kafka_t *kafka_consumer_new(const config_t *c, const char *const *settings, const char *what,
+                               err_t *e)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
+    if (!conf)
+        return NULL;
+    for (int i = 0; settings && settings[i] && i < 64; i += 2) {
+        if (!settings[i + 1]) {
+            rd_kafka_conf_destroy(conf);
+            err_set(e, ERRC_FATAL, "%s: setting %s has no value", what, settings[i]);
+            return NULL;
+        }
+        if (kafka_conf_set(conf, settings[i], settings[i + 1], e) < 0) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        err_set(e, ERRC_FATAL, "%s: %s", what, errstr);
+    }
+    return rk;
+}
+
 rd_kafka_conf_t *kafka_conf_admin(const config_t *c, err_t *e)
 {
     return base(c, e);
@@ -226,19 +252,10 @@ int kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms, int
 long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, kafka_scan_fn fn,
                 void *ud, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
-    if (!conf)
+    static const char *const settings[] = {"allow.auto.create.topics", "false", NULL};
+    rd_kafka_t *rk = kafka_consumer_new(c, settings, "consumer", e);
+    if (!rk)
         return -1;
-    if (kafka_conf_set(conf, "allow.auto.create.topics", "false", e) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "consumer: %s", errstr);
-    }
     long count = -1;
     int nparts = 0;
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -450,6 +467,18 @@ int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic,
     if (md)
         rd_kafka_metadata_destroy(md);
     return rc;
+}
+
+int kafka_check_assigned(const char *topic, int32_t p, int nparts, err_t *e)
+{
+    if (p >= 0 && p < nparts)
+        return 0;
+    /* Fits ERR_MSG_MAX with a 64-byte topic name: the way out must not be cut off. */
+    return err_set(e, ERRC_FATAL,
+                   "%.64s: partition %d assigned, the topic had %d at start: partitions were "
+                   "added while running. Stopping; a restart refuses the new count "
+                   "(docs/operations.md, Scaling partitions)",
+                   topic, (int)p, nparts);
 }
 
 int kafka_init_transactions(rd_kafka_t *rk, int budget_ms, err_t *e)

@@ -38,6 +38,12 @@ rd_kafka_conf_t *kafka_conf_producer(const config_t *c, const char *txn_id, err_
  * from the earliest offset; group_id NULL for assign()-only consumers. */
 rd_kafka_conf_t *kafka_conf_consumer(const config_t *c, const char *group_id, err_t *e);
 
+/* An assign-only consumer (kafka_conf_consumer without a group) with settings of its own:
+ * NULL or a NULL-terminated list of key, value pairs applied after the defaults; `what` names
+ * it in the error. NULL + ERRC_FATAL (a bad setting names its key). The caller destroys it. */
+rd_kafka_t *kafka_consumer_new(const config_t *c, const char *const *settings, const char *what,
+                               err_t *e);
+
 /* Client for the Admin API (topic creation, metadata). */
 rd_kafka_conf_t *kafka_conf_admin(const config_t *c, err_t *e);
 
@@ -130,6 +136,14 @@ int32_t kafka_partition_for(const char *key, size_t len, int partitions);
  * usual. Start-up check of every process that routes or owns by key. */
 int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic, int timeout_ms,
                            err_t *e);
+
+/* 0 when the assigned partition p of topic is one of the nparts the process counted (and
+ * checked) at start; else ERRC_FATAL with what the operator must know: partitions were added
+ * to the topic while the process ran (librdkafka assigns them at the next rebalance), which
+ * would move connections away from their state, so the process stops; a restart refuses the
+ * changed count, and the way to another count is a new topic set (docs/operations.md,
+ * "Scaling partitions"). The assignment check of the worker and the webhook dispatcher. */
+int kafka_check_assigned(const char *topic, int32_t p, int nparts, err_t *e);
 
 /* Create every topic of kafka_topic_specs with the configured partitions/replication and
  * kafka_min_isr; existing topics are accepted. */

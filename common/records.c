@@ -8,6 +8,8 @@
 
 #include <cjson/cJSON.h>
 
+#define RECORD_MAX 16384 /* largest record any decoder accepts, bytes */
+
 void records_time_format(int64_t ms, char out[RECORDS_TIME_MAX])
 {
     time_t s = (time_t)(ms / 1000);
@@ -47,12 +49,35 @@ static void add_opt(cJSON *o, const char *k, const char *v)
         cJSON_AddStringToObject(o, k, v);
 }
 
-char *records_callback_encode(const records_callback *r, err_t *e)
+static void add_time(cJSON *o, const char *k, int64_t ms)
+{
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(ms, ts);
+    cJSON_AddStringToObject(o, k, ts);
+}
+
+/* The opening and the end every encoder shares: an object whose first member is "schema";
+ * then the compact JSON (the caller frees it), o deleted, or NULL + ERRC_RETRIABLE (out of
+ * memory: cJSON's adds into a NULL object are no-ops, so only the print needs checking). */
+static cJSON *new_record(const char *schema_name)
 {
     cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->received_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_CALLBACK_SCHEMA);
+    cJSON_AddStringToObject(o, "schema", schema_name);
+    return o;
+}
+
+static char *end_record(cJSON *o, const char *schema_name, err_t *e)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding %s record: out of memory", schema_name);
+    return s;
+}
+
+char *records_callback_encode(const records_callback *r, err_t *e)
+{
+    cJSON *o = new_record(RECORDS_CALLBACK_SCHEMA);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddStringToObject(o, "kind", r->kind == RECORDS_CB_CODE ? "code" : "error");
@@ -66,15 +91,11 @@ char *records_callback_encode(const records_callback *r, err_t *e)
     add_opt(o, "iss", r->iss);
     add_opt(o, "scope", r->scope);
     add_opt(o, "return_to", r->return_to);
-    cJSON_AddStringToObject(o, "received_at", ts);
+    add_time(o, "received_at", r->received_at_ms);
     cJSON_AddStringToObject(o, "intake_id", r->intake_id);
     cJSON_AddStringToObject(o, "request_id", r->request_id);
     connmeta_add(o, &r->meta);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding callback record: out of memory");
-    return s;
+    return end_record(o, RECORDS_CALLBACK_SCHEMA, e);
 }
 
 /* Every member of o is named in known (NULL-terminated); else PERMANENT
@@ -113,6 +134,44 @@ static int field(const cJSON *o, const char *k, char *out, size_t cap, int requi
     return 1;
 }
 
+/* A timestamp field (RFC 3339 UTC with milliseconds, records_time_format) into *ms: 1 read,
+ * 0 absent and optional, -1 + ERRC_PERMANENT. */
+static int time_field(const cJSON *o, const char *k, int64_t *ms, int required, err_t *e)
+{
+    char ts[RECORDS_TIME_MAX];
+    int n = field(o, k, ts, sizeof ts, required, e);
+    if (n <= 0 || !ts[0]) /* an optional field may be present and empty */
+        return n < 0 ? -1 : 0;
+    if (records_time_parse(ts, ms) < 0)
+        return err_set(e, ERRC_PERMANENT, "field %s is not RFC 3339 UTC with milliseconds", k);
+    return 1;
+}
+
+/* The opening every decoder shares: at most RECORD_MAX bytes, a JSON object, no member
+ * outside known (NULL: members are not checked), "schema" equal to schema_name. Returns the
+ * parsed object (the caller deletes it) or NULL + ERRC_PERMANENT. */
+static cJSON *open_record(const char *json, size_t len, const char *schema_name,
+                          const char *const *known, err_t *e)
+{
+    if (len > RECORD_MAX) {
+        err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+        return NULL;
+    }
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    char schema[40];
+    if (!cJSON_IsObject(o))
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+    else if ((known && only_known(o, known, e) < 0) ||
+             field(o, "schema", schema, sizeof schema, 1, e) < 0)
+        ; /* e is set */
+    else if (strcmp(schema, schema_name) != 0)
+        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, schema_name);
+    else
+        return o;
+    cJSON_Delete(o);
+    return NULL;
+}
+
 int records_callback_decode(const char *json, size_t len, records_callback *out, err_t *e)
 {
     static const char *const known[] = {
@@ -120,38 +179,22 @@ int records_callback_decode(const char *json, size_t len, records_callback *out,
         "error",     "error_description", "iss",      "scope",        "return_to", "received_at",
         "intake_id", "request_id",        "end_user", "organization", "tags",      NULL};
     memset(out, 0, sizeof *out);
-    if (len > 16384)
-        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
-    cJSON *o = cJSON_ParseWithLength(json, len);
+    cJSON *o = open_record(json, len, RECORDS_CALLBACK_SCHEMA, known, e);
+    if (!o)
+        return -1;
     int rc = -1;
-    if (!cJSON_IsObject(o)) {
-        err_set(e, ERRC_PERMANENT, "not a JSON object");
-        goto out;
-    }
-    if (only_known(o, known, e) < 0)
-        goto out;
-    char schema[40], kind[8], ts[RECORDS_TIME_MAX];
-    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
-        goto out;
-    if (strcmp(schema, RECORDS_CALLBACK_SCHEMA) != 0) {
-        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_CALLBACK_SCHEMA);
-        goto out;
-    }
+    char kind[8];
     if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
         field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
         field(o, "kind", kind, sizeof kind, 1, e) < 0 ||
         field(o, "iss", out->iss, sizeof out->iss, 0, e) < 0 ||
         field(o, "scope", out->scope, sizeof out->scope, 0, e) < 0 ||
         field(o, "return_to", out->return_to, sizeof out->return_to, 0, e) < 0 ||
-        field(o, "received_at", ts, sizeof ts, 1, e) < 0 ||
+        time_field(o, "received_at", &out->received_at_ms, 1, e) < 0 ||
         field(o, "intake_id", out->intake_id, sizeof out->intake_id, 1, e) < 0 ||
         field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0 ||
         connmeta_from(o, 0, &out->meta, e) < 0)
         goto out;
-    if (records_time_parse(ts, &out->received_at_ms) < 0) {
-        err_set(e, ERRC_PERMANENT, "field received_at is not RFC 3339 UTC with milliseconds");
-        goto out;
-    }
     if (strcmp(kind, "code") == 0) {
         out->kind = RECORDS_CB_CODE;
         if (field(o, "code", out->code, sizeof out->code, 1, e) < 0 ||
@@ -207,19 +250,12 @@ int records_disconnect_decode(const char *json, size_t len, records_replay *out,
 
 static char *command_encode(const char *schema_name, const records_replay *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", schema_name);
+    cJSON *o = new_record(schema_name);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
-    cJSON_AddStringToObject(o, "requested_at", ts);
+    add_time(o, "requested_at", r->requested_at_ms);
     cJSON_AddStringToObject(o, "requested_by", r->requested_by);
     add_opt(o, "reason", r->reason);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding %s record: out of memory", schema_name);
-    return s;
+    return end_record(o, schema_name, e);
 }
 
 static int command_decode(const char *schema_name, const char *json, size_t len,
@@ -228,34 +264,15 @@ static int command_decode(const char *schema_name, const char *json, size_t len,
     static const char *const known[] = {"schema",       "connection_id", "requested_at",
                                         "requested_by", "reason",        NULL};
     memset(out, 0, sizeof *out);
-    if (len > 16384)
-        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
-    cJSON *o = cJSON_ParseWithLength(json, len);
+    cJSON *o = open_record(json, len, schema_name, known, e);
+    if (!o)
+        return -1;
     int rc = -1;
-    char schema[40], ts[RECORDS_TIME_MAX];
-    if (!cJSON_IsObject(o)) {
-        err_set(e, ERRC_PERMANENT, "not a JSON object");
-        goto out;
-    }
-    if (only_known(o, known, e) < 0)
-        goto out;
-    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
-        goto out;
-    if (strcmp(schema, schema_name) != 0) {
-        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, schema_name);
-        goto out;
-    }
-    if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
-        field(o, "requested_at", ts, sizeof ts, 1, e) < 0 ||
-        field(o, "requested_by", out->requested_by, sizeof out->requested_by, 1, e) < 0 ||
-        field(o, "reason", out->reason, sizeof out->reason, 0, e) < 0)
-        goto out;
-    if (records_time_parse(ts, &out->requested_at_ms) < 0) {
-        err_set(e, ERRC_PERMANENT, "field requested_at is not RFC 3339 UTC with milliseconds");
-        goto out;
-    }
-    rc = 0;
-out:
+    if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) >= 0 &&
+        time_field(o, "requested_at", &out->requested_at_ms, 1, e) >= 0 &&
+        field(o, "requested_by", out->requested_by, sizeof out->requested_by, 1, e) >= 0 &&
+        field(o, "reason", out->reason, sizeof out->reason, 0, e) >= 0)
+        rc = 0;
     cJSON_Delete(o);
     return rc;
 }
@@ -275,19 +292,12 @@ int records_schema_of(const char *json, size_t len, char *out, size_t cap)
 
 char *records_provider_encode(const records_provider *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_PROVIDER_SCHEMA);
+    cJSON *o = new_record(RECORDS_PROVIDER_SCHEMA);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddStringToObject(o, "action", r->pause ? "pause" : "resume");
-    cJSON_AddStringToObject(o, "requested_at", ts);
+    add_time(o, "requested_at", r->requested_at_ms);
     cJSON_AddStringToObject(o, "requested_by", r->requested_by);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding provider record: out of memory");
-    return s;
+    return end_record(o, RECORDS_PROVIDER_SCHEMA, e);
 }
 
 int records_provider_decode(const char *json, size_t len, records_provider *out, err_t *e)
@@ -295,27 +305,18 @@ int records_provider_decode(const char *json, size_t len, records_provider *out,
     static const char *const known[] = {"schema",       "provider",     "action",
                                         "requested_at", "requested_by", NULL};
     memset(out, 0, sizeof *out);
-    if (len > 16384)
-        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
-    cJSON *o = cJSON_ParseWithLength(json, len);
+    cJSON *o = open_record(json, len, RECORDS_PROVIDER_SCHEMA, known, e);
+    if (!o)
+        return -1;
     int rc = -1;
-    char schema[40], action[16], ts[RECORDS_TIME_MAX];
-    if (!cJSON_IsObject(o)) {
-        err_set(e, ERRC_PERMANENT, "not a JSON object");
-        goto out;
-    }
-    if (only_known(o, known, e) < 0)
-        goto out;
-    if (field(o, "schema", schema, sizeof schema, 1, e) < 0 ||
-        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+    char action[16];
+    if (field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
         field(o, "action", action, sizeof action, 1, e) < 0 ||
-        field(o, "requested_at", ts, sizeof ts, 1, e) < 0 ||
+        time_field(o, "requested_at", &out->requested_at_ms, 1, e) < 0 ||
         field(o, "requested_by", out->requested_by, sizeof out->requested_by, 1, e) < 0)
         goto out;
-    if (strcmp(schema, RECORDS_PROVIDER_SCHEMA) != 0 ||
-        (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0) ||
-        records_time_parse(ts, &out->requested_at_ms) < 0) {
-        err_set(e, ERRC_PERMANENT, "not a valid %s record", RECORDS_PROVIDER_SCHEMA);
+    if (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0) {
+        err_set(e, ERRC_PERMANENT, "field action must be pause or resume");
         goto out;
     }
     out->pause = strcmp(action, "pause") == 0;
@@ -327,51 +328,34 @@ out:
 
 char *records_provider_state_encode(const records_provider_state *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX], until[RECORDS_TIME_MAX];
-    records_time_format(r->as_of_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_PROVIDER_STATE_SCHEMA);
+    cJSON *o = new_record(RECORDS_PROVIDER_STATE_SCHEMA);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddStringToObject(o, "state", r->state);
-    if (r->until_ms > 0) {
-        records_time_format(r->until_ms, until);
-        cJSON_AddStringToObject(o, "until", until);
-    }
-    cJSON_AddStringToObject(o, "as_of", ts);
+    if (r->until_ms > 0)
+        add_time(o, "until", r->until_ms);
+    add_time(o, "as_of", r->as_of_ms);
     cJSON_AddStringToObject(o, "by", r->by);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding provider_state record: out of memory");
-    return s;
+    return end_record(o, RECORDS_PROVIDER_STATE_SCHEMA, e);
 }
 
 int records_provider_state_decode(const char *json, size_t len, records_provider_state *out,
                                   err_t *e)
 {
     memset(out, 0, sizeof *out);
-    if (len > 16384)
-        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
-    cJSON *o = cJSON_ParseWithLength(json, len);
+    /* Members are not checked: readers accept later additions to provider_state.v1. */
+    cJSON *o = open_record(json, len, RECORDS_PROVIDER_STATE_SCHEMA, NULL, e);
+    if (!o)
+        return -1;
     int rc = -1;
-    char schema[40], ts[RECORDS_TIME_MAX], until[RECORDS_TIME_MAX] = "";
-    if (!cJSON_IsObject(o)) {
-        err_set(e, ERRC_PERMANENT, "not a JSON object");
-        goto out;
-    }
-    if (field(o, "schema", schema, sizeof schema, 1, e) < 0 ||
-        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+    if (field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
         field(o, "state", out->state, sizeof out->state, 1, e) < 0 ||
-        field(o, "until", until, sizeof until, 0, e) < 0 ||
-        field(o, "as_of", ts, sizeof ts, 1, e) < 0 ||
+        time_field(o, "until", &out->until_ms, 0, e) < 0 ||
+        time_field(o, "as_of", &out->as_of_ms, 1, e) < 0 ||
         field(o, "by", out->by, sizeof out->by, 1, e) < 0)
         goto out;
-    if (strcmp(schema, RECORDS_PROVIDER_STATE_SCHEMA) != 0 ||
-        (strcmp(out->state, "running") != 0 && strcmp(out->state, "paused") != 0 &&
-         strcmp(out->state, "invalid_client") != 0) ||
-        records_time_parse(ts, &out->as_of_ms) < 0 ||
-        (until[0] && records_time_parse(until, &out->until_ms) < 0)) {
-        err_set(e, ERRC_PERMANENT, "not a valid %s record", RECORDS_PROVIDER_STATE_SCHEMA);
+    if (strcmp(out->state, "running") != 0 && strcmp(out->state, "paused") != 0 &&
+        strcmp(out->state, "invalid_client") != 0) {
+        err_set(e, ERRC_PERMANENT, "field state must be running, paused or invalid_client");
         goto out;
     }
     rc = 0;
@@ -382,21 +366,14 @@ out:
 
 char *records_refresh_encode(const records_refresh *r, err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    char ts[RECORDS_TIME_MAX];
-    records_time_format(r->requested_at_ms, ts);
-    cJSON_AddStringToObject(o, "schema", RECORDS_REFRESH_SCHEMA);
+    cJSON *o = new_record(RECORDS_REFRESH_SCHEMA);
     cJSON_AddStringToObject(o, "connection_id", r->connection_id);
     cJSON_AddStringToObject(o, "provider", r->provider);
     cJSON_AddNumberToObject(o, "seen_version", (double)r->seen_version);
-    cJSON_AddStringToObject(o, "requested_at", ts);
+    add_time(o, "requested_at", r->requested_at_ms);
     cJSON_AddStringToObject(o, "intake_id", r->intake_id);
     cJSON_AddStringToObject(o, "request_id", r->request_id);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding refresh record: out of memory");
-    return s;
+    return end_record(o, RECORDS_REFRESH_SCHEMA, e);
 }
 
 int records_refresh_decode(const char *json, size_t len, records_refresh *out, err_t *e)
@@ -405,26 +382,13 @@ int records_refresh_decode(const char *json, size_t len, records_refresh *out, e
         "schema",       "connection_id", "provider",   "seen_version",
         "requested_at", "intake_id",     "request_id", NULL};
     memset(out, 0, sizeof *out);
-    if (len > 16384)
-        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
-    cJSON *o = cJSON_ParseWithLength(json, len);
+    cJSON *o = open_record(json, len, RECORDS_REFRESH_SCHEMA, known, e);
+    if (!o)
+        return -1;
     int rc = -1;
-    char schema[40], ts[RECORDS_TIME_MAX];
-    if (!cJSON_IsObject(o)) {
-        err_set(e, ERRC_PERMANENT, "not a JSON object");
-        goto out;
-    }
-    if (only_known(o, known, e) < 0)
-        goto out;
-    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
-        goto out;
-    if (strcmp(schema, RECORDS_REFRESH_SCHEMA) != 0) {
-        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_REFRESH_SCHEMA);
-        goto out;
-    }
     if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
         field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
-        field(o, "requested_at", ts, sizeof ts, 1, e) < 0 ||
+        time_field(o, "requested_at", &out->requested_at_ms, 1, e) < 0 ||
         field(o, "intake_id", out->intake_id, sizeof out->intake_id, 1, e) < 0 ||
         field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0)
         goto out;
@@ -435,10 +399,6 @@ int records_refresh_decode(const char *json, size_t len, records_refresh *out, e
         goto out;
     }
     out->seen_version = (int64_t)v->valuedouble;
-    if (records_time_parse(ts, &out->requested_at_ms) < 0) {
-        err_set(e, ERRC_PERMANENT, "field requested_at is not RFC 3339 UTC with milliseconds");
-        goto out;
-    }
     rc = 0;
 out:
     cJSON_Delete(o);

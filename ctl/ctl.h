@@ -10,8 +10,10 @@
  *   provider check|pause|resume    ctl_provider.h
  *   token ID                       ctl_token.h
  *   disconnect ID...               ctl_disconnect.h
+ *   apikey create --scopes S       ctl_apikey.h
  *   webhooks list|replay           ctl_webhooks.h
- * (the table in ctl.c is the list; this one follows it).
+ * (the table in ctl.c is the list; this one follows it in the same order,
+ * which unit_ctl checks against `oauthqctl --help`).
  * Every command returns an err_t class, mapped here and only here to the
  * exit code: 0 ok, 1 retriable (Kafka unreachable, not delivered: try
  * again), 2 usage, permanent error, not found or drift, 3 fatal

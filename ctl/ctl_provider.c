@@ -13,7 +13,7 @@
 #include "common/records.h"
 #include "ctl/ctl_args.h"
 #include "ctl/ctl_send.h"
-#include "worker/exchange.h"
+#include "common/exchange.h"
 
 void ctl_provider_help(FILE *out)
 {

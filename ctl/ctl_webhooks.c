@@ -12,7 +12,7 @@
 #include "ctl/ctl_replay.h"
 #include "ctl/ctl_scan.h"
 #include "ctl/ctl_send.h"
-#include "webhooks/delivery.h"
+#include "common/delivery.h"
 
 #define LIST_MAX 100000 /* connections kept by one list */
 

@@ -3,11 +3,15 @@
  * publish-before-acknowledge rule (G2), on top of httpd and publisher.
  *
  * Routes (handle() in intake.c is the list; HEAD wherever GET):
- * GET /oauth/start, GET /oauth/callback, POST /v1/connections,
- * GET and DELETE /v1/connections/{id}, GET /connect/{id} (status page),
- * GET /static/oauthq-status.js, GET / (demo page, OAUTHQ_DEMO=1 only),
- * GET /healthz, GET /readyz, GET /metrics. A known path with another method
- * answers 405, everything else 404.
+ * - the browser's: GET /oauth/start, GET /oauth/callback (SPEC §4);
+ * - the platform API (API keys, SPEC §4a): POST and GET /v1/connections
+ *   (create a connect session / list), GET and DELETE /v1/connections/{id}
+ *   (status / disconnect), GET /v1/connections/{id}/token (SPEC §5b);
+ *   another method on one of these paths, or on the browser's, answers 405;
+ * - pages: GET /connect/{id} (status page), GET /static/oauthq-status.js,
+ *   GET / (demo page, OAUTHQ_DEMO=1 only): another method answers 404;
+ * - GET /healthz, /readyz, /metrics (any method is answered as GET).
+ * Everything else answers 404.
  * Owns its config copy, providers, state keyring, producer, HTTP server and
  * metrics. intake_open/intake_close run on the main thread; requests run
  * on httpd's threads and delivery reports on the publisher's thread.

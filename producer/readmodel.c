@@ -18,20 +18,14 @@
 #include "common/connrec.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "producer/waiters.h"
 
-#define BUCKETS     1024
 #define BATCH_MAX   1000
 #define MAX_PARTS   1024
 #define APPLY_TRIES 5 /* a batch the store refuses this often is fatal */
 
 /* schemas/readmodel.sql, embedded by the build (scripts/embed-assets --text). */
 extern const char readmodel_schema_text[];
-
-typedef struct waiter {
-    char id[64];
-    httpd_req *req;
-    struct waiter *next;
-} waiter;
 
 struct readmodel {
     config_t cfg;
@@ -40,9 +34,7 @@ struct readmodel {
     sqlite3 *wdb; /* apply thread only */
     sqlite3 *rdb; /* readers, under rmu */
     pthread_mutex_t rmu;
-    pthread_mutex_t wmu; /* waiters */
-    waiter *buckets[BUCKETS];
-    int nwaiters;
+    waiters_t *waiters; /* requests waiting for an id (own lock) */
     rd_kafka_t *rk;
     pthread_t thread;
     atomic_int stop;
@@ -64,14 +56,6 @@ struct readmodel {
     atomic_llong applied[MAX_PARTS];    /* status offset the rows cover (apply thread) */
     atomic_llong settled_ms[MAX_PARTS]; /* wall ms, see readmodel_settled_ms; 0: not yet */
 };
-
-static unsigned hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % BUCKETS;
-}
 
 static int exec(sqlite3 *db, const char *sql, err_t *e, const char *what)
 {
@@ -166,21 +150,7 @@ static char *api_doc(const char *value, size_t len, const char **id, int64_t *ve
 
 static void wake_id(readmodel_t *rm, const char *id)
 {
-    pthread_mutex_lock(&rm->wmu);
-    waiter **pp = &rm->buckets[hash(id)];
-    while (*pp) {
-        waiter *w = *pp;
-        if (strcmp(w->id, id) == 0) {
-            *pp = w->next;
-            rm->nwaiters--;
-            httpd_wake(w->req);
-            httpd_req_unref(w->req);
-            free(w);
-        } else {
-            pp = &w->next;
-        }
-    }
-    pthread_mutex_unlock(&rm->wmu);
+    waiters_wake_id(rm->waiters, id);
 }
 
 static void bind_or_null(sqlite3_stmt *st, int i, const char *v)
@@ -454,15 +424,9 @@ int64_t readmodel_settled_ms(readmodel_t *rm, const char *id)
 
 static int start_consumer(readmodel_t *rm, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(&rm->cfg, NULL, e);
-    if (!conf)
+    rm->rk = kafka_consumer_new(&rm->cfg, NULL, "read model consumer", e);
+    if (!rm->rk)
         return -1;
-    rm->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rm->rk) {
-        rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "read model consumer: %s", errstr);
-    }
     if (kafka_partition_count(rm->rk, rm->topic, rm->cfg.kafka_timeout_ms, &rm->nparts, e) < 0) {
         if (e && e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL; /* no status topic: the intake cannot serve */
@@ -515,7 +479,10 @@ readmodel_t *readmodel_open(const config_t *cfg, metrics_t *m, err_t *e)
     }
     rm->cfg = *cfg;
     pthread_mutex_init(&rm->rmu, NULL);
-    pthread_mutex_init(&rm->wmu, NULL);
+    if (!(rm->waiters = waiters_new(READMODEL_WAITERS_MAX))) {
+        err_set(e, ERRC_FATAL, "out of memory");
+        goto fail;
+    }
     if (config_topic(cfg, KAFKA_TOPIC_STATUS, rm->topic, sizeof rm->topic, e) < 0 ||
         config_topic(cfg, KAFKA_TOPIC_CALLBACKS, rm->cb_topic, sizeof rm->cb_topic, e) < 0)
         goto fail;
@@ -551,6 +518,7 @@ fail:
         rd_kafka_destroy(rm->rk);
     sqlite3_close(rm->rdb);
     sqlite3_close(rm->wdb);
+    waiters_free(rm->waiters);
     free(rm);
     return NULL;
 }
@@ -566,16 +534,7 @@ void readmodel_close(readmodel_t *rm)
     rd_kafka_destroy(rm->grk); /* never subscribed: nothing to leave or commit */
     rd_kafka_consumer_close(rm->rk);
     rd_kafka_destroy(rm->rk);
-    pthread_mutex_lock(&rm->wmu);
-    for (int b = 0; b < BUCKETS; b++) {
-        while (rm->buckets[b]) {
-            waiter *w = rm->buckets[b];
-            rm->buckets[b] = w->next;
-            httpd_req_unref(w->req);
-            free(w);
-        }
-    }
-    pthread_mutex_unlock(&rm->wmu);
+    waiters_free(rm->waiters);
     sqlite3_close(rm->rdb);
     sqlite3_close(rm->wdb);
     free(rm);
@@ -708,53 +667,17 @@ out:
 
 int readmodel_watch(readmodel_t *rm, const char *id, httpd_req *req)
 {
-    waiter *w = calloc(1, sizeof *w);
-    if (!w)
-        return -1;
-    snprintf(w->id, sizeof w->id, "%s", id);
-    w->req = req;
-    pthread_mutex_lock(&rm->wmu);
-    if (rm->nwaiters >= READMODEL_WAITERS_MAX) {
-        pthread_mutex_unlock(&rm->wmu);
-        free(w);
-        return -1;
-    }
-    httpd_req_ref(req);
-    unsigned b = hash(id);
-    w->next = rm->buckets[b];
-    rm->buckets[b] = w;
-    rm->nwaiters++;
-    pthread_mutex_unlock(&rm->wmu);
-    return 0;
+    return waiters_watch(rm->waiters, id, req);
 }
 
 void readmodel_unwatch(readmodel_t *rm, httpd_req *req)
 {
-    pthread_mutex_lock(&rm->wmu);
-    for (int b = 0; b < BUCKETS; b++) {
-        for (waiter **pp = &rm->buckets[b]; *pp;) {
-            waiter *w = *pp;
-            if (w->req == req) {
-                *pp = w->next;
-                rm->nwaiters--;
-                httpd_req_unref(w->req);
-                free(w);
-                pthread_mutex_unlock(&rm->wmu);
-                return;
-            }
-            pp = &w->next;
-        }
-    }
-    pthread_mutex_unlock(&rm->wmu);
+    waiters_unwatch(rm->waiters, req);
 }
 
 void readmodel_wake_all(readmodel_t *rm)
 {
-    pthread_mutex_lock(&rm->wmu);
-    for (int b = 0; b < BUCKETS; b++)
-        for (waiter *w = rm->buckets[b]; w; w = w->next)
-            httpd_wake(w->req);
-    pthread_mutex_unlock(&rm->wmu);
+    waiters_wake_all(rm->waiters);
 }
 
 int readmodel_fatal(const readmodel_t *rm)

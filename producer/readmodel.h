@@ -63,7 +63,8 @@ int readmodel_list(readmodel_t *rm, const readmodel_filter *f, cJSON *items, cha
                    size_t next_cap, err_t *e);
 
 /* Wake `req` (httpd_wake) when id's version changes; takes a request ref.
- * -1 when READMODEL_WAITERS_MAX are waiting already. */
+ * -1 when READMODEL_WAITERS_MAX are waiting already, the id is longer than
+ * WAITERS_ID_MAX - 1 or memory ran out (producer/waiters). */
 int readmodel_watch(readmodel_t *rm, const char *id, httpd_req *req);
 
 /* Forget req's watch if still registered (after a timeout). */

@@ -16,19 +16,11 @@
 #include "common/conn.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "producer/waiters.h"
 
 #define BATCH_MAX   500
 #define MAX_PARTS   1024
 #define APPLY_TRIES 5
-
-#define BUCKETS 1024
-
-/* A request waiting for a record of id (tokenview_watch). */
-typedef struct waiter {
-    char id[64];
-    httpd_req *req;
-    struct waiter *next;
-} waiter;
 
 typedef struct {
     char id[64];
@@ -62,37 +54,13 @@ struct tokenview {
     metric_counter *m_applied;
     changed_id changed[BATCH_MAX]; /* apply thread only: ids of the batch */
     size_t nchanged;
-    pthread_mutex_t wmu; /* guards buckets and nwaiters */
-    waiter *buckets[BUCKETS];
-    int nwaiters;
+    waiters_t *waiters; /* requests waiting for an id (own lock) */
 };
-
-static unsigned hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % BUCKETS;
-}
 
 /* Apply thread, after a commit: wake and drop the waiters of id. */
 static void wake_id(tokenview_t *tv, const char *id)
 {
-    pthread_mutex_lock(&tv->wmu);
-    waiter **pp = &tv->buckets[hash(id)];
-    while (*pp) {
-        waiter *w = *pp;
-        if (strcmp(w->id, id) == 0) {
-            *pp = w->next;
-            tv->nwaiters--;
-            httpd_wake(w->req);
-            httpd_req_unref(w->req);
-            free(w);
-        } else {
-            pp = &w->next;
-        }
-    }
-    pthread_mutex_unlock(&tv->wmu);
+    waiters_wake_id(tv->waiters, id);
 }
 
 static void note_changed(tokenview_t *tv, const char *id, size_t len)
@@ -328,15 +296,9 @@ static void *apply_main(void *arg)
 
 static int start_consumer(tokenview_t *tv, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(&tv->cfg, NULL, e);
-    if (!conf)
+    tv->rk = kafka_consumer_new(&tv->cfg, NULL, "token view consumer", e);
+    if (!tv->rk)
         return -1;
-    tv->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!tv->rk) {
-        rd_kafka_conf_destroy(conf);
-        return err_set(e, ERRC_FATAL, "token view consumer: %s", errstr);
-    }
     if (kafka_partition_count(tv->rk, tv->topic, tv->cfg.kafka_timeout_ms, &tv->nparts, e) < 0) {
         if (e && e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL;
@@ -387,7 +349,10 @@ tokenview_t *tokenview_open(const config_t *cfg, metrics_t *m, err_t *e)
     }
     tv->cfg = *cfg;
     pthread_mutex_init(&tv->rmu, NULL);
-    pthread_mutex_init(&tv->wmu, NULL);
+    if (!(tv->waiters = waiters_new(TOKENVIEW_WAITERS_MAX))) {
+        err_set(e, ERRC_FATAL, "out of memory");
+        goto fail;
+    }
     if (config_topic(cfg, KAFKA_TOPIC_CONNECTIONS, tv->topic, sizeof tv->topic, e) < 0)
         goto fail;
     mkdir(cfg->data_dir, 0700);
@@ -421,15 +386,7 @@ void tokenview_close(tokenview_t *tv)
     }
     sqlite3_close(tv->rdb);
     sqlite3_close(tv->wdb);
-    for (int b = 0; b < BUCKETS; b++) {
-        while (tv->buckets[b]) {
-            waiter *w = tv->buckets[b];
-            tv->buckets[b] = w->next;
-            httpd_req_unref(w->req);
-            free(w);
-        }
-    }
-    pthread_mutex_destroy(&tv->wmu);
+    waiters_free(tv->waiters);
     pthread_mutex_destroy(&tv->rmu);
     free(tv);
 }
@@ -476,55 +433,17 @@ out:
 
 int tokenview_watch(tokenview_t *tv, const char *id, httpd_req *req)
 {
-    if (strlen(id) >= sizeof((waiter *)0)->id)
-        return -1;
-    waiter *w = calloc(1, sizeof *w);
-    if (!w)
-        return -1;
-    snprintf(w->id, sizeof w->id, "%s", id);
-    w->req = req;
-    pthread_mutex_lock(&tv->wmu);
-    if (tv->nwaiters >= TOKENVIEW_WAITERS_MAX) {
-        pthread_mutex_unlock(&tv->wmu);
-        free(w);
-        return -1;
-    }
-    httpd_req_ref(req);
-    unsigned b = hash(id);
-    w->next = tv->buckets[b];
-    tv->buckets[b] = w;
-    tv->nwaiters++;
-    pthread_mutex_unlock(&tv->wmu);
-    return 0;
+    return waiters_watch(tv->waiters, id, req);
 }
 
 void tokenview_unwatch(tokenview_t *tv, httpd_req *req)
 {
-    pthread_mutex_lock(&tv->wmu);
-    for (int b = 0; b < BUCKETS; b++) {
-        for (waiter **pp = &tv->buckets[b]; *pp;) {
-            waiter *w = *pp;
-            if (w->req == req) {
-                *pp = w->next;
-                tv->nwaiters--;
-                httpd_req_unref(w->req);
-                free(w);
-                pthread_mutex_unlock(&tv->wmu);
-                return;
-            }
-            pp = &w->next;
-        }
-    }
-    pthread_mutex_unlock(&tv->wmu);
+    waiters_unwatch(tv->waiters, req);
 }
 
 void tokenview_wake_all(tokenview_t *tv)
 {
-    pthread_mutex_lock(&tv->wmu);
-    for (int b = 0; b < BUCKETS; b++)
-        for (waiter *w = tv->buckets[b]; w; w = w->next)
-            httpd_wake(w->req);
-    pthread_mutex_unlock(&tv->wmu);
+    waiters_wake_all(tv->waiters);
 }
 
 int tokenview_caught_up(tokenview_t *tv)

@@ -18,7 +18,7 @@
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "webhooks/delivery.h"
+#include "common/delivery.h"
 #include "webhooks/sign.h"
 
 #define MAX_PARTS      256
@@ -797,8 +797,8 @@ static int serve_assign(dispatcher_t *d, err_t *e)
     int has_status[MAX_PARTS] = {0}, has_webhooks[MAX_PARTS] = {0};
     for (int i = 0; i < parts->cnt && rc == 0; i++) {
         int32_t p = parts->elems[i].partition;
-        if (p < 0 || p >= d->nparts)
-            rc = err_set(e, ERRC_FATAL, "partition %d out of range", p);
+        if (kafka_check_assigned(parts->elems[i].topic, p, d->nparts, e) < 0)
+            rc = -1;
         else if (strcmp(parts->elems[i].topic, d->t_status) == 0)
             has_status[p] = 1;
         else
@@ -953,39 +953,20 @@ static int instance_id(dispatcher_t *d, err_t *e)
 
 static rd_kafka_t *plain_consumer(const config_t *c, const char *isolation, err_t *e)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
-    if (!conf)
-        return NULL;
-    if (kafka_conf_set(conf, "isolation.level", isolation, e) < 0 ||
-        kafka_conf_set(conf, "fetch.wait.max.ms", "10", e) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        err_set(e, ERRC_FATAL, "consumer: %s", errstr);
-    }
-    return rk;
+    const char *const settings[] = {"isolation.level", isolation, "fetch.wait.max.ms", "10", NULL};
+    return kafka_consumer_new(c, settings, "consumer", e);
 }
 
+/* A missing topic is fatal here: there is nothing to deliver from. */
 static int partition_count(dispatcher_t *d, const char *topic, err_t *e)
 {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(d->hwm, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(d->hwm, 0, t, &md, d->cfg.kafka_timeout_ms);
-    rd_kafka_topic_destroy(t);
     int n = -1;
-    if (err)
-        err_set(e, kafka_errc(err), "metadata of %s: %s", topic, rd_kafka_err2str(err));
-    else if (md->topics[0].err)
-        err_set(e, ERRC_FATAL, "topic %s: %s (run oauthqctl topics create)", topic,
-                rd_kafka_err2str(md->topics[0].err));
-    else
-        n = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    if (kafka_partition_count(d->hwm, topic, d->cfg.kafka_timeout_ms, &n, e) < 0) {
+        if (e->cls == ERRC_PERMANENT)
+            e->cls = ERRC_FATAL;
+        err_wrap(e, "run oauthqctl topics create");
+        return -1;
+    }
     return n;
 }
 

@@ -2,7 +2,7 @@
  * dispatcher — the webhook dispatcher's loop (SPEC §4b): consumes the
  * `status` topic in its own consumer group (read_committed, eager range
  * assignment), turns final statuses into signed deliveries (webhooks/sign,
- * webhooks/delivery), POSTs them with curl multi (one in flight per
+ * common/delivery), POSTs them with curl multi (one in flight per
  * connection, at most OAUTHQ_WEBHOOK_CONCURRENCY in all, bounded timeouts,
  * no redirects, response bodies discarded unread), and persists every
  * connection's delivery state and schedule in the compacted `webhooks`

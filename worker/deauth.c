@@ -40,7 +40,7 @@
 
 #include "common/crypto.h"
 #include "common/log.h"
-#include "worker/provhttp.h"
+#include "common/provhttp.h"
 
 #define ERROR_MAX 64
 

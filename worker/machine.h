@@ -38,7 +38,7 @@
 
 #include "common/records.h"
 #include "common/conn.h"
-#include "worker/exchange.h"
+#include "common/exchange.h"
 
 #define MACHINE_BACKOFF_BASE_MS  1000
 #define MACHINE_BACKOFF_MAX_MS   30000

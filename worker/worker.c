@@ -25,7 +25,7 @@
 #include "common/sealed.h"
 #include "common/conn.h"
 #include "worker/deauth.h"
-#include "worker/exchange.h"
+#include "common/exchange.h"
 #include "worker/machine.h"
 #include "worker/sched.h"
 #include "worker/store.h"
@@ -1947,8 +1947,13 @@ static int serve_assign(worker_t *w, err_t *e)
     for (int i = 0; i < parts->cnt && rc == 0; i++) {
         int32_t p = parts->elems[i].partition;
         char path[CONFIG_PATH_MAX + 320];
-        if (p < 0 || p >= MAX_PARTS || p >= w->nparts) {
-            rc = err_set(e, ERRC_FATAL, "partition %d out of range", p);
+        if (kafka_check_assigned(w->t_callbacks, p, w->nparts, e) < 0) {
+            rc = -1;
+            break;
+        }
+        if (p >= MAX_PARTS) {
+            rc = err_set(e, ERRC_FATAL, "partition %d: at most %d partitions per worker", p,
+                         MAX_PARTS);
             break;
         }
         if (store_path(w->cfg.data_dir, w->t_callbacks, p, path, sizeof path, e) < 0 ||

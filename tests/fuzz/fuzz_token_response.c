@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/providers.h"
-#include "worker/exchange.h"
+#include "common/exchange.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

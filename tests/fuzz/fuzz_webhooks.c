@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "webhooks/delivery.h"
+#include "common/delivery.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

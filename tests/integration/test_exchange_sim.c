@@ -1,5 +1,5 @@
 /*
- * Integration test of worker/exchange over real HTTP against the provider
+ * Integration test of common/exchange over real HTTP against the provider
  * simulator (SPEC §3 G1, §7).
  *
  * Spawns $OAUTHQ_BUILD/oauthq-provider-sim (default build/) on free loopback
@@ -37,7 +37,7 @@
 #include "common/log.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testproc.h"
-#include "worker/exchange.h"
+#include "common/exchange.h"
 
 #define CID        "ca_itest"
 #define SECRET     "sk_itest_secret_value"

@@ -299,6 +299,75 @@ static void test_kafka_conf_guarantees(void **state)
     rd_kafka_conf_destroy(k);
 }
 
+/* kafka_consumer_new: the assign-only defaults plus the caller's settings (applied last);
+ * a bad key or a key without a value is ERRC_FATAL naming the key, never a handle. */
+static void test_kafka_consumer_new_settings(void **state)
+{
+    (void)state;
+    set_env(0, NULL, NULL);
+    config_t c;
+    err_t e = {0};
+    assert_int_equal(config_load(&c, fake_getenv, &e), 0);
+    const char *const settings[] = {"isolation.level",
+                                    "read_uncommitted",
+                                    "fetch.wait.max.ms",
+                                    "7",
+                                    "enable.partition.eof",
+                                    "false",
+                                    NULL};
+    rd_kafka_t *rk = kafka_consumer_new(&c, settings, "test consumer", &e);
+    assert_non_null(rk);
+    const rd_kafka_conf_t *conf = rd_kafka_conf(rk);
+    char v[64];
+    size_t n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "isolation.level", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "read_uncommitted");
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "fetch.wait.max.ms", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "7");
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "enable.auto.commit", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "false");
+    rd_kafka_destroy(rk);
+    rk = kafka_consumer_new(&c, NULL, "test consumer", &e);
+    assert_non_null(rk);
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "isolation.level", v, &n),
+                     RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "read_committed");
+    rd_kafka_destroy(rk);
+    const char *const bad[] = {"no.such.property", "1", NULL};
+    memset(&e, 0, sizeof e);
+    assert_null(kafka_consumer_new(&c, bad, "test consumer", &e));
+    assert_int_equal(e.cls, ERRC_FATAL);
+    assert_non_null(strstr(e.msg, "no.such.property"));
+    const char *const odd[] = {"fetch.wait.max.ms", NULL};
+    memset(&e, 0, sizeof e);
+    assert_null(kafka_consumer_new(&c, odd, "test consumer", &e));
+    assert_int_equal(e.cls, ERRC_FATAL);
+    assert_non_null(strstr(e.msg, "fetch.wait.max.ms"));
+}
+
+/* An assigned partition beyond the start-up count (partitions added while running) is fatal
+ * with the way out, not cut off by ERR_MSG_MAX even with a long topic name. */
+static void test_kafka_check_assigned(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(kafka_check_assigned("oauthq.status", 0, 4, &e), 0);
+    assert_int_equal(kafka_check_assigned("oauthq.status", 3, 4, &e), 0);
+    assert_int_equal(kafka_check_assigned("oauthq.status", 4, 4, &e), -1);
+    assert_int_equal(e.cls, ERRC_FATAL);
+    assert_non_null(strstr(e.msg, "oauthq.status: partition 4 assigned, the topic had 4 at start"));
+    assert_non_null(strstr(e.msg, "added while running"));
+    memset(&e, 0, sizeof e);
+    const char *longest = "a-very-long-deployment-prefix-for-oauthq-production.connections";
+    assert_true(strlen(longest) <= 64);
+    assert_int_equal(kafka_check_assigned(longest, -2147483647 - 1, 1024, &e), -1);
+    assert_non_null(strstr(e.msg, longest));
+    assert_non_null(strstr(e.msg, "(docs/operations.md, Scaling partitions)"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +381,8 @@ int main(void)
         cmocka_unit_test(test_log_truncates_long_lines_as_valid_json),
         cmocka_unit_test(test_kafka_errc_classes),
         cmocka_unit_test(test_kafka_conf_guarantees),
+        cmocka_unit_test(test_kafka_consumer_new_settings),
+        cmocka_unit_test(test_kafka_check_assigned),
     };
     return cmocka_run_group_tests_name("unit_common", tests, NULL, NULL);
 }

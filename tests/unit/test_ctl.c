@@ -411,6 +411,56 @@ static void test_apikey_create(void **state)
     fclose(devnull);
 }
 
+/* ctl.h's command list is the table's, in its order: every command `oauthqctl --help`
+ * lists stands in the header (a command added to ctl.c and not to ctl.h fails here). Run
+ * from the repository root (scripts/run-tests does). */
+static void test_header_lists_every_command(void **state)
+{
+    (void)state;
+    char *help = NULL;
+    size_t hlen = 0;
+    FILE *out = open_memstream(&help, &hlen);
+    FILE *devnull = fopen("/dev/null", "w");
+    assert_non_null(out);
+    assert_non_null(devnull);
+    char *argv[] = {"oauthqctl", "--help"};
+    assert_int_equal(ctl_main(2, argv, out, devnull), 0);
+    fclose(out);
+    fclose(devnull);
+    FILE *h = fopen("ctl/ctl.h", "r");
+    assert_non_null(h);
+    char header[8192];
+    size_t n = fread(header, 1, sizeof header - 1, h);
+    fclose(h);
+    header[n] = '\0';
+    char *list = strstr(header, "Commands (");
+    char *end = list ? strstr(list, "(the table in ctl.c") : NULL;
+    assert_non_null(end);
+    *end = '\0';
+    const char *line = strstr(help, "Commands:\n");
+    assert_non_null(line);
+    int commands = 0;
+    char *pos = list; /* header entries must come in the table's order */
+    for (line = strchr(line, '\n') + 1; strncmp(line, "  --help", 8) != 0;
+         line = strchr(line, '\n') + 1) {
+        char name[32], entry[48];
+        assert_int_equal(sscanf(line, " %31[a-z]", name), 1);
+        snprintf(entry, sizeof entry, " *   %s ", name);
+        char *at = strstr(pos, entry);
+        if (!at)
+            fail_msg("ctl/ctl.h does not list the command %s (or not in the table's order)", name);
+        pos = at + strlen(entry);
+        commands++;
+    }
+    assert_true(commands >= 9);
+    /* ... and nothing more: as many entries as commands. */
+    int entries = 0;
+    for (const char *p = list; (p = strstr(p, "\n *   ")) != NULL; p++)
+        entries++;
+    assert_int_equal(entries, commands);
+    free(help);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_dlq_filter_and_replay_usable),
         cmocka_unit_test(test_drift),
         cmocka_unit_test(test_apikey_create),
+        cmocka_unit_test(test_header_lists_every_command),
     };
     return cmocka_run_group_tests_name("unit_ctl", tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* Unit tests of worker/exchange: the pure outcome classifiers (a table over
+/* Unit tests of common/exchange: the pure outcome classifiers (a table over
  * HTTP status × body × Retry-After and over curl codes × sent/not sent),
  * token parsing for Stripe and generic OAuth 2 bodies, hostile bodies, that
  * `detail` never carries a token or the provider's error_description, and
@@ -16,7 +16,7 @@
 #include <curl/curl.h>
 
 #include "common/providers.h"
-#include "worker/exchange.h"
+#include "common/exchange.h"
 
 /* Markers that must never reach detail: tokens and descriptions use them. */
 #define TOKMARK  "ZZTOKZZ"

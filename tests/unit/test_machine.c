@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/conn.h"
 #include "worker/machine.h"
 
@@ -803,6 +805,86 @@ static void test_background_refresh_schedule(void **state)
     free(c);
 }
 
+/* connection.v1 as it would be with member k set to v (NULL: removed); caller frees. */
+static char *conn_json_with(const conn_t *c, const char *k, cJSON *v)
+{
+    err_t e = {0};
+    char *json = conn_encode(c, &e);
+    assert_non_null(json);
+    cJSON *o = cJSON_Parse(json);
+    free(json);
+    assert_non_null(o);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, k);
+    if (v)
+        cJSON_AddItemToObject(o, k, v);
+    char *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
+/* conn_decode's counters and the fields older workers did not write: absent optional ones
+ * restore as 0, bad values and absent required ones are refused (ERRC_PERMANENT). */
+static void test_conn_decode_optional_and_required_fields(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a(), *d = calloc(1, sizeof *d);
+    c->tokens_at_ms = T0 + 5;
+    c->refresh_attempts = 2;
+    c->refresh_unknown = 1;
+    c->refreshes = 4;
+    c->attempts = 3;
+    c->ignored_codes = 1;
+    err_t e = {0};
+    static const char *const optional[] = {"tokens_at_ms", "claimed_at_ms", "refresh_attempts",
+                                           "refresh_unknown_outcomes", "refreshes"};
+    for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++) {
+        char *j = conn_json_with(c, optional[i], NULL);
+        assert_int_equal(conn_decode(j, strlen(j), d, &e), 0);
+        free(j);
+        int64_t got = i == 0   ? d->tokens_at_ms
+                      : i == 1 ? d->claimed_at_ms
+                      : i == 2 ? d->refresh_attempts
+                      : i == 3 ? d->refresh_unknown
+                               : d->refreshes;
+        assert_int_equal(got, 0);
+        assert_int_equal(d->attempts, 3); /* the rest restored */
+        assert_int_equal(d->refreshes, i == 4 ? 0 : 4);
+        /* Present, they are checked like every number. */
+        j = conn_json_with(c, optional[i], cJSON_CreateString("7"));
+        memset(&e, 0, sizeof e);
+        assert_int_equal(conn_decode(j, strlen(j), d, &e), -1);
+        assert_int_equal(e.cls, ERRC_PERMANENT);
+        assert_non_null(strstr(e.msg, optional[i]));
+        free(j);
+    }
+    static const char *const required[] = {"attempts", "unknown_outcomes", "ignored_codes"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        char *j = conn_json_with(c, required[i], NULL);
+        memset(&e, 0, sizeof e);
+        assert_int_equal(conn_decode(j, strlen(j), d, &e), -1);
+        assert_non_null(strstr(e.msg, required[i]));
+        free(j);
+        j = conn_json_with(c, required[i], cJSON_CreateNumber(2e9)); /* not an int */
+        assert_int_equal(conn_decode(j, strlen(j), d, &e), -1);
+        free(j);
+    }
+    /* Refresh counters are never negative. */
+    char *j = conn_json_with(c, "refreshes", cJSON_CreateNumber(-1));
+    assert_int_equal(conn_decode(j, strlen(j), d, &e), -1);
+    free(j);
+    j = conn_json_with(c, "refresh_attempts", cJSON_CreateNumber(9));
+    assert_int_equal(conn_decode(j, strlen(j), d, &e), 0);
+    assert_int_equal(d->refresh_attempts, 9);
+    assert_int_equal(d->refresh_unknown, 1);
+    assert_int_equal(d->attempts, 3);
+    assert_int_equal(d->ignored_codes, 1);
+    assert_int_equal(d->tokens_at_ms, T0 + 5);
+    assert_int_equal(d->claimed_at_ms, c->claimed_at_ms);
+    free(j);
+    free(c);
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_refresh_unknown_outcome_rules),
         cmocka_unit_test(test_refresh_definitive_and_takeover),
         cmocka_unit_test(test_background_refresh_schedule),
+        cmocka_unit_test(test_conn_decode_optional_and_required_fields),
     };
     return cmocka_run_group_tests_name("unit_machine", tests, NULL, NULL);
 }

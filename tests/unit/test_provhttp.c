@@ -1,4 +1,4 @@
-/* Unit tests of worker/provhttp: the wire rules every provider request follows, checked on
+/* Unit tests of common/provhttp: the wire rules every provider request follows, checked on
  * the bytes a loopback server receives (one canned answer per connection). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "worker/provhttp.h"
+#include "common/provhttp.h"
 
 #define REQ_MAX 8192
 

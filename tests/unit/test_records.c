@@ -214,12 +214,184 @@ static void test_refresh_record(void **state)
         assert_int_equal(records_refresh_decode(bad[i], strlen(bad[i]), &back, &e), -1);
 }
 
+/* ---- the opening every decoder shares (size, object, members, schema, timestamps) ---- */
+
+typedef union {
+    records_callback cb;
+    records_replay rp;
+    records_provider pv;
+    records_provider_state ps;
+    records_refresh rf;
+} any_record;
+
+typedef int (*decode_fn)(const char *json, size_t len, any_record *out, err_t *e);
+static int dec_callback(const char *j, size_t n, any_record *o, err_t *e)
+{
+    return records_callback_decode(j, n, &o->cb, e);
+}
+static int dec_replay(const char *j, size_t n, any_record *o, err_t *e)
+{
+    return records_replay_decode(j, n, &o->rp, e);
+}
+static int dec_disconnect(const char *j, size_t n, any_record *o, err_t *e)
+{
+    return records_disconnect_decode(j, n, &o->rp, e);
+}
+static int dec_provider(const char *j, size_t n, any_record *o, err_t *e)
+{
+    return records_provider_decode(j, n, &o->pv, e);
+}
+static int dec_provider_state(const char *j, size_t n, any_record *o, err_t *e)
+{
+    return records_provider_state_decode(j, n, &o->ps, e);
+}
+static int dec_refresh(const char *j, size_t n, any_record *o, err_t *e)
+{
+    return records_refresh_decode(j, n, &o->rf, e);
+}
+
+/* s with the first `from` replaced by `to` (static buffer, one at a time). */
+static const char *swap(const char *s, const char *from, const char *to)
+{
+    static char out[20000];
+    const char *at = strstr(s, from);
+    assert_non_null(at);
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - s), s, to, at + strlen(from));
+    return out;
+}
+
+static void expect_reject(decode_fn dec, const char *json, size_t len, const char *why)
+{
+    any_record r;
+    err_t e = {0};
+    assert_int_equal(dec(json, len, &r, &e), -1);
+    assert_int_equal(e.cls, ERRC_PERMANENT);
+    if (!strstr(e.msg, why))
+        fail_msg("error \"%s\" does not say \"%s\"", e.msg, why);
+}
+
+static void test_decoders_share_one_opening(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_callback cb = sample();
+    records_replay rp = {0};
+    snprintf(rp.connection_id, sizeof rp.connection_id, "c1");
+    rp.requested_at_ms = 1795794541123;
+    snprintf(rp.requested_by, sizeof rp.requested_by, "ops");
+    records_provider pv = {0};
+    snprintf(pv.provider, sizeof pv.provider, "stripe");
+    pv.pause = 1;
+    pv.requested_at_ms = 1795794541123;
+    snprintf(pv.requested_by, sizeof pv.requested_by, "ops");
+    records_provider_state ps = {0};
+    snprintf(ps.provider, sizeof ps.provider, "stripe");
+    snprintf(ps.state, sizeof ps.state, "paused");
+    ps.as_of_ms = 1795794541123;
+    snprintf(ps.by, sizeof ps.by, "w1");
+    records_refresh rf = {0};
+    snprintf(rf.connection_id, sizeof rf.connection_id, "c1");
+    snprintf(rf.provider, sizeof rf.provider, "sim");
+    rf.seen_version = 3;
+    rf.requested_at_ms = 1795794541123;
+    snprintf(rf.intake_id, sizeof rf.intake_id, "i1");
+    snprintf(rf.request_id, sizeof rf.request_id, "r1");
+    struct {
+        decode_fn dec;
+        char *json;
+        const char *schema, *time_field;
+        int strict; /* unknown members rejected */
+    } t[] = {
+        {dec_callback, records_callback_encode(&cb, &e), RECORDS_CALLBACK_SCHEMA, "received_at", 1},
+        {dec_replay, records_replay_encode(&rp, &e), RECORDS_REPLAY_SCHEMA, "requested_at", 1},
+        {dec_disconnect, records_disconnect_encode(&rp, &e), RECORDS_DISCONNECT_SCHEMA,
+         "requested_at", 1},
+        {dec_provider, records_provider_encode(&pv, &e), RECORDS_PROVIDER_SCHEMA, "requested_at",
+         1},
+        {dec_provider_state, records_provider_state_encode(&ps, &e), RECORDS_PROVIDER_STATE_SCHEMA,
+         "as_of", 0},
+        {dec_refresh, records_refresh_encode(&rf, &e), RECORDS_REFRESH_SCHEMA, "requested_at", 1},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        const char *j = t[i].json;
+        assert_non_null(j);
+        any_record r;
+        assert_int_equal(t[i].dec(j, strlen(j), &r, &e), 0);
+        /* Larger than 16 KiB (white space after the object): refused before parsing. */
+        static char big[16400];
+        snprintf(big, sizeof big, "%s%*s", j, (int)(sizeof big - 1 - strlen(j)), " ");
+        expect_reject(t[i].dec, big, strlen(big), "larger than 16 KiB");
+        expect_reject(t[i].dec, "[1]", 3, "not a JSON object");
+        const char *other = swap(j, t[i].schema, "oauthq.other.v1");
+        expect_reject(t[i].dec, other, strlen(other), t[i].schema);
+        const char *noschema = swap(j, "\"schema\"", "\"schemata\"");
+        expect_reject(t[i].dec, noschema, strlen(noschema),
+                      t[i].strict ? "unknown field" : "schema");
+        char from[80], to[80];
+        snprintf(from, sizeof from, "\"%s\":\"2026-", t[i].time_field);
+        snprintf(to, sizeof to, "\"%s\":\"1026-", t[i].time_field); /* before 1970 */
+        const char *late = swap(j, from, to);
+        expect_reject(t[i].dec, late, strlen(late), "not RFC 3339");
+        const char *extra = swap(j, "{", "{\"zz_later\":1,");
+        if (t[i].strict)
+            expect_reject(t[i].dec, extra, strlen(extra), "unknown field zz_later");
+        else
+            assert_int_equal(t[i].dec(extra, strlen(extra), &r, &e), 0);
+        free(t[i].json);
+    }
+    /* An optional timestamp may be present and empty (provider_state's until). */
+    const char *empty_until = "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"s\","
+                              "\"state\":\"paused\",\"until\":\"\","
+                              "\"as_of\":\"2026-11-27T15:49:02.096Z\",\"by\":\"w\"}";
+    records_provider_state b;
+    assert_int_equal(records_provider_state_decode(empty_until, strlen(empty_until), &b, &e), 0);
+    assert_int_equal(b.until_ms, 0);
+}
+
+/* The encoders' bytes are fixed: schema first, members in the schema's order, times in
+ * records_time_format (what the JSON Schemas and every reader were written against). */
+static void test_encoded_bytes(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_replay rp = {0};
+    snprintf(rp.connection_id, sizeof rp.connection_id, "c");
+    rp.requested_at_ms = 1;
+    snprintf(rp.requested_by, sizeof rp.requested_by, "u");
+    snprintf(rp.reason, sizeof rp.reason, "why");
+    char *j = records_disconnect_encode(&rp, &e);
+    assert_string_equal(j, "{\"schema\":\"oauthq.disconnect.v1\",\"connection_id\":\"c\","
+                           "\"requested_at\":\"1970-01-01T00:00:00.001Z\",\"requested_by\":\"u\","
+                           "\"reason\":\"why\"}");
+    free(j);
+    records_provider_state ps = {0};
+    snprintf(ps.provider, sizeof ps.provider, "p");
+    snprintf(ps.state, sizeof ps.state, "paused");
+    ps.until_ms = 5;
+    ps.as_of_ms = 3;
+    snprintf(ps.by, sizeof ps.by, "w");
+    j = records_provider_state_encode(&ps, &e);
+    assert_string_equal(j, "{\"schema\":\"oauthq.provider_state.v1\",\"provider\":\"p\","
+                           "\"state\":\"paused\",\"until\":\"1970-01-01T00:00:00.005Z\","
+                           "\"as_of\":\"1970-01-01T00:00:00.003Z\",\"by\":\"w\"}");
+    free(j);
+    ps.until_ms = 0;
+    j = records_provider_state_encode(&ps, &e);
+    assert_null(strstr(j, "until"));
+    free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_decode_rejections),
-        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_command_records),
-        cmocka_unit_test(test_provider_state), cmocka_unit_test(test_refresh_record),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_decode_rejections),
+        cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_command_records),
+        cmocka_unit_test(test_provider_state),
+        cmocka_unit_test(test_refresh_record),
+        cmocka_unit_test(test_decoders_share_one_opening),
+        cmocka_unit_test(test_encoded_bytes),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
 }

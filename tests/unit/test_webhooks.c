@@ -1,7 +1,7 @@
 /* Unit tests of the webhook dispatcher's pure parts: Standard Webhooks
  * signatures (webhooks/sign.h) against the specification's published test
  * vector, the secret file, and the delivery rules and record codec
- * (webhooks/delivery.h). */
+ * (common/delivery.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "webhooks/delivery.h"
+#include "common/delivery.h"
 #include "webhooks/dispatcher.h"
 #include "webhooks/sign.h"
 

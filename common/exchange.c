@@ -18,7 +18,7 @@
  * Threads: an exchange_t belongs to one thread at a time; the classifiers are
  * reentrant.
  */
-#include "worker/exchange.h"
+#include "common/exchange.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -37,7 +37,7 @@
 #include "common/crypto.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "worker/provhttp.h"
+#include "common/provhttp.h"
 
 #define WATCHDOG_SLACK 2000 /* ms beyond total_timeout before we abort a transfer ourselves */
 #define POLL_SLICE_MS  200

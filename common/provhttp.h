@@ -1,5 +1,5 @@
 /*
- * provhttp — the worker's HTTP client for provider endpoints (token_url,
+ * provhttp — the HTTP client for provider endpoints (token_url,
  * deauthorize_url): one form-encoded POST per handle, with the wire rules
  * every provider call follows (SPEC §3 G1, G5).
  *
@@ -11,7 +11,7 @@
  * caller's limit (larger answers are cut and reported as too large), connect
  * and total timeouts, no signals, "Accept: application/json".
  *
- * Who uses it: worker/exchange (libcurl multi: provhttp_easy is added to the
+ * Who uses it: common/exchange (libcurl multi: provhttp_easy is added to the
  * caller's multi handle) and worker/deauth (provhttp_perform, blocking). The
  * callers keep their own classification of the outcome.
  *
@@ -23,8 +23,8 @@
  * Threads: a provhttp_t is used by one thread at a time. The caller owns
  * curl_global_init.
  */
-#ifndef OAUTHQ_WORKER_PROVHTTP_H
-#define OAUTHQ_WORKER_PROVHTTP_H
+#ifndef OAUTHQ_COMMON_PROVHTTP_H
+#define OAUTHQ_COMMON_PROVHTTP_H
 
 #include <stddef.h>
 

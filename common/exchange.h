@@ -1,5 +1,7 @@
 /*
- * exchange — the worker's token-endpoint client (SPEC §3 G1, §5, §6).
+ * exchange — the token-endpoint client (SPEC §3 G1, §5, §6): the worker's
+ * exchange step and `oauthqctl provider check` use it, so it lives in
+ * common/ (ctl never depends on the worker).
  *
  * What: sends authorization_code grants (RFC 6749 §4.1.3), and refresh_token
  * grants (§6) for SPEC §5b, to a provider's
@@ -39,8 +41,8 @@
  * (code_sha256 = log_code_id, as the intake and the worker log it); never
  * a code, token, secret or error_description.
  */
-#ifndef OAUTHQ_WORKER_EXCHANGE_H
-#define OAUTHQ_WORKER_EXCHANGE_H
+#ifndef OAUTHQ_COMMON_EXCHANGE_H
+#define OAUTHQ_COMMON_EXCHANGE_H
 
 #include <stddef.h>
 

@@ -22,8 +22,8 @@
  * delivery_conn is a plain value that owns its bodies (free them with
  * delivery_conn_clear); functions are pure and thread-safe.
  */
-#ifndef OAUTHQ_WEBHOOKS_DELIVERY_H
-#define OAUTHQ_WEBHOOKS_DELIVERY_H
+#ifndef OAUTHQ_COMMON_DELIVERY_H
+#define OAUTHQ_COMMON_DELIVERY_H
 
 #include <stddef.h>
 #include <stdint.h>

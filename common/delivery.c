@@ -1,5 +1,5 @@
 /* delivery — see delivery.h. Pure and thread-safe. */
-#include "webhooks/delivery.h"
+#include "common/delivery.h"
 
 #include <stdio.h>
 #include <stdlib.h>

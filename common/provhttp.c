@@ -3,7 +3,7 @@
  * (common/buf); the Retry-After value is kept from the last response only
  * (a 1xx interim response starts a new one).
  */
-#include "worker/provhttp.h"
+#include "common/provhttp.h"
 
 #include <stdlib.h>
 #include <string.h>
