@@ -619,6 +619,41 @@ static int on_refresh(worker_t *w, const rd_kafka_message_t *m, const char *key,
     return 0;
 }
 
+/* A session.v1 record (SPEC §4a, §4b): the intake created this connection.
+ * A fresh connection waits for its callback until the session's expiry
+ * plus OAUTHQ_SESSION_EXPIRY_MARGIN_MS, then the due scan makes it
+ * `expired` (machine_on_due). Known connections are left alone: a replayed
+ * or late session record changes nothing. Carries no secret. */
+static int on_session(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
+{
+    static __thread records_session s; /* ~3 KiB: off the loop's stack */
+    err_t de = {0};
+    if (records_session_decode(m->payload, m->len, &s, &de) < 0 ||
+        strcmp(s.connection_id, key) != 0) {
+        add_dlq(w, m, de.msg[0] ? de.msg : "session: key is not its connection_id");
+        return 0;
+    }
+    if (provider_index(w, s.provider) < 0) {
+        char why[64];
+        snprintf(why, sizeof why, "unknown_provider: %.32s", s.provider);
+        add_dlq(w, m, why);
+        return 0;
+    }
+    int fresh;
+    item_t *it = item_get(w, key, s.provider, m->partition, &fresh, e);
+    if (!it)
+        return held(w, m, e);
+    machine_action a =
+        machine_on_session(it->c, fresh, &s, w->cfg.session_expiry_margin_ms, now_ms());
+    item_apply(it, a);
+    log_kv(LOGL_INFO, "session_recorded", "connection_id", key, "result",
+           a == MACHINE_UNCHANGED ? "known already" : "awaiting callback", "request_id",
+           s.request_id);
+    if (a == MACHINE_UNCHANGED && fresh)
+        items_gc(w, 0);
+    return 0;
+}
+
 /* Revoke at the provider for the items that asked, before the claim
  * transaction commits their offsets: a crash in between re-consumes the
  * request and revokes again, which providers treat as already done. */
@@ -684,6 +719,8 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         return on_disconnect(w, m, key, e);
     if (usable && strcmp(schema, RECORDS_REFRESH_SCHEMA) == 0)
         return on_refresh(w, m, key, e);
+    if (usable && strcmp(schema, RECORDS_SESSION_SCHEMA) == 0)
+        return on_session(w, m, key, e);
     records_callback cb;
     err_t de = {0};
     const char *reason = NULL;
