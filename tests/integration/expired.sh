@@ -16,7 +16,8 @@
 #     once, never connection.expired, still connected after the expiry.
 #  3. The public status document reads expired (no metadata), the platform
 #     view carries the metadata, the list filters by status=expired.
-#  4. Every session.v1 record validates against schemas/session.v1.json.
+#  4. Every session.v1 record validates against schemas/session.v1.json,
+#     every webhook body against the OpenAPI WebhookEvent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${OAUTHQ_BUILD:-build}
@@ -196,6 +197,8 @@ node tests/tools/validate-records.mjs 'schemas/openapi.yaml#StatusDocument' "$tm
 echo "documents: public expired (no metadata), platform view with metadata, listed by status=expired"
 
 # ---- records ---------------------------------------------------------------
+jq -c '.[] | .body | fromjson' "$tmp/received.json" >"$tmp/bodies.jsonl"
+node tests/tools/validate-records.mjs 'schemas/openapi.yaml#WebhookEvent' "$tmp/bodies.jsonl" --min 3
 node tests/tools/validate-records.mjs schemas/session.v1.json "$tmp/sessions.jsonl" --min 3
 jq -c 'select(.end_user != null) | .expires_at = "later"' "$tmp/sessions.jsonl" | head -n 1 >"$tmp/bad.jsonl"
 if node tests/tools/validate-records.mjs schemas/session.v1.json "$tmp/bad.jsonl" --min 1 >/dev/null 2>&1; then
