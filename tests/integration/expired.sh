@@ -13,7 +13,9 @@
 #     open start) — across a kill -9 and restart of the worker between the
 #     session and its expiry (the expiry is durable, not in memory).
 #  2. A session whose flow completes before its expiry: connection.connected
-#     once, never connection.expired, still connected after the expiry.
+#     once, never connection.expired, still connected after the expiry. Also
+#     when the worker is down from before the callback until after the
+#     expiry: restarted, it handles the queued callback first.
 #  3. The public status document reads expired (no metadata), the platform
 #     view carries the metadata, the list filters by status=expired.
 #  4. Every session.v1 record validates against schemas/session.v1.json,
@@ -204,5 +206,37 @@ jq -c 'select(.end_user != null) | .expires_at = "later"' "$tmp/sessions.jsonl" 
 if node tests/tools/validate-records.mjs schemas/session.v1.json "$tmp/bad.jsonl" --min 1 >/dev/null 2>&1; then
     fail "the session schema accepted an invalid record"
 fi
+
+# ---- a callback queued behind a stopped worker wins over the expiry --------
+# The worker is down while the user completes the flow (the intake stores
+# the callback) and stays down past the session's expiry, with a backlog of
+# other sessions in front of the callback. Restarted (one record per poll,
+# so its due scan runs long before it reaches the callback), it must handle
+# the queued callback before deciding the expiry: connected only, never
+# expired first.
+d_body=$(create u_late)
+d=$(jq -r .id <<<"$d_body")
+wait_doc "$d" '.status == "pending" and .version == 1' "recorded by the worker"
+kill -9 "$worker"
+wait "$worker" 2>/dev/null || true
+worker=""
+for i in $(seq 1 120); do backlog=$(create "u_backlog_$i" | jq -r .id); done
+jar=$tmp/jar.d
+authorize_d=$(curl -fsS -c "$jar" -o /dev/null -w '%{redirect_url}' "$(jq -r .start_url <<<"$d_body")")
+callback=$(curl -fsS -o /dev/null -w '%{redirect_url}' "$authorize_d")
+[ "$(curl -sS -b "$jar" -o /dev/null -w '%{http_code}' "$callback")" = 303 ] ||
+    fail "the callback of $d was not acknowledged"
+due=$(($(date -d "$(jq -r .expires_at <<<"$d_body")" +%s) + 3))
+while [ "$(date +%s)" -lt "$due" ]; do sleep 1; done
+OAUTHQ_WORKER_BATCH=1 "$BUILD/oauthq-worker" >>"$tmp/worker.log" 2>&1 &
+worker=$!
+wait_doc "$d" '.status == "connected"' connected
+sleep 3
+rlog | jq -e --arg d "$d" '[.[] | select(.connection_id == $d) | .type] == ["connection.connected"]' \
+    >/dev/null || fail "$d got $(rlog | jq -c --arg d "$d" '[.[] | select(.connection_id == $d) | .type]'), expected connection.connected only"
+# The gate opens once the worker caught up: the backlog's sessions expire.
+wait_doc "$backlog" '.status == "expired"' expired
+echo "a callback queued while the worker was down past the expiry: connected, never expired"
+
 grep -q "whsec_" "$tmp"/*.log && fail "a secret reached a log"
-echo "expired: 4 passed, 0 failed"
+echo "expired: 5 passed, 0 failed"
