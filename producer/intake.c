@@ -235,7 +235,9 @@ static void pending_free(void *v)
     free(p);
 }
 
-static void produce_session(intake_t *in, httpd_req *r, const records_session *s, pending_cb *p);
+static void produce_session(intake_t *in, httpd_req *r, pending_cb *p, const char *conn_id,
+                            const char *provider, const char *return_to, int64_t created_s,
+                            int64_t expires_s, const connmeta *meta);
 
 /* ---- start a flow --------------------------------------------------------- */
 
@@ -403,15 +405,6 @@ static void route_start(intake_t *in, httpd_req *r)
          * (session.v1), so a flow that never comes back ends `expired`. The
          * browser goes on once Kafka acknowledged it (one produce round
          * trip), like a callback. */
-        records_session rs;
-        memset(&rs, 0, sizeof rs);
-        snprintf(rs.connection_id, sizeof rs.connection_id, "%s", st.conn_id);
-        snprintf(rs.provider, sizeof rs.provider, "%s", pv->name);
-        snprintf(rs.return_to, sizeof rs.return_to, "%s", st.return_to);
-        rs.created_at_ms = now * 1000;
-        rs.expires_at_ms = st.expires_at * 1000;
-        snprintf(rs.intake_id, sizeof rs.intake_id, "%s", in->intake_id);
-        snprintf(rs.request_id, sizeof rs.request_id, "%s", httpd_request_id(r));
         pending_cb *p = calloc(1, sizeof *p);
         if (p) {
             p->session = SESSION_START;
@@ -423,7 +416,8 @@ static void route_start(intake_t *in, httpd_req *r)
             httpd_add_header(r, "Retry-After", "2");
             return fail(in, r, "start", 503, "unavailable", "Please retry in a moment.");
         }
-        return produce_session(in, r, &rs, p);
+        return produce_session(in, r, p, st.conn_id, pv->name, st.return_to, now, st.expires_at,
+                               NULL);
     }
     httpd_add_header(r, "Set-Cookie", setc);
     if (st.has_meta) {
@@ -526,17 +520,8 @@ static void route_create(intake_t *in, httpd_req *r)
     p->created = out;
     /* The 201 waits for Kafka: once the platform holds the id, the worker
      * knows the connection and will say connected, failed or expired. */
-    static __thread records_session rs; /* ~3 KiB: off the MHD thread's stack */
-    memset(&rs, 0, sizeof rs);
-    snprintf(rs.connection_id, sizeof rs.connection_id, "%s", sess.conn_id);
-    snprintf(rs.provider, sizeof rs.provider, "%s", pv->name);
-    snprintf(rs.return_to, sizeof rs.return_to, "%s", sess.return_to);
-    rs.created_at_ms = now * 1000;
-    rs.expires_at_ms = sess.expires_at * 1000;
-    snprintf(rs.intake_id, sizeof rs.intake_id, "%s", in->intake_id);
-    snprintf(rs.request_id, sizeof rs.request_id, "%s", httpd_request_id(r));
-    rs.meta = sess.meta;
-    produce_session(in, r, &rs, p);
+    produce_session(in, r, p, sess.conn_id, pv->name, sess.return_to, now, sess.expires_at,
+                    &sess.meta);
 }
 
 /* ---- the callback: publish, then acknowledge ------------------------------- */
@@ -619,16 +604,32 @@ static void session_wake(intake_t *in, httpd_req *r, pending_cb *p, int acked, i
 
 static void on_callback_wake(void *app, httpd_req *r, int timed_out);
 
-/* Produce s (a session.v1) and answer from the wake once Kafka acknowledged
- * it (p: calloc'd by the caller with session and its answer set; owned by
- * the request from here on). Kafka down: 503, nothing handed out. */
-static void produce_session(intake_t *in, httpd_req *r, const records_session *s, pending_cb *p)
+/* Produce the session.v1 of a connection this request created (times in
+ * unix seconds, as the id and the state carry them; meta NULL: none) and
+ * answer from the wake once Kafka acknowledged it (p: calloc'd by the
+ * caller with session and its answer set; owned by the request from here
+ * on). Kafka down: 503, nothing handed out. */
+static void produce_session(intake_t *in, httpd_req *r, pending_cb *p, const char *conn_id,
+                            const char *provider, const char *return_to, int64_t created_s,
+                            int64_t expires_s, const connmeta *meta)
 {
+    static __thread records_session rec; /* ~3 KiB: off the MHD thread's stack */
+    records_session *s = &rec;
+    memset(s, 0, sizeof *s);
+    snprintf(s->connection_id, sizeof s->connection_id, "%s", conn_id);
+    snprintf(s->provider, sizeof s->provider, "%s", provider);
+    snprintf(s->return_to, sizeof s->return_to, "%s", return_to);
+    s->created_at_ms = created_s * 1000;
+    s->expires_at_ms = expires_s * 1000;
+    snprintf(s->intake_id, sizeof s->intake_id, "%s", in->intake_id);
+    snprintf(s->request_id, sizeof s->request_id, "%s", httpd_request_id(r));
+    if (meta)
+        s->meta = *meta;
     err_t e = {0};
     const char *route = p->session == SESSION_CREATE ? "connections_create" : "start";
     p->in = in;
     p->req = r;
-    snprintf(p->conn_id, sizeof p->conn_id, "%s", s->connection_id);
+    snprintf(p->conn_id, sizeof p->conn_id, "%.*s", (int)sizeof p->conn_id - 1, conn_id);
     httpd_set_data(r, p, pending_free);
     char *json = records_session_encode(s, &e);
     if (!json) {
