@@ -83,6 +83,10 @@ static const var vars[] = {
     {"OAUTHQ_WORKER_PROBE_INTERVAL_MS", "30000",
      "after invalid_client: how long a provider's codes are held before one probes again",
      INT(worker_probe_interval_ms, 100, 3600000)},
+    {"OAUTHQ_SESSION_EXPIRY_MARGIN_MS", "30000",
+     "worker: a session with no callback this long after its expiry becomes expired (covers the "
+     "intake's HTTP deadline, clock skew and worker lag)",
+     INT(session_expiry_margin_ms, 0, 3600000)},
     {"OAUTHQ_WORKER_BENCH_NO_TXN", "0",
      "bench only: plain offset commits instead of transactions (no exactly-once)",
      INT(worker_bench_no_txn, 0, 1)},

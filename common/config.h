@@ -47,6 +47,7 @@ typedef struct {
     int worker_lease_ms;                   /* OAUTHQ_WORKER_LEASE_MS */
     int worker_commit_gap_ms;              /* OAUTHQ_WORKER_COMMIT_GAP_MS */
     int worker_takeover_margin_ms;         /* OAUTHQ_WORKER_TAKEOVER_MARGIN_MS */
+    int session_expiry_margin_ms;          /* OAUTHQ_SESSION_EXPIRY_MARGIN_MS */
     int worker_probe_interval_ms;          /* OAUTHQ_WORKER_PROBE_INTERVAL_MS */
     int worker_bench_no_txn;               /* OAUTHQ_WORKER_BENCH_NO_TXN */
     int exchange_timeout_ms;               /* OAUTHQ_EXCHANGE_TIMEOUT_MS */

@@ -404,3 +404,74 @@ out:
     cJSON_Delete(o);
     return rc;
 }
+
+char *records_session_encode(const records_session *r, err_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char cr[RECORDS_TIME_MAX], ex[RECORDS_TIME_MAX];
+    records_time_format(r->created_at_ms, cr);
+    records_time_format(r->expires_at_ms, ex);
+    cJSON_AddStringToObject(o, "schema", RECORDS_SESSION_SCHEMA);
+    cJSON_AddStringToObject(o, "connection_id", r->connection_id);
+    cJSON_AddStringToObject(o, "provider", r->provider);
+    add_opt(o, "return_to", r->return_to);
+    cJSON_AddStringToObject(o, "created_at", cr);
+    cJSON_AddStringToObject(o, "expires_at", ex);
+    cJSON_AddStringToObject(o, "intake_id", r->intake_id);
+    cJSON_AddStringToObject(o, "request_id", r->request_id);
+    connmeta_add(o, &r->meta);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        err_set(e, ERRC_RETRIABLE, "encoding session record: out of memory");
+    return s;
+}
+
+int records_session_decode(const char *json, size_t len, records_session *out, err_t *e)
+{
+    static const char *const known[] = {"schema",     "connection_id", "provider",  "return_to",
+                                        "created_at", "expires_at",    "intake_id", "request_id",
+                                        "end_user",   "organization",  "tags",      NULL};
+    memset(out, 0, sizeof *out);
+    if (len > 16384)
+        return err_set(e, ERRC_PERMANENT, "record larger than 16 KiB");
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    int rc = -1;
+    char schema[40], cr[RECORDS_TIME_MAX], ex[RECORDS_TIME_MAX];
+    if (!cJSON_IsObject(o)) {
+        err_set(e, ERRC_PERMANENT, "not a JSON object");
+        goto out;
+    }
+    if (only_known(o, known, e) < 0)
+        goto out;
+    if (field(o, "schema", schema, sizeof schema, 1, e) < 0)
+        goto out;
+    if (strcmp(schema, RECORDS_SESSION_SCHEMA) != 0) {
+        err_set(e, ERRC_PERMANENT, "schema is %.40s, expected %s", schema, RECORDS_SESSION_SCHEMA);
+        goto out;
+    }
+    if (field(o, "connection_id", out->connection_id, sizeof out->connection_id, 1, e) < 0 ||
+        field(o, "provider", out->provider, sizeof out->provider, 1, e) < 0 ||
+        field(o, "return_to", out->return_to, sizeof out->return_to, 0, e) < 0 ||
+        field(o, "created_at", cr, sizeof cr, 1, e) < 0 ||
+        field(o, "expires_at", ex, sizeof ex, 1, e) < 0 ||
+        field(o, "intake_id", out->intake_id, sizeof out->intake_id, 1, e) < 0 ||
+        field(o, "request_id", out->request_id, sizeof out->request_id, 1, e) < 0 ||
+        connmeta_from(o, 0, &out->meta, e) < 0)
+        goto out;
+    if (records_time_parse(cr, &out->created_at_ms) < 0 ||
+        records_time_parse(ex, &out->expires_at_ms) < 0) {
+        err_set(e, ERRC_PERMANENT,
+                "fields created_at and expires_at must be RFC 3339 UTC with "
+                "milliseconds");
+        goto out;
+    }
+    if (out->expires_at_ms < out->created_at_ms) {
+        err_set(e, ERRC_PERMANENT, "field expires_at is before created_at");
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(o);
+    return rc;
+}

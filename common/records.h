@@ -121,6 +121,31 @@ char *records_refresh_encode(const records_refresh *r, err_t *e);
 /* Parse and validate a refresh.v1 record (strict, ERRC_PERMANENT). */
 int records_refresh_decode(const char *json, size_t len, records_refresh *out, err_t *e);
 
+/* session.v1 (topic callbacks, key = connection id; SPEC §4a, §4b): the
+ * intake created a connection (POST /v1/connections, or an open
+ * GET /oauth/start?provider=) whose flow may never come back. The worker
+ * keeps it awaiting its callback and, when none arrived by expires_at (plus
+ * its margin), makes it final `expired`. A session for a connection the
+ * worker already knows changes nothing. Carries no secret. */
+#define RECORDS_SESSION_SCHEMA "oauthq.session.v1"
+
+typedef struct {
+    char connection_id[RECORDS_ID_MAX];
+    char provider[RECORDS_PROVIDER_MAX];
+    char return_to[RECORDS_TEXT_MAX + 1]; /* "" none */
+    int64_t created_at_ms;                /* encoded as RFC 3339 UTC with milliseconds */
+    int64_t expires_at_ms;                /* the state's expiry: no callback is accepted later */
+    char intake_id[RECORDS_ID_MAX];
+    char request_id[RECORDS_ID_MAX];
+    connmeta meta; /* end_user/organization/tags; "" for an open start */
+} records_session;
+
+/* JSON text of a session record (malloc'd); NULL on allocation failure. */
+char *records_session_encode(const records_session *r, err_t *e);
+
+/* Parse and validate a session.v1 record (strict, ERRC_PERMANENT). */
+int records_session_decode(const char *json, size_t len, records_session *out, err_t *e);
+
 /* The "schema" of a JSON record (into out[cap]); -1 when absent. Cheap
  * dispatch before a full decode. */
 int records_schema_of(const char *json, size_t len, char *out, size_t cap);

@@ -193,6 +193,52 @@ static int authorize(intake_t *in, httpd_req *r, const char *route, unsigned nee
     return -1;
 }
 
+/* ---- records the answer waits for ------------------------------------------- */
+
+typedef struct {
+    intake_t *in;
+    httpd_req *req;
+    char conn_id[IDENT_CONN_ID_MAX];
+    char code_hash[LOG_CODE_ID_LEN + 1];
+    int json;
+    int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
+    /* The record's fate: cls and reason are written once, by the
+     * publisher's thread (or by the request thread when the send failed),
+     * then done is set with release order. The httpd thread may run the
+     * wake at the deadline or at shutdown while the delivery report is
+     * still on its way (no httpd mutex orders that case), so it loads done
+     * with acquire order and reads cls and reason only when it saw 1. */
+    atomic_int done;
+    int clear_meta; /* a session flow: expire its metadata cookie with the answer */
+    errc cls;
+    char reason[ERR_MSG_MAX];
+    /* A session.v1 record (SESSION_CREATE: POST /v1/connections, SESSION_START:
+     * an open GET /oauth/start): the answer waits for Kafka like a callback's,
+     * so the platform (or the browser) goes on only once the session is
+     * durable. Owned by the request; sent by the wake on the httpd thread. */
+    int session;
+    cJSON *created;    /* SESSION_CREATE: the 201 body */
+    char *location;    /* SESSION_START: the provider's authorize URL */
+    char *bind_cookie; /* SESSION_START: the Set-Cookie of the browser binding */
+} pending_cb;
+
+enum { SESSION_NONE, SESSION_CREATE, SESSION_START };
+
+static void pending_free(void *v)
+{
+    pending_cb *p = v;
+    if (!p)
+        return;
+    cJSON_Delete(p->created);
+    free(p->location);
+    free(p->bind_cookie);
+    free(p);
+}
+
+static void produce_session(intake_t *in, httpd_req *r, pending_cb *p, const char *conn_id,
+                            const char *provider, const char *return_to, int64_t created_s,
+                            int64_t expires_s, const connmeta *meta);
+
 /* ---- start a flow --------------------------------------------------------- */
 
 /* return_to must start with an allowlisted prefix at a boundary, so
@@ -354,6 +400,25 @@ static void route_start(intake_t *in, httpd_req *r)
     char setc[256];
     snprintf(setc, sizeof setc, "%s=%s; Path=/oauth; Max-Age=%d; HttpOnly; SameSite=Lax%s",
              BIND_COOKIE, cookie, in->cfg.state_ttl_s, in->secure_cookie ? "; Secure" : "");
+    if (!token) {
+        /* An open start made this connection: the worker learns of it now
+         * (session.v1), so a flow that never comes back ends `expired`. The
+         * browser goes on once Kafka acknowledged it (one produce round
+         * trip), like a callback. */
+        pending_cb *p = calloc(1, sizeof *p);
+        if (p) {
+            p->session = SESSION_START;
+            p->location = strdup(f.authorize_url);
+            p->bind_cookie = strdup(setc);
+        }
+        if (!p || !p->location || !p->bind_cookie) {
+            pending_free(p);
+            httpd_add_header(r, "Retry-After", "2");
+            return fail(in, r, "start", 503, "unavailable", "Please retry in a moment.");
+        }
+        return produce_session(in, r, p, st.conn_id, pv->name, st.return_to, now, st.expires_at,
+                               NULL);
+    }
     httpd_add_header(r, "Set-Cookie", setc);
     if (st.has_meta) {
         /* The metadata rides to the callback in this browser, not through
@@ -379,8 +444,10 @@ static void route_start(intake_t *in, httpd_req *r)
 }
 
 /* POST /v1/connections (connections:write): a connect session for one of
- * the platform's users; the browser opens start_url. Nothing is produced:
- * the session is the signed token itself. */
+ * the platform's users; the browser opens start_url. The session is the
+ * signed token itself; a session.v1 record tells the worker of it (so a
+ * flow that never comes back ends `expired`), and the 201 waits for Kafka's
+ * acknowledgement (503 + Retry-After otherwise, nothing handed out). */
 static void route_create(intake_t *in, httpd_req *r)
 {
     if (authorize(in, r, "connections_create", APIKEYS_CONNECTIONS_WRITE) < 0)
@@ -438,37 +505,26 @@ static void route_create(intake_t *in, httpd_req *r)
              sess.conn_id);
     snprintf(start_url, sizeof start_url, "%s/oauth/start?session=%s", in->cfg.public_url, token);
     records_time_format(sess.expires_at * 1000, ts);
-    cJSON *out = cJSON_CreateObject();
+    pending_cb *p = calloc(1, sizeof *p);
+    cJSON *out = p ? cJSON_CreateObject() : NULL;
+    if (!out) {
+        free(p);
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, "connections_create", 503, "unavailable", "Please retry in a moment.");
+    }
     cJSON_AddStringToObject(out, "id", sess.conn_id);
     cJSON_AddStringToObject(out, "start_url", start_url);
     cJSON_AddStringToObject(out, "status_url", status_url);
     cJSON_AddStringToObject(out, "expires_at", ts);
-    log_kv(LOGL_INFO, "session_created", "connection_id", sess.conn_id, "provider", pv->name,
-           "request_id", httpd_request_id(r));
-    httpd_add_header(r, "Location", status_url);
-    respond_json(in, r, "connections_create", 201, out);
+    p->session = SESSION_CREATE;
+    p->created = out;
+    /* The 201 waits for Kafka: once the platform holds the id, the worker
+     * knows the connection and will say connected, failed or expired. */
+    produce_session(in, r, p, sess.conn_id, pv->name, sess.return_to, now, sess.expires_at,
+                    &sess.meta);
 }
 
 /* ---- the callback: publish, then acknowledge ------------------------------- */
-
-typedef struct {
-    intake_t *in;
-    httpd_req *req;
-    char conn_id[IDENT_CONN_ID_MAX];
-    char code_hash[LOG_CODE_ID_LEN + 1];
-    int json;
-    int disconnect; /* a DELETE /v1/connections/{id}, not a callback */
-    /* The record's fate: cls and reason are written once, by the
-     * publisher's thread (or by the request thread when the send failed),
-     * then done is set with release order. The httpd thread may run the
-     * wake at the deadline or at shutdown while the delivery report is
-     * still on its way (no httpd mutex orders that case), so it loads done
-     * with acquire order and reads cls and reason only when it saw 1. */
-    atomic_int done;
-    int clear_meta; /* a session flow: expire its metadata cookie with the answer */
-    errc cls;
-    char reason[ERR_MSG_MAX];
-} pending_cb;
 
 /* Publish the outcome (any thread; once per record). */
 static void pending_settle(pending_cb *p, errc cls, const char *reason)
@@ -493,6 +549,108 @@ static void on_delivered(void *ud, errc cls, const char *reason, double latency_
     httpd_req_unref(req); /* the ref taken for the in-flight record */
 }
 
+/* Publisher thread: a session.v1 record's fate is known (counted apart
+ * from callbacks, whose metrics the benchmarks read). */
+static void on_session_delivered(void *ud, errc cls, const char *reason, double latency_ms)
+{
+    pending_cb *p = ud;
+    (void)latency_ms;
+    pending_settle(p, cls, reason);
+    metrics_counter_add(
+        metrics_counter(p->in->metrics, "oauthq_sessions_produced_total",
+                        "session.v1 records by delivery outcome",
+                        cls == ERRC_OK ? "outcome=\"acked\"" : "outcome=\"failed\""),
+        1);
+    httpd_req *req = p->req;
+    httpd_wake(req);
+    httpd_req_unref(req);
+}
+
+/* httpd thread: the session record was acknowledged (answer what the
+ * route prepared) or not (503 + Retry-After: nothing was created that the
+ * caller learnt of; the id is never handed out). */
+static void session_wake(intake_t *in, httpd_req *r, pending_cb *p, int acked, int timed_out)
+{
+    const char *route = p->session == SESSION_CREATE ? "connections_create" : "start";
+    if (!acked) {
+        log_kv(LOGL_WARN, "session_not_acknowledged", "connection_id", p->conn_id, "request_id",
+               httpd_request_id(r), "reason",
+               atomic_load_explicit(&p->done, memory_order_acquire)
+                   ? p->reason
+                   : (timed_out ? "deadline" : "unknown"));
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, route, 503, "unavailable",
+                    p->session == SESSION_CREATE
+                        ? "The connection could not be recorded; retry in a moment."
+                        : "We could not start the connection just now. Please retry in a moment.");
+    }
+    if (p->session == SESSION_CREATE) {
+        cJSON *out = p->created;
+        p->created = NULL;
+        const cJSON *su = cJSON_GetObjectItemCaseSensitive(out, "status_url");
+        if (cJSON_IsString(su))
+            httpd_add_header(r, "Location", su->valuestring);
+        log_kv(LOGL_INFO, "session_created", "connection_id", p->conn_id, "request_id",
+               httpd_request_id(r));
+        return respond_json(in, r, "connections_create", 201, out);
+    }
+    httpd_add_header(r, "Set-Cookie", p->bind_cookie);
+    httpd_add_header(r, "Location", p->location);
+    count(in, "start", 302);
+    log_kv(LOGL_INFO, "flow_started", "connection_id", p->conn_id, "request_id",
+           httpd_request_id(r), "binding", "cookie", "session", "no");
+    httpd_respond(r, 302, "text/plain", "", 0);
+}
+
+static void on_callback_wake(void *app, httpd_req *r, int timed_out);
+
+/* Produce the session.v1 of a connection this request created (times in
+ * unix seconds, as the id and the state carry them; meta NULL: none) and
+ * answer from the wake once Kafka acknowledged it (p: calloc'd by the
+ * caller with session and its answer set; owned by the request from here
+ * on). Kafka down: 503, nothing handed out. */
+static void produce_session(intake_t *in, httpd_req *r, pending_cb *p, const char *conn_id,
+                            const char *provider, const char *return_to, int64_t created_s,
+                            int64_t expires_s, const connmeta *meta)
+{
+    static __thread records_session rec; /* ~3 KiB: off the MHD thread's stack */
+    records_session *s = &rec;
+    memset(s, 0, sizeof *s);
+    snprintf(s->connection_id, sizeof s->connection_id, "%s", conn_id);
+    snprintf(s->provider, sizeof s->provider, "%s", provider);
+    snprintf(s->return_to, sizeof s->return_to, "%s", return_to);
+    s->created_at_ms = created_s * 1000;
+    s->expires_at_ms = expires_s * 1000;
+    snprintf(s->intake_id, sizeof s->intake_id, "%s", in->intake_id);
+    snprintf(s->request_id, sizeof s->request_id, "%s", httpd_request_id(r));
+    if (meta)
+        s->meta = *meta;
+    err_t e = {0};
+    const char *route = p->session == SESSION_CREATE ? "connections_create" : "start";
+    p->in = in;
+    p->req = r;
+    snprintf(p->conn_id, sizeof p->conn_id, "%.*s", (int)sizeof p->conn_id - 1, conn_id);
+    httpd_set_data(r, p, pending_free);
+    char *json = records_session_encode(s, &e);
+    if (!json) {
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, route, 503, "unavailable", "Please retry in a moment.");
+    }
+    if (httpd_suspend(r, in->deadline_ms, on_callback_wake) < 0) {
+        free(json);
+        httpd_add_header(r, "Retry-After", "1");
+        return fail(in, r, route, 503, "busy", "Too many requests at once; please retry.");
+    }
+    httpd_req_ref(r);
+    if (publisher_send(in->pub, in->topic_callbacks, s->connection_id, json, strlen(json),
+                       httpd_request_id(r), on_session_delivered, p, &e) < 0) {
+        pending_settle(p, e.cls, e.msg);
+        httpd_wake(r);
+        httpd_req_unref(r);
+    }
+    free(json);
+}
+
 /* httpd thread, after the wake or the deadline. */
 static void on_callback_wake(void *app, httpd_req *r, int timed_out)
 {
@@ -500,6 +658,8 @@ static void on_callback_wake(void *app, httpd_req *r, int timed_out)
     pending_cb *p = httpd_data(r);
     int done = atomic_load_explicit(&p->done, memory_order_acquire);
     int acked = done && p->cls == ERRC_OK; /* cls only once done was seen */
+    if (p->session)
+        return session_wake(in, r, p, acked, timed_out);
     if (p->disconnect) {
         if (!acked) {
             httpd_add_header(r, "Retry-After", "2");

@@ -276,6 +276,25 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
     return MACHINE_EXCHANGE;
 }
 
+machine_action machine_on_session(conn_t *c, int fresh, const records_session *s, int64_t margin_ms,
+                                  int64_t now_ms)
+{
+    if (!fresh)
+        return MACHINE_UNCHANGED; /* known already: never a downgrade, replays are no-ops */
+    c->status = CONN_PENDING;
+    c->phase = PHASE_AWAITING_CALLBACK;
+    if (s->created_at_ms > 0)
+        c->created_at_ms = s->created_at_ms;
+    if (s->return_to[0])
+        snprintf(c->return_to, sizeof c->return_to, "%s", s->return_to);
+    if (s->meta.json[0])
+        c->meta = s->meta;
+    int64_t at = s->expires_at_ms + (margin_ms > 0 ? margin_ms : 0);
+    c->retry_at_ms = at > 0 ? at : 1;
+    touch(c, now_ms);
+    return MACHINE_CHANGED;
+}
+
 machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms)
 {
     if (!fresh && c->status != CONN_PENDING)
@@ -439,6 +458,16 @@ machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms
             return MACHINE_CHANGED;
         }
         return MACHINE_EXCHANGE;
+    }
+    if (c->status == CONN_PENDING && c->phase == PHASE_AWAITING_CALLBACK && !c->claimed &&
+        c->retry_at_ms > 0 && c->retry_at_ms <= now_ms) {
+        /* A session whose flow never came back (SPEC §4b connection.expired). */
+        c->status = CONN_EXPIRED;
+        c->phase = PHASE_NONE;
+        c->reason = REASON_NONE;
+        c->retry_at_ms = 0;
+        touch(c, now_ms);
+        return MACHINE_CHANGED;
     }
     if (c->status != CONN_PENDING || (c->phase != PHASE_RETRYING && c->phase != PHASE_QUEUED) ||
         c->claimed || c->retry_at_ms == 0 || c->retry_at_ms > now_ms)

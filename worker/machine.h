@@ -71,6 +71,15 @@ machine_action machine_on_callback(conn_t *c, int fresh, const records_callback 
  * fails a connection that has nothing better, never a connected one. */
 machine_action machine_on_malformed(conn_t *c, int fresh, int64_t now_ms);
 
+/* A session.v1 record (the intake created the connection). Only a fresh
+ * connection takes it: pending/awaiting_callback with the session's
+ * metadata, return_to and creation time, due at expires_at + margin_ms
+ * (machine_on_due then makes it expired). Anything already known about
+ * the connection (a callback came first, a replayed session, a final
+ * status) is left untouched: MACHINE_UNCHANGED. */
+machine_action machine_on_session(conn_t *c, int fresh, const records_session *s, int64_t margin_ms,
+                                  int64_t now_ms);
+
 /* The provider is paused: hold a queued code instead of exchanging it;
  * due again when the pause ends or at the code's deadline. */
 void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms);
@@ -102,7 +111,9 @@ machine_action machine_on_result(conn_t *c, const exchange_result *r, const char
                                  int64_t now_ms, int *pause_provider);
 
 /* A scheduled retry is due. paused_until_ms > now means the provider is
- * paused: the retry is pushed back (or the code expires). */
+ * paused: the retry is pushed back (or the code expires). A session still
+ * awaiting its callback at its due time becomes final `expired` (pauses do
+ * not matter: nothing is sent). */
 machine_action machine_on_due(conn_t *c, int64_t paused_until_ms, int64_t now_ms);
 
 /* Takeover (or restart): resolve an open claim as an unknown-outcome

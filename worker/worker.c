@@ -133,6 +133,12 @@ struct worker {
     size_t nitems, cap_items;
     dlq_t *dlqs;
     size_t ndlq, cap_dlq;
+    /* Session expiry's gate (callbacks_handled_before), per partition. */
+    struct cb_probe {
+        int64_t ok_t_ms, ok_hi; /* confirmed: the records below ok_hi predate ok_t_ms */
+        int64_t t_ms, hi;       /* pending sample; hi 0: none */
+        int64_t next_mono;      /* no new sample before this */
+    } probe[MAX_PARTS];
 };
 
 /* Wall clock (record times, code deadlines, retry_at, pauses) and the
@@ -629,6 +635,41 @@ static int on_refresh(worker_t *w, const rd_kafka_message_t *m, const char *key,
     return 0;
 }
 
+/* A session.v1 record (SPEC §4a, §4b): the intake created this connection.
+ * A fresh connection waits for its callback until the session's expiry
+ * plus OAUTHQ_SESSION_EXPIRY_MARGIN_MS, then the due scan makes it
+ * `expired` (machine_on_due). Known connections are left alone: a replayed
+ * or late session record changes nothing. Carries no secret. */
+static int on_session(worker_t *w, const rd_kafka_message_t *m, const char *key, err_t *e)
+{
+    static __thread records_session s; /* ~3 KiB: off the loop's stack */
+    err_t de = {0};
+    if (records_session_decode(m->payload, m->len, &s, &de) < 0 ||
+        strcmp(s.connection_id, key) != 0) {
+        add_dlq(w, m, de.msg[0] ? de.msg : "session: key is not its connection_id");
+        return 0;
+    }
+    if (provider_index(w, s.provider) < 0) {
+        char why[64];
+        snprintf(why, sizeof why, "unknown_provider: %.32s", s.provider);
+        add_dlq(w, m, why);
+        return 0;
+    }
+    int fresh;
+    item_t *it = item_get(w, key, s.provider, m->partition, &fresh, e);
+    if (!it)
+        return held(w, m, e);
+    machine_action a =
+        machine_on_session(it->c, fresh, &s, w->cfg.session_expiry_margin_ms, now_ms());
+    item_apply(it, a);
+    log_kv(LOGL_INFO, "session_recorded", "connection_id", key, "result",
+           a == MACHINE_UNCHANGED ? "known already" : "awaiting callback", "request_id",
+           s.request_id);
+    if (a == MACHINE_UNCHANGED && fresh)
+        items_gc(w, 0);
+    return 0;
+}
+
 /* Revoke at the provider for the items that asked, before the claim
  * transaction commits their offsets: a crash in between re-consumes the
  * request and revokes again, which providers treat as already done. */
@@ -694,6 +735,8 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
         return on_disconnect(w, m, key, e);
     if (usable && strcmp(schema, RECORDS_REFRESH_SCHEMA) == 0)
         return on_refresh(w, m, key, e);
+    if (usable && strcmp(schema, RECORDS_SESSION_SCHEMA) == 0)
+        return on_session(w, m, key, e);
     records_callback cb;
     err_t de = {0};
     const char *reason = NULL;
@@ -779,6 +822,45 @@ static int on_message(worker_t *w, const rd_kafka_message_t *m, err_t *e)
     return 0;
 }
 
+/* The wall time T (0: none yet) such that every callbacks record of
+ * partition p appended before T has gone through on_message at this
+ * worker's current position (parts[p].next_offset: moves back on a rewind,
+ * so a rewind closes the gate again). A session expires only at a due time
+ * before T: a callback acknowledged before its expiry that still waits
+ * behind a lagging or restarted worker is handled first (SPEC §5: expired
+ * is final). Two phases as the intake's settling: sample the end offset at
+ * t, confirm t once the position reached it. At most one sample per
+ * partition per second, taken only while a session is due (a bounded
+ * metadata call to the broker on the loop; 1 s at most). */
+static int64_t callbacks_handled_before(worker_t *w, int32_t p)
+{
+    if (p < 0 || p >= MAX_PARTS || !w->parts[p].assigned)
+        return 0;
+    struct cb_probe *s = &w->probe[p];
+    int64_t pos = w->parts[p].next_offset;
+    if (s->hi > 0 && pos >= s->hi) { /* the sample is reached: confirmed */
+        s->ok_t_ms = s->t_ms;
+        s->ok_hi = s->hi;
+        s->hi = 0;
+    }
+    if (s->hi <= 0 && mono_ms() >= s->next_mono) {
+        int64_t t = now_ms(), lo = 0, hi = 0;
+        err_t e = {0};
+        int tmo = w->cfg.kafka_timeout_ms < 1000 ? w->cfg.kafka_timeout_ms : 1000;
+        s->next_mono = mono_ms() + 1000;
+        if (kafka_watermarks(w->hwm, w->t_callbacks, p, &lo, &hi, tmo, &e) == 0) {
+            if (pos >= 0 && pos >= hi) {
+                s->ok_t_ms = t;
+                s->ok_hi = hi;
+            } else {
+                s->t_ms = t;
+                s->hi = hi > 0 ? hi : 1;
+            }
+        }
+    }
+    return pos >= 0 && pos >= s->ok_hi ? s->ok_t_ms : 0;
+}
+
 /* Due work (scheduled retries, deferred codes, lease-expired takeovers)
  * of the owned partitions, per provider, no more than its free in-flight
  * slots: claim only what can start now. */
@@ -819,6 +901,9 @@ static int collect_due(worker_t *w, int64_t now, err_t *e)
                 }
                 if (fresh || it->exchange || it->claimed_now || it->inflight)
                     continue;
+                if (it->c->status == CONN_PENDING && it->c->phase == PHASE_AWAITING_CALLBACK &&
+                    callbacks_handled_before(w, p) < it->c->retry_at_ms)
+                    continue; /* a session: its callback may still be queued behind */
                 if (paused <= now && allow <= 0 &&
                     (it->c->status == CONN_CONNECTED || now < it->c->deadline_ms))
                     continue; /* waits for the probe's answer */

@@ -210,7 +210,9 @@ function check(dir) {
 
   // G2: acknowledged -> in callbacks and a final last status.
   const inCallbacks = new Set();
-  for (const r of callbacks) if (r.value && r.value.connection_id) inCallbacks.add(r.value.connection_id);
+  // Only callback records count: a session.v1 (the flow was created) is not an acknowledged callback.
+  for (const r of callbacks)
+    if (r.value && r.value.schema === 'oauthq.callback.v1' && r.value.connection_id) inCallbacks.add(r.value.connection_id);
   let final = 0;
   let lost = 0;
   for (const id of acked.keys()) {

@@ -3,7 +3,9 @@
  * invariant: a record that decodes re-encodes and decodes to the same.
  * The same bytes also go through the status.v1 and dlq.v1 decoders
  * (common/connrec: their readers take whatever is in those topics); they
- * must not crash and must leave NUL-terminated fields. */
+ * must not crash and must leave NUL-terminated fields. The session.v1
+ * decoder (the worker's other per-connection input from the intake) holds
+ * the same round-trip invariant. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,6 +29,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (connrec_dlq_from(o, &d, &e) == 0 && (!d.reason || !d.source_topic || !d.at))
         __builtin_trap();
     cJSON_Delete(o);
+    static records_session sa, sb;
+    if (records_session_decode((const char *)data, size, &sa, &e) == 0) {
+        char *sj = records_session_encode(&sa, &e);
+        if (sj &&
+            (records_session_decode(sj, strlen(sj), &sb, &e) != 0 ||
+             strcmp(sa.connection_id, sb.connection_id) != 0 ||
+             strcmp(sa.meta.json, sb.meta.json) != 0 || sa.expires_at_ms != sb.expires_at_ms ||
+             sa.created_at_ms != sb.created_at_ms || sa.expires_at_ms < sa.created_at_ms))
+            __builtin_trap();
+        free(sj);
+    }
     if (records_callback_decode((const char *)data, size, &a, &e) != 0)
         return 0;
     char *json = records_callback_encode(&a, &e);

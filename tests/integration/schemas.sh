@@ -20,6 +20,7 @@ node "$v" 'schemas/openapi.yaml#PlatformView' "$logs/platform-view-docs.jsonl" -
 node "$v" 'schemas/openapi.yaml#ConnectionList' "$logs/connection-list-docs.jsonl" --min 3
 node "$v" 'schemas/openapi.yaml#TokenResponse' "$logs/token-api-docs.jsonl" --min 2
 node "$v" schemas/refresh.v1.json "$logs/refresh-records.jsonl" --min 1
+node "$v" schemas/session.v1.json "$logs/session-records.jsonl" --min 2
 
 # Negative controls: the validator must reject these.
 tmp=$(mktemp)
@@ -54,6 +55,14 @@ if node "$v" 'schemas/openapi.yaml#PlatformView' "$tmp" --min 1 >/dev/null 2>&1;
     echo "PlatformView accepted a view without end_user" >&2
     exit 1
 fi
+session=$(grep -m 1 '"end_user"' "$logs/session-records.jsonl")
+for mutate in 'del(.expires_at)' '.code = "x"' '.created_at = "now"' '.end_user = {}'; do
+    echo "$session" | jq -c "$mutate" >"$tmp"
+    if node "$v" schemas/session.v1.json "$tmp" --min 1 >/dev/null 2>&1; then
+        echo "session schema accepted an invalid record ($mutate)" >&2
+        exit 1
+    fi
+done
 refresh=$(head -n 1 "$logs/refresh-records.jsonl")
 for mutate in '.seen_version = 0' '.requested_at_ms = 1' 'del(.connection_id)'; do
     echo "$refresh" | jq -c "$mutate" >"$tmp"

@@ -40,6 +40,7 @@
 #include "common/kafka.h"
 #include "common/keyring.h"
 #include "common/log.h"
+#include "common/records.h"
 #include "producer/query.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
@@ -209,7 +210,7 @@ static int teardown(void **state)
 typedef struct {
     const char *key;
     int matched;
-    FILE *out;
+    FILE *out, *sessions;
 } count_state;
 
 static int count_key(const testkafka_record *r, void *ud)
@@ -217,20 +218,27 @@ static int count_key(const testkafka_record *r, void *ud)
     count_state *c = ud;
     if (c->out && r->value && strstr(r->value, "\"schema\":\"oauthq.callback.v1\""))
         fprintf(c->out, "%s\n", r->value);
-    if (c->key && r->key && strcmp(r->key, c->key) == 0)
+    if (c->sessions && r->value && strstr(r->value, "\"schema\":\"oauthq.session.v1\""))
+        fprintf(c->sessions, "%s\n", r->value);
+    if (c->key && r->key && strcmp(r->key, c->key) == 0 && r->value &&
+        strstr(r->value, "\"schema\":\"oauthq.callback.v1\""))
         c->matched++;
     return 0;
 }
 
 /* Records in the callbacks topic now (reads to the end once), and how many
- * have `key`. Appends every record to the schema-check file. */
+ * callback.v1 records have `key` (session.v1 records are not callbacks).
+ * Appends every callback and session record to the schema-check files. */
 static long topic_count(const char *key, int *matched)
 {
     err_t e = {0};
-    count_state c = {key, 0, fopen(g_records, "a")};
+    count_state c = {key, 0, fopen(g_records, "a"),
+                     fopen("var/test-logs/session-records.jsonl", "a")};
     long n = testkafka_read(&g_cfg, g_topic, 0, 15000, count_key, &c, &e);
     if (c.out)
         fclose(c.out);
+    if (c.sessions)
+        fclose(c.sessions);
     if (matched)
         *matched = c.matched;
     return n;
@@ -240,12 +248,14 @@ static long topic_count(const char *key, int *matched)
 typedef struct {
     const char *key;
     char *value;
+    const char *schema; /* find_record: "\"schema\":\"…\"" to match; NULL: callback.v1 */
 } record_of;
 
 static int find_record(const testkafka_record *r, void *ud)
 {
     record_of *f = ud;
-    if (!f->value && r->key && r->value && strcmp(r->key, f->key) == 0)
+    if (!f->value && r->key && r->value && strcmp(r->key, f->key) == 0 &&
+        strstr(r->value, f->schema ? f->schema : "\"schema\":\"oauthq.callback.v1\""))
         f->value = strdup(r->value);
     return f->value != NULL;
 }
@@ -392,7 +402,7 @@ static void test_record_fields(void **state)
     assert_int_equal(query_parse(qs, strlen(qs), &q, &e), 0);
     const char *code = query_get(&q, "code", NULL);
     assert_non_null(code);
-    record_of rec = {id, NULL};
+    record_of rec = {id, NULL, NULL};
     testkafka_read(&g_cfg, g_topic, 1, 10000, find_record, &rec, &e);
     assert_non_null(rec.value);
     cJSON *v = cJSON_Parse(rec.value);
@@ -691,7 +701,7 @@ static void test_disconnect_request_is_recorded(void **state)
     assert_non_null(strstr(r.body, "disconnect_requested"));
     testhttp_resp_free(&r);
     err_t e = {0};
-    count_state c = {id, 0, NULL};
+    count_state c = {id, 0, NULL, NULL};
     testkafka_read(&g_cfg, g_topic, 0, 15000, count_disconnects, &c, &e);
     assert_int_equal(c.matched, 1);
     id[30] = id[30] == 'A' ? 'B' : 'A';
@@ -776,7 +786,7 @@ static int find_last_record(const testkafka_record *r, void *ud)
 /* Read the callbacks topic's record of `key` (the last one) into a cJSON. */
 static cJSON *record_json(const char *key)
 {
-    record_of rec = {key, NULL};
+    record_of rec = {key, NULL, NULL};
     err_t e = {0};
     testkafka_read(&g_cfg, g_topic, 1, 10000, find_last_record, &rec, &e);
     assert_non_null(rec.value);
@@ -953,6 +963,8 @@ static void test_sigterm_loses_no_acknowledged_callback(void **state)
 static void test_late_delivery_report_answers_503(void **state)
 {
     (void)state;
+    char id[IDENT_CONN_ID_MAX], cb[4096];
+    new_flow("sim", id, sizeof id, cb, sizeof cb); /* its session needs a prompt report */
     assert_int_equal(testproc_stop(g_intake_pid, 15000), 0);
     char preload[400];
     snprintf(preload, sizeof preload, "%s/tests/slow_dr.so", g_build);
@@ -962,11 +974,28 @@ static void test_late_delivery_report_answers_503(void **state)
     unsetenv("LD_PRELOAD");
     unsetenv("OAUTHQ_TEST_DR_DELAY_MS");
     assert_true(g_intake_pid > 0);
-    char id[IDENT_CONN_ID_MAX], cb[4096];
-    new_flow("sim", id, sizeof id, cb, sizeof cb);
     testhttp_resp r;
     assert_int_equal(get_status(cb, "application/json", &r), 503);
     assert_string_equal(r.retry_after, "2");
+    testhttp_resp_free(&r);
+    /* A connection is created only once its session.v1 is durable: POST
+     * /v1/connections and the open start answer 503 + Retry-After too,
+     * handing out no id, start_url or authorize URL. */
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
+    const char *hdrs[] = {"Content-Type: application/json", g_auth_rw, NULL};
+    assert_int_equal(
+        testhttp_do("POST", url, hdrs, "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u\"}}", &r),
+        0);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.retry_after, "2");
+    assert_null(strstr(r.body, "start_url"));
+    testhttp_resp_free(&r);
+    snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_intake_url);
+    assert_int_equal(get_status(url, "application/json", &r), 503);
+    assert_string_equal(r.retry_after, "2");
+    assert_string_equal(r.location, "");
+    assert_null(strstr(r.set_cookie, "oauthq_bind"));
     testhttp_resp_free(&r);
     sleep(3); /* the report lands (6 s after the produce) */
     int rc = testproc_stop(g_intake_pid, 15000);
@@ -974,6 +1003,75 @@ static void test_late_delivery_report_answers_503(void **state)
     assert_int_equal(rc, 0);
     g_intake_pid = start_intake("intake-after-slow-dr.log");
     assert_true(g_intake_pid > 0);
+}
+
+/* Connections the intake creates are announced to the worker (session.v1,
+ * SPEC §4b connection.expired): POST /v1/connections produces one before
+ * its 201 (already in the topic when the answer arrives) with the
+ * metadata and the answered expires_at, and no secret; the open start
+ * produces one before its 302, keyed by the id its state names. The
+ * callback that follows is a separate callback.v1 record. */
+static void test_created_connections_produce_a_session(void **state)
+{
+    (void)state;
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/connections", g_intake_url);
+    const char *hdrs[] = {"Content-Type: application/json", g_auth_rw, NULL};
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("POST", url, hdrs,
+                                 "{\"provider\":\"sim\",\"end_user\":{\"id\":\"u_sess\"},"
+                                 "\"tags\":{\"plan\":\"pro\"}}",
+                                 &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    cJSON *o = cJSON_Parse(r.body);
+    testhttp_resp_free(&r);
+    const char *id = cJSON_GetObjectItem(o, "id")->valuestring;
+    record_of rec = {id, NULL, "\"schema\":\"oauthq.session.v1\""};
+    err_t e = {0};
+    testkafka_read(&g_cfg, g_topic, 0, 10000, find_record, &rec, &e); /* to the end, once */
+    assert_non_null(rec.value);
+    records_session ss;
+    assert_int_equal(records_session_decode(rec.value, strlen(rec.value), &ss, &e), 0);
+    assert_null(strstr(rec.value, "secret"));
+    assert_null(strstr(rec.value, "session="));
+    free(rec.value);
+    assert_string_equal(ss.connection_id, id);
+    assert_string_equal(ss.provider, "sim");
+    assert_non_null(strstr(ss.meta.json, "\"u_sess\""));
+    assert_non_null(strstr(ss.meta.json, "\"plan\":\"pro\""));
+    char ts[RECORDS_TIME_MAX];
+    records_time_format(ss.expires_at_ms, ts);
+    assert_string_equal(ts, cJSON_GetObjectItem(o, "expires_at")->valuestring);
+    int64_t created = 0;
+    assert_int_equal(ident_conn_verify(g_keys, id, &created), IDENT_OK);
+    assert_int_equal(ss.created_at_ms, created * 1000);
+    cJSON_Delete(o);
+    int matched = 0;
+    topic_count(id, &matched);
+    assert_int_equal(matched, 0); /* a session is not a callback */
+
+    /* The open start: the id is the one inside the state it sends. */
+    snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_intake_url);
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 302);
+    assert_non_null(strstr(r.set_cookie, "oauthq_bind="));
+    const char *sp = strstr(r.location, "state=");
+    assert_non_null(sp);
+    char stok[IDENT_STATE_MAX];
+    snprintf(stok, sizeof stok, "%.*s", (int)strcspn(sp + 6, "&"), sp + 6);
+    testhttp_resp_free(&r);
+    ident_state st;
+    assert_int_equal(ident_state_verify(g_keys, stok, strlen(stok), time(NULL), &st), IDENT_OK);
+    record_of rec2 = {st.conn_id, NULL, "\"schema\":\"oauthq.session.v1\""};
+    testkafka_read(&g_cfg, g_topic, 0, 10000, find_record, &rec2, &e);
+    assert_non_null(rec2.value);
+    assert_int_equal(records_session_decode(rec2.value, strlen(rec2.value), &ss, &e), 0);
+    free(rec2.value);
+    assert_string_equal(ss.provider, "sim");
+    assert_string_equal(ss.meta.json, "");
+    assert_int_equal(ss.expires_at_ms, st.expires_at * 1000);
+    topic_count(NULL, NULL); /* the records reach the schema check */
 }
 
 /* 1 when file contains needle. */
@@ -1025,6 +1123,7 @@ int main(void)
         cmocka_unit_test(test_disconnect_request_is_recorded),
         cmocka_unit_test(test_api_keys_enforced),
         cmocka_unit_test(test_connect_session),
+        cmocka_unit_test(test_created_connections_produce_a_session),
         cmocka_unit_test(test_late_delivery_report_answers_503),
         cmocka_unit_test(test_changed_partition_count_is_refused),
         cmocka_unit_test_teardown(test_broker_down_gives_503_then_recovers, restart_broker),

@@ -885,6 +885,171 @@ static void test_conn_decode_optional_and_required_fields(void **state)
     free(d);
 }
 
+/* ---- connect sessions (session.v1) and connection.expired -------------------- */
+
+#define MARGIN 30000
+
+static records_session session_rec(int64_t created, int64_t expires)
+{
+    records_session s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.connection_id, sizeof s.connection_id, "conn1");
+    snprintf(s.provider, sizeof s.provider, "stripe");
+    snprintf(s.return_to, sizeof s.return_to, "https://app.example/done");
+    snprintf(s.meta.json, sizeof s.meta.json, "%s",
+             "{\"end_user\":{\"id\":\"u1\",\"email\":null,\"display_name\":null},"
+             "\"organization\":null,\"tags\":{}}");
+    s.created_at_ms = created;
+    s.expires_at_ms = expires;
+    return s;
+}
+
+/* A session seeds pending/awaiting_callback (metadata, return_to, created_at
+ * from the session) due at expiry + margin; not before, and then expired,
+ * exactly once (a second due changes nothing). */
+static void test_session_due_expires(void **state)
+{
+    (void)state;
+    conn_t *c = fresh();
+    records_session s = session_rec(T0 - 5000, T0 + 600000);
+    assert_int_equal(machine_on_session(c, 1, &s, MARGIN, T0), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(c->phase, PHASE_AWAITING_CALLBACK);
+    assert_int_equal(c->version, 1);
+    assert_int_equal(c->created_at_ms, T0 - 5000);
+    assert_int_equal(c->retry_at_ms, T0 + 600000 + MARGIN);
+    assert_string_equal(c->return_to, "https://app.example/done");
+    assert_non_null(strstr(c->meta.json, "\"u1\""));
+    /* Not due yet: nothing. The expiry itself is not enough (the margin). */
+    assert_int_equal(machine_on_due(c, 0, T0 + 600000), MACHINE_UNCHANGED);
+    assert_int_equal(c->status, CONN_PENDING);
+    /* Due, no callback: final expired; paused providers do not matter. */
+    assert_int_equal(machine_on_due(c, T0 + 10000000, T0 + 600000 + MARGIN), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_EXPIRED);
+    assert_int_equal(c->phase, PHASE_NONE);
+    assert_int_equal(c->reason, REASON_NONE);
+    assert_int_equal(c->retry_at_ms, 0);
+    assert_int_equal(c->version, 2);
+    assert_int_equal(machine_on_due(c, 0, T0 + 700000 + MARGIN), MACHINE_UNCHANGED);
+    assert_int_equal(c->version, 2);
+    /* The public document says expired with the fixed message. */
+    char *doc = conn_status_json(c, NULL);
+    assert_non_null(doc);
+    assert_non_null(strstr(doc, "\"status\":\"expired\""));
+    assert_non_null(strstr(doc, "expired before it was completed"));
+    free(doc);
+    /* A replayed session record changes nothing, not even the version. */
+    assert_int_equal(machine_on_session(c, 0, &s, MARGIN, T0 + 800000), MACHINE_UNCHANGED);
+    assert_int_equal(c->status, CONN_EXPIRED);
+    assert_int_equal(c->version, 2);
+    free(c);
+}
+
+/* Session, then its callback before the expiry: the normal exchange; the
+ * expiry timer is gone, so the due scan never expires it, and success is
+ * sticky (a late session record changes nothing). */
+static void test_session_then_callback(void **state)
+{
+    (void)state;
+    conn_t *c = fresh();
+    records_session s = session_rec(T0, T0 + 600000);
+    assert_int_equal(machine_on_session(c, 1, &s, MARGIN, T0), MACHINE_CHANGED);
+    records_callback cb = code_cb("A", T0 + 1000);
+    assert_int_equal(machine_on_callback(c, 0, &cb, "hashA", "sealedA", "", TTL, T0 + 1000),
+                     MACHINE_EXCHANGE);
+    assert_int_equal(c->status, CONN_PENDING);
+    assert_int_equal(c->phase, PHASE_QUEUED);
+    assert_int_equal(c->retry_at_ms, 0);
+    assert_int_equal(c->created_at_ms, T0);
+    assert_string_equal(c->return_to, "https://app.example/done");
+    assert_non_null(strstr(c->meta.json, "\"u1\""));
+    machine_claim(c, "w1", T0 + 1001);
+    exchange_result r = outcome(EXCH_SUCCESS);
+    int pause = 0;
+    assert_int_equal(machine_on_result(c, &r, "acc", "ref", NULL, T0 + 1100, &pause),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    int64_t v = c->version;
+    assert_int_equal(machine_on_due(c, 0, T0 + 600000 + MARGIN + 1), MACHINE_UNCHANGED);
+    assert_int_equal(machine_on_session(c, 0, &s, MARGIN, T0 + 700000), MACHINE_UNCHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(c->version, v);
+    free(c);
+
+    /* An error callback (access_denied) before the expiry: failed, not
+     * expired later. */
+    c = fresh();
+    assert_int_equal(machine_on_session(c, 1, &s, MARGIN, T0), MACHINE_CHANGED);
+    records_callback ecb = error_cb("access_denied");
+    assert_int_equal(machine_on_callback(c, 0, &ecb, "", "", "", TTL, T0 + 1000), MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    assert_int_equal(machine_on_due(c, 0, T0 + 600000 + MARGIN + 1), MACHINE_UNCHANGED);
+    assert_int_equal(c->status, CONN_FAILED);
+    free(c);
+}
+
+/* The callback was consumed first (a session record is late or replayed):
+ * the session changes nothing, whatever the state — in progress,
+ * retrying, connected, disconnected — and no expiry is ever scheduled. */
+static void test_session_after_state_changes_nothing(void **state)
+{
+    (void)state;
+    records_session s = session_rec(T0 - 1000, T0 + 600000);
+    conn_t *c = claimed_with_a(); /* exchanging */
+    conn_t before = *c;
+    assert_int_equal(machine_on_session(c, 0, &s, MARGIN, T0 + 2), MACHINE_UNCHANGED);
+    assert_memory_equal(c, &before, sizeof before);
+    exchange_result r = outcome(EXCH_SUCCESS);
+    int pause = 0;
+    assert_int_equal(machine_on_result(c, &r, "acc", "ref", NULL, T0 + 10, &pause),
+                     MACHINE_CHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    before = *c;
+    assert_int_equal(machine_on_session(c, 0, &s, MARGIN, T0 + 20), MACHINE_UNCHANGED);
+    assert_memory_equal(c, &before, sizeof before);
+    /* G3: connected stays connected past the session's expiry. */
+    assert_int_equal(machine_on_due(c, 0, T0 + 600000 + MARGIN + 1), MACHINE_UNCHANGED);
+    assert_int_equal(c->status, CONN_CONNECTED);
+    assert_int_equal(machine_on_deauthorized(c, 1, "", T0 + 30), MACHINE_CHANGED);
+    before = *c;
+    assert_int_equal(machine_on_session(c, 0, &s, MARGIN, T0 + 40), MACHINE_UNCHANGED);
+    assert_memory_equal(c, &before, sizeof before);
+    free(c);
+
+    /* Retrying after a 503 (a queued code's chain): untouched, not expired. */
+    c = claimed_with_a();
+    r = outcome(EXCH_RETRY_SAFE);
+    assert_int_equal(machine_on_result(c, &r, NULL, NULL, NULL, T0 + 10, &pause), MACHINE_CHANGED);
+    assert_int_equal(c->phase, PHASE_RETRYING);
+    before = *c;
+    assert_int_equal(machine_on_session(c, 0, &s, MARGIN, T0 + 20), MACHINE_UNCHANGED);
+    assert_memory_equal(c, &before, sizeof before);
+    free(c);
+}
+
+/* The session record survives the changelog: what restore reads back is
+ * still awaiting its callback with the same due time, and expires alike. */
+static void test_session_state_round_trips(void **state)
+{
+    (void)state;
+    conn_t *c = fresh();
+    records_session s = session_rec(T0, T0 + 600000);
+    assert_int_equal(machine_on_session(c, 1, &s, MARGIN, T0), MACHINE_CHANGED);
+    char *j = conn_encode(c, NULL);
+    assert_non_null(j);
+    conn_t *back = calloc(1, sizeof *back);
+    assert_int_equal(conn_decode(j, strlen(j), back, NULL), 0);
+    free(j);
+    assert_int_equal(back->status, CONN_PENDING);
+    assert_int_equal(back->phase, PHASE_AWAITING_CALLBACK);
+    assert_int_equal(back->retry_at_ms, T0 + 600000 + MARGIN);
+    assert_string_equal(back->meta.json, c->meta.json);
+    assert_int_equal(machine_on_due(back, 0, T0 + 600000 + MARGIN), MACHINE_CHANGED);
+    assert_int_equal(back->status, CONN_EXPIRED);
+    free(back);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -909,6 +1074,10 @@ int main(void)
         cmocka_unit_test(test_refresh_definitive_and_takeover),
         cmocka_unit_test(test_background_refresh_schedule),
         cmocka_unit_test(test_conn_decode_optional_and_required_fields),
+        cmocka_unit_test(test_session_due_expires),
+        cmocka_unit_test(test_session_then_callback),
+        cmocka_unit_test(test_session_after_state_changes_nothing),
+        cmocka_unit_test(test_session_state_round_trips),
     };
     return cmocka_run_group_tests_name("unit_machine", tests, NULL, NULL);
 }

@@ -381,6 +381,87 @@ static void test_encoded_bytes(void **state)
     free(j);
 }
 
+/* session.v1: round trip with and without the platform's metadata; strict
+ * decoding (unknown fields such as a secret, bad times, expiry before
+ * creation, another schema). */
+static void test_session_record(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    records_session r = {0}, back;
+    snprintf(r.connection_id, sizeof r.connection_id, "conn1");
+    snprintf(r.provider, sizeof r.provider, "sim");
+    snprintf(r.return_to, sizeof r.return_to, "https://app.example/done");
+    r.created_at_ms = 1795794541000;
+    r.expires_at_ms = 1795795141000;
+    snprintf(r.intake_id, sizeof r.intake_id, "intake-1");
+    snprintf(r.request_id, sizeof r.request_id, "req-9");
+    snprintf(r.meta.json, sizeof r.meta.json, "%s",
+             "{\"end_user\":{\"id\":\"u1\",\"email\":null,\"display_name\":null},"
+             "\"organization\":null,\"tags\":{\"plan\":\"pro\"}}");
+    char *j = records_session_encode(&r, &e);
+    assert_non_null(j);
+    assert_int_equal(records_session_decode(j, strlen(j), &back, &e), 0);
+    assert_string_equal(back.connection_id, "conn1");
+    assert_string_equal(back.provider, "sim");
+    assert_string_equal(back.return_to, "https://app.example/done");
+    assert_int_equal(back.created_at_ms, 1795794541000);
+    assert_int_equal(back.expires_at_ms, 1795795141000);
+    assert_string_equal(back.intake_id, "intake-1");
+    assert_non_null(strstr(back.meta.json, "\"u1\""));
+    assert_non_null(strstr(back.meta.json, "\"plan\":\"pro\""));
+    /* A session is neither a callback nor a refresh (schemas are checked). */
+    records_callback cb;
+    records_refresh rr;
+    assert_int_equal(records_callback_decode(j, strlen(j), &cb, &e), -1);
+    assert_int_equal(records_refresh_decode(j, strlen(j), &rr, &e), -1);
+    char schema[40];
+    assert_int_equal(records_schema_of(j, strlen(j), schema, sizeof schema), 0);
+    assert_string_equal(schema, RECORDS_SESSION_SCHEMA);
+    free(j);
+    /* An open start: no metadata, no return_to. */
+    r.meta.json[0] = '\0';
+    r.return_to[0] = '\0';
+    j = records_session_encode(&r, &e);
+    assert_non_null(j);
+    assert_null(strstr(j, "end_user"));
+    assert_null(strstr(j, "return_to"));
+    assert_int_equal(records_session_decode(j, strlen(j), &back, &e), 0);
+    assert_string_equal(back.meta.json, "");
+    free(j);
+#define SESSION_OK                                                                                 \
+    "\"connection_id\":\"c\",\"provider\":\"s\",\"intake_id\":\"i\",\"request_id\":\"r\""
+    static const char *const bad[] = {
+        "{\"schema\":\"oauthq.session.v1\"," SESSION_OK
+        ",\"created_at\":\"2026-11-27T15:49:02.096Z\","
+        "\"expires_at\":\"2026-11-27T15:39:02.096Z\"}",
+        "{\"schema\":\"oauthq.session.v1\"," SESSION_OK
+        ",\"created_at\":\"2026-11-27T15:49:02.096Z\","
+        "\"expires_at\":\"tomorrow\"}",
+        "{\"schema\":\"oauthq.session.v1\"," SESSION_OK
+        ",\"created_at\":\"2026-11-27T15:49:02.096Z\"}",
+        "{\"schema\":\"oauthq.session.v1\"," SESSION_OK
+        ",\"created_at\":\"2026-11-27T15:49:02.096Z\","
+        "\"expires_at\":\"2026-11-27T15:59:02.096Z\",\"code\":\"x\"}",
+        "{\"schema\":\"oauthq.session.v1\"," SESSION_OK
+        ",\"created_at\":\"2026-11-27T15:49:02.096Z\","
+        "\"expires_at\":\"2026-11-27T15:59:02.096Z\",\"end_user\":{}}",
+        "{\"schema\":\"oauthq.refresh.v1\"," SESSION_OK
+        ",\"created_at\":\"2026-11-27T15:49:02.096Z\","
+        "\"expires_at\":\"2026-11-27T15:59:02.096Z\"}",
+        "{\"schema\":\"oauthq.session.v1\",\"provider\":\"s\",\"intake_id\":\"i\",\"request_id\":"
+        "\"r\",\"created_at\":\"2026-11-27T15:49:02.096Z\",\"expires_at\":\"2026-11-27T15:59:02."
+        "096Z\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(records_session_decode(bad[i], strlen(bad[i]), &back, &e), -1);
+    const char *good = "{\"schema\":\"oauthq.session.v1\"," SESSION_OK
+                       ",\"created_at\":\"2026-11-27T15:49:02.096Z\","
+                       "\"expires_at\":\"2026-11-27T15:59:02.096Z\"}";
+    assert_int_equal(records_session_decode(good, strlen(good), &back, &e), 0);
+#undef SESSION_OK
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -392,6 +473,10 @@ int main(void)
         cmocka_unit_test(test_refresh_record),
         cmocka_unit_test(test_decoders_share_one_opening),
         cmocka_unit_test(test_encoded_bytes),
+        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_decode_rejections),
+        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_command_records),
+        cmocka_unit_test(test_provider_state), cmocka_unit_test(test_refresh_record),
+        cmocka_unit_test(test_session_record),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
 }
