@@ -473,9 +473,6 @@ int main(void)
         cmocka_unit_test(test_refresh_record),
         cmocka_unit_test(test_decoders_share_one_opening),
         cmocka_unit_test(test_encoded_bytes),
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_decode_rejections),
-        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_command_records),
-        cmocka_unit_test(test_provider_state), cmocka_unit_test(test_refresh_record),
         cmocka_unit_test(test_session_record),
     };
     return cmocka_run_group_tests_name("unit_records", tests, NULL, NULL);
