@@ -577,16 +577,22 @@ fail:
  * store_bulk(s, 0): synchronous=NORMAL again and a TRUNCATE checkpoint,
  * which fsyncs the WAL and the file before the worker processes the
  * partition. The larger autocheckpoint (8192 pages, 32 MiB of WAL on disk,
- * not in memory) folds the many rewrites of the same index pages. */
+ * not in memory) folds the many rewrites of the same index pages; the
+ * page cache grows from SQLite's default 2 MiB to 8 MiB while restoring
+ * (a batch's dirty pages fit, instead of spilling into the WAL and being
+ * read back), one store at a time. */
 int store_bulk(store_t *s, int on, err_t *e)
 {
     if (check_use(s, "bulk", e) < 0)
         return -1;
     if (on)
-        return exec_sql(s, "PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 8192", "bulk", e);
+        return exec_sql(s,
+                        "PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 8192;"
+                        " PRAGMA cache_size = -8192",
+                        "bulk", e);
     return exec_sql(s,
                     "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 1000;"
-                    " PRAGMA wal_checkpoint(TRUNCATE)",
+                    " PRAGMA cache_size = -2000; PRAGMA wal_checkpoint(TRUNCATE)",
                     "bulk", e);
 }
 

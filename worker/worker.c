@@ -1632,11 +1632,15 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
          * after that is the broker's to abort; waiting longer is fatal. */
         int64_t deadline = mono_ms() + KAFKA_TRANSACTION_TIMEOUT_MS + w->cfg.kafka_timeout_ms;
         long since_poke = 0;
+        int64_t poked_at = 0;
         while (rc == 0 && pos < hw && mono_ms() < deadline) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(w->restorer, 10);
-            if (!m || ++since_poke >= RESTORE_POKE) {
+            /* (A dry queue pokes at most every 20 ms: while an open
+             * transaction holds the restore back, nothing new comes.) */
+            if (m ? ++since_poke >= RESTORE_POKE : mono_ms() - poked_at >= 20) {
                 restore_poke(w, p);
                 since_poke = 0;
+                poked_at = mono_ms();
             }
             if (!m) {
                 rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(1);
@@ -2172,13 +2176,8 @@ worker_t *worker_open(const config_t *c, err_t *e)
      * and a restore applies records far slower than a local fetch brings
      * them, so 4 MiB ahead plus one 1 MiB fetch in flight keeps it fed.
      * (max.partition.fetch.bytes is a soft limit: a larger record batch
-     * still comes whole.) librdkafka 2.0 waits fetch.error.backoff.ms
-     * (default 500 ms) before fetching again once that queue was full
-     * (later versions: fetch.queue.backoff.ms): measured, that starved the
-     * restore, so it is 10 ms here (it also paces retries after a fetch
-     * error, bounded by the restore's deadline).
-     * High watermarks for restore come from a read_uncommitted handle: a
-     * read_committed one would answer the last stable offset. */
+     * still comes whole.) A full queue idles librdkafka 2.0's fetcher:
+     * restore_poke wakes it. */
     static const char *const restorer_kv[] = {"fetch.wait.max.ms",
                                               "10",
                                               "queued.max.messages.kbytes",
@@ -2189,8 +2188,6 @@ worker_t *worker_open(const config_t *c, err_t *e)
                                               "1048576",
                                               "max.partition.fetch.bytes",
                                               "1048576",
-                                              "fetch.error.backoff.ms",
-                                              "10",
                                               NULL};
     static const char *const hwm_kv[] = {"isolation.level", "read_uncommitted", NULL};
     if (!(w->restorer = assign_consumer(c, restorer_kv, "restore consumer", e)) ||
