@@ -187,10 +187,64 @@ char *conn_encode(const conn_t *c, err_t *e)
     return s;
 }
 
-/* String or null field into out[cap]; required fields must be strings. */
-static int get_str(const cJSON *o, const char *k, char *out, size_t cap, int required, err_t *e)
+/* First-occurrence index of a record's members, so that the ~50 lookups of
+ * conn_decode cost one hash probe each instead of a walk of the member list
+ * (cJSON_GetObjectItemCaseSensitive compares the name with every member
+ * before it: a strcmp-bound restore of the changelog, SPEC §9). Same answer
+ * as cJSON: the first member with that name, NULL when none; an object with
+ * more members than the table holds at half load is looked up by cJSON. */
+#define FIELDS_SLOTS 128 /* power of two */
+
+typedef struct {
+    const cJSON *o;
+    const cJSON *slot[FIELDS_SLOTS];
+    int fallback; /* too many members: use cJSON's lookup */
+} fields;
+
+static unsigned fields_hash(const char *s)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h & (FIELDS_SLOTS - 1);
+}
+
+static void fields_index(fields *f, const cJSON *o)
+{
+    memset(f, 0, sizeof *f);
+    f->o = o;
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o)
+    {
+        if (!it->string || ++n > FIELDS_SLOTS / 2) {
+            f->fallback = 1; /* (cJSON stops at a nameless member: let it) */
+            return;
+        }
+        unsigned h = fields_hash(it->string);
+        while (f->slot[h] && strcmp(f->slot[h]->string, it->string) != 0)
+            h = (h + 1) & (FIELDS_SLOTS - 1);
+        if (!f->slot[h])
+            f->slot[h] = it; /* a later duplicate keeps the first */
+    }
+}
+
+static const cJSON *fields_get(const fields *f, const char *k)
+{
+    if (f->fallback)
+        return cJSON_GetObjectItemCaseSensitive(f->o, k);
+    for (unsigned h = fields_hash(k);; h = (h + 1) & (FIELDS_SLOTS - 1)) {
+        if (!f->slot[h])
+            return NULL;
+        if (strcmp(f->slot[h]->string, k) == 0)
+            return f->slot[h];
+    }
+}
+
+/* String or null field into out[cap]; required fields must be strings. */
+static int get_str(const fields *o, const char *k, char *out, size_t cap, int required, err_t *e)
+{
+    const cJSON *v = fields_get(o, k);
     out[0] = '\0';
     if (!v || cJSON_IsNull(v)) {
         if (required)
@@ -203,9 +257,9 @@ static int get_str(const cJSON *o, const char *k, char *out, size_t cap, int req
     return 0;
 }
 
-static int get_num(const cJSON *o, const char *k, int64_t *out, err_t *e)
+static int get_num(const fields *o, const char *k, int64_t *out, err_t *e)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    const cJSON *v = fields_get(o, k);
     if (!cJSON_IsNumber(v) || v->valuedouble < -1 || v->valuedouble > 9.0e15)
         return err_set(e, ERRC_PERMANENT, "connection record: bad %s", k);
     *out = (int64_t)v->valuedouble;
@@ -214,17 +268,17 @@ static int get_num(const cJSON *o, const char *k, int64_t *out, err_t *e)
 
 /* A field older workers did not write (SPEC §6: records restore across versions): absent
  * leaves *out as it is (0 after conn_decode's memset); present, it must pass get_num. */
-static int get_opt_num(const cJSON *o, const char *k, int64_t *out, err_t *e)
+static int get_opt_num(const fields *o, const char *k, int64_t *out, err_t *e)
 {
-    return cJSON_GetObjectItemCaseSensitive(o, k) ? get_num(o, k, out, e) : 0;
+    return fields_get(o, k) ? get_num(o, k, out, e) : 0;
 }
 
 /* A counter into an int: get_num's number in [min, 1e9] (an int, unlike get_num's range);
  * optional counters may be absent (left 0). */
-static int get_count(const cJSON *o, const char *k, int *out, int64_t min, int optional, err_t *e)
+static int get_count(const fields *o, const char *k, int *out, int64_t min, int optional, err_t *e)
 {
     int64_t n = 0;
-    if (optional && !cJSON_GetObjectItemCaseSensitive(o, k))
+    if (optional && !fields_get(o, k))
         return 0;
     if (get_num(o, k, &n, e) < 0)
         return -1;
@@ -244,9 +298,9 @@ static int lookup(const char *const *names, int n, const char *s)
 
 /* The answered code hashes (absent in records of older workers: none; a
  * longer list from a newer worker keeps its newest CONN_ANSWERED_MAX). */
-static int decode_answered(const cJSON *o, conn_t *c, err_t *e)
+static int decode_answered(const fields *o, conn_t *c, err_t *e)
 {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answered_sha256");
+    const cJSON *a = fields_get(o, "answered_sha256");
     if (!a || cJSON_IsNull(a))
         return 0;
     if (!cJSON_IsArray(a))
@@ -275,30 +329,33 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
     }
     /* Unknown fields are tolerated (SPEC §6): a record written by a newer
      * worker still restores; the fields this version needs are checked. */
-    if (get_str(o, "schema", schema, sizeof schema, 1, e) < 0)
+    fields f;
+    fields_index(&f, o);
+    if (get_str(&f, "schema", schema, sizeof schema, 1, e) < 0)
         goto out;
     if (strcmp(schema, CONN_SCHEMA) != 0) {
         err_set(e, ERRC_PERMANENT, "connection record: schema %.32s", schema);
         goto out;
     }
-    if (get_str(o, "id", c->id, sizeof c->id, 1, e) < 0 ||
-        get_str(o, "provider", c->provider, sizeof c->provider, 1, e) < 0 ||
-        get_str(o, "status", status, sizeof status, 1, e) < 0 ||
-        get_str(o, "phase", phase, sizeof phase, 0, e) < 0 ||
-        get_str(o, "reason", reason, sizeof reason, 0, e) < 0 ||
-        get_str(o, "code_sha256", c->code_hash, sizeof c->code_hash, 0, e) < 0 ||
-        get_str(o, "code_sealed", c->code_sealed, sizeof c->code_sealed, 0, e) < 0 ||
-        get_str(o, "verifier_sealed", c->verifier_sealed, sizeof c->verifier_sealed, 0, e) < 0 ||
-        get_str(o, "last_error", c->last_error, sizeof c->last_error, 0, e) < 0 ||
-        get_str(o, "last_ignored_sha256", c->last_ignored_hash, sizeof c->last_ignored_hash, 0, e) <
+    if (get_str(&f, "id", c->id, sizeof c->id, 1, e) < 0 ||
+        get_str(&f, "provider", c->provider, sizeof c->provider, 1, e) < 0 ||
+        get_str(&f, "status", status, sizeof status, 1, e) < 0 ||
+        get_str(&f, "phase", phase, sizeof phase, 0, e) < 0 ||
+        get_str(&f, "reason", reason, sizeof reason, 0, e) < 0 ||
+        get_str(&f, "code_sha256", c->code_hash, sizeof c->code_hash, 0, e) < 0 ||
+        get_str(&f, "code_sealed", c->code_sealed, sizeof c->code_sealed, 0, e) < 0 ||
+        get_str(&f, "verifier_sealed", c->verifier_sealed, sizeof c->verifier_sealed, 0, e) < 0 ||
+        get_str(&f, "last_error", c->last_error, sizeof c->last_error, 0, e) < 0 ||
+        get_str(&f, "last_ignored_sha256", c->last_ignored_hash, sizeof c->last_ignored_hash, 0,
+                e) < 0 ||
+        get_str(&f, "account_id", c->account_id, sizeof c->account_id, 0, e) < 0 ||
+        get_str(&f, "scope", c->scope, sizeof c->scope, 0, e) < 0 ||
+        get_str(&f, "token_type", c->token_type, sizeof c->token_type, 0, e) < 0 ||
+        get_str(&f, "access_token_sealed", c->access_sealed, sizeof c->access_sealed, 0, e) < 0 ||
+        get_str(&f, "refresh_token_sealed", c->refresh_sealed, sizeof c->refresh_sealed, 0, e) <
             0 ||
-        get_str(o, "account_id", c->account_id, sizeof c->account_id, 0, e) < 0 ||
-        get_str(o, "scope", c->scope, sizeof c->scope, 0, e) < 0 ||
-        get_str(o, "token_type", c->token_type, sizeof c->token_type, 0, e) < 0 ||
-        get_str(o, "access_token_sealed", c->access_sealed, sizeof c->access_sealed, 0, e) < 0 ||
-        get_str(o, "refresh_token_sealed", c->refresh_sealed, sizeof c->refresh_sealed, 0, e) < 0 ||
-        get_str(o, "return_to", c->return_to, sizeof c->return_to, 0, e) < 0 ||
-        get_str(o, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0 ||
+        get_str(&f, "return_to", c->return_to, sizeof c->return_to, 0, e) < 0 ||
+        get_str(&f, "callback_error", c->callback_error, sizeof c->callback_error, 0, e) < 0 ||
         connmeta_from(o, 0, &c->meta, e) < 0)
         goto out;
     int si = lookup(status_names, 5, status);
@@ -311,42 +368,42 @@ int conn_decode(const char *json, size_t len, conn_t *c, err_t *e)
     c->status = (conn_status)si;
     c->phase = (conn_phase)pi;
     c->reason = (conn_reason)ri;
-    if (get_num(o, "version", &c->version, e) < 0 ||
-        get_num(o, "created_at_ms", &c->created_at_ms, e) < 0 ||
-        get_num(o, "updated_at_ms", &c->updated_at_ms, e) < 0 ||
-        get_num(o, "received_at_ms", &c->received_at_ms, e) < 0 ||
-        get_num(o, "deadline_ms", &c->deadline_ms, e) < 0 ||
-        get_num(o, "retry_at_ms", &c->retry_at_ms, e) < 0 ||
-        get_num(o, "expires_in", &c->expires_in, e) < 0)
+    if (get_num(&f, "version", &c->version, e) < 0 ||
+        get_num(&f, "created_at_ms", &c->created_at_ms, e) < 0 ||
+        get_num(&f, "updated_at_ms", &c->updated_at_ms, e) < 0 ||
+        get_num(&f, "received_at_ms", &c->received_at_ms, e) < 0 ||
+        get_num(&f, "deadline_ms", &c->deadline_ms, e) < 0 ||
+        get_num(&f, "retry_at_ms", &c->retry_at_ms, e) < 0 ||
+        get_num(&f, "expires_in", &c->expires_in, e) < 0)
         goto out;
     /* Absent in records of older workers: tokens_at_ms (0 = unknown), the refresh
      * counters (none yet) and the claim's lease (0 / ""). */
-    if (get_opt_num(o, "tokens_at_ms", &c->tokens_at_ms, e) < 0 ||
-        get_opt_num(o, "claimed_at_ms", &c->claimed_at_ms, e) < 0 ||
-        get_count(o, "refresh_attempts", &c->refresh_attempts, 0, 1, e) < 0 ||
-        get_count(o, "refresh_unknown_outcomes", &c->refresh_unknown, 0, 1, e) < 0 ||
-        get_count(o, "refreshes", &c->refreshes, 0, 1, e) < 0 ||
-        get_count(o, "attempts", &c->attempts, -1, 0, e) < 0 ||
-        get_count(o, "unknown_outcomes", &c->unknown_outcomes, -1, 0, e) < 0 ||
-        get_count(o, "ignored_codes", &c->ignored_codes, -1, 0, e) < 0)
+    if (get_opt_num(&f, "tokens_at_ms", &c->tokens_at_ms, e) < 0 ||
+        get_opt_num(&f, "claimed_at_ms", &c->claimed_at_ms, e) < 0 ||
+        get_count(&f, "refresh_attempts", &c->refresh_attempts, 0, 1, e) < 0 ||
+        get_count(&f, "refresh_unknown_outcomes", &c->refresh_unknown, 0, 1, e) < 0 ||
+        get_count(&f, "refreshes", &c->refreshes, 0, 1, e) < 0 ||
+        get_count(&f, "attempts", &c->attempts, -1, 0, e) < 0 ||
+        get_count(&f, "unknown_outcomes", &c->unknown_outcomes, -1, 0, e) < 0 ||
+        get_count(&f, "ignored_codes", &c->ignored_codes, -1, 0, e) < 0)
         goto out;
-    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(o, "refresh_failed");
+    const cJSON *rf = fields_get(&f, "refresh_failed");
     if (rf && !cJSON_IsBool(rf)) {
         err_set(e, ERRC_PERMANENT, "connection record: bad refresh_failed");
         goto out;
     }
     c->refresh_failed = cJSON_IsTrue(rf) ? 1 : 0;
-    const cJSON *cl = cJSON_GetObjectItemCaseSensitive(o, "claimed");
-    const cJSON *lm = cJSON_GetObjectItemCaseSensitive(o, "livemode");
+    const cJSON *cl = fields_get(&f, "claimed");
+    const cJSON *lm = fields_get(&f, "livemode");
     if (!cJSON_IsBool(cl) || !(cJSON_IsBool(lm) || cJSON_IsNull(lm))) {
         err_set(e, ERRC_PERMANENT, "connection record: bad claimed or livemode");
         goto out;
     }
     c->claimed = cJSON_IsTrue(cl);
-    if (get_str(o, "claimed_by", c->claimed_by, sizeof c->claimed_by, 0, e) < 0)
+    if (get_str(&f, "claimed_by", c->claimed_by, sizeof c->claimed_by, 0, e) < 0)
         goto out;
     c->livemode = cJSON_IsNull(lm) ? -1 : cJSON_IsTrue(lm);
-    if (decode_answered(o, c, e) < 0)
+    if (decode_answered(&f, c, e) < 0)
         goto out;
     rc = 0;
 out:

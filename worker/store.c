@@ -567,6 +567,35 @@ fail:
     return -1;
 }
 
+/* Why synchronous=OFF is safe here: in WAL mode it only skips the fsyncs,
+ * so a crash of the process (kill -9) loses nothing the kernel already
+ * has; only an OS crash or power loss during the restore can lose (or, in
+ * the worst case, corrupt) what this restore wrote. The store is a cache
+ * that may be behind Kafka (SPEC §2, §6) and the restore writes nothing
+ * that is not already committed in the changelog: lost rows are read
+ * again from store_applied_offset() + 1 next time. The window ends with
+ * store_bulk(s, 0): synchronous=NORMAL again and a TRUNCATE checkpoint,
+ * which fsyncs the WAL and the file before the worker processes the
+ * partition. The larger autocheckpoint (8192 pages, 32 MiB of WAL on disk,
+ * not in memory) folds the many rewrites of the same index pages; the
+ * page cache grows from SQLite's default 2 MiB to 8 MiB while restoring
+ * (a batch's dirty pages fit, instead of spilling into the WAL and being
+ * read back), one store at a time. */
+int store_bulk(store_t *s, int on, err_t *e)
+{
+    if (check_use(s, "bulk", e) < 0)
+        return -1;
+    if (on)
+        return exec_sql(s,
+                        "PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 8192;"
+                        " PRAGMA cache_size = -8192",
+                        "bulk", e);
+    return exec_sql(s,
+                    "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 1000;"
+                    " PRAGMA cache_size = -2000; PRAGMA wal_checkpoint(TRUNCATE)",
+                    "bulk", e);
+}
+
 int store_delete(store_t *s, const char *const *ids, size_t n, int64_t applied_offset, err_t *e)
 {
     if (check_write(s, ids, n, applied_offset, "delete", e) < 0)

@@ -67,6 +67,11 @@ int64_t store_applied_offset(const store_t *s);
  * (>= the current one) in one transaction; returns rows written, or -1 with nothing changed. */
 int store_apply(store_t *s, const store_row *rows, size_t n, int64_t applied_offset, err_t *e);
 
+/* Bulk mode for a restore from the changelog (on = 1): synchronous=OFF, a larger WAL before
+ * its checkpoint, an 8 MiB page cache; off (0) restores the defaults and checkpoints (fsyncs)
+ * the WAL into the file, so what the restore wrote is durable from then on. */
+int store_bulk(store_t *s, int on, err_t *e);
+
 /* Delete ids (tombstones) and set the applied offset in one transaction; returns rows deleted
  * (absent ids count 0), or -1 with nothing changed. */
 int store_delete(store_t *s, const char *const *ids, size_t n, int64_t applied_offset, err_t *e);

@@ -30,12 +30,14 @@
 #include "worker/sched.h"
 #include "worker/store.h"
 
-#define MAX_PARTS      256
-#define DUE_PER_PART   64
-#define TXN_TIMEOUT_MS 30000
-#define RESTORE_BATCH  2000 /* changelog records per SQLite transaction */
-#define MAX_WAIT_MS    50
-#define TRICKLE        16 /* records read per MAX_WAIT_MS while no claim is possible */
+#define MAX_PARTS       256
+#define DUE_PER_PART    64
+#define TXN_TIMEOUT_MS  30000
+#define RESTORE_BATCH   2000 /* changelog records per SQLite transaction */
+#define RESTORE_POKE    1000 /* records between two wake-ups of the restorer's fetcher */
+#define RESTORE_POKE_MS 500  /* bound of one wake-up (a watermark query) */
+#define MAX_WAIT_MS     50
+#define TRICKLE         16 /* records read per MAX_WAIT_MS while no claim is possible */
 /* Claims ahead of the free slots: this many times the requests that finished during the last
  * commit cycle (at most the provider's limit; see sched.h). A claim made now reaches the driver
  * only after its transaction, and the next claims one cycle later: the slots that free over
@@ -1703,6 +1705,23 @@ static int restore_flush(store_t *st, store_row *rows, char **recs, size_t *n, i
     return rc;
 }
 
+/* Wake the restorer's fetcher. librdkafka 2.0 stops fetching a partition
+ * whose queue is over queued.max.messages.kbytes and looks at it again
+ * only when its broker thread wakes up: on a request, else after up to a
+ * second (2.1 added fetch.queue.backoff.ms for this). With the small
+ * queue the restorer has (worker_open) that second was most of a restore
+ * (measured: 1M records in 193 s instead of 45 s); any request to the
+ * partition's leader wakes that thread, so a watermark query every
+ * RESTORE_POKE records, and whenever the queue ran dry, keeps the fetches
+ * coming. Its answer is not used (the restore's end is the high watermark
+ * of the read_uncommitted handle, taken at assignment). */
+static void restore_poke(worker_t *w, int32_t p)
+{
+    int64_t lo = 0, hi = 0;
+    (void)rd_kafka_query_watermark_offsets(w->restorer, w->t_connections, p, &lo, &hi,
+                                           RESTORE_POKE_MS);
+}
+
 static int reopen_empty_store(worker_t *w, int32_t p, err_t *e)
 {
     char path[CONFIG_PATH_MAX + 320], aux[CONFIG_PATH_MAX + 340];
@@ -1751,12 +1770,14 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
         store_row *rows = calloc(RESTORE_BATCH, sizeof *rows);
         char **recs = calloc(RESTORE_BATCH, sizeof *recs);
         conn_t *c = calloc(1, sizeof *c);
-        if (!rows || !recs || !c) {
+        int bulk =
+            rows && recs && c ? store_bulk(st, 1, e) : err_set(e, ERRC_FATAL, "out of memory");
+        if (bulk < 0) {
             free(rows);
             free(recs);
             free(c);
             rd_kafka_assign(w->restorer, NULL);
-            return err_set(e, ERRC_FATAL, "out of memory");
+            return -1;
         }
         size_t n = 0;
         int64_t pos = from, last = from - 1;
@@ -1764,8 +1785,17 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
         /* Bounded by the transaction timeout: a transaction still open
          * after that is the broker's to abort; waiting longer is fatal. */
         int64_t deadline = mono_ms() + KAFKA_TRANSACTION_TIMEOUT_MS + w->cfg.kafka_timeout_ms;
+        long since_poke = 0;
+        int64_t poked_at = 0;
         while (rc == 0 && pos < hw && mono_ms() < deadline) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->restorer, 100);
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->restorer, 10);
+            /* (A dry queue pokes at most every 20 ms: while an open
+             * transaction holds the restore back, nothing new comes.) */
+            if (m ? ++since_poke >= RESTORE_POKE : mono_ms() - poked_at >= 20) {
+                restore_poke(w, p);
+                since_poke = 0;
+                poked_at = mono_ms();
+            }
             if (!m) {
                 rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(1);
                 rd_kafka_topic_partition_list_add(q, w->t_connections, p);
@@ -1839,9 +1869,12 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
                         restore_flush(st, rows, recs, &n, store_applied_offset(st), e);
                         rc = err_set(e, ERRC_FATAL, "out of memory");
                     } else {
+                        /* (c is overwritten by the next decode and
+                         * wiped once at the end: it holds sealed
+                         * values only, and a 15 KiB wipe per record
+                         * was a measurable part of the restore.) */
                         n++;
                         applied++;
-                        crypto_wipe(c, sizeof *c);
                         if (n == RESTORE_BATCH && restore_flush(st, rows, recs, &n, last, e) < 0)
                             rc = -1;
                     }
@@ -1850,6 +1883,9 @@ static int restore_partition(worker_t *w, int32_t p, err_t *e)
             rd_kafka_message_destroy(m);
         }
         if (rc == 0 && restore_flush(st, rows, recs, &n, last, e) < 0)
+            rc = -1;
+        err_t be = {0};
+        if (store_bulk(st, 0, rc == 0 ? e : &be) < 0)
             rc = -1;
         free(rows);
         free(recs);
@@ -2216,16 +2252,20 @@ static int partition_count(worker_t *w, const char *topic, err_t *e)
 }
 
 /* An assign-only consumer (no group) with one setting of its own. */
-static rd_kafka_t *assign_consumer(const config_t *c, const char *key, const char *value,
-                                   const char *what, err_t *e)
+/* An assign-only consumer; kv: NULL-terminated key, value pairs set over
+ * kafka_conf_consumer's defaults. */
+static rd_kafka_t *assign_consumer(const config_t *c, const char *const *kv, const char *what,
+                                   err_t *e)
 {
     char errstr[256];
     rd_kafka_conf_t *conf = kafka_conf_consumer(c, NULL, e);
     if (!conf)
         return NULL;
-    if (kafka_conf_set(conf, key, value, e) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
+    for (size_t i = 0; kv[i] && kv[i + 1]; i += 2) {
+        if (kafka_conf_set(conf, kv[i], kv[i + 1], e) < 0) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (!rk) {
@@ -2298,11 +2338,28 @@ worker_t *worker_open(const config_t *c, err_t *e)
 
     /* The restorer reads to an end it knows: a fetch that finds nothing new
      * (only markers) must not wait the default 500 ms before answering.
-     * High watermarks for restore come from a read_uncommitted handle: a
-     * read_committed one would answer the last stable offset. */
-    if (!(w->restorer = assign_consumer(c, "fetch.wait.max.ms", "10", "restore consumer", e)) ||
-        !(w->hwm =
-              assign_consumer(c, "isolation.level", "read_uncommitted", "watermark client", e)))
+     * Its prefetch is small: librdkafka's defaults queue up to 64 MiB
+     * (queued.max.messages.kbytes) of records ahead of the restore, most
+     * of the worker's memory while restoring (SPEC §9: worker ≤ 64 MB),
+     * and a restore applies records far slower than a local fetch brings
+     * them, so 4 MiB ahead plus one 1 MiB fetch in flight keeps it fed.
+     * (max.partition.fetch.bytes is a soft limit: a larger record batch
+     * still comes whole.) A full queue idles librdkafka 2.0's fetcher:
+     * restore_poke wakes it. */
+    static const char *const restorer_kv[] = {"fetch.wait.max.ms",
+                                              "10",
+                                              "queued.max.messages.kbytes",
+                                              "4096",
+                                              "queued.min.messages",
+                                              "10000",
+                                              "fetch.max.bytes",
+                                              "1048576",
+                                              "max.partition.fetch.bytes",
+                                              "1048576",
+                                              NULL};
+    static const char *const hwm_kv[] = {"isolation.level", "read_uncommitted", NULL};
+    if (!(w->restorer = assign_consumer(c, restorer_kv, "restore consumer", e)) ||
+        !(w->hwm = assign_consumer(c, hwm_kv, "watermark client", e)))
         goto fail;
     int n1 = partition_count(w, w->t_callbacks, e);
     int n2 = n1 < 0 ? -1 : partition_count(w, w->t_connections, e);

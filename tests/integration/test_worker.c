@@ -1489,6 +1489,79 @@ static void test_restore_waits_for_open_transaction(void **state)
     assert_string_equal(st_find(x.id, 0)->status, "connected");
 }
 
+/* SPEC §6 restore, the rules of the changelog's rows: a row that cannot be
+ * decoded holds its key (H: its callback's code is never sent, the key never
+ * looks fresh) and a tombstone deletes (T was connected with this very code,
+ * then deleted: its callback starts afresh and the code is exchanged once).
+ * Y, on the same partition after both, proves their callbacks were read. */
+static void test_restore_holds_unreadable_and_applies_tombstones(void **state)
+{
+    (void)state;
+    flow h, t, y;
+    int32_t part = same_partition_pair(&h, &t);
+    for (int i = 0; i < 200; i++) {
+        new_code(&y, "sim", NULL);
+        if (rd_kafka_msg_partitioner_consistent_random(NULL, y.id, strlen(y.id), 4, NULL, NULL) ==
+            part)
+            break;
+    }
+    for (int i = 0; i < MAXW; i++)
+        stop_worker(i); /* the next owner restores these rows */
+
+    err_t e = {0};
+    const char *garbage = "{\"schema\":\"oauthq.connection.v1\",\"id\":";
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_conn),
+                                       RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(h.id, strlen(h.id)),
+                                       RD_KAFKA_V_VALUE((void *)garbage, strlen(garbage)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    conn_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    conn_init(c, t.id, "sim", (int64_t)time(NULL) * 1000);
+    c->status = CONN_CONNECTED;
+    c->phase = PHASE_NONE;
+    c->version = 5;
+    c->attempts = 1;
+    snprintf(c->code_hash, sizeof c->code_hash, "%s", t.hash);
+    conn_answer(c, t.hash);
+    char *cj = conn_encode(c, &e);
+    assert_non_null(cj);
+    assert_int_equal(
+        rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_conn), RD_KAFKA_V_PARTITION(part),
+                          RD_KAFKA_V_KEY(t.id, strlen(t.id)), RD_KAFKA_V_VALUE(cj, strlen(cj)),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+        0);
+    free(cj);
+    free(c);
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_conn),
+                                       RD_KAFKA_V_PARTITION(part),
+                                       RD_KAFKA_V_KEY(t.id, strlen(t.id)),
+                                       RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_END),
+                     0);
+    flush_prod();
+
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
+    produce_cb(&h, 0);
+    produce_cb(&t, 0);
+    produce_cb(&y, 0);
+    flush_prod();
+    wait_final(&y, 1, 120);
+    wait_final(&t, 1, 30);
+    cJSON *st = sim_stats();
+    int nh = token_requests(st, h.hash), nt = token_requests(st, t.hash),
+        ny = token_requests(st, y.hash);
+    cJSON_Delete(st);
+    fprintf(stderr, "restore rules: held %d, tombstoned %d, plain %d token requests\n", nh, nt, ny);
+    assert_int_equal(nh, 0);
+    assert_int_equal(nt, 1);
+    assert_int_equal(ny, 1);
+    assert_string_equal(st_find(t.id, 0)->status, "connected");
+    const st_entry *hs = st_find(h.id, 0);
+    assert_true(!hs || strcmp(hs->status, "connected") != 0);
+}
+
 /* A previous owner paused after sending its offsets but before its records
  * reached the broker (they sat in its producer's queue) commits them when
  * it resumes. The new owner must take its restore's high watermark only
@@ -1951,6 +2024,7 @@ int main(void)
         cmocka_unit_test(test_zombie_paused_worker),
         cmocka_unit_test(test_restore_waits_for_open_transaction),
         cmocka_unit_test(test_restore_after_pending_offsets),
+        cmocka_unit_test(test_restore_holds_unreadable_and_applies_tombstones),
         cmocka_unit_test(test_refresh_coalesces_and_rotates),
         cmocka_unit_test(test_refresh_unknown_outcome_rotating_is_reconnect_required),
         cmocka_unit_test(test_refresh_unknown_outcome_not_rotating_is_resent),

@@ -575,6 +575,64 @@ static void test_codecs(void **state)
     free(d);
 }
 
+/* conn_decode looks members up through its own index (common/conn.c,
+ * fields_*): the same answer as cJSON's lookup, whatever the member count
+ * or order: the first of duplicate members counts, every field survives,
+ * and a record with more members than the index holds is decoded the same. */
+static char *with_members(const char *json, const char *front, const char *back)
+{
+    size_t n = strlen(json) + strlen(front) + strlen(back) + 1;
+    char *out = malloc(n);
+    assert_non_null(out);
+    snprintf(out, n, "{%s%.*s%s}", front, (int)(strlen(json) - 2), json + 1, back);
+    return out;
+}
+
+static void test_codec_member_lookup(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a(), *d = calloc(1, sizeof *d);
+    exchange_result ok = outcome(EXCH_SUCCESS);
+    int pause;
+    machine_on_result(c, &ok, "v1.d1.acc", "v1.d1.ref", NULL, T0 + 100, &pause);
+    err_t e = {0};
+    char *json = conn_encode(c, &e);
+    assert_non_null(json);
+    /* Duplicates: the first wins, as in cJSON. */
+    char *dup = with_members(json, "\"status\":\"bogus\",", "");
+    assert_int_equal(conn_decode(dup, strlen(dup), d, &e), -1);
+    free(dup);
+    dup = with_members(json, "", ",\"status\":\"bogus\",\"version\":\"x\"");
+    assert_int_equal(conn_decode(dup, strlen(dup), d, &e), 0);
+    assert_memory_equal(c, d, sizeof *c);
+    free(dup);
+    /* Unknown members, up to and past what the index holds: same result,
+     * and a bad known member among them is still refused. */
+    for (int count = 10; count <= 200; count += 19) {
+        char extra[200 * 24] = "", *p = extra;
+        for (int i = 0; i < count; i++)
+            p += snprintf(p, sizeof extra - (size_t)(p - extra), "\"x_%d\":%d,", i, i);
+        char *many = with_members(json, extra, "");
+        memset(d, 0x5a, sizeof *d);
+        assert_int_equal(conn_decode(many, strlen(many), d, &e), 0);
+        assert_memory_equal(c, d, sizeof *c);
+        free(many);
+        char *bad = with_members(json, extra, "");
+        char *v = strstr(bad, "\"claimed\":");
+        assert_non_null(v);
+        v += strlen("\"claimed\":"); /* true or false -> 7 and blanks */
+        size_t vl = strspn(v, "truefals");
+        assert_true(vl >= 4);
+        memset(v, ' ', vl);
+        v[0] = '7';
+        assert_int_equal(conn_decode(bad, strlen(bad), d, &e), -1);
+        free(bad);
+    }
+    free(json);
+    free(c);
+    free(d);
+}
+
 /* ---- refresh (SPEC §5b) -------------------------------------------------- */
 
 static const machine_refresh_policy ROTATING = {1, 0, 60}, STABLE = {0, 0, 60};
@@ -1069,6 +1127,7 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_disconnect),
         cmocka_unit_test(test_codecs),
+        cmocka_unit_test(test_codec_member_lookup),
         cmocka_unit_test(test_refresh_request_coalesces),
         cmocka_unit_test(test_refresh_unknown_outcome_rules),
         cmocka_unit_test(test_refresh_definitive_and_takeover),

@@ -541,6 +541,46 @@ static void test_bulk_apply_10000(void **state)
     free(ids);
 }
 
+/* Restore mode (store_bulk): rows written while on are in the file once it
+ * is off (the WAL checkpointed into the file and truncated), and survive a
+ * reopen; the store stays in WAL mode. */
+static void test_bulk_mode_checkpoints_when_off(void **state)
+{
+    fixture *f = *state;
+    err_t e = {0};
+    enum { N = 3000 };
+    store_row *rows = calloc(N, sizeof *rows);
+    char(*ids)[16] = calloc(N, sizeof *ids);
+    assert_non_null(rows);
+    assert_non_null(ids);
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "conn-%05d", i);
+        rows[i] = row(ids[i], 1, "{\"schema\":\"oauthq.connections.v1\"}");
+    }
+    store_t *s = open_ok(f, 0);
+    assert_int_equal(store_bulk(s, 1, &e), 0);
+    assert_int_equal(store_apply(s, rows, N / 2, 10, &e), N / 2);
+    assert_int_equal(store_apply(s, rows + N / 2, N - N / 2, 20, &e), N - N / 2);
+    char wal[STORE_PATH_MAX + 8];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+    assert_true(st.st_size > 0); /* the restore's pages wait in the WAL */
+    assert_int_equal(store_bulk(s, 0, &e), 0);
+    assert_int_equal(stat(wal, &st), 0);
+    assert_int_equal(st.st_size, 0); /* checkpointed into the file */
+    store_close(s);
+    char mode[16];
+    raw_query(f->path, "PRAGMA journal_mode", mode, sizeof mode);
+    assert_string_equal(mode, "wal");
+    s = open_ok(f, 0);
+    assert_int_equal(store_count(s), N);
+    assert_int_equal(store_applied_offset(s), 20);
+    store_close(s);
+    free(rows);
+    free(ids);
+}
+
 static int reenter(const char *id, const char *record, int64_t version, void *ud)
 {
     (void)record;
@@ -648,6 +688,7 @@ int main(void)
         T(test_refuses_foreign_newer_and_corrupt_files),
         T(test_wal_mode),
         T(test_bulk_apply_10000),
+        T(test_bulk_mode_checkpoints_when_off),
         T(test_reentrant_call_refused),
         T(test_locked_store_is_retriable),
         T(test_store_path),
