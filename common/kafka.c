@@ -514,7 +514,13 @@ rd_kafka_t *kafka_group_consumer_new(const config_t *c, const char *group_id,
         return NULL;
     rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
     rd_kafka_conf_set_opaque(cc, opaque);
+    /* Prefetch bounded to 16 MiB (librdkafka's default, 64 MiB, was most of
+     * the worker's RSS with a backlog: the worker reads ahead only what it
+     * can claim, so the rest waits in this queue). 16 MiB is still seconds
+     * of work at the worker's rate, so the fetcher's idle time once the queue
+     * is full (up to fetch.wait.max.ms in 2.0) never starves the loop. */
     if (kafka_conf_set(cc, "enable.partition.eof", "false", e) < 0 ||
+        kafka_conf_set(cc, "queued.max.messages.kbytes", "16384", e) < 0 ||
         kafka_conf_set(cc, "max.poll.interval.ms", "300000", e) < 0 ||
         kafka_conf_set(cc, "session.timeout.ms", "6000", e) < 0 ||
         kafka_conf_set(cc, "heartbeat.interval.ms", "1000", e) < 0) {

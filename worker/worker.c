@@ -42,7 +42,7 @@
  * commit cycle (at most the provider's limit; see sched.h). A claim made now reaches the driver
  * only after its transaction, and the next claims one cycle later: the slots that free over
  * both must find claims waiting, and the cycle's count trails the wire's true rate. */
-#define AHEAD_FACTOR 2
+#define AHEAD_FACTOR 4
 
 typedef struct {
     store_t *store;
@@ -1559,9 +1559,19 @@ static int work_pending(const worker_t *w)
     return 0;
 }
 
-/* Work a user or a free slot waits for: a settle, or a claim to make. */
+/* Live items at most: a poll's worth beside every claim the scheduler
+ * allows (twice the concurrency with the claims ahead). */
+static size_t live_max(const worker_t *w)
+{
+    return (size_t)w->cfg.worker_batch + 2 * (size_t)w->cfg.worker_concurrency;
+}
+
+/* Work a user or a free slot waits for: a settle, or a claim to make; or a
+ * full working set, which only a transaction empties. */
 static int urgent_work(const worker_t *w)
 {
+    if (w->nitems >= live_max(w))
+        return 1;
     for (size_t i = 0; i < w->nitems; i++) {
         const item_t *it = w->items[i];
         if (!it->orphan && ((it->settled && it->changed) || it->exchange))
@@ -1579,6 +1589,14 @@ static int urgent_work(const worker_t *w)
  * requests need no slot; the rebalance callbacks run from the poll). */
 static size_t read_budget(worker_t *w, size_t cap, int active)
 {
+    /* The working set is bounded too (an item is about 36 KB): records that
+     * need no slot (sessions, duplicates) would otherwise pile up between
+     * two transactions; a full set makes the next commit urgent. */
+    if (w->nitems >= live_max(w))
+        return 0;
+    size_t live_room = live_max(w) - w->nitems;
+    if (cap > live_room)
+        cap = live_room;
     long room = sched_total_free(&w->sched);
     for (size_t i = 0; i < w->nitems && room > 0; i++)
         if (w->items[i]->exchange)
