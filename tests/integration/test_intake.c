@@ -1046,10 +1046,10 @@ static void test_created_connections_produce_a_session(void **state)
     int64_t created = 0;
     assert_int_equal(ident_conn_verify(g_keys, id, &created), IDENT_OK);
     assert_int_equal(ss.created_at_ms, created * 1000);
-    cJSON_Delete(o);
     int matched = 0;
     topic_count(id, &matched);
     assert_int_equal(matched, 0); /* a session is not a callback */
+    cJSON_Delete(o);              /* id points into it */
 
     /* The open start: the id is the one inside the state it sends. */
     snprintf(url, sizeof url, "%s/oauth/start?provider=sim", g_intake_url);
