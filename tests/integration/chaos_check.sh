@@ -54,7 +54,7 @@ run retry 0 're-sent after definitive 0,'
 # Lost: c4 acknowledged but never got a final status (still pending).
 derive lost
 echo "c4 $(printf '4%.0s' $(seq 1 64))" >>"$tmp/lost/acked.txt"
-env_line callbacks 1 9 c4 '{"connection_id":"c4","kind":"code"}' >>"$tmp/lost/callbacks.jsonl"
+env_line callbacks 1 9 c4 '{"schema":"oauthq.callback.v1","connection_id":"c4","kind":"code"}' >>"$tmp/lost/callbacks.jsonl"
 run lost 1 'acknowledged 4, final 3, lost 1,'
 
 # Lost: an acknowledged callback that is not in the callbacks topic at all.
