@@ -70,6 +70,9 @@ typedef struct {
      * a change that leaves it equal writes the connections record only. */
     uint64_t pub_hash, pub_next;
     int pub_known;
+    /* The status and reason that document showed: a committed change to a
+     * different final pair counts in oauthq_worker_final_total once. */
+    int pub_status, pub_reason;
     int64_t claim_mono_ms;
     int64_t conn_offset; /* set by the delivery report of its connections record */
     exchange_req req;
@@ -329,7 +332,10 @@ static item_t *item_get(worker_t *w, const char *id, const char *provider, int32
         }
         it->pub_hash = conn_public_hash(it->c);
         it->pub_known = 1;
+        it->pub_status = (int)it->c->status;
+        it->pub_reason = (int)it->c->reason;
     } else {
+        it->pub_status = (int)CONN_PENDING;
         conn_init(it->c, id, provider, now_ms());
         *fresh = 1;
     }
@@ -984,6 +990,26 @@ static rd_kafka_topic_partition_list_t *current_offsets(worker_t *w)
     return l;
 }
 
+/* A committed transaction carried its record: when the status it shows
+ * became final (or a different final status or reason), count it once in
+ * oauthq_worker_final_total — whatever made it final: an exchange, a code
+ * deadline (code_expired), a session's expiry (expired), a disconnect. */
+static void count_final(worker_t *w, item_t *it)
+{
+    int st = (int)it->c->status, rs = (int)it->c->reason;
+    int same = st == it->pub_status && rs == it->pub_reason;
+    it->pub_status = st;
+    it->pub_reason = rs;
+    if (it->c->status == CONN_PENDING || same)
+        return;
+    char fl[96];
+    snprintf(fl, sizeof fl, "status=\"%s\",reason=\"%s\"", conn_status_name(it->c->status),
+             conn_reason_name(it->c->reason) ? conn_reason_name(it->c->reason) : "");
+    metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_final_total",
+                                        "Connections that reached a final status (committed)", fl),
+                        1);
+}
+
 /* Produce the changed items' records and the DLQ records. */
 static int produce_round(worker_t *w)
 {
@@ -1335,14 +1361,6 @@ static void record_outcome(worker_t *w, item_t *it, const exchange_result *r)
     }
     if (it->c->phase == PHASE_RETRYING)
         metrics_counter_add(w->m_retries, 1);
-    if (it->c->status != CONN_PENDING) {
-        char fl[96];
-        snprintf(fl, sizeof fl, "status=\"%s\",reason=\"%s\"", conn_status_name(it->c->status),
-                 conn_reason_name(it->c->reason) ? conn_reason_name(it->c->reason) : "");
-        metrics_counter_add(metrics_counter(w->metrics, "oauthq_worker_final_total",
-                                            "Connections that reached a final status", fl),
-                            1);
-    }
     char cid[LOG_CODE_ID_LEN + 1];
     log_kv(LOGL_INFO, "exchange_done", "connection_id", it->c->id, "code_sha256",
            log_code_id(it->c->code_hash, cid), "outcome", exchange_class_name(r->cls), "detail",
@@ -1692,6 +1710,7 @@ static int commit_round(worker_t *w, err_t *e)
         if (it->changed && !it->orphan) {
             it->pub_hash = it->pub_next; /* what the status topic now shows */
             it->pub_known = 1;
+            count_final(w, it);
         }
         it->changed = 0;
         it->settled = 0;

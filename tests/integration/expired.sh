@@ -11,7 +11,8 @@
 #     exactly one connection.expired, acknowledged once, webhook-id
 #     <id>_v<version>, with the platform's metadata in data (none for the
 #     open start) — across a kill -9 and restart of the worker between the
-#     session and its expiry (the expiry is durable, not in memory).
+#     session and its expiry (the expiry is durable, not in memory);
+#     oauthq_worker_final_total counts both expiries.
 #  2. A session whose flow completes before its expiry: connection.connected
 #     once, never connection.expired, still connected after the expiry. Also
 #     when the worker is down from before the callback until after the
@@ -29,10 +30,11 @@ port=$(free_port)
 sim_port=$(free_port)
 recv_port=$(free_port)
 wh_port=$(free_port)
+wm_port=$(free_port)
 export OAUTHQ_KAFKA_BOOTSTRAP=${OAUTHQ_KAFKA_BOOTSTRAP:-127.0.0.1:9092}
 export OAUTHQ_TOPIC_PREFIX=itest-expired-$$-$(date +%s).
 export OAUTHQ_LISTEN=127.0.0.1:$port OAUTHQ_PUBLIC_URL=http://127.0.0.1:$port
-export OAUTHQ_WORKER_LISTEN=127.0.0.1:0 OAUTHQ_DATA_DIR=$tmp/data OAUTHQ_LOG_FORMAT=text
+export OAUTHQ_WORKER_LISTEN=127.0.0.1:$wm_port OAUTHQ_DATA_DIR=$tmp/data OAUTHQ_LOG_FORMAT=text
 export OAUTHQ_STATE_TTL_S=30 OAUTHQ_SESSION_EXPIRY_MARGIN_MS=1000
 secret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
 secret >"$tmp/sim_secret"
@@ -181,6 +183,11 @@ if (mc.length !== 1 || mc[0].type !== "connection.connected" || mc[0].answered !
   fail(`${c}: ${JSON.stringify(mc.map((e) => [e.type, e.answered]))}, expected one connection.connected`);
 console.log(`checked ${log.length} deliveries: one connection.expired each for the abandoned flows, the completed one connected only, all verified with standardwebhooks`);
 ' "$tmp/received.json" "$a" "$b" "$c"
+# The worker counts what it made final, the expiries included (the
+# restarted worker made both; the completed flow was final before it).
+finals=$(curl -fsS "http://127.0.0.1:$wm_port/metrics" | grep '^oauthq_worker_final_total{' || true)
+n_exp=$(awk '/status="expired"/ {s += $NF} END {print s + 0}' <<<"$finals")
+[ "$n_exp" = 2 ] || fail "oauthq_worker_final_total counts $n_exp expired, expected 2: $finals"
 # The completed flow stays connected past its expiry (G3).
 doc "$c" | jq -e '.status == "connected"' >/dev/null || fail "the completed connection is $(doc "$c" | jq -r .status)"
 
