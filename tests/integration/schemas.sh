@@ -10,7 +10,10 @@ logs=var/test-logs
 
 node "$v" schemas/callback.v1.json "$logs/callback-records.jsonl" --min 10
 node "$v" schemas/status.v1.json "$logs/status-records.jsonl" --min 100
+# One file per test binary (they run in parallel; a shared file would
+# interleave their buffered writes mid-line).
 node "$v" schemas/connection.v1.json "$logs/connection-records.jsonl" --min 100
+node "$v" schemas/connection.v1.json "$logs/connection-records-tokens.jsonl" --min 4
 node "$v" schemas/provider_state.v1.json "$logs/provider-state-records.jsonl" --min 4
 node "$v" schemas/dlq.v1.json "$logs/dlq-records.jsonl" --min 1
 node "$v" schemas/status.v1.json "$logs/status-api-docs.jsonl" --min 100 --status-api
