@@ -59,6 +59,7 @@ static char g_dir[256], g_build[256], g_url[96], g_sim_url[2][64], g_t_callbacks
 static char g_t_conn[256];
 static char g_auth_tok[256], g_auth_ro[256];
 static pid_t g_sims[2] = {-1, -1}, g_worker = -1, g_intake = -1;
+static pid_t g_intake1 = -1; /* the second intake of test_real_refresh_across_two_intakes */
 static config_t g_cfg;
 static keyring_t *g_keys, *g_data_keys;
 static rd_kafka_t *g_prod;
@@ -210,6 +211,8 @@ static int teardown(void **state)
     (void)state;
     if (g_intake > 0)
         testproc_stop(g_intake, 15000);
+    if (g_intake1 > 0)
+        testproc_stop(g_intake1, 15000);
     if (g_worker > 0)
         testproc_stop(g_worker, 20000);
     for (int i = 0; i < 2; i++)
@@ -629,6 +632,7 @@ static void await_refresh_record(const char *id, records_refresh *last)
 
 typedef struct {
     const char *id;
+    const char *base; /* the intake to ask; NULL: the first one (g_url) */
     testhttp_resp resp;
     int rc;
     atomic_int done;
@@ -638,7 +642,7 @@ static void *token_call_main(void *arg)
 {
     token_call *c = arg;
     char url[256];
-    snprintf(url, sizeof url, "%s/v1/connections/%s/token", g_url, c->id);
+    snprintf(url, sizeof url, "%s/v1/connections/%s/token", c->base ? c->base : g_url, c->id);
     const char *hdrs[] = {g_auth_tok, NULL};
     c->rc = testhttp_do_timeout("GET", url, hdrs, NULL, 30000, &c->resp);
     atomic_store(&c->done, 1);
@@ -797,6 +801,172 @@ static void test_real_refresh_end_to_end(void **state)
     }
 }
 
+/* refresh_tokens of sim i's stats: how many tokens were presented, the most
+ * requests any one got, and the sum. */
+static void sim_refresh_counts(int i, int *tokens, int *max, int *sum)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url[i]);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    cJSON *st = cJSON_Parse(r.body);
+    testhttp_resp_free(&r);
+    assert_non_null(st);
+    *tokens = *max = *sum = 0;
+    const cJSON *rt = cJSON_GetObjectItem(st, "refresh_tokens");
+    for (const cJSON *it = rt ? rt->child : NULL; it; it = it->next) {
+        int n = (int)cJSON_GetObjectItem(it, "requests")->valuedouble;
+        (*tokens)++;
+        *sum += n;
+        if (n > *max)
+            *max = n;
+    }
+    cJSON_Delete(st);
+}
+
+/* A second intake on the same topics (its own port, data directory and
+ * instance id "i1"); its base URL goes to url. The first intake's
+ * environment is put back afterwards. */
+static pid_t start_second_intake(char *url, size_t cap)
+{
+    char listen[64], data[300], bin[300], saved[4][300];
+    const char *names[4] = {"OAUTHQ_LISTEN", "OAUTHQ_PUBLIC_URL", "OAUTHQ_DATA_DIR",
+                            "OAUTHQ_INSTANCE_ID"};
+    for (int i = 0; i < 4; i++)
+        snprintf(saved[i], sizeof saved[i], "%s", getenv(names[i]) ? getenv(names[i]) : "");
+    int port = testproc_free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(url, cap, "http://%s", listen);
+    snprintf(data, sizeof data, "%s/intake1", g_dir);
+    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_PUBLIC_URL", url, 1);
+    setenv("OAUTHQ_DATA_DIR", data, 1);
+    setenv("OAUTHQ_INSTANCE_ID", "i1", 1);
+    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    char *argv[] = {bin, NULL};
+    pid_t pid = spawn("intake1", argv);
+    for (int i = 0; i < 4; i++)
+        setenv(names[i], saved[i], 1);
+    assert_true(pid > 0);
+    g_intake1 = pid; /* stopped by teardown should the test fail */
+    char health[160];
+    snprintf(health, sizeof health, "%s/healthz", url);
+    assert_int_equal(testproc_wait_http(health, 15000), 0);
+    return pid;
+}
+
+typedef struct {
+    const char *id;
+    int from[2]; /* refresh.v1 records of id produced by intake i0, i1 */
+} intake_scan;
+
+static int scan_intakes(const testkafka_record *r, void *ud)
+{
+    intake_scan *s = ud;
+    if (!r->key || strcmp(r->key, s->id) != 0 || !r->value ||
+        !strstr(r->value, "\"schema\":\"oauthq.refresh.v1\""))
+        return 0;
+    records_refresh rr;
+    err_t e = {0};
+    assert_int_equal(records_refresh_decode(r->value, r->value_len, &rr, &e), 0);
+    if (strcmp(rr.intake_id, "i0") == 0)
+        s->from[0]++;
+    else if (strcmp(rr.intake_id, "i1") == 0)
+        s->from[1]++;
+    return 0;
+}
+
+/* The same through two intakes (SPEC §5b): a real connection whose token
+ * went stale, 50 concurrent token calls split between two intake
+ * processes on the same topics. Each intake asks the worker (a refresh.v1
+ * record from each); the worker refreshes ONCE at the provider (the
+ * simulator's per-refresh-token counter: one token, one request) and all 50
+ * callers, on either intake, get the same new token. */
+static void test_real_refresh_across_two_intakes(void **state)
+{
+    (void)state;
+    char url1[96];
+    g_intake1 = start_second_intake(url1, sizeof url1);
+    /* Its token view caught up (503 unavailable before): a genuine id it
+     * has no row for is 409 not_connected. */
+    char probe[IDENT_CONN_ID_MAX];
+    err_t e = {0};
+    assert_int_equal(ident_conn_new(g_keys, time(NULL), probe, &e), 0);
+    long pst = 0;
+    for (int i = 0; i < 150 && pst != 409; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "%s/v1/connections/%s/token", url1, probe);
+        const char *hdrs[] = {g_auth_tok, NULL};
+        testhttp_resp r;
+        assert_int_equal(testhttp_do("GET", url, hdrs, NULL, &r), 0);
+        pst = r.status;
+        testhttp_resp_free(&r);
+        if (pst != 409)
+            usleep(100000);
+    }
+    assert_int_equal(pst, 409);
+
+    int t0, m0, s0;
+    sim_refresh_counts(1, &t0, &m0, &s0);
+    char code[128], id[IDENT_CONN_ID_MAX];
+    new_code(1, NULL, code, sizeof code);
+    produce_cb(id, "simshort", code);
+    await_status(id, "connected");
+    testhttp_resp r;
+    get_token_settled(id, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *o = cJSON_Parse(r.body);
+    char first[256];
+    snprintf(first, sizeof first, "%s", json_str(o, "access_token"));
+    cJSON_Delete(o);
+    testhttp_resp_free(&r);
+    usleep(2300 * 1000); /* now within the skew */
+    static token_call c[CALLERS];
+    pthread_t t[CALLERS];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < CALLERS; i++) {
+        c[i].id = id;
+        c[i].base = i % 2 ? url1 : NULL; /* interleaved: 25 callers on each intake */
+        assert_int_equal(pthread_create(&t[i], NULL, token_call_main, &c[i]), 0);
+    }
+    char fresh[256] = "";
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].rc, 0);
+        if (c[i].resp.status != 200)
+            fail_msg("caller %d (intake i%d): %ld %s", i, i % 2, c[i].resp.status, c[i].resp.body);
+        cJSON *j = cJSON_Parse(c[i].resp.body);
+        const char *at = json_str(j, "access_token");
+        assert_non_null(at);
+        assert_string_not_equal(at, first);
+        if (!fresh[0])
+            snprintf(fresh, sizeof fresh, "%s", at);
+        assert_string_equal(at, fresh); /* all 50, on both intakes, share the one refresh */
+        cJSON_Delete(j);
+        testhttp_resp_free(&c[i].resp);
+    }
+    usleep(1000 * 1000); /* let any stray second refresh show */
+    int t1, m1, s1;
+    sim_refresh_counts(1, &t1, &m1, &s1);
+    fprintf(stderr, "two intakes: %d refresh tokens sent (%d requests) for 50 callers\n", t1 - t0,
+            s1 - s0);
+    assert_int_equal(t1 - t0, 1); /* the connection's refresh token, and no other */
+    assert_int_equal(s1 - s0, 1); /* sent once */
+    /* Both intakes asked: the worker coalesced the two into the one refresh. */
+    intake_scan sc = {id, {0, 0}};
+    assert_true(testkafka_read(&g_cfg, g_t_callbacks, 1, 10000, scan_intakes, &sc, &e) >= 0);
+    fprintf(stderr, "two intakes: refresh.v1 records from i0 %d, from i1 %d\n", sc.from[0],
+            sc.from[1]);
+    assert_true(sc.from[0] >= 1);
+    assert_true(sc.from[1] >= 1);
+    testproc_stop(g_intake1, 15000);
+    g_intake1 = -1;
+    if (g_ntokens < MAX_TOKENS - 1) {
+        g_tokens[g_ntokens++] = strdup(first);
+        g_tokens[g_ntokens++] = strdup(fresh);
+    }
+}
+
 static void test_no_refresh_in_time_is_503_refresh_pending(void **state)
 {
     (void)state;
@@ -879,8 +1049,8 @@ static void test_logs_have_no_tokens(void **state)
 {
     (void)state;
     assert_true(g_ntokens > 0);
-    const char *logs[] = {"intake", "worker"};
-    for (int l = 0; l < 2; l++) {
+    const char *logs[] = {"intake", "worker", "intake1"};
+    for (int l = 0; l < 3; l++) {
         char path[320];
         snprintf(path, sizeof path, "%s/%s.log", g_dir, logs[l]);
         FILE *f = fopen(path, "r");
@@ -905,6 +1075,7 @@ int main(void)
         cmocka_unit_test(test_expiring_token_is_refreshed),
         cmocka_unit_test(test_concurrent_callers_share_one_refresh),
         cmocka_unit_test(test_real_refresh_end_to_end),
+        cmocka_unit_test(test_real_refresh_across_two_intakes),
         cmocka_unit_test(test_no_refresh_in_time_is_503_refresh_pending),
         cmocka_unit_test(test_failed_refresh_is_409_reconnect_required),
         cmocka_unit_test(test_save_refresh_records),

@@ -60,6 +60,11 @@ static char g_dir[256], g_build[256], g_sim_url[64];
  * (provider "simnr" says refresh_rotation false). */
 static char g_simr_url[64], g_simnr_url[64];
 static pid_t g_simr = -1, g_simnr = -1;
+/* Background refresh (SPEC §5b refresh_ahead_s): a rotating simulator
+ * announcing expires_in 10 s behind provider "simbg" (refresh_ahead_s 4),
+ * so the worker renews a token 6 s after it was issued, unasked. */
+static char g_simbg_url[64];
+static pid_t g_simbg = -1;
 static char g_t_callbacks[256], g_t_status[256], g_t_conn[256], g_t_dlq[256];
 static pid_t g_sim = -1, g_workers[MAXW] = {-1, -1};
 static config_t g_cfg;
@@ -74,6 +79,13 @@ static void write_file(const char *path, const char *text)
     fputs(text, f);
     fclose(f);
 }
+
+/* The providers file's entry for the background-refresh simulator. */
+#define SIMBG_PROVIDER                                                                             \
+    "{\"name\":\"simbg\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","            \
+    "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/deauthorize\","               \
+    "\"client_id\":\"ca_w\",\"client_secret_file\":\"%s/secret\","                                 \
+    "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"refresh_ahead_s\":4}"
 
 static pid_t start_worker(int idx)
 {
@@ -145,13 +157,16 @@ static int setup(void **state)
     setenv("OAUTHQ_DATA_KEYS_FILE", path, 1);
     int port = testproc_free_port();
     snprintf(g_sim_url, sizeof g_sim_url, "http://127.0.0.1:%d", port);
-    int rport = testproc_free_port(), nrport = testproc_free_port();
+    int rport = testproc_free_port(), nrport = testproc_free_port(), bgport = testproc_free_port();
     while (rport == port)
         rport = testproc_free_port();
     while (nrport == port || nrport == rport)
         nrport = testproc_free_port();
+    while (bgport == port || bgport == rport || bgport == nrport)
+        bgport = testproc_free_port();
     snprintf(g_simr_url, sizeof g_simr_url, "http://127.0.0.1:%d", rport);
     snprintf(g_simnr_url, sizeof g_simnr_url, "http://127.0.0.1:%d", nrport);
+    snprintf(g_simbg_url, sizeof g_simbg_url, "http://127.0.0.1:%d", bgport);
     snprintf(path, sizeof path, "%s/providers.json", g_dir);
     snprintf(json, sizeof json,
              "{\"providers\":["
@@ -177,10 +192,10 @@ static int setup(void **state)
              "{\"name\":\"simnr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
              "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_basic\","
-             "\"code_ttl_s\":300,\"refresh_rotation\":false}]}",
+             "\"code_ttl_s\":300,\"refresh_rotation\":false}," SIMBG_PROVIDER "]}",
              g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
              g_sim_url, g_sim_url, g_sim_url, g_dir, g_simr_url, g_simr_url, g_dir, g_simnr_url,
-             g_simnr_url, g_dir);
+             g_simnr_url, g_dir, g_simbg_url, g_simbg_url, g_simbg_url, g_dir);
     write_file(path, json);
     setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
 
@@ -210,11 +225,21 @@ static int setup(void **state)
         secret, "--latency-ms", "20",     "--access-ttl", "62",   "--no-refresh-rotation",
         NULL};
     g_simnr = testproc_spawn(nrargv, log);
+    char bglisten[64];
+    snprintf(bglisten, sizeof bglisten, "127.0.0.1:%d", bgport);
+    snprintf(log, sizeof log, "%s/simbg.log", g_dir);
+    char *bgargv[] = {
+        bin,    "--listen",     bglisten, "--client-id",  "ca_w", "--client-secret-file",
+        secret, "--latency-ms", "20",     "--access-ttl", "10",   NULL};
+    g_simbg = testproc_spawn(bgargv, log);
     snprintf(url, sizeof url, "%s/_sim/stats", g_simr_url);
     if (g_simr < 0 || testproc_wait_http(url, 10000) != 0)
         return -1;
     snprintf(url, sizeof url, "%s/_sim/stats", g_simnr_url);
     if (g_simnr < 0 || testproc_wait_http(url, 10000) != 0)
+        return -1;
+    snprintf(url, sizeof url, "%s/_sim/stats", g_simbg_url);
+    if (g_simbg < 0 || testproc_wait_http(url, 10000) != 0)
         return -1;
     char errstr[256];
     rd_kafka_conf_t *pc = kafka_conf_producer(&g_cfg, NULL, &e);
@@ -236,6 +261,8 @@ static int teardown(void **state)
         testproc_stop(g_simr, 5000);
     if (g_simnr > 0)
         testproc_stop(g_simnr, 5000);
+    if (g_simbg > 0)
+        testproc_stop(g_simbg, 5000);
     if (g_prod)
         rd_kafka_destroy(g_prod);
     if (!getenv("OAUTHQ_KEEP_TEST_LOGS")) {
@@ -273,6 +300,7 @@ static void new_code(flow *f, const char *provider, const char *fault)
     char url[512];
     const char *base = strcmp(provider, "simr") == 0    ? g_simr_url
                        : strcmp(provider, "simnr") == 0 ? g_simnr_url
+                       : strcmp(provider, "simbg") == 0 ? g_simbg_url
                                                         : g_sim_url;
     /* "refresh:F" asks for a fault on the first refresh (sim_refresh_fault). */
     const char *param = fault ? "&sim_fault=" : "", *value = fault ? fault : "";
@@ -983,10 +1011,10 @@ static void test_replay(void **state)
              "{\"name\":\"simnr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
              "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
              "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_basic\","
-             "\"code_ttl_s\":300,\"refresh_rotation\":false}]}",
+             "\"code_ttl_s\":300,\"refresh_rotation\":false}," SIMBG_PROVIDER "]}",
              g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
              g_sim_url, g_sim_url, g_sim_url, g_dir, g_simr_url, g_simr_url, g_dir, g_simnr_url,
-             g_simnr_url, g_dir);
+             g_simnr_url, g_dir, g_simbg_url, g_simbg_url, g_simbg_url, g_dir);
     write_file(path, json);
     stop_worker(0);
     g_workers[0] = start_worker(0);
@@ -1855,6 +1883,94 @@ static void test_refresh_unknown_outcome_not_rotating_is_resent(void **state)
     assert_int_equal(max, 2); /* the unknown outcome, then its one re-send */
 }
 
+/* refresh.v1 records of one key in the callbacks topic. */
+typedef struct {
+    const char *id;
+    int n;
+} refresh_probe;
+
+static int on_refresh_record(const testkafka_record *r, void *ud)
+{
+    refresh_probe *p = ud;
+    if (r->key && r->value && strcmp(r->key, p->id) == 0 &&
+        strstr(r->value, "\"schema\":\"oauthq.refresh.v1\""))
+        p->n++;
+    return 0;
+}
+
+/* The background refresher (SPEC §5b "refresh_ahead_s"): a connection at a
+ * provider that asks for it is renewed by the worker alone — nobody calls
+ * the token API, no refresh.v1 record exists for it — before its access
+ * token expires, again and again with the token each refresh rotated to:
+ * every refresh token is sent exactly once, and the new tokens reach the
+ * connections topic. A disconnect ends it. */
+static void test_background_refresh_keeps_tokens_fresh(void **state)
+{
+    (void)state;
+    flow f;
+    cJSON *c0 = connect_flow(&f, "simbg", NULL);
+    long r0 = num_field(c0, "refreshes");
+    char acc0[CONN_SEALED_TOKEN], ref0[CONN_SEALED_TOKEN];
+    snprintf(acc0, sizeof acc0, "%s", str_field(c0, "access_token_sealed"));
+    snprintf(ref0, sizeof ref0, "%s", str_field(c0, "refresh_token_sealed"));
+    assert_true(acc0[0] != '\0' && ref0[0] != '\0');
+    cJSON_Delete(c0);
+    /* Two renewals past what we saw (one every 6 s: 10 s lifetime, 4 s ahead). */
+    cJSON *c = await_conn(f.id, "refreshes", r0 + 2, NULL, 30);
+    assert_non_null(c);
+    assert_string_equal(str_field(c, "status"), "connected");
+    assert_string_not_equal(str_field(c, "access_token_sealed"), acc0);
+    assert_string_not_equal(str_field(c, "refresh_token_sealed"), ref0);
+    assert_true(num_field(c, "tokens_at_ms") > 0);
+    if (!cJSON_IsTrue(cJSON_GetObjectItem(c, "claimed"))) { /* else: the next one is under way */
+        /* The next renewal is scheduled before the new token expires. */
+        long next = num_field(c, "retry_at_ms");
+        assert_true(next > num_field(c, "tokens_at_ms"));
+        assert_true(next < num_field(c, "tokens_at_ms") + num_field(c, "expires_in") * 1000);
+    }
+    cJSON_Delete(c);
+    refresh_probe p = {f.id, 0};
+    err_t e = {0};
+    testkafka_read(&g_cfg, g_t_callbacks, 1, 20000, on_refresh_record, &p, &e);
+    assert_int_equal(p.n, 0); /* nobody asked */
+
+    /* Stop it: disconnected, nothing left to refresh. */
+    records_replay d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.connection_id, sizeof d.connection_id, "%s", f.id);
+    d.requested_at_ms = (int64_t)time(NULL) * 1000;
+    snprintf(d.requested_by, sizeof d.requested_by, "itest");
+    char *json = records_disconnect_encode(&d, NULL);
+    assert_non_null(json);
+    assert_int_equal(rd_kafka_producev(g_prod, RD_KAFKA_V_TOPIC(g_t_callbacks),
+                                       RD_KAFKA_V_KEY(f.id, strlen(f.id)),
+                                       RD_KAFKA_V_VALUE(json, strlen(json)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    free(json);
+    flush_prod();
+    assert_non_null(wait_status(f.id, "disconnected", NULL, 30));
+    cJSON *fin = await_conn(f.id, NULL, 0, "disconnected", 10);
+    assert_non_null(fin);
+    long refreshes = num_field(fin, "refreshes");
+    cJSON_Delete(fin);
+    int tokens, max, sum, tokens2, max2, sum2;
+    refresh_counts(g_simbg_url, &tokens, &max, &sum);
+    sleep(7); /* past when the next renewal would have been due */
+    refresh_counts(g_simbg_url, &tokens2, &max2, &sum2);
+    fprintf(stderr, "background refresh: %ld refreshes, %d refresh tokens sent, at most %d times\n",
+            refreshes, tokens2, max2);
+    assert_int_equal(max2, 1); /* every refresh token exactly once */
+    assert_int_equal(sum2, tokens2);
+    assert_int_equal(tokens2, tokens); /* none after the disconnect */
+    /* One request per refresh (one more if a refresh was in flight when
+     * the disconnect settled: its answer is dropped). */
+    assert_true(tokens2 >= refreshes && tokens2 <= refreshes + 1);
+    cJSON *st = sim_stats_at(g_simbg_url);
+    assert_int_equal(grants(st, "revoked"), 0); /* no reuse detected */
+    cJSON_Delete(st);
+}
+
 /* kill -9 of the worker while a refresh is in flight at a rotating
  * provider (the claim committed, the request sent): the next owner finds
  * the open refresh claim and must not send the refresh token again — the
@@ -1900,6 +2016,122 @@ static void test_refresh_takeover_after_kill9_never_resends(void **state)
     cJSON *st = last_record(g_t_status, f.id);
     assert_string_equal(str_field(st, "failed_during"), "refresh");
     cJSON_Delete(st);
+}
+
+/* The last connections record of id once its refresh claim is resolved (not
+ * claimed any more), within timeout_s; NULL otherwise. */
+static cJSON *await_unclaimed(const char *id, int timeout_s)
+{
+    for (int i = 0; i < timeout_s * 4; i++) {
+        cJSON *o = last_record(g_t_conn, id);
+        if (o && !cJSON_IsTrue(cJSON_GetObjectItem(o, "claimed")))
+            return o;
+        cJSON_Delete(o);
+        usleep(250 * 1000);
+    }
+    return NULL;
+}
+
+/* G1 for a refresh across a zombie (SPEC §5b, §6): two workers; the owner
+ * of the key's partition (A, whichever worker exchanged its code) commits
+ * the refresh claim and its request reaches a rotating provider, which
+ * rotates on arrival and answers 4 s later; A is SIGSTOPped at once and
+ * stays stopped past the session timeout until the other worker (B) has
+ * taken the partition over and decided the open claim; then A resumes with
+ * the answer (the rotated token) waiting in its socket. The refresh token
+ * is used once, never twice; the state B committed is the final one (A's
+ * late settle appends nothing after it: its transaction is fenced by the
+ * group metadata), and versions of the key never regress in the status or
+ * connections topic. */
+static void test_refresh_takeover_after_sigstop_never_resends(void **state)
+{
+    (void)state;
+    /* An exchange timeout longer than the stop: A's request is still open
+     * when it resumes, so it holds a successful answer, not a timeout. */
+    for (int i = 0; i < MAXW; i++)
+        stop_worker(i);
+    setenv("OAUTHQ_EXCHANGE_TIMEOUT_MS", "60000", 1);
+    for (int i = 0; i < MAXW; i++) {
+        g_workers[i] = start_worker(i);
+        assert_true(g_workers[i] > 0);
+    }
+    sleep(8); /* both in the group */
+    int t0, m0, s0;
+    refresh_counts(g_simr_url, &t0, &m0, &s0);
+    flow f;
+    cJSON *c0 = connect_flow(&f, "simr", "refresh:latency:4000");
+    long v0 = num_field(c0, "version");
+    char owner[32], ref0[CONN_SEALED_TOKEN];
+    snprintf(owner, sizeof owner, "%s", str_field(c0, "claimed_by"));
+    snprintf(ref0, sizeof ref0, "%s", str_field(c0, "refresh_token_sealed"));
+    cJSON_Delete(c0);
+    /* The worker that exchanged the code owns the key's partition: A. */
+    assert_true(strcmp(owner, "w0") == 0 || strcmp(owner, "w1") == 0);
+    int a = owner[1] - '0', b = 1 - a;
+    usleep(2300 * 1000); /* stale: within 60 s of its 62 s lifetime */
+    produce_refresh(f.id, "simr", v0, 2);
+    /* The request reached the simulator (the claim committed before it
+     * left): stop A while the answer is still 4 s away. */
+    int t1 = t0, m1 = m0, s1 = s0;
+    for (int i = 0; i < 400 && s1 == s0; i++) {
+        refresh_counts(g_simr_url, &t1, &m1, &s1);
+        if (s1 == s0)
+            usleep(25 * 1000);
+    }
+    assert_int_equal(s1 - s0, 1);
+    assert_int_equal(kill(g_workers[a], SIGSTOP), 0);
+    cJSON *cl = last_record(g_t_conn, f.id);
+    assert_non_null(cl);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cl, "claimed")));
+    assert_string_equal(str_field(cl, "claimed_by"), owner);
+    long vclaim = num_field(cl, "version");
+    cJSON_Delete(cl);
+    sleep(9); /* past the 6 s session timeout: B takes the partition over */
+    /* B's decision on the open claim, committed while A is still stopped. */
+    cJSON *d = await_unclaimed(f.id, 45);
+    assert_non_null(d);
+    long vd = num_field(d, "version");
+    char dstatus[16];
+    snprintf(dstatus, sizeof dstatus, "%s", str_field(d, "status"));
+    fprintf(stderr, "refresh zombie: A=w%d, B=w%d decided %s at version %ld (claim %ld): %s\n", a,
+            b, dstatus, vd, vclaim, str_field(d, "last_error"));
+    assert_true(vd > vclaim);
+    if (strcmp(dstatus, "connected") == 0) {
+        /* Only if A's settle had committed before the stop: the rotated token. */
+        assert_int_equal(num_field(d, "refreshes"), 1);
+        assert_string_not_equal(str_field(d, "refresh_token_sealed"), ref0);
+    } else {
+        assert_string_equal(dstatus, "failed");
+        assert_string_equal(str_field(d, "reason"), "reconnect_required");
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItem(d, "refresh_failed")));
+        assert_string_equal(str_field(d, "refresh_token_sealed"), "");
+        cJSON *st = last_record(g_t_status, f.id);
+        assert_string_equal(str_field(st, "status"), "failed");
+        assert_string_equal(str_field(st, "failed_during"), "refresh");
+        cJSON_Delete(st);
+    }
+    cJSON_Delete(d);
+    assert_int_equal(kill(g_workers[a], SIGCONT), 0);
+    sleep(6); /* A settles the answer it holds, is fenced, rejoins, maybe owns the key again */
+    int t2, m2, s2;
+    refresh_counts(g_simr_url, &t2, &m2, &s2);
+    assert_int_equal(t2 - t0, 1);
+    assert_int_equal(s2 - s0, 1); /* one use of the refresh token, never two */
+    cJSON *fin = last_record(g_t_conn, f.id);
+    assert_non_null(fin);
+    if (num_field(fin, "version") != vd)
+        fprintf(stderr, "refresh zombie: a record after B's decision: version %ld status %s\n",
+                num_field(fin, "version"), str_field(fin, "status"));
+    assert_int_equal(num_field(fin, "version"), vd); /* nothing appended after B's decision */
+    assert_string_equal(str_field(fin, "status"), dstatus);
+    cJSON_Delete(fin);
+    assert_int_equal(version_regressions(g_t_status, &f, 1), 0);
+    assert_int_equal(version_regressions(g_t_conn, &f, 1), 0);
+    for (int i = 0; i < MAXW; i++)
+        stop_worker(i);
+    setenv("OAUTHQ_EXCHANGE_TIMEOUT_MS", "1500", 1);
+    g_workers[0] = start_worker(0);
+    assert_true(g_workers[0] > 0);
 }
 
 /* A worker stopped past its session timeout while a request hangs, then
@@ -2028,7 +2260,9 @@ int main(void)
         cmocka_unit_test(test_refresh_coalesces_and_rotates),
         cmocka_unit_test(test_refresh_unknown_outcome_rotating_is_reconnect_required),
         cmocka_unit_test(test_refresh_unknown_outcome_not_rotating_is_resent),
+        cmocka_unit_test(test_background_refresh_keeps_tokens_fresh),
         cmocka_unit_test(test_refresh_takeover_after_kill9_never_resends),
+        cmocka_unit_test(test_refresh_takeover_after_sigstop_never_resends),
         cmocka_unit_test(test_partition_back_after_pause_finishes_orphaned_claim),
         cmocka_unit_test(test_metadata_travels),
         cmocka_unit_test(test_save_connection_records),
