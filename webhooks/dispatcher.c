@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/httpd.h"
 #include "common/kafka.h"
@@ -82,19 +82,11 @@ struct dispatcher {
     metric_gauge *m_oldest, *m_pending, *m_gone_g, *m_inflight;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* Clocks: delivery times (enqueued, next attempt, the signature's timestamp)
+ * are written to the webhooks changelog, survive a restart or a move to
+ * another instance, and the signature's reaches the receiver, so they are
+ * clock_wall_ms; commit intervals, drain deadlines and log throttling stay
+ * inside this process: clock_mono_ms. */
 
 /* xorshift64*: jitter only (not a secret), seeded from crypto_random. */
 static uint32_t next_rand(dispatcher_t *d)
@@ -290,7 +282,7 @@ static int start_delivery(dispatcher_t *d, entry_t *en, const delivery_event *ev
     t->body = strdup(ev->body);
     t->h = curl_easy_init();
     char wid[DELIVERY_WID_MAX], sig[SIGN_HEADER_MAX];
-    int64_t ts = now_ms() / 1000;
+    int64_t ts = clock_wall_ms() / 1000;
     delivery_webhook_id(en->d.id, ev->version, wid);
     if (!t->body || !t->h || sign_header(&d->keys, wid, ts, t->body, strlen(t->body), sig) < 0) {
         transfer_free(d, t);
@@ -358,7 +350,7 @@ static int apply_replay(dispatcher_t *d, entry_t *en, err_t *e)
         return 0;
     }
     en->replay = 0;
-    int n = delivery_replay(&en->d, now_ms());
+    int n = delivery_replay(&en->d, clock_wall_ms());
     if (n > 0) {
         if (mark_dirty(d, en, e) < 0)
             return -1;
@@ -403,7 +395,8 @@ static int finish_delivery(dispatcher_t *d, CURL *h, CURLcode code, err_t *e)
                                                   : d->m_att_none,
                         1);
     int attempts = en->d.ev[0].attempts + 1;
-    delivery_outcome o = delivery_result(&en->d, (int)http, error, now_ms(), &d->pol, next_rand(d));
+    delivery_outcome o =
+        delivery_result(&en->d, (int)http, error, clock_wall_ms(), &d->pol, next_rand(d));
     if (mark_dirty(d, en, e) < 0)
         return -1;
     switch (o) {
@@ -422,7 +415,7 @@ static int finish_delivery(dispatcher_t *d, CURL *h, CURLcode code, err_t *e)
         metrics_counter_add(d->m_gone, 1);
         log_event(LOGL_ERROR, "webhook_endpoint_gone", en, version, attempts, (int)http,
                   "410 Gone: every delivery stops until `oauthqctl webhooks replay`");
-        d->gone_logged_mono = mono_ms();
+        d->gone_logged_mono = clock_mono_ms();
         break;
     }
     if (entry_touch(d, en, e) < 0)
@@ -451,7 +444,7 @@ static int drive_curl(dispatcher_t *d, int wait_ms, err_t *e)
  * endpoint is gone. Also compacts the active list. */
 static void start_due(dispatcher_t *d)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_wall_ms();
     size_t k = 0;
     for (size_t i = 0; i < d->act_n; i++) {
         entry_t *en = d->act[i];
@@ -518,7 +511,7 @@ static int on_status(dispatcher_t *d, const rd_kafka_message_t *m, err_t *e)
         free(body);
         return -1;
     }
-    if (delivery_enqueue(&en->d, version, type, body, now_ms()) == 1) {
+    if (delivery_enqueue(&en->d, version, type, body, clock_wall_ms()) == 1) {
         if (mark_dirty(d, en, e) < 0)
             return -1;
         char v[24];
@@ -591,7 +584,7 @@ static int txn_fail(dispatcher_t *d, const char *what, rd_kafka_error_t *err, er
 /* One transaction: every changed state record and both topics' offsets. */
 static int commit(dispatcher_t *d, err_t *e)
 {
-    d->last_commit_mono = mono_ms();
+    d->last_commit_mono = clock_mono_ms();
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(2 * d->nparts);
     for (int p = 0; p < d->nparts; p++)
         if (d->assigned[p]) {
@@ -673,16 +666,16 @@ static int restore_partition(dispatcher_t *d, int32_t p, err_t *e)
     if (kafka_watermarks(d->hwm, d->t_webhooks, p, &lo, &hw, d->cfg.kafka_timeout_ms, e) < 0)
         return -1;
     long loaded = 0, unreadable = 0;
-    int64_t t0 = mono_ms();
+    int64_t t0 = clock_mono_ms();
     if (lo < hw) {
         rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(tp, d->t_webhooks, p)->offset = lo;
         rd_kafka_assign(d->restorer, tp);
         rd_kafka_topic_partition_list_destroy(tp);
         int64_t pos = lo;
-        int64_t deadline = mono_ms() + KAFKA_TRANSACTION_TIMEOUT_MS + d->cfg.kafka_timeout_ms;
+        int64_t deadline = clock_mono_ms() + KAFKA_TRANSACTION_TIMEOUT_MS + d->cfg.kafka_timeout_ms;
         int rc = 0;
-        while (rc == 0 && pos < hw && mono_ms() < deadline) {
+        while (rc == 0 && pos < hw && clock_mono_ms() < deadline) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(d->restorer, 100);
             if (!m) {
                 rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(1);
@@ -737,7 +730,7 @@ static int restore_partition(dispatcher_t *d, int32_t p, err_t *e)
     snprintf(part, sizeof part, "%d", p);
     snprintf(n, sizeof n, "%ld", loaded);
     snprintf(bad, sizeof bad, "%ld", unreadable);
-    snprintf(ms, sizeof ms, "%lld", (long long)(mono_ms() - t0));
+    snprintf(ms, sizeof ms, "%lld", (long long)(clock_mono_ms() - t0));
     log_kv(LOGL_INFO, "webhooks_partition_restored", "partition", part, "records", n, "unreadable",
            bad, "ms", ms);
     return 0;
@@ -760,7 +753,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         d->revoke_pending = 1;
-        d->revoke_deadline_mono = mono_ms() + d->cfg.webhook_timeout_ms + 1000;
+        d->revoke_deadline_mono = clock_mono_ms() + d->cfg.webhook_timeout_ms + 1000;
         rd_kafka_pause_partitions(rk, parts);
         return;
     }
@@ -776,7 +769,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static int serve_revoke(dispatcher_t *d, err_t *e)
 {
     int lost = rd_kafka_assignment_lost(d->consumer);
-    if (!lost && d->inflight > 0 && mono_ms() < d->revoke_deadline_mono)
+    if (!lost && d->inflight > 0 && clock_mono_ms() < d->revoke_deadline_mono)
         return 0;
     abort_transfers(d);
     log_kv(LOGL_INFO, "partitions_revoked", "lost", lost ? "yes" : "no");
@@ -858,7 +851,7 @@ static int serve_assign(dispatcher_t *d, err_t *e)
 
 static void update_gauges(dispatcher_t *d)
 {
-    int64_t now = now_ms(), oldest = 0, pending = 0;
+    int64_t now = clock_wall_ms(), oldest = 0, pending = 0;
     for (size_t i = 0; i < d->act_n; i++) {
         const entry_t *en = d->act[i];
         int64_t o = delivery_oldest_ms(&en->d);
@@ -870,8 +863,8 @@ static void update_gauges(dispatcher_t *d)
     metrics_gauge_set(d->m_pending, pending);
     metrics_gauge_set(d->m_gone_g, d->ngone > 0);
     metrics_gauge_set(d->m_inflight, d->inflight);
-    if (d->ngone > 0 && mono_ms() - d->gone_logged_mono >= GONE_LOG_MS) {
-        d->gone_logged_mono = mono_ms();
+    if (d->ngone > 0 && clock_mono_ms() - d->gone_logged_mono >= GONE_LOG_MS) {
+        d->gone_logged_mono = clock_mono_ms();
         char n[16];
         snprintf(n, sizeof n, "%d", d->ngone);
         log_kv(
@@ -1098,7 +1091,7 @@ int dispatcher_run(dispatcher_t *d, volatile sig_atomic_t *stop, err_t *e)
             rc = -1;
             break;
         }
-        int64_t mono = mono_ms();
+        int64_t mono = clock_mono_ms();
         if (mono - d->last_commit_mono >= d->cfg.webhook_commit_ms) {
             int dirty = d->offsets_dirty || d->dirty_n > 0;
             if (dirty && commit(d, e) < 0) {
@@ -1117,8 +1110,8 @@ int dispatcher_run(dispatcher_t *d, volatile sig_atomic_t *stop, err_t *e)
     if (rc == 0) {
         /* Stop: let the deliveries in flight finish (bounded by their
          * timeout), then commit what they did. */
-        int64_t deadline = mono_ms() + d->cfg.webhook_timeout_ms + 1000;
-        while (d->inflight > 0 && mono_ms() < deadline && rc == 0)
+        int64_t deadline = clock_mono_ms() + d->cfg.webhook_timeout_ms + 1000;
+        while (d->inflight > 0 && clock_mono_ms() < deadline && rc == 0)
             rc = drive_curl(d, 20, e);
         abort_transfers(d);
         if (rc == 0 && !rd_kafka_assignment_lost(d->consumer))
