@@ -513,9 +513,57 @@ static int on_conn(const testkafka_record *r, void *ud)
     return 0;
 }
 
+/* The port of worker idx's listener, from its worker_listening log line;
+ * waits (bounded) for the line: the worker logs it once it started. */
+static int worker_port(int idx)
+{
+    char log[320], line[1024];
+    snprintf(log, sizeof log, "%s/worker%d.log", g_dir, idx);
+    for (int i = 0; i < 300; i++) {
+        int port = 0;
+        FILE *f = fopen(log, "r");
+        while (f && fgets(line, sizeof line, f)) {
+            const char *p = strstr(line, "worker_listening");
+            if (p && strstr(p, "port="))
+                port = atoi(strstr(p, "port=") + 5);
+        }
+        if (f)
+            fclose(f);
+        if (port > 0)
+            return port;
+        usleep(100000);
+    }
+    fail_msg("no worker_listening line in %s", log);
+    return 0;
+}
+
+/* The value of one series (name with labels, as printed) in the worker's
+ * /metrics; fails when the series is missing. With body, the scrape is
+ * kept there (freed by the caller). */
+static long worker_metric(int port, const char *series, testhttp_resp *body)
+{
+    char url[128], needle[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    snprintf(needle, sizeof needle, "\n%s ", series);
+    testhttp_resp r;
+    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    const char *m = strstr(r.body, needle);
+    if (!m)
+        fail_msg("series %s missing from /metrics", series);
+    long v = atol(m + strlen(needle));
+    if (body)
+        *body = r;
+    else
+        testhttp_resp_free(&r);
+    return v;
+}
+
 /* ---- tests ---------------------------------------------------------------------------- */
 
-#define STORM 500
+#define STORM       500
+#define M_EXCHANGES "oauthq_worker_exchanges_total{outcome=\"success\"}"
+#define M_COMMITTED "oauthq_worker_transactions_total{result=\"committed\"}"
 
 static void test_duplicate_storm_one_request_per_code(void **state)
 {
@@ -526,6 +574,11 @@ static void test_duplicate_storm_one_request_per_code(void **state)
     cJSON *before = sim_stats();
     int revoked0 = grants(before, "revoked");
     cJSON_Delete(before);
+    /* The counters before the storm: every series is registered at start
+     * (at 0), so only a count that grew shows the storm's work. */
+    int port = worker_port(0);
+    long exchanges0 = worker_metric(port, M_EXCHANGES, NULL);
+    long committed0 = worker_metric(port, M_COMMITTED, NULL);
     /* Three rounds, each in a different order, interleaving keys. */
     for (int round = 0; round < 3; round++)
         for (int k = 0; k < STORM; k++) {
@@ -542,33 +595,20 @@ static void test_duplicate_storm_one_request_per_code(void **state)
     assert_int_equal(grants(st, "revoked"), revoked0);
     cJSON_Delete(st);
 
-    /* The worker's listener: readiness and the exchange counters. */
-    char log[320], line[1024], url[128];
-    snprintf(log, sizeof log, "%s/worker0.log", g_dir);
-    FILE *f = fopen(log, "r");
-    assert_non_null(f);
-    int port = 0;
-    while (fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "worker_listening");
-        if (p && strstr(p, "port="))
-            port = atoi(strstr(p, "port=") + 5);
-    }
-    fclose(f);
-    assert_true(port > 0);
+    /* The worker's listener: readiness, and the counters grew by the storm:
+     * one successful exchange per code, its results committed. */
+    char url[128];
     testhttp_resp r;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 200);
     testhttp_resp_free(&r);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    const char *m = strstr(r.body, "\noauthq_worker_exchanges_total{outcome=\"success\"} ");
-    assert_non_null(m);
-    assert_true(atol(strchr(m, '}') + 2) >= STORM);
-    /* The series exists from the start: assert transactions were counted. */
-    const char *t = strstr(r.body, "\noauthq_worker_transactions_total{result=\"committed\"} ");
-    assert_non_null(t);
-    assert_true(atol(strchr(t, '}') + 2) >= 1);
+    long exchanges = worker_metric(port, M_EXCHANGES, NULL);
+    long committed = worker_metric(port, M_COMMITTED, &r);
+    fprintf(stderr, "exchanges %ld -> %ld, committed transactions %ld -> %ld\n", exchanges0,
+            exchanges, committed0, committed);
+    assert_true(exchanges - exchanges0 >= STORM);
+    assert_true(committed > committed0);
     assert_null(strstr(r.body, "sk_itest")); /* no secret in metrics */
     testhttp_resp_free(&r);
 }
