@@ -14,7 +14,6 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +29,8 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include "common/crypto.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testproc.h"
 
@@ -39,7 +40,6 @@
 #define REDIR_E   "http%%3A%%2F%%2F127.0.0.1%%3A9%%2Fcb" /* printf format */
 #define REDIRQ    "http://localhost/cb?x=1"
 #define REDIRQ_E  "http%%3A%%2F%%2Flocalhost%%2Fcb%%3Fx%%3D1" /* printf format */
-#define MAX_SIMS  8
 #define MAX_CODES 128
 
 static const char REUSE[] = "This authorization code has already been used. All tokens issued "
@@ -48,79 +48,20 @@ static const char REUSE[] = "This authorization code has already been used. All 
 static const char RFC_VERIFIER[] = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 static const char RFC_CHALLENGE[] = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-typedef struct {
-    pid_t pid;
-    int port;
-    char base[64];
-    char log[512];
-} sim;
-
 static char g_dir[256];
 static char g_secret_path[300];
 static char g_bin[512];
-static sim g_main;
-static pid_t g_pids[MAX_SIMS];
+static testfix_sim g_main;
 static char *g_codes[MAX_CODES];
 static size_t g_ncodes;
 
-static void track(pid_t pid)
-{
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            return;
-        }
-}
-
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] == pid)
-            g_pids[i] = 0;
-}
+/* Every simulator here accepts both redirect URIs. */
+static const char *const SIM_ARGS[] = {"--redirect-uri", REDIR, "--redirect-uri", REDIRQ, NULL};
 
 /* Start a simulator with the standard arguments plus extra (NULL-terminated). */
-static int sim_start(sim *s, const char *name, const char *const *extra)
+static int sim_start(testfix_sim *s, const char *name, const char *const *extra)
 {
-    for (int attempt = 0; attempt < 3; attempt++) {
-        memset(s, 0, sizeof *s);
-        s->port = testproc_free_port();
-        if (s->port <= 0)
-            return -1;
-        char listen[64];
-        snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
-        snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
-        snprintf(s->log, sizeof s->log, "%s/%s.log", g_dir, name);
-        const char *argv[32] = {g_bin,         "--listen",
-                                listen,        "--client-id",
-                                CID,           "--client-secret-file",
-                                g_secret_path, "--redirect-uri",
-                                REDIR,         "--redirect-uri",
-                                REDIRQ};
-        int n = 11;
-        for (int i = 0; extra && extra[i] && n < 31; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
-        s->pid = testproc_spawn((char *const *)argv, s->log);
-        if (s->pid <= 0)
-            return -1;
-        track(s->pid);
-        char url[96];
-        snprintf(url, sizeof url, "%s/_sim/stats", s->base);
-        if (testproc_wait_http(url, 5000) == 0)
-            return 0;
-        testproc_stop(s->pid, 2000);
-        untrack(s->pid);
-    }
-    return -1;
-}
-
-static int sim_stop(sim *s)
-{
-    int rc = testproc_stop(s->pid, 5000);
-    untrack(s->pid);
-    s->pid = 0;
-    return rc;
+    return testfix_sim_start(s, g_dir, name, CID, g_secret_path, SIM_ARGS, extra);
 }
 
 static void remember_code(const char *code)
@@ -129,40 +70,18 @@ static void remember_code(const char *code)
         g_codes[g_ncodes++] = strdup(code);
 }
 
-/* The raw value of query parameter name in a URL, malloc'd, or NULL. */
-static char *url_param(const char *url, const char *name)
+static char *authorize(const testfix_sim *s, const char *extra)
 {
-    const char *q = strchr(url, '?');
-    size_t nl = strlen(name);
-    while (q) {
-        q++;
-        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
-            const char *v = q + nl + 1;
-            size_t n = strcspn(v, "&#");
-            char *out = malloc(n + 1);
-            memcpy(out, v, n);
-            out[n] = '\0';
-            return out;
-        }
-        q = strchr(q, '&');
-    }
-    return NULL;
-}
-
-static char *authorize(const sim *s, const char *extra)
-{
-    char url[1024];
-    snprintf(url, sizeof url,
-             "%s/oauth/authorize?response_type=code&client_id=" CID "&redirect_uri=" REDIR_E
-             "&state=st1%s",
-             s->base, extra ? extra : "");
+    char url[1024], tail[512];
+    snprintf(tail, sizeof tail, "&state=st1%s", extra ? extra : "");
+    assert_int_equal(testfix_authorize_url(url, sizeof url, s->base, CID, REDIR, tail), 0);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 302);
     assert_string_equal(r.cache_control, "no-store");
     assert_int_equal(strncmp(r.location, REDIR "?code=ac_", strlen(REDIR "?code=ac_")), 0);
-    char *code = url_param(r.location, "code");
-    char *state = url_param(r.location, "state");
+    char *code = testfix_url_param(r.location, "code");
+    char *state = testfix_url_param(r.location, "state");
     assert_non_null(code);
     assert_string_equal(state, "st1");
     free(state);
@@ -171,8 +90,8 @@ static char *authorize(const sim *s, const char *extra)
     return code;
 }
 
-static int exchange_t(const sim *s, const char *code, const char *extra, const char *const *headers,
-                      long timeout_ms, testhttp_resp *r)
+static int exchange_t(const testfix_sim *s, const char *code, const char *extra,
+                      const char *const *headers, long timeout_ms, testhttp_resp *r)
 {
     char url[128], body[1024];
     snprintf(url, sizeof url, "%s/oauth/token", s->base);
@@ -181,7 +100,7 @@ static int exchange_t(const sim *s, const char *code, const char *extra, const c
     return testhttp_do_timeout("POST", url, headers, body, timeout_ms, r);
 }
 
-static void exchange(const sim *s, const char *code, const char *extra, testhttp_resp *r)
+static void exchange(const testfix_sim *s, const char *code, const char *extra, testhttp_resp *r)
 {
     assert_int_equal(exchange_t(s, code, extra, NULL, TESTHTTP_TIMEOUT_MS, r), 0);
 }
@@ -201,111 +120,32 @@ static void assert_json_error(const testhttp_resp *r, long status, const char *e
     cJSON_Delete(j);
 }
 
-static cJSON *stats(const sim *s)
+static cJSON *stats(const testfix_sim *s)
 {
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", s->base);
-    testhttp_resp r;
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    cJSON *j = cJSON_Parse(r.body);
-    assert_non_null(j);
-    testhttp_resp_free(&r);
-    return j;
-}
-
-static long grants(const cJSON *st, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "grants"), k);
-    assert_true(cJSON_IsNumber(v));
-    return (long)v->valuedouble;
-}
-
-static void sha256_hex(const char *s, char out[65])
-{
-    unsigned char md[32];
-    unsigned int n = 0;
-    assert_int_equal(EVP_Digest(s, strlen(s), md, &n, EVP_sha256(), NULL), 1);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
-static const cJSON *code_stats(const cJSON *st, const char *code)
-{
-    char hex[65];
-    sha256_hex(code, hex);
-    return cJSON_GetObjectItem(cJSON_GetObjectItem(st, "codes"), hex);
-}
-
-static long code_num(const cJSON *st, const char *code, const char *k)
-{
-    const cJSON *c = code_stats(st, code);
-    assert_non_null(c);
-    const cJSON *v = cJSON_GetObjectItem(c, k);
-    assert_true(cJSON_IsNumber(v));
-    return (long)v->valuedouble;
+    return testfix_sim_stats(s->base);
 }
 
 /* ---- setup ------------------------------------------------------------- */
-
-/* Remove our flat temporary directory (files only, no recursion). */
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char p[600];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    if (rmdir(dir) != 0)
-        fprintf(stderr, "itest_sim_http: could not remove %s\n", dir);
-}
 
 static int group_setup(void **st)
 {
     (void)st;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const char *build = getenv("OAUTHQ_BUILD");
-    snprintf(g_bin, sizeof g_bin, "%s/oauthq-provider-sim", build && *build ? build : "build");
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "itest_sim_http: %s is missing (build it first)\n", g_bin);
+    if (testfix_bin(g_bin, sizeof g_bin, "oauthq-provider-sim") < 0 ||
+        testfix_tmpdir(g_dir, sizeof g_dir, "sim") < 0 ||
+        testfix_secret(g_dir, "secret", SECRET, g_secret_path, sizeof g_secret_path) < 0)
         return -1;
-    }
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-sim-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    snprintf(g_secret_path, sizeof g_secret_path, "%s/secret", g_dir);
-    FILE *f = fopen(g_secret_path, "w");
-    if (!f)
-        return -1;
-    fputs(SECRET "\n", f);
-    fclose(f);
-    chmod(g_secret_path, 0600);
     return sim_start(&g_main, "main", NULL);
 }
 
 static int group_teardown(void **st)
 {
     (void)st;
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] > 0) {
-            testproc_stop(g_pids[i], 5000);
-            g_pids[i] = 0;
-        }
+    testfix_sim_stop_all();
     for (size_t i = 0; i < g_ncodes; i++)
         free(g_codes[i]);
     g_ncodes = 0;
-    if (getenv("OAUTHQ_KEEP_TEST_LOGS")) {
-        fprintf(stderr, "itest_sim_http: logs kept in %s\n", g_dir);
-    } else if (g_dir[0]) {
-        remove_dir(g_dir);
-    }
+    testfix_tmpdir_remove(g_dir, "itest_sim_http");
     curl_global_cleanup();
     return 0;
 }
@@ -329,7 +169,7 @@ static void test_authorize_redirects(void **st)
     assert_int_equal(r.status, 302);
     assert_int_equal(strncmp(r.location, REDIRQ "&code=ac_", strlen(REDIRQ "&code=ac_")), 0);
     assert_non_null(strstr(r.location, "&state=a%2Bb%20c"));
-    char *c2 = url_param(r.location, "code");
+    char *c2 = testfix_url_param(r.location, "code");
     remember_code(c2);
     free(c2);
     testhttp_resp_free(&r);
@@ -362,7 +202,7 @@ static void test_authorize_redirects(void **st)
 static void test_exchange_then_reuse_revokes(void **st)
 {
     (void)st;
-    sim s;
+    testfix_sim s;
     assert_int_equal(sim_start(&s, "reuse", NULL), 0);
     char *code = authorize(&s, NULL);
     testhttp_resp r;
@@ -385,8 +225,8 @@ static void test_exchange_then_reuse_revokes(void **st)
     testhttp_resp_free(&r);
 
     cJSON *stt = stats(&s);
-    assert_int_equal(grants(stt, "active"), 1);
-    assert_int_equal(grants(stt, "revoked"), 0);
+    assert_int_equal(testfix_sim_grants(stt, "active"), 1);
+    assert_int_equal(testfix_sim_grants(stt, "revoked"), 0);
     cJSON_Delete(stt);
 
     exchange(&s, code, NULL, &r);
@@ -395,14 +235,14 @@ static void test_exchange_then_reuse_revokes(void **st)
 
     stt = stats(&s);
     assert_int_equal((long)cJSON_GetObjectItem(stt, "token_requests")->valuedouble, 2);
-    assert_int_equal(grants(stt, "active"), 0);
-    assert_int_equal(grants(stt, "revoked"), 1);
-    assert_int_equal(code_num(stt, code, "token_requests"), 2);
-    assert_int_equal(code_num(stt, code, "last_status"), 400);
+    assert_int_equal(testfix_sim_grants(stt, "active"), 0);
+    assert_int_equal(testfix_sim_grants(stt, "revoked"), 1);
+    assert_int_equal(testfix_sim_code_num(stt, code, "token_requests"), 2);
+    assert_int_equal(testfix_sim_code_num(stt, code, "last_status"), 400);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(stt, "codes")), 1);
     cJSON_Delete(stt);
     free(code);
-    assert_int_equal(sim_stop(&s), 0); /* SIGTERM → clean exit 0 */
+    assert_int_equal(testfix_sim_stop(&s), 0); /* SIGTERM → clean exit 0 */
 }
 
 static void test_unknown_code(void **st)
@@ -414,7 +254,8 @@ static void test_unknown_code(void **st)
     assert_null(strstr(r.body, "NoSuchCode"));
     testhttp_resp_free(&r);
     cJSON *stt = stats(&g_main);
-    assert_int_equal(code_num(stt, "ac_NoSuchCode0000000000000000000", "token_requests"), 1);
+    assert_int_equal(
+        testfix_sim_code_num(stt, "ac_NoSuchCode0000000000000000000", "token_requests"), 1);
     cJSON_Delete(stt);
 }
 
@@ -471,7 +312,7 @@ static void test_pkce(void **st)
 static void test_expiry(void **st)
 {
     (void)st;
-    sim s;
+    testfix_sim s;
     const char *extra[] = {"--code-ttl", "1", NULL};
     assert_int_equal(sim_start(&s, "ttl", extra), 0);
     char *fresh = authorize(&s, NULL);
@@ -487,7 +328,7 @@ static void test_expiry(void **st)
     testhttp_resp_free(&r);
     free(fresh);
     free(old);
-    assert_int_equal(sim_stop(&s), 0);
+    assert_int_equal(testfix_sim_stop(&s), 0);
 }
 
 static void test_fault_deny(void **st)
@@ -531,8 +372,8 @@ static void test_fault_429(void **st)
     assert_int_equal(r.status, 200);
     testhttp_resp_free(&r);
     cJSON *stt = stats(&g_main);
-    assert_int_equal(code_num(stt, code, "token_requests"), 2);
-    assert_int_equal(code_num(stt, code, "last_status"), 200);
+    assert_int_equal(testfix_sim_code_num(stt, code, "token_requests"), 2);
+    assert_int_equal(testfix_sim_code_num(stt, code, "last_status"), 200);
     cJSON_Delete(stt);
     free(code);
 }
@@ -561,13 +402,14 @@ static void test_fault_500_after(void **st)
     assert_json_error(&r, 500, "api_error", NULL);
     testhttp_resp_free(&r);
     cJSON *mid = stats(&g_main);
-    assert_int_equal(grants(mid, "active"), grants(before, "active") + 1);
+    assert_int_equal(testfix_sim_grants(mid, "active"), testfix_sim_grants(before, "active") + 1);
     exchange(&g_main, code, NULL, &r);
     assert_json_error(&r, 400, "invalid_grant", REUSE);
     testhttp_resp_free(&r);
     cJSON *after = stats(&g_main);
-    assert_int_equal(grants(after, "active"), grants(before, "active"));
-    assert_int_equal(grants(after, "revoked"), grants(before, "revoked") + 1);
+    assert_int_equal(testfix_sim_grants(after, "active"), testfix_sim_grants(before, "active"));
+    assert_int_equal(testfix_sim_grants(after, "revoked"),
+                     testfix_sim_grants(before, "revoked") + 1);
     cJSON_Delete(before);
     cJSON_Delete(mid);
     cJSON_Delete(after);
@@ -585,15 +427,16 @@ static void test_fault_cut_after(void **st)
     assert_int_equal(r.curl_code, CURLE_GOT_NOTHING);
     testhttp_resp_free(&r);
     cJSON *mid = stats(&g_main);
-    assert_int_equal(grants(mid, "active"), grants(before, "active") + 1);
-    assert_int_equal(code_num(mid, code, "last_status"), 0);
+    assert_int_equal(testfix_sim_grants(mid, "active"), testfix_sim_grants(before, "active") + 1);
+    assert_int_equal(testfix_sim_code_num(mid, code, "last_status"), 0);
     exchange(&g_main, code, NULL, &r);
     assert_json_error(&r, 400, "invalid_grant", REUSE);
     testhttp_resp_free(&r);
     cJSON *after = stats(&g_main);
-    assert_int_equal(grants(after, "active"), grants(before, "active"));
-    assert_int_equal(grants(after, "revoked"), grants(before, "revoked") + 1);
-    assert_int_equal(code_num(after, code, "token_requests"), 2);
+    assert_int_equal(testfix_sim_grants(after, "active"), testfix_sim_grants(before, "active"));
+    assert_int_equal(testfix_sim_grants(after, "revoked"),
+                     testfix_sim_grants(before, "revoked") + 1);
+    assert_int_equal(testfix_sim_code_num(after, code, "token_requests"), 2);
     cJSON_Delete(before);
     cJSON_Delete(mid);
     cJSON_Delete(after);
@@ -639,8 +482,9 @@ static void test_deauthorize(void **st)
     cJSON_Delete(j);
     testhttp_resp_free(&r);
     cJSON *after = stats(&g_main);
-    assert_int_equal(grants(after, "active"), grants(before, "active") - 1);
-    assert_int_equal(grants(after, "deauthorized"), grants(before, "deauthorized") + 1);
+    assert_int_equal(testfix_sim_grants(after, "active"), testfix_sim_grants(before, "active") - 1);
+    assert_int_equal(testfix_sim_grants(after, "deauthorized"),
+                     testfix_sim_grants(before, "deauthorized") + 1);
     assert_int_equal(testhttp_do("POST", url, NULL, body, &r), 0);
     assert_json_error(&r, 401, "invalid_client", NULL);
     testhttp_resp_free(&r);
@@ -652,7 +496,7 @@ static void test_deauthorize(void **st)
 static void test_latency_flag(void **st)
 {
     (void)st;
-    sim s;
+    testfix_sim s;
     const char *extra[] = {"--latency-ms", "200", NULL};
     assert_int_equal(sim_start(&s, "latency", extra), 0);
     char *code = authorize(&s, NULL);
@@ -662,7 +506,7 @@ static void test_latency_flag(void **st)
     assert_true(r.elapsed_ms >= 190);
     testhttp_resp_free(&r);
     free(code);
-    assert_int_equal(sim_stop(&s), 0);
+    assert_int_equal(testfix_sim_stop(&s), 0);
 }
 
 static void test_routes_and_limits(void **st)
@@ -699,7 +543,7 @@ static void test_routes_and_limits(void **st)
 
 /* ---- refresh (SPEC §5b) ------------------------------------------------- */
 
-static int refresh_t(const sim *s, const char *rt, long timeout_ms, testhttp_resp *r)
+static int refresh_t(const testfix_sim *s, const char *rt, long timeout_ms, testhttp_resp *r)
 {
     char url[128], body[512];
     snprintf(url, sizeof url, "%s/oauth/token", s->base);
@@ -728,7 +572,7 @@ static char *rt_of(const testhttp_resp *r, long expires_in)
     return rt;
 }
 
-static char *connect_rt(const sim *s, const char *extra, long expires_in)
+static char *connect_rt(const testfix_sim *s, const char *extra, long expires_in)
 {
     char *code = authorize(s, extra);
     testhttp_resp r;
@@ -741,8 +585,8 @@ static char *connect_rt(const sim *s, const char *extra, long expires_in)
 
 static long rt_requests(const cJSON *st, const char *rt)
 {
-    char hex[65];
-    sha256_hex(rt, hex);
+    char hex[CRYPTO_SHA256_HEX];
+    crypto_sha256_hex(rt, strlen(rt), hex);
     const cJSON *e = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "refresh_tokens"), hex);
     if (!e)
         return 0;
@@ -774,7 +618,7 @@ static void test_refresh_rotation_and_reuse(void **st)
     assert_json_error(&r, 400, "invalid_grant", "This refresh token has been revoked.");
     testhttp_resp_free(&r);
     cJSON *mid = stats(&g_main);
-    assert_int_equal(grants(mid, "revoked"), grants(before, "revoked") + 1);
+    assert_int_equal(testfix_sim_grants(mid, "revoked"), testfix_sim_grants(before, "revoked") + 1);
     assert_int_equal(rt_requests(mid, rt0), 1);
     assert_int_equal(rt_requests(mid, rt1), 2);
     assert_int_equal(rt_requests(mid, rt2), 1);
@@ -787,8 +631,9 @@ static void test_refresh_rotation_and_reuse(void **st)
     assert_json_error(&r, 400, "invalid_grant", NULL);
     testhttp_resp_free(&r);
     cJSON *after = stats(&g_main);
-    assert_int_equal(grants(after, "revoked"), grants(before, "revoked") + 2);
-    assert_int_equal(grants(after, "active"), grants(before, "active"));
+    assert_int_equal(testfix_sim_grants(after, "revoked"),
+                     testfix_sim_grants(before, "revoked") + 2);
+    assert_int_equal(testfix_sim_grants(after, "active"), testfix_sim_grants(before, "active"));
     assert_int_equal(rt_requests(after, rf), 2);
     cJSON_Delete(before);
     cJSON_Delete(mid);
@@ -802,7 +647,7 @@ static void test_refresh_rotation_and_reuse(void **st)
 static void test_refresh_flags(void **st)
 {
     (void)st;
-    sim s;
+    testfix_sim s;
     const char *extra[] = {"--access-ttl", "120", "--no-refresh-rotation", NULL};
     assert_int_equal(sim_start(&s, "norotation", extra), 0);
     char *rt = connect_rt(&s, NULL, 120);
@@ -816,18 +661,16 @@ static void test_refresh_flags(void **st)
     }
     cJSON *st2 = stats(&s);
     assert_int_equal(rt_requests(st2, rt), 3);
-    assert_int_equal(grants(st2, "revoked"), 0);
-    assert_int_equal(grants(st2, "active"), 1);
+    assert_int_equal(testfix_sim_grants(st2, "revoked"), 0);
+    assert_int_equal(testfix_sim_grants(st2, "active"), 1);
     cJSON_Delete(st2);
     free(rt);
-    assert_int_equal(sim_stop(&s), 0);
+    assert_int_equal(testfix_sim_stop(&s), 0);
 }
 
 static int run_status(const char *const *argv)
 {
-    char logf[400];
-    snprintf(logf, sizeof logf, "%s/args.log", g_dir);
-    pid_t pid = testproc_spawn((char *const *)argv, logf);
+    pid_t pid = testfix_spawn(g_dir, "args.log", (char *const *)argv);
     assert_true(pid > 0);
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
