@@ -18,7 +18,6 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,10 +32,11 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
-#include "tests/support/testproc.h"
 #include "common/exchange.h"
 
 #define CID        "ca_itest"
@@ -44,7 +44,6 @@
 #define ODD_SECRET "p@ss:w+rd/ x%&=y" /* needs form-urlencoding in Basic */
 #define REDIR      "http://127.0.0.1:9/cb"
 #define REDIR_E    "http%%3A%%2F%%2F127.0.0.1%%3A9%%2Fcb" /* printf format */
-#define MAX_SIMS   8
 #define MAX_CODES  256
 #define MAX_TOKENS 256
 #define LOG_CAP    (4 * 1024 * 1024)
@@ -54,18 +53,9 @@
 static const char RFC_VERIFIER[] = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 static const char RFC_CHALLENGE[] = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-typedef struct {
-    pid_t pid;
-    int port;
-    char base[64];
-    char log[512];
-} sim;
-
 static char g_dir[256];
 static char g_secret_path[300], g_odd_path[300];
-static char g_bin[512];
-static sim g_main;
-static pid_t g_pids[MAX_SIMS];
+static testfix_sim g_main;
 static char *g_codes[MAX_CODES];
 static size_t g_ncodes;
 static char *g_tokens[MAX_TOKENS];
@@ -74,13 +64,6 @@ static char *g_log;
 static size_t g_log_len;
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_log(const char *line, void *ud)
 {
@@ -94,60 +77,13 @@ static void on_log(const char *line, void *ud)
     g_log[g_log_len] = '\0';
 }
 
-static void track(pid_t pid)
-{
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            return;
-        }
-}
-
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] == pid)
-            g_pids[i] = 0;
-}
+static const char *const SIM_ARGS[] = {"--redirect-uri", REDIR, NULL};
 
 /* Start a simulator with secret file `secret_path` plus extra args (NULL-terminated). */
-static int sim_start(sim *s, const char *name, const char *secret_path, const char *const *extra)
+static int sim_start(testfix_sim *s, const char *name, const char *secret_path,
+                     const char *const *extra)
 {
-    for (int attempt = 0; attempt < 3; attempt++) {
-        memset(s, 0, sizeof *s);
-        s->port = testproc_free_port();
-        if (s->port <= 0)
-            return -1;
-        char listen[64];
-        snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
-        snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
-        snprintf(s->log, sizeof s->log, "%s/%s.log", g_dir, name);
-        const char *argv[24] = {
-            g_bin,       "--listen",       listen, "--client-id", CID, "--client-secret-file",
-            secret_path, "--redirect-uri", REDIR};
-        int n = 9;
-        for (int i = 0; extra && extra[i] && n < 23; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
-        s->pid = testproc_spawn((char *const *)argv, s->log);
-        if (s->pid <= 0)
-            return -1;
-        track(s->pid);
-        char url[96];
-        snprintf(url, sizeof url, "%s/_sim/stats", s->base);
-        if (testproc_wait_http(url, 5000) == 0)
-            return 0;
-        testproc_stop(s->pid, 2000);
-        untrack(s->pid);
-    }
-    return -1;
-}
-
-static void sim_stop(sim *s)
-{
-    testproc_stop(s->pid, 5000);
-    untrack(s->pid);
-    s->pid = 0;
+    return testfix_sim_start(s, g_dir, name, CID, secret_path, SIM_ARGS, extra);
 }
 
 static void remember(char **arr, size_t *n, size_t max, const char *v)
@@ -156,45 +92,23 @@ static void remember(char **arr, size_t *n, size_t max, const char *v)
         arr[(*n)++] = strdup(v);
 }
 
-/* The raw value of query parameter name in a URL, malloc'd, or NULL. */
-static char *url_param(const char *url, const char *name)
-{
-    const char *q = strchr(url, '?');
-    size_t nl = strlen(name);
-    while (q) {
-        q++;
-        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
-            const char *v = q + nl + 1;
-            size_t n = strcspn(v, "&#");
-            char *out = malloc(n + 1);
-            memcpy(out, v, n);
-            out[n] = '\0';
-            return out;
-        }
-        q = strchr(q, '&');
-    }
-    return NULL;
-}
-
 /* A fresh code from the simulator's authorize endpoint (malloc'd). */
-static char *authorize(const sim *s, const char *extra)
+static char *authorize(const testfix_sim *s, const char *extra)
 {
-    char url[1024];
-    snprintf(url, sizeof url,
-             "%s/oauth/authorize?response_type=code&client_id=" CID "&redirect_uri=" REDIR_E
-             "&state=x%s",
-             s->base, extra ? extra : "");
+    char url[1024], tail[512];
+    snprintf(tail, sizeof tail, "&state=x%s", extra ? extra : "");
+    assert_int_equal(testfix_authorize_url(url, sizeof url, s->base, CID, REDIR, tail), 0);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 302);
-    char *code = url_param(r.location, "code");
+    char *code = testfix_url_param(r.location, "code");
     assert_non_null(code);
     testhttp_resp_free(&r);
     remember(g_codes, &g_ncodes, MAX_CODES, code);
     return code;
 }
 
-static provider_t prov(const sim *s, provider_profile profile, provider_token_auth auth)
+static provider_t prov(const testfix_sim *s, provider_profile profile, provider_token_auth auth)
 {
     provider_t p;
     memset(&p, 0, sizeof p);
@@ -228,35 +142,9 @@ static void exchange1(const provider_t *pv, const char *secret, const char *code
     exchange_free(x);
 }
 
-static cJSON *stats(const sim *s)
+static cJSON *stats(const testfix_sim *s)
 {
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", s->base);
-    testhttp_resp r;
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    cJSON *j = cJSON_Parse(r.body);
-    assert_non_null(j);
-    testhttp_resp_free(&r);
-    return j;
-}
-
-static long code_num(const cJSON *st, const char *code, const char *k)
-{
-    char hex[CRYPTO_SHA256_HEX];
-    crypto_sha256_hex(code, strlen(code), hex);
-    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "codes"), hex);
-    assert_non_null(c);
-    const cJSON *v = cJSON_GetObjectItem(c, k);
-    assert_true(cJSON_IsNumber(v));
-    return (long)v->valuedouble;
-}
-
-static long grants(const cJSON *st, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "grants"), k);
-    assert_true(cJSON_IsNumber(v));
-    return (long)v->valuedouble;
+    return testfix_sim_stats(s->base);
 }
 
 static void assert_cls(const exchange_result *r, exchange_class want)
@@ -268,33 +156,6 @@ static void assert_cls(const exchange_result *r, exchange_class want)
 
 /* ---- setup -------------------------------------------------------------- */
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char p[600];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int write_secret(const char *path, const char *value)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "%s\n", value);
-    fclose(f);
-    return chmod(path, 0600);
-}
-
 static int group_setup(void **st)
 {
     (void)st;
@@ -303,18 +164,9 @@ static int group_setup(void **st)
     if (!g_log)
         return -1;
     log_set_sink(on_log, NULL);
-    const char *build = getenv("OAUTHQ_BUILD");
-    snprintf(g_bin, sizeof g_bin, "%s/oauthq-provider-sim", build && *build ? build : "build");
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "itest_exchange_sim: %s is missing (build it first)\n", g_bin);
-        return -1;
-    }
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-exch-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    snprintf(g_secret_path, sizeof g_secret_path, "%s/secret", g_dir);
-    snprintf(g_odd_path, sizeof g_odd_path, "%s/odd_secret", g_dir);
-    if (write_secret(g_secret_path, SECRET) != 0 || write_secret(g_odd_path, ODD_SECRET) != 0)
+    if (testfix_tmpdir(g_dir, sizeof g_dir, "exch") < 0 ||
+        testfix_secret(g_dir, "secret", SECRET, g_secret_path, sizeof g_secret_path) < 0 ||
+        testfix_secret(g_dir, "odd_secret", ODD_SECRET, g_odd_path, sizeof g_odd_path) < 0)
         return -1;
     return sim_start(&g_main, "main", g_secret_path, NULL);
 }
@@ -322,11 +174,7 @@ static int group_setup(void **st)
 static int group_teardown(void **st)
 {
     (void)st;
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] > 0) {
-            testproc_stop(g_pids[i], 5000);
-            g_pids[i] = 0;
-        }
+    testfix_sim_stop_all();
     for (size_t i = 0; i < g_ncodes; i++)
         free(g_codes[i]);
     for (size_t i = 0; i < g_ntokens; i++) {
@@ -337,10 +185,7 @@ static int group_teardown(void **st)
     log_set_sink(NULL, NULL);
     free(g_log);
     g_log = NULL;
-    if (getenv("OAUTHQ_KEEP_TEST_LOGS"))
-        fprintf(stderr, "itest_exchange_sim: logs kept in %s\n", g_dir);
-    else if (g_dir[0])
-        remove_dir(g_dir);
+    testfix_tmpdir_remove(g_dir, "itest_exchange_sim");
     curl_global_cleanup();
     return 0;
 }
@@ -366,7 +211,7 @@ static void test_success_then_reuse(void **st)
     assert_null(strstr(r.detail, r.access_token));
 
     cJSON *before = stats(&g_main);
-    assert_int_equal(code_num(before, code, "token_requests"), 1);
+    assert_int_equal(testfix_sim_code_num(before, code, "token_requests"), 1);
 
     /* The same code again: the Stripe reuse error, and the grant revoked (G1's reason). */
     exchange1(&pv, SECRET, code, NULL, NULL, 5000, &r);
@@ -377,8 +222,9 @@ static void test_success_then_reuse(void **st)
     assert_string_equal(r.access_token, "");
     assert_null(strstr(r.detail, "already been used"));
     cJSON *after = stats(&g_main);
-    assert_int_equal(code_num(after, code, "token_requests"), 2);
-    assert_int_equal(grants(after, "revoked"), grants(before, "revoked") + 1);
+    assert_int_equal(testfix_sim_code_num(after, code, "token_requests"), 2);
+    assert_int_equal(testfix_sim_grants(after, "revoked"),
+                     testfix_sim_grants(before, "revoked") + 1);
     cJSON_Delete(before);
     cJSON_Delete(after);
     free(code);
@@ -398,7 +244,7 @@ static void test_send_deadline_passed_is_not_sent(void **st)
     exchange_t *x = exchange_new(4, 2000, 5000, &e);
     assert_non_null(x);
     exchange_req q = {.provider = &pv, .client_secret = SECRET, .code = code};
-    q.send_by_mono_ms = now_ms() + 200;
+    q.send_by_mono_ms = clock_mono_ms() + 200;
     assert_int_equal(exchange_add(x, &q, &e), 0);
     usleep(400000); /* "stopped": the deadline passes before the first perform */
     assert_int_equal(exchange_run(x), 1);
@@ -417,7 +263,7 @@ static void test_send_deadline_passed_is_not_sent(void **st)
     /* Within its deadline the same code goes out normally. */
     x = exchange_new(4, 2000, 5000, &e);
     exchange_req q2 = {.provider = &pv, .client_secret = SECRET, .code = code};
-    q2.send_by_mono_ms = now_ms() + 5000;
+    q2.send_by_mono_ms = clock_mono_ms() + 5000;
     assert_int_equal(exchange_add(x, &q2, &e), 0);
     assert_int_equal(exchange_run(x), 1);
     assert_cls(&q2.result, EXCH_SUCCESS);
@@ -463,7 +309,7 @@ static void test_driver_thread(void **st)
     for (int i = 0; i < N; i++) {
         codes[i] = authorize(&g_main, NULL);
         q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
-        q[i].send_by_mono_ms = now_ms() + 5000;
+        q[i].send_by_mono_ms = clock_mono_ms() + 5000;
         assert_int_equal(exchange_start(x, &q[i], &e), 0);
     }
     /* Twice the concurrency may be handed over: the rest waits for slots. */
@@ -481,7 +327,7 @@ static void test_driver_thread(void **st)
     cJSON *stt = stats(&g_main);
     for (int i = 0; i < N; i++) {
         assert_cls(&q[i].result, EXCH_SUCCESS);
-        assert_int_equal(code_num(stt, codes[i], "token_requests"), 1);
+        assert_int_equal(testfix_sim_code_num(stt, codes[i], "token_requests"), 1);
         remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.access_token);
         remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.refresh_token);
         crypto_wipe(&q[i].result, sizeof q[i].result);
@@ -490,7 +336,7 @@ static void test_driver_thread(void **st)
     /* A lease that lapsed before the driver got to it: not sent. */
     char *late = authorize(&g_main, NULL);
     exchange_req ql = {.provider = &pv, .client_secret = SECRET, .code = late};
-    ql.send_by_mono_ms = now_ms() - 1;
+    ql.send_by_mono_ms = clock_mono_ms() - 1;
     assert_int_equal(exchange_start(x, &ql, &e), 0);
     c.reported = 0;
     for (int i = 0; i < 100 && c.reported == 0; i++)
@@ -520,7 +366,7 @@ static void test_driver_thread(void **st)
 static void test_driver_lanes_and_cancel(void **st)
 {
     (void)st;
-    sim s;
+    testfix_sim s;
     const char *lat[] = {"--latency-ms", "300", NULL};
     assert_int_equal(sim_start(&s, "lanes", g_secret_path, lat), 0);
     provider_t pv = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
@@ -538,7 +384,7 @@ static void test_driver_lanes_and_cancel(void **st)
     for (int i = 0; i < N; i++) {
         codes[i] = authorize(&s, NULL);
         q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
-        q[i].send_by_mono_ms = now_ms() + 5000;
+        q[i].send_by_mono_ms = clock_mono_ms() + 5000;
         q[i].lane = 0; /* limit 1: one on the wire, two waiting */
         assert_int_equal(exchange_start(x, &q[i], &e), 0);
     }
@@ -567,7 +413,7 @@ static void test_driver_lanes_and_cancel(void **st)
     assert_int_equal((long)cJSON_GetObjectItem(stt, "token_requests")->valuedouble, 1);
     cJSON_Delete(stt);
     exchange_free(x);
-    sim_stop(&s);
+    testfix_sim_stop(&s);
     for (int i = 0; i < N; i++)
         free(codes[i]);
 }
@@ -615,7 +461,7 @@ static void test_client_secret_basic(void **st)
 
     /* A secret with ':', '+', '/', ' ', '%', '&', '=': RFC 6749 §2.3.1 encoding (Basic) and
      * form encoding (post) both have to be right for the simulator to accept it. */
-    sim s;
+    testfix_sim s;
     assert_int_equal(sim_start(&s, "odd", g_odd_path, NULL), 0);
     provider_t pb = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_BASIC);
     provider_t pp = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
@@ -627,7 +473,7 @@ static void test_client_secret_basic(void **st)
     assert_cls(&r, EXCH_SUCCESS);
     free(c1);
     free(c2);
-    sim_stop(&s);
+    testfix_sim_stop(&s);
 }
 
 static void test_oauth2_sends_redirect_uri(void **st)
@@ -698,8 +544,8 @@ static void test_fault_500(void **st)
     assert_cls(&r, EXCH_UNKNOWN);
     assert_int_equal(r.http_status, 500);
     cJSON *s = stats(&g_main);
-    assert_int_equal(code_num(s, before, "token_requests"), 1);
-    assert_int_equal(code_num(s, after, "token_requests"), 1);
+    assert_int_equal(testfix_sim_code_num(s, before, "token_requests"), 1);
+    assert_int_equal(testfix_sim_code_num(s, after, "token_requests"), 1);
     cJSON_Delete(s);
     free(before);
     free(after);
@@ -717,8 +563,8 @@ static void test_fault_cut_after(void **st)
     assert_non_null(strstr(r.detail, "after send"));
     /* Exactly one request reached the provider: libcurl did not re-send it by itself. */
     cJSON *s = stats(&g_main);
-    assert_int_equal(code_num(s, code, "token_requests"), 1);
-    assert_int_equal(code_num(s, code, "last_status"), 0);
+    assert_int_equal(testfix_sim_code_num(s, code, "token_requests"), 1);
+    assert_int_equal(testfix_sim_code_num(s, code, "last_status"), 0);
     cJSON_Delete(s);
     free(code);
 }
@@ -729,9 +575,9 @@ static void test_fault_hang(void **st)
     provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
     char *code = authorize(&g_main, "&sim_fault=hang");
     exchange_result r;
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     exchange1(&pv, SECRET, code, NULL, NULL, 800, &r);
-    int64_t dt = now_ms() - t0;
+    int64_t dt = clock_mono_ms() - t0;
     assert_cls(&r, EXCH_UNKNOWN);
     assert_int_equal(r.http_status, 0);
     assert_string_equal(r.detail, "curl 28 timeout after send");
@@ -748,9 +594,9 @@ static void test_latency_beyond_timeout(void **st)
     provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
     char *code = authorize(&g_main, "&sim_fault=latency:3000");
     exchange_result r;
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     exchange1(&pv, SECRET, code, NULL, NULL, 800, &r);
-    assert_true(now_ms() - t0 < 2500);
+    assert_true(clock_mono_ms() - t0 < 2500);
     assert_cls(&r, EXCH_UNKNOWN);
     assert_non_null(strstr(r.detail, "timeout after send"));
     free(code);
@@ -759,11 +605,10 @@ static void test_latency_beyond_timeout(void **st)
 static void test_connection_refused(void **st)
 {
     (void)st;
-    int port = testproc_free_port();
-    assert_true(port > 0);
-    sim closed;
-    memset(&closed, 0, sizeof closed);
-    snprintf(closed.base, sizeof closed.base, "http://127.0.0.1:%d", port);
+    testfix_addr a; /* nobody listens there */
+    assert_int_equal(testfix_addr_new(&a), 0);
+    testfix_sim closed = {0};
+    snprintf(closed.base, sizeof closed.base, "%s", a.url);
     provider_t pv = prov(&closed, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
     exchange_result r;
     exchange1(&pv, SECRET, "ac_never_sent_000000000000000", NULL, NULL, 2000, &r);
@@ -792,7 +637,7 @@ static void test_no_silent_resend(void **st)
     remember(g_tokens, &g_ntokens, MAX_TOKENS, q1.result.access_token);
     assert_cls(&q2.result, EXCH_UNKNOWN);
     cJSON *s = stats(&g_main);
-    assert_int_equal(code_num(s, cut, "token_requests"), 1);
+    assert_int_equal(testfix_sim_code_num(s, cut, "token_requests"), 1);
     cJSON_Delete(s);
     exchange_free(x);
     free(first);
@@ -804,10 +649,10 @@ static void test_mixed_batch(void **st)
 {
     (void)st;
     provider_t pv = prov(&g_main, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
-    int port = testproc_free_port();
-    sim closed;
-    memset(&closed, 0, sizeof closed);
-    snprintf(closed.base, sizeof closed.base, "http://127.0.0.1:%d", port);
+    testfix_addr a; /* nobody listens there */
+    assert_int_equal(testfix_addr_new(&a), 0);
+    testfix_sim closed = {0};
+    snprintf(closed.base, sizeof closed.base, "%s", a.url);
     provider_t refused = prov(&closed, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
     const char *faults[] = {NULL, "&sim_fault=429", "&sim_fault=cut_after", "&sim_fault=500_after",
                             NULL};
@@ -847,7 +692,7 @@ static void test_mixed_batch(void **st)
 static void test_concurrent(void **st)
 {
     (void)st;
-    sim s;
+    testfix_sim s;
     const char *extra[] = {"--latency-ms", "200", NULL};
     assert_int_equal(sim_start(&s, "latency", g_secret_path, extra), 0);
     provider_t pv = prov(&s, PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST);
@@ -862,9 +707,9 @@ static void test_concurrent(void **st)
         q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
         assert_int_equal(exchange_add(x, &q[i], &e), 0);
     }
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     assert_int_equal(exchange_run(x), N_CONC);
-    int64_t dt = now_ms() - t0;
+    int64_t dt = clock_mono_ms() - t0;
     print_message("%d exchanges at 200 ms latency took %lld ms\n", N_CONC, (long long)dt);
     assert_true(dt >= 190);
     assert_true(dt < 4000);
@@ -872,12 +717,12 @@ static void test_concurrent(void **st)
 
     cJSON *stt = stats(&s);
     assert_int_equal((long)cJSON_GetObjectItem(stt, "token_requests")->valuedouble, N_CONC);
-    assert_int_equal(grants(stt, "active"), N_CONC);
+    assert_int_equal(testfix_sim_grants(stt, "active"), N_CONC);
     for (int i = 0; i < N_CONC; i++) {
         assert_cls(&q[i].result, EXCH_SUCCESS);
         remember(g_tokens, &g_ntokens, MAX_TOKENS, q[i].result.access_token);
-        assert_int_equal(code_num(stt, codes[i], "token_requests"), 1);
-        assert_int_equal(code_num(stt, codes[i], "last_status"), 200);
+        assert_int_equal(testfix_sim_code_num(stt, codes[i], "token_requests"), 1);
+        assert_int_equal(testfix_sim_code_num(stt, codes[i], "last_status"), 200);
         for (int j = 0; j < i; j++)
             assert_string_not_equal(q[i].result.access_token, q[j].result.access_token);
         crypto_wipe(&q[i].result, sizeof q[i].result);
@@ -893,9 +738,9 @@ static void test_concurrent(void **st)
         q[i] = (exchange_req){.provider = &pv, .client_secret = SECRET, .code = codes[i]};
         assert_int_equal(exchange_add(x, &q[i], &e), 0);
     }
-    t0 = now_ms();
+    t0 = clock_mono_ms();
     assert_int_equal(exchange_run(x), 6);
-    dt = now_ms() - t0;
+    dt = clock_mono_ms() - t0;
     assert_true(dt >= 590);
     for (int i = 0; i < 6; i++) {
         assert_cls(&q[i].result, EXCH_SUCCESS);
@@ -904,7 +749,7 @@ static void test_concurrent(void **st)
     exchange_free(x);
     for (int i = 0; i < N_CONC; i++)
         free(codes[i]);
-    sim_stop(&s);
+    testfix_sim_stop(&s);
 }
 
 /* Last: the captured log lines name outcomes by code hash, never a code, token or secret. */
