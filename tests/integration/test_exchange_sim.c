@@ -43,7 +43,6 @@
 #define SECRET     "sk_itest_secret_value"
 #define ODD_SECRET "p@ss:w+rd/ x%&=y" /* needs form-urlencoding in Basic */
 #define REDIR      "http://127.0.0.1:9/cb"
-#define REDIR_E    "http%%3A%%2F%%2F127.0.0.1%%3A9%%2Fcb" /* printf format */
 #define MAX_CODES  256
 #define MAX_TOKENS 256
 #define LOG_CAP    (4 * 1024 * 1024)
