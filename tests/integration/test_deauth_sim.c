@@ -19,7 +19,6 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,46 +38,29 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
-#include "tests/support/testproc.h"
 #include "worker/deauth.h"
 
 #define CID      "ca_itest_deauth"
 #define SECRET   "sk_itest_deauth_secret"
 #define REDIR    "http://127.0.0.1:9/cb"
-#define REDIR_E  "http%%3A%%2F%%2F127.0.0.1%%3A9%%2Fcb" /* printf format */
-#define MAX_SIMS 4
 #define MAX_KEEP 64
 #define LOG_CAP  (1024 * 1024)
 #define RAW_MAX  16384
 
-typedef struct {
-    pid_t pid;
-    int port;
-    char base[64];
-    char log[512];
-} sim;
-
 static char g_dir[256];
 static char g_secret_path[300];
-static char g_bin[512];
-static sim g_main;
-static pid_t g_pids[MAX_SIMS];
+static testfix_sim g_main;
 static char *g_keep[MAX_KEEP]; /* tokens and account ids that must never be logged */
 static size_t g_nkeep;
 static char *g_log;
 static size_t g_log_len;
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_log(const char *line, void *ud)
 {
@@ -98,83 +80,18 @@ static void keep(const char *v)
         g_keep[g_nkeep++] = strdup(v);
 }
 
-static void track(pid_t pid)
-{
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] == 0) {
-            g_pids[i] = pid;
-            return;
-        }
-}
-
-static void untrack(pid_t pid)
-{
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] == pid)
-            g_pids[i] = 0;
-}
-
-static int sim_start(sim *s, const char *name)
-{
-    for (int attempt = 0; attempt < 3; attempt++) {
-        memset(s, 0, sizeof *s);
-        s->port = testproc_free_port();
-        if (s->port <= 0)
-            return -1;
-        char listen[64];
-        snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
-        snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
-        snprintf(s->log, sizeof s->log, "%s/%s.log", g_dir, name);
-        const char *argv[] = {
-            g_bin,         "--listen",       listen, "--client-id", CID, "--client-secret-file",
-            g_secret_path, "--redirect-uri", REDIR,  NULL};
-        s->pid = testproc_spawn((char *const *)argv, s->log);
-        if (s->pid <= 0)
-            return -1;
-        track(s->pid);
-        char url[96];
-        snprintf(url, sizeof url, "%s/_sim/stats", s->base);
-        if (testproc_wait_http(url, 5000) == 0)
-            return 0;
-        testproc_stop(s->pid, 2000);
-        untrack(s->pid);
-    }
-    return -1;
-}
-
-/* The raw value of query parameter name in a URL, malloc'd, or NULL. */
-static char *url_param(const char *url, const char *name)
-{
-    const char *q = strchr(url, '?');
-    size_t nl = strlen(name);
-    while (q) {
-        q++;
-        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
-            const char *v = q + nl + 1;
-            size_t n = strcspn(v, "&#");
-            char *out = malloc(n + 1);
-            memcpy(out, v, n);
-            out[n] = '\0';
-            return out;
-        }
-        q = strchr(q, '&');
-    }
-    return NULL;
-}
-
 /* A new grant at the simulator: its stripe_user_id into acct[cap] (tokens kept for the log
  * check). */
-static void connect_account(const sim *s, char *acct, size_t cap)
+static void connect_account(const testfix_sim *s, char *acct, size_t cap)
 {
     char url[512];
-    snprintf(url, sizeof url,
-             "%s/oauth/authorize?response_type=code&client_id=" CID "&redirect_uri=" REDIR_E
-             "&scope=read_write&state=x",
-             s->base);
+    assert_int_equal(
+        testfix_authorize_url(url, sizeof url, s->base, CID, REDIR, "&scope=read_write&state=x"),
+        0);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 302);
-    char *code = url_param(r.location, "code");
+    char *code = testfix_url_param(r.location, "code");
     assert_non_null(code);
     testhttp_resp_free(&r);
 
@@ -199,25 +116,10 @@ static void connect_account(const sim *s, char *acct, size_t cap)
     testhttp_resp_free(&r);
 }
 
-static cJSON *stats(const sim *s)
+static long grants(const testfix_sim *s, const char *k)
 {
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", s->base);
-    testhttp_resp r;
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    assert_int_equal(r.status, 200);
-    cJSON *j = cJSON_Parse(r.body);
-    assert_non_null(j);
-    testhttp_resp_free(&r);
-    return j;
-}
-
-static long grants(const sim *s, const char *k)
-{
-    cJSON *st = stats(s);
-    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "grants"), k);
-    assert_true(cJSON_IsNumber(v));
-    long n = (long)v->valuedouble;
+    cJSON *st = testfix_sim_stats(s->base);
+    long n = testfix_sim_grants(st, k);
     cJSON_Delete(st);
     return n;
 }
@@ -236,7 +138,7 @@ static provider_t prov(provider_profile profile, provider_token_auth auth, const
     return p;
 }
 
-static provider_t sim_prov(const sim *s)
+static provider_t sim_prov(const testfix_sim *s)
 {
     char url[128];
     snprintf(url, sizeof url, "%s/oauth/deauthorize", s->base);
@@ -281,8 +183,9 @@ static void *raw_main(void *arg)
     int fd = accept(s->lfd, NULL, NULL);
     if (fd < 0)
         return NULL;
-    int64_t deadline = now_ms() + 10000;
-    while (!request_complete(s->req, s->req_len) && s->req_len < RAW_MAX && now_ms() < deadline) {
+    int64_t deadline = clock_mono_ms() + 10000;
+    while (!request_complete(s->req, s->req_len) && s->req_len < RAW_MAX &&
+           clock_mono_ms() < deadline) {
         struct pollfd c = {.fd = fd, .events = POLLIN};
         if (poll(&c, 1, 200) != 1)
             continue;
@@ -297,7 +200,7 @@ static void *raw_main(void *arg)
         (void)w;
     } else {
         char sink[256];
-        while (now_ms() < deadline) { /* hold the connection until the client gives up */
+        while (clock_mono_ms() < deadline) { /* hold the connection until the client gives up */
             struct pollfd c = {.fd = fd, .events = POLLIN};
             if (poll(&c, 1, 200) == 1 && recv(fd, sink, sizeof sink, 0) <= 0)
                 break;
@@ -358,23 +261,6 @@ static const char OK_200[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\
 
 /* ---- setup -------------------------------------------------------------- */
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char p[600];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int group_setup(void **st)
 {
     (void)st;
@@ -383,34 +269,17 @@ static int group_setup(void **st)
     if (!g_log)
         return -1;
     log_set_sink(on_log, NULL);
-    const char *build = getenv("OAUTHQ_BUILD");
-    snprintf(g_bin, sizeof g_bin, "%s/oauthq-provider-sim", build && *build ? build : "build");
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "itest_deauth_sim: %s is missing (build it first)\n", g_bin);
+    static const char *const args[] = {"--redirect-uri", REDIR, NULL};
+    if (testfix_tmpdir(g_dir, sizeof g_dir, "deauth") < 0 ||
+        testfix_secret(g_dir, "secret", SECRET, g_secret_path, sizeof g_secret_path) < 0)
         return -1;
-    }
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-deauth-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    snprintf(g_secret_path, sizeof g_secret_path, "%s/secret", g_dir);
-    FILE *f = fopen(g_secret_path, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "%s\n", SECRET);
-    fclose(f);
-    if (chmod(g_secret_path, 0600) != 0)
-        return -1;
-    return sim_start(&g_main, "main");
+    return testfix_sim_start(&g_main, g_dir, "main", CID, g_secret_path, args, NULL);
 }
 
 static int group_teardown(void **st)
 {
     (void)st;
-    for (int i = 0; i < MAX_SIMS; i++)
-        if (g_pids[i] > 0) {
-            testproc_stop(g_pids[i], 5000);
-            g_pids[i] = 0;
-        }
+    testfix_sim_stop_all();
     for (size_t i = 0; i < g_nkeep; i++) {
         crypto_wipe(g_keep[i], strlen(g_keep[i]));
         free(g_keep[i]);
@@ -419,10 +288,7 @@ static int group_teardown(void **st)
     log_set_sink(NULL, NULL);
     free(g_log);
     g_log = NULL;
-    if (getenv("OAUTHQ_KEEP_TEST_LOGS"))
-        fprintf(stderr, "itest_deauth_sim: logs kept in %s\n", g_dir);
-    else if (g_dir[0])
-        remove_dir(g_dir);
+    testfix_tmpdir_remove(g_dir, "itest_deauth_sim");
     curl_global_cleanup();
     return 0;
 }
@@ -534,10 +400,10 @@ static void test_oauth2_profile_against_sim(void **st)
 static void test_closed_port(void **st)
 {
     (void)st;
-    int port = testproc_free_port();
-    assert_true(port > 0);
+    testfix_addr a; /* nobody listens there */
+    assert_int_equal(testfix_addr_new(&a), 0);
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/oauth/deauthorize", port);
+    snprintf(url, sizeof url, "%s/oauth/deauthorize", a.url);
     provider_t pv = prov(PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST, url);
     deauth_result r;
     err_t e = {0};
@@ -627,9 +493,9 @@ static void test_timeout_bound(void **st)
     provider_t pv = prov(PROVIDER_PROFILE_SIM, PROVIDER_AUTH_POST, url);
     deauth_result r;
     err_t e = {0};
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     assert_int_equal(deauth_run(&pv, SECRET, "acct_hang", NULL, NULL, 500, &r, &e), 0);
-    int64_t took = now_ms() - t0;
+    int64_t took = clock_mono_ms() - t0;
     raw_join(&s);
     assert_cls(&r, DEAUTH_RETRY);
     assert_int_equal(r.http_status, 0);
