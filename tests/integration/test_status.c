@@ -36,18 +36,18 @@
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
 
-#include "common/apikeys.h"
 #include "common/config.h"
 #include "common/ident.h"
 #include "common/kafka.h"
 #include "common/keyring.h"
 #include "common/log.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testproc.h"
 
 #define NIDS 200
 
-static char g_dir[256], g_build[256], g_url[96], g_topic[256], g_db[600];
+static char g_dir[256], g_url[96], g_topic[256], g_db[600];
 static char g_auth_ro[256], g_auth_wo[256]; /* Authorization headers */
 static pid_t g_intake = -1;
 static config_t g_cfg;
@@ -64,11 +64,11 @@ static double now_ms(void)
 
 static pid_t start_intake(void)
 {
-    char bin[300], log[300], url[128];
-    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
-    snprintf(log, sizeof log, "%s/intake.log", g_dir);
+    char bin[TESTFIX_PATH_MAX], url[128];
+    if (testfix_bin(bin, sizeof bin, "oauthq-intake") < 0)
+        return -1;
     char *argv[] = {bin, NULL};
-    pid_t pid = testproc_spawn(argv, log);
+    pid_t pid = testfix_spawn(g_dir, "intake.log", argv);
     snprintf(url, sizeof url, "%s/healthz", g_url);
     if (pid < 0 || testproc_wait_http(url, 15000) != 0)
         return -1;
@@ -86,31 +86,13 @@ static pid_t start_intake(void)
     return -1;
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("OAUTHQ_BUILD");
-    char cwd[200];
-    if (!getcwd(cwd, sizeof cwd))
+    if (testfix_tmpdir(g_dir, sizeof g_dir, "status") < 0)
         return -1;
-    if (b && b[0] == '/')
-        snprintf(g_build, sizeof g_build, "%s", b);
-    else
-        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, b && *b ? b : "build");
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-status-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    char prefix[64], path[400];
-    snprintf(prefix, sizeof prefix, "itest-status-%ld-%ld.", (long)getpid(), (long)time(NULL));
-    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    char path[TESTFIX_PATH_MAX], secret[TESTFIX_PATH_MAX];
+    testfix_topic_prefix("status", NULL, 0);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
     setenv("OAUTHQ_LOG_FORMAT", "text", 1);
     setenv("OAUTHQ_STATE_TTL_S", "600", 1);
@@ -121,47 +103,28 @@ static int setup(void **state)
     log_init("itest", "warn", "text", &e);
     config_topic(&g_cfg, "status", g_topic, sizeof g_topic, &e);
     snprintf(g_db, sizeof g_db, "%s/intake-readmodel-%s.db", g_dir, g_topic);
-    snprintf(path, sizeof path, "%s/state.json", g_dir);
-    write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
-                     "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}}");
-    setenv("OAUTHQ_STATE_KEY_FILE", path, 1);
+    if (testfix_state_keys(g_dir, path, sizeof path) < 0)
+        return -1;
     g_keys = keyring_load(path, &e);
-    snprintf(path, sizeof path, "%s/secret", g_dir);
-    write_file(path, "sk_status_secret_value\n");
-    char json[1024];
-    snprintf(json, sizeof json,
-             "{\"providers\":[{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":"
-             "\"http://127.0.0.1:9/oauth/authorize\",\"token_url\":\"http://127.0.0.1:9/oauth/"
-             "token\",\"client_id\":\"ca_s\",\"client_secret_file\":\"%s/secret\","
-             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300}]}",
-             g_dir);
-    snprintf(path, sizeof path, "%s/providers.json", g_dir);
-    write_file(path, json);
-    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+    /* A provider nobody answers for: these tests never exchange a code. */
+    const testfix_provider prov = {
+        .name = "sim", .base = "http://127.0.0.1:9", .client_id = "ca_s", .secret_file = secret};
+    if (testfix_secret(g_dir, "secret", "sk_status_secret_value", secret, sizeof secret) < 0 ||
+        testfix_providers(g_dir, &prov, 1) < 0)
+        return -1;
     unsetenv("OAUTHQ_OPEN_START"); /* test_closed_by_default: the default */
     /* API keys: read-only and write-only (test_platform_view_and_list). */
-    {
-        char key_ro[APIKEYS_KEY_MAX], key_wo[APIKEYS_KEY_MAX], hex_ro[65], hex_wo[65];
-        err_t ke = {0};
-        if (apikeys_generate("ro", key_ro, hex_ro, &ke) < 0 ||
-            apikeys_generate("wo", key_wo, hex_wo, &ke) < 0)
-            return -1;
-        snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
-        snprintf(g_auth_wo, sizeof g_auth_wo, "Authorization: Bearer %s", key_wo);
-        char kj[512];
-        snprintf(kj, sizeof kj,
-                 "{\"keys\": {\"ro\": {\"sha256\": \"%s\", \"scopes\": [\"connections:read\"]}, "
-                 "\"wo\": {\"sha256\": \"%s\", \"scopes\": [\"connections:write\"]}}}",
-                 hex_ro, hex_wo);
-        snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
-        write_file(path, kj);
-        setenv("OAUTHQ_API_KEYS_FILE", path, 1);
-    }
-    int port = testproc_free_port();
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(g_url, sizeof g_url, "http://%s", listen);
-    setenv("OAUTHQ_LISTEN", listen, 1);
+    testfix_api_key keys[] = {{.name = "ro", .scopes = "connections:read"},
+                              {.name = "wo", .scopes = "connections:write"}};
+    if (testfix_api_keys(g_dir, keys, 2) < 0)
+        return -1;
+    snprintf(g_auth_ro, sizeof g_auth_ro, "%s", keys[0].auth);
+    snprintf(g_auth_wo, sizeof g_auth_wo, "%s", keys[1].auth);
+    testfix_addr a;
+    if (testfix_addr_new(&a) < 0)
+        return -1;
+    snprintf(g_url, sizeof g_url, "%s", a.url);
+    setenv("OAUTHQ_LISTEN", a.listen, 1);
     setenv("OAUTHQ_PUBLIC_URL", g_url, 1);
     char errstr[256];
     g_prod = rd_kafka_new(RD_KAFKA_PRODUCER, kafka_conf_producer(&g_cfg, NULL, &e), errstr,
@@ -180,13 +143,7 @@ static int teardown(void **state)
     if (g_prod)
         rd_kafka_destroy(g_prod);
     keyring_free(g_keys);
-    if (getenv("OAUTHQ_KEEP_TEST_LOGS")) {
-        fprintf(stderr, "logs kept in %s\n", g_dir);
-        return 0;
-    }
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testfix_tmpdir_remove(g_dir, "itest_status");
 }
 
 /* A status record as the worker writes it; meta (end_user, organization,
