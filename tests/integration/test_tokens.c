@@ -39,7 +39,6 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 
-#include "common/apikeys.h"
 #include "common/config.h"
 #include "common/conn.h"
 #include "common/ident.h"
@@ -48,6 +47,7 @@
 #include "common/log.h"
 #include "common/records.h"
 #include "common/sealed.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"
@@ -55,10 +55,11 @@
 #define MAX_TOKENS      16
 #define REFRESH_WAIT_MS "4000"
 
-static char g_dir[256], g_build[256], g_url[96], g_sim_url[2][64], g_t_callbacks[256];
+static char g_dir[256], g_url[96], g_t_callbacks[256];
 static char g_t_conn[256];
 static char g_auth_tok[256], g_auth_ro[256];
-static pid_t g_sims[2] = {-1, -1}, g_worker = -1, g_intake = -1;
+static testfix_sim g_sims[2];
+static pid_t g_worker = -1, g_intake = -1;
 static pid_t g_intake1 = -1; /* the second intake of test_real_refresh_across_two_intakes */
 static config_t g_cfg;
 static keyring_t *g_keys, *g_data_keys;
@@ -66,57 +67,21 @@ static rd_kafka_t *g_prod;
 static char *g_tokens[MAX_TOKENS]; /* every token served, for the log scan */
 static int g_ntokens;
 
-static void write_file(const char *path, const char *text)
+static int start_sim(int i, const char *access_ttl, const char *secret)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static pid_t spawn(const char *name, char *const argv[])
-{
-    char log[320];
-    snprintf(log, sizeof log, "%s/%s.log", g_dir, name);
-    return testproc_spawn(argv, log);
-}
-
-static pid_t start_sim(int i, const char *access_ttl)
-{
-    char bin[300], listen[64], secret[300], name[16];
-    int port = testproc_free_port();
-    snprintf(g_sim_url[i], sizeof g_sim_url[i], "http://127.0.0.1:%d", port);
-    snprintf(bin, sizeof bin, "%s/oauthq-provider-sim", g_build);
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(secret, sizeof secret, "%s/secret", g_dir);
+    char name[16];
     snprintf(name, sizeof name, "sim%d", i);
-    char *argv[] = {bin,           "--listen",     listen,
-                    "--client-id", "ca_t",         "--client-secret-file",
-                    secret,        "--access-ttl", (char *)access_ttl,
-                    NULL};
-    pid_t pid = spawn(name, argv);
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url[i]);
-    return pid > 0 && testproc_wait_http(url, 10000) == 0 ? pid : -1;
+    const char *args[] = {"--access-ttl", access_ttl, NULL};
+    return testfix_sim_start(&g_sims[i], g_dir, name, "ca_t", secret, args, NULL);
 }
 
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("OAUTHQ_BUILD");
-    char cwd[200];
-    if (!getcwd(cwd, sizeof cwd))
+    if (testfix_tmpdir(g_dir, sizeof g_dir, "tokens") < 0)
         return -1;
-    if (b && b[0] == '/')
-        snprintf(g_build, sizeof g_build, "%s", b);
-    else
-        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, b && *b ? b : "build");
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-tokens-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    char prefix[64], path[400], json[2048];
-    snprintf(prefix, sizeof prefix, "itest-tokens-%ld-%ld.", (long)getpid(), (long)time(NULL));
-    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    char path[TESTFIX_PATH_MAX], secret[TESTFIX_PATH_MAX];
+    testfix_topic_prefix("tokens", NULL, 0);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
     setenv("OAUTHQ_LOG_FORMAT", "text", 1);
     setenv("OAUTHQ_LOG_LEVEL", "debug", 1); /* the most a log could leak */
@@ -127,76 +92,57 @@ static int setup(void **state)
     config_topic(&g_cfg, "callbacks", g_t_callbacks, sizeof g_t_callbacks, &e);
     config_topic(&g_cfg, "connections", g_t_conn, sizeof g_t_conn, &e);
 
-    snprintf(path, sizeof path, "%s/state.json", g_dir);
-    write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
-                     "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}}");
-    setenv("OAUTHQ_STATE_KEY_FILE", path, 1);
+    if (testfix_state_keys(g_dir, path, sizeof path) < 0)
+        return -1;
     g_keys = keyring_load(path, &e);
-    snprintf(path, sizeof path, "%s/data.json", g_dir);
-    write_file(path, "{\"active\":\"d1\",\"keys\":{\"d1\":"
-                     "\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8\"}}");
-    setenv("OAUTHQ_DATA_KEYS_FILE", path, 1);
+    if (testfix_data_keys(g_dir, path, sizeof path) < 0)
+        return -1;
     g_data_keys = keyring_load(path, &e);
     setenv("OAUTHQ_TOKEN_REFRESH_WAIT_MS", REFRESH_WAIT_MS, 1);
-    snprintf(path, sizeof path, "%s/secret", g_dir);
-    write_file(path, "sk_itest_tokens_secret\n");
-    {
-        char key_tok[APIKEYS_KEY_MAX], key_ro[APIKEYS_KEY_MAX], hex_tok[65], hex_ro[65];
-        if (apikeys_generate("tok", key_tok, hex_tok, &e) < 0 ||
-            apikeys_generate("ro", key_ro, hex_ro, &e) < 0)
-            return -1;
-        snprintf(g_auth_tok, sizeof g_auth_tok, "Authorization: Bearer %s", key_tok);
-        snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
-        char kj[512];
-        snprintf(kj, sizeof kj,
-                 "{\"keys\": {\"tok\": {\"sha256\": \"%s\", \"scopes\": [\"tokens:read\"]}, "
-                 "\"ro\": {\"sha256\": \"%s\", \"scopes\": [\"connections:read\"]}}}",
-                 hex_tok, hex_ro);
-        snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
-        write_file(path, kj);
-        setenv("OAUTHQ_API_KEYS_FILE", path, 1);
-    }
+    if (testfix_secret(g_dir, "secret", "sk_itest_tokens_secret", secret, sizeof secret) < 0)
+        return -1;
+    testfix_api_key keys[] = {{.name = "tok", .scopes = "tokens:read"},
+                              {.name = "ro", .scopes = "connections:read"}};
+    if (testfix_api_keys(g_dir, keys, 2) < 0)
+        return -1;
+    snprintf(g_auth_tok, sizeof g_auth_tok, "%s", keys[0].auth);
+    snprintf(g_auth_ro, sizeof g_auth_ro, "%s", keys[1].auth);
     /* sim 0: access tokens live an hour; sim 1: 62 s, so a token is inside
      * the 60 s skew two seconds after it was issued (and fresh for two
      * seconds after a refresh). */
-    g_sims[0] = start_sim(0, "3600");
-    g_sims[1] = start_sim(1, "62");
-    if (g_sims[0] < 0 || g_sims[1] < 0)
+    if (start_sim(0, "3600", secret) < 0 || start_sim(1, "62", secret) < 0)
         return -1;
-    static const char PROV[] =
-        "{\"name\":\"%s\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-        "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_t\","
-        "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
-        "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null}";
-    char p0[700], p1[700];
-    snprintf(p0, sizeof p0, PROV, "sim", g_sim_url[0], g_sim_url[0], g_dir);
-    snprintf(p1, sizeof p1, PROV, "simshort", g_sim_url[1], g_sim_url[1], g_dir);
-    snprintf(json, sizeof json, "{\"providers\":[%s,%s]}", p0, p1);
-    snprintf(path, sizeof path, "%s/providers.json", g_dir);
-    write_file(path, json);
-    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
+    const testfix_provider prov[] = {
+        {.name = "sim", .base = g_sims[0].base, .client_id = "ca_t", .secret_file = secret},
+        {.name = "simshort", .base = g_sims[1].base, .client_id = "ca_t", .secret_file = secret},
+    };
+    if (testfix_providers(g_dir, prov, 2) < 0)
+        return -1;
 
-    char bin[300], data[300];
-    snprintf(bin, sizeof bin, "%s/oauthq-worker", g_build);
+    char bin[TESTFIX_PATH_MAX], data[300];
+    if (testfix_bin(bin, sizeof bin, "oauthq-worker") < 0)
+        return -1;
     snprintf(data, sizeof data, "%s/worker", g_dir);
     setenv("OAUTHQ_DATA_DIR", data, 1);
     setenv("OAUTHQ_INSTANCE_ID", "w0", 1);
     setenv("OAUTHQ_WORKER_LISTEN", "127.0.0.1:0", 1);
     char *wargv[] = {bin, NULL};
-    g_worker = spawn("worker", wargv);
+    g_worker = testfix_spawn(g_dir, "worker.log", wargv);
 
-    int port = testproc_free_port();
-    char listen[64], url[160];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(g_url, sizeof g_url, "http://%s", listen);
-    setenv("OAUTHQ_LISTEN", listen, 1);
+    testfix_addr a;
+    if (testfix_addr_new(&a) < 0)
+        return -1;
+    char url[160];
+    snprintf(g_url, sizeof g_url, "%s", a.url);
+    setenv("OAUTHQ_LISTEN", a.listen, 1);
     setenv("OAUTHQ_PUBLIC_URL", g_url, 1);
     snprintf(data, sizeof data, "%s/intake", g_dir);
     setenv("OAUTHQ_DATA_DIR", data, 1);
     setenv("OAUTHQ_INSTANCE_ID", "i0", 1);
-    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    if (testfix_bin(bin, sizeof bin, "oauthq-intake") < 0)
+        return -1;
     char *iargv[] = {bin, NULL};
-    g_intake = spawn("intake", iargv);
+    g_intake = testfix_spawn(g_dir, "intake.log", iargv);
     snprintf(url, sizeof url, "%s/healthz", g_url);
     if (g_worker < 0 || g_intake < 0 || testproc_wait_http(url, 15000) != 0)
         return -1;
@@ -215,22 +161,14 @@ static int teardown(void **state)
         testproc_stop(g_intake1, 15000);
     if (g_worker > 0)
         testproc_stop(g_worker, 20000);
-    for (int i = 0; i < 2; i++)
-        if (g_sims[i] > 0)
-            testproc_stop(g_sims[i], 5000);
+    testfix_sim_stop_all();
     if (g_prod)
         rd_kafka_destroy(g_prod);
     keyring_free(g_keys);
     keyring_free(g_data_keys);
     for (int i = 0; i < g_ntokens; i++)
         free(g_tokens[i]);
-    if (getenv("OAUTHQ_KEEP_TEST_LOGS")) {
-        fprintf(stderr, "logs kept in %s\n", g_dir);
-        return 0;
-    }
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return testfix_tmpdir_remove(g_dir, "itest_tokens");
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -238,11 +176,11 @@ static int teardown(void **state)
 /* A code from sim i (optionally with a sim_fault), as the browser would get it. */
 static void new_code(int i, const char *fault, char *code, size_t cap)
 {
-    char url[512];
-    snprintf(url, sizeof url,
-             "%s/oauth/authorize?response_type=code&client_id=ca_t&redirect_uri=http%%3A%%2F%%2F"
-             "127.0.0.1%%3A9%%2Fcb&state=s%s%s",
-             g_sim_url[i], fault ? "&sim_fault=" : "", fault ? fault : "");
+    char url[512], tail[128];
+    snprintf(tail, sizeof tail, "&state=s%s%s", fault ? "&sim_fault=" : "", fault ? fault : "");
+    assert_int_equal(testfix_authorize_url(url, sizeof url, g_sims[i].base, "ca_t",
+                                           "http://127.0.0.1:9/cb", tail),
+                     0);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     assert_int_equal(r.status, 302);
@@ -296,8 +234,7 @@ static void save_token_doc(const char *body)
     cJSON_ReplaceItemInObject(o, "access_token", cJSON_CreateString("redacted"));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    mkdir("var", 0755);
-    mkdir("var/test-logs", 0755);
+    assert_int_equal(testfix_test_logs(), 0);
     FILE *f = fopen("var/test-logs/token-api-docs.jsonl", "a");
     if (f) {
         fprintf(f, "%s\n", s);
@@ -781,11 +718,7 @@ static void test_real_refresh_end_to_end(void **state)
         cJSON_Delete(j);
         testhttp_resp_free(&c[i].resp);
     }
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url[1]);
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    cJSON *st = cJSON_Parse(r.body);
-    testhttp_resp_free(&r);
+    cJSON *st = testfix_sim_stats(g_sims[1].base);
     const cJSON *rt = cJSON_GetObjectItem(st, "refresh_tokens");
     int tokens = 0, requests = 0;
     for (const cJSON *it = rt ? rt->child : NULL; it; it = it->next) {
@@ -806,7 +739,7 @@ static void test_real_refresh_end_to_end(void **state)
 static void sim_refresh_counts(int i, int *tokens, int *max, int *sum)
 {
     char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url[i]);
+    snprintf(url, sizeof url, "%s/_sim/stats", g_sims[i].base);
     testhttp_resp r;
     assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
     cJSON *st = cJSON_Parse(r.body);
@@ -829,22 +762,22 @@ static void sim_refresh_counts(int i, int *tokens, int *max, int *sum)
  * environment is put back afterwards. */
 static pid_t start_second_intake(char *url, size_t cap)
 {
-    char listen[64], data[300], bin[300], saved[4][300];
+    char data[300], bin[TESTFIX_PATH_MAX], saved[4][300];
     const char *names[4] = {"OAUTHQ_LISTEN", "OAUTHQ_PUBLIC_URL", "OAUTHQ_DATA_DIR",
                             "OAUTHQ_INSTANCE_ID"};
     for (int i = 0; i < 4; i++)
         snprintf(saved[i], sizeof saved[i], "%s", getenv(names[i]) ? getenv(names[i]) : "");
-    int port = testproc_free_port();
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(url, cap, "http://%s", listen);
+    testfix_addr a;
+    assert_int_equal(testfix_addr_new(&a), 0);
+    snprintf(url, cap, "%s", a.url);
     snprintf(data, sizeof data, "%s/intake1", g_dir);
-    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_LISTEN", a.listen, 1);
     setenv("OAUTHQ_PUBLIC_URL", url, 1);
     setenv("OAUTHQ_DATA_DIR", data, 1);
     setenv("OAUTHQ_INSTANCE_ID", "i1", 1);
-    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    assert_int_equal(testfix_bin(bin, sizeof bin, "oauthq-intake"), 0);
     char *argv[] = {bin, NULL};
-    pid_t pid = spawn("intake1", argv);
+    pid_t pid = testfix_spawn(g_dir, "intake1.log", argv);
     for (int i = 0; i < 4; i++)
         setenv(names[i], saved[i], 1);
     assert_true(pid > 0);
@@ -1009,8 +942,7 @@ static void test_failed_refresh_is_409_reconnect_required(void **state)
 static void test_save_refresh_records(void **state)
 {
     (void)state;
-    mkdir("var", 0755);
-    mkdir("var/test-logs", 0755);
+    assert_int_equal(testfix_test_logs(), 0);
     FILE *out = fopen("var/test-logs/refresh-records.jsonl", "a");
     assert_non_null(out);
     refresh_scan s;
@@ -1032,8 +964,7 @@ static int save_conn(const testkafka_record *r, void *ud)
 static void test_save_connection_records(void **state)
 {
     (void)state;
-    mkdir("var", 0755);
-    mkdir("var/test-logs", 0755);
+    assert_int_equal(testfix_test_logs(), 0);
     /* Its own file: test_worker appends to connection-records.jsonl at the
      * same time and stdio buffers would interleave mid-line. */
     FILE *out = fopen("var/test-logs/connection-records-tokens.jsonl", "a");
