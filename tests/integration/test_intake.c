@@ -34,7 +34,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "common/apikeys.h"
 #include "common/config.h"
 #include "common/ident.h"
 #include "common/kafka.h"
@@ -42,38 +41,29 @@
 #include "common/log.h"
 #include "common/records.h"
 #include "producer/query.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"
 
-static char g_dir[256], g_build[256], g_topic[256], g_records[512];
-static char g_intake_url[64], g_sim_url[64];
-static int g_intake_port, g_sim_port;
-static pid_t g_sim_pid = -1, g_intake_pid = -1;
+static char g_dir[256], g_build[TESTFIX_PATH_MAX], g_topic[256], g_records[512];
+static char g_intake_url[64], g_intake_listen[32];
+static pid_t g_intake_pid = -1;
+static testfix_sim g_sim;
 static config_t g_cfg;
 static keyring_t *g_keys;
 /* "Authorization: Bearer …" headers: write+read, read only, unknown key. */
 static char g_auth_rw[256], g_auth_ro[256], g_auth_bad[256];
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static pid_t start_intake(const char *logname)
 {
-    char listen[64], log[512];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", g_intake_port);
-    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_LISTEN", g_intake_listen, 1);
     setenv("OAUTHQ_PUBLIC_URL", g_intake_url, 1);
-    snprintf(log, sizeof log, "%s/%s", g_dir, logname);
-    char bin[300];
-    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
+    char bin[TESTFIX_PATH_MAX];
+    if (testfix_bin(bin, sizeof bin, "oauthq-intake") < 0)
+        return -1;
     char *argv[] = {bin, NULL};
-    pid_t pid = testproc_spawn(argv, log);
+    pid_t pid = testfix_spawn(g_dir, logname, argv);
     char url[128];
     snprintf(url, sizeof url, "%s/healthz", g_intake_url);
     if (pid < 0 || testproc_wait_http(url, 15000) != 0)
@@ -84,26 +74,12 @@ static pid_t start_intake(const char *logname)
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("OAUTHQ_BUILD");
-    snprintf(g_build, sizeof g_build, "%s", b && *b ? b : "build");
-    if (g_build[0] != '/') {
-        char cwd[200];
-        if (!getcwd(cwd, sizeof cwd))
-            return -1;
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", g_build);
-        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, tmp);
-    }
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-intake-XXXXXX");
-    if (!mkdtemp(g_dir))
+    if (testfix_build(g_build, sizeof g_build) < 0 ||
+        testfix_tmpdir(g_dir, sizeof g_dir, "intake") < 0 || testfix_test_logs() < 0)
         return -1;
-    mkdir("var", 0755);
-    mkdir("var/test-logs", 0755);
     snprintf(g_records, sizeof g_records, "var/test-logs/callback-records.jsonl");
 
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "itest-intake-%ld-%ld.", (long)getpid(), (long)time(NULL));
-    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    testfix_topic_prefix("intake", NULL, 0);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
     setenv("OAUTHQ_PRODUCE_TIMEOUT_MS", "2000", 1);
     setenv("OAUTHQ_LOG_FORMAT", "text", 1);
@@ -116,73 +92,59 @@ static int setup(void **state)
     config_topic(&g_cfg, "callbacks", g_topic, sizeof g_topic, &e);
     log_init("itest", "warn", "text", &e);
 
-    char path[512], json[2048];
-    snprintf(path, sizeof path, "%s/sim_secret", g_dir);
-    write_file(path, "sk_itest_intake_secret\n");
+    char path[TESTFIX_PATH_MAX], secret[TESTFIX_PATH_MAX];
+    if (testfix_secret(g_dir, "sim_secret", "sk_itest_intake_secret", secret, sizeof secret) < 0)
+        return -1;
     /* Fixed test key: the test mints states with it to forge realistic
      * expired/unknown-provider ones. */
-    snprintf(path, sizeof path, "%s/state.json", g_dir);
-    write_file(path, "{\"active\":\"k1\",\"keys\":{\"k1\":"
-                     "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}}");
-    setenv("OAUTHQ_STATE_KEY_FILE", path, 1);
+    if (testfix_state_keys(g_dir, path, sizeof path) < 0)
+        return -1;
     g_keys = keyring_load(path, &e);
     if (!g_keys)
         return -1;
 
     /* API keys (SPEC §4a): one with both connection scopes, one read-only;
      * a third made the same way but not listed. */
-    char key_rw[APIKEYS_KEY_MAX], key_ro[APIKEYS_KEY_MAX], key_bad[APIKEYS_KEY_MAX];
-    char hex_rw[65], hex_ro[65], hex_bad[65];
-    if (apikeys_generate("rw", key_rw, hex_rw, &e) < 0 ||
-        apikeys_generate("ro", key_ro, hex_ro, &e) < 0 ||
-        apikeys_generate("rw", key_bad, hex_bad, &e) < 0)
+    testfix_api_key keys[] = {
+        {.name = "rw", .scopes = "connections:write,connections:read"},
+        {.name = "ro", .scopes = "connections:read"},
+        {.name = "rw", .scopes = "connections:write,connections:read", .unlisted = 1},
+    };
+    if (testfix_api_keys(g_dir, keys, 3) < 0)
         return -1;
-    snprintf(g_auth_rw, sizeof g_auth_rw, "Authorization: Bearer %s", key_rw);
-    snprintf(g_auth_ro, sizeof g_auth_ro, "Authorization: Bearer %s", key_ro);
-    snprintf(g_auth_bad, sizeof g_auth_bad, "Authorization: Bearer %s", key_bad);
-    snprintf(path, sizeof path, "%s/api_keys.json", g_dir);
-    snprintf(json, sizeof json,
-             "{\"keys\": {\"rw\": {\"sha256\": \"%s\", \"scopes\": [\"connections:write\", "
-             "\"connections:read\"]}, \"ro\": {\"sha256\": \"%s\", \"scopes\": "
-             "[\"connections:read\"]}}}",
-             hex_rw, hex_ro);
-    write_file(path, json);
-    setenv("OAUTHQ_API_KEYS_FILE", path, 1);
+    snprintf(g_auth_rw, sizeof g_auth_rw, "%s", keys[0].auth);
+    snprintf(g_auth_ro, sizeof g_auth_ro, "%s", keys[1].auth);
+    snprintf(g_auth_bad, sizeof g_auth_bad, "%s", keys[2].auth);
     setenv("OAUTHQ_OPEN_START", "1", 1);
 
-    g_sim_port = testproc_free_port();
-    g_intake_port = testproc_free_port();
-    snprintf(g_sim_url, sizeof g_sim_url, "http://127.0.0.1:%d", g_sim_port);
-    snprintf(g_intake_url, sizeof g_intake_url, "http://127.0.0.1:%d", g_intake_port);
-    snprintf(path, sizeof path, "%s/providers.json", g_dir);
-    snprintf(json, sizeof json,
-             "{\"providers\":["
-             "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":null,\"client_id\":\"ca_it\","
-             "\"client_secret_file\":\"%s/sim_secret\",\"scope\":\"read_write\",\"pkce\":true,"
-             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
-             "{\"name\":\"simiss\",\"profile\":\"oauth2\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_it\","
-             "\"client_secret_file\":\"%s/sim_secret\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":60,"
-             "\"issuer\":\"https://issuer.example\"}]}",
-             g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_dir);
-    write_file(path, json);
-    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
-
-    char sim_bin[300], listen[64], secret_path[300], cb[128], log[300];
-    snprintf(sim_bin, sizeof sim_bin, "%s/oauthq-provider-sim", g_build);
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", g_sim_port);
-    snprintf(secret_path, sizeof secret_path, "%s/sim_secret", g_dir);
+    /* The simulator redirects the browser to the intake's callback. */
+    testfix_addr intake;
+    if (testfix_addr_new(&intake) < 0)
+        return -1;
+    snprintf(g_intake_url, sizeof g_intake_url, "%s", intake.url);
+    snprintf(g_intake_listen, sizeof g_intake_listen, "%s", intake.listen);
+    char cb[128];
     snprintf(cb, sizeof cb, "%s/oauth/callback", g_intake_url);
-    snprintf(log, sizeof log, "%s/sim.log", g_dir);
-    char *sargv[] = {
-        sim_bin,     "--listen",       listen, "--client-id", "ca_it", "--client-secret-file",
-        secret_path, "--redirect-uri", cb,     NULL};
-    g_sim_pid = testproc_spawn(sargv, log);
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url);
-    if (g_sim_pid < 0 || testproc_wait_http(url, 10000) != 0)
+    const char *sim_args[] = {"--redirect-uri", cb, NULL};
+    if (testfix_sim_start(&g_sim, g_dir, "sim", "ca_it", secret, sim_args, NULL) < 0)
+        return -1;
+    const testfix_provider prov[] = {
+        {.name = "sim",
+         .base = g_sim.base,
+         .client_id = "ca_it",
+         .secret_file = secret,
+         .scope = "read_write",
+         .pkce = 1},
+        {.name = "simiss",
+         .profile = "oauth2",
+         .base = g_sim.base,
+         .client_id = "ca_it",
+         .secret_file = secret,
+         .token_auth = "client_secret_basic",
+         .code_ttl_s = 60,
+         .issuer = "https://issuer.example"},
+    };
+    if (testfix_providers(g_dir, prov, 2) < 0)
         return -1;
     g_intake_pid = start_intake("intake.log");
     return g_intake_pid < 0 ? -1 : 0;
@@ -193,16 +155,9 @@ static int teardown(void **state)
     (void)state;
     if (g_intake_pid > 0)
         testproc_stop(g_intake_pid, 15000);
-    if (g_sim_pid > 0)
-        testproc_stop(g_sim_pid, 5000);
+    testfix_sim_stop_all();
     keyring_free(g_keys);
-    if (!getenv("OAUTHQ_KEEP_TEST_LOGS")) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-        if (system(cmd) != 0)
-            return -1;
-    }
-    return 0;
+    return testfix_tmpdir_remove(g_dir, "itest_intake");
 }
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -966,7 +921,7 @@ static void test_late_delivery_report_answers_503(void **state)
     char id[IDENT_CONN_ID_MAX], cb[4096];
     new_flow("sim", id, sizeof id, cb, sizeof cb); /* its session needs a prompt report */
     assert_int_equal(testproc_stop(g_intake_pid, 15000), 0);
-    char preload[400];
+    char preload[TESTFIX_PATH_MAX + 32];
     snprintf(preload, sizeof preload, "%s/tests/slow_dr.so", g_build);
     setenv("LD_PRELOAD", preload, 1);
     setenv("OAUTHQ_TEST_DR_DELAY_MS", "6000", 1); /* the deadline is 2 s + 2 s */
@@ -1094,12 +1049,13 @@ static int file_has(const char *path, const char *needle)
 static void test_changed_partition_count_is_refused(void **state)
 {
     (void)state;
-    char log[512], bin[300], listen[64];
+    char log[512], bin[TESTFIX_PATH_MAX];
     snprintf(log, sizeof log, "%s/intake-partitions.log", g_dir);
-    snprintf(bin, sizeof bin, "%s/oauthq-intake", g_build);
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", testproc_free_port());
+    assert_int_equal(testfix_bin(bin, sizeof bin, "oauthq-intake"), 0);
+    testfix_addr a;
+    assert_int_equal(testfix_addr_new(&a), 0);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "6", 1);
-    setenv("OAUTHQ_LISTEN", listen, 1);
+    setenv("OAUTHQ_LISTEN", a.listen, 1);
     char *argv[] = {bin, NULL};
     pid_t pid = testproc_spawn(argv, log);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
