@@ -47,58 +47,76 @@
 #include "common/log.h"
 #include "common/records.h"
 #include "common/conn.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testkafka.h"
 #include "tests/support/testproc.h"
 
 #define MAXW 2
 
-static char g_dir[256], g_build[256], g_sim_url[64];
+static char g_dir[256], g_build[TESTFIX_PATH_MAX];
+static testfix_sim g_sim; /* sim, simbad, simbad2, simlate */
 /* Refresh (SPEC §5b): two more simulators announcing expires_in 62 s, so a
  * token is stale (skew 60 s) two seconds after it was issued and fresh for
  * two seconds after a refresh. simr rotates refresh tokens, simnr does not
  * (provider "simnr" says refresh_rotation false). */
-static char g_simr_url[64], g_simnr_url[64];
-static pid_t g_simr = -1, g_simnr = -1;
 /* Background refresh (SPEC §5b refresh_ahead_s): a rotating simulator
  * announcing expires_in 10 s behind provider "simbg" (refresh_ahead_s 4),
  * so the worker renews a token 6 s after it was issued, unasked. */
-static char g_simbg_url[64];
-static pid_t g_simbg = -1;
+static testfix_sim g_simr, g_simnr, g_simbg;
 static char g_t_callbacks[256], g_t_status[256], g_t_conn[256], g_t_dlq[256];
-static pid_t g_sim = -1, g_workers[MAXW] = {-1, -1};
+static pid_t g_workers[MAXW] = {-1, -1};
 static config_t g_cfg;
 static rd_kafka_t *g_prod;
 static long g_seq;
 static int g_restarts;
 
-static void write_file(const char *path, const char *text)
+/* providers.json: sim, simbad (a wrong secret, Basic), third (secret file
+ * third_secret: simbad2 with another wrong one, or simlate), simr, simnr
+ * and simbg (background refresh 4 s ahead). */
+static int write_providers(const char *third, const char *third_secret)
 {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    char secret[TESTFIX_PATH_MAX], bad[TESTFIX_PATH_MAX], other[TESTFIX_PATH_MAX];
+    snprintf(secret, sizeof secret, "%s/secret", g_dir);
+    snprintf(bad, sizeof bad, "%s/badsecret", g_dir);
+    snprintf(other, sizeof other, "%s/%s", g_dir, third_secret);
+    const char *basic = "client_secret_basic";
+    const testfix_provider p[] = {
+        {.name = "sim", .base = g_sim.base, .secret_file = secret, .deauthorize = 1},
+        {.name = "simbad",
+         .base = g_sim.base,
+         .secret_file = bad,
+         .token_auth = basic,
+         .deauthorize = 1},
+        {.name = third, .base = g_sim.base, .secret_file = other, .deauthorize = 1},
+        {.name = "simr", .base = g_simr.base, .secret_file = secret},
+        {.name = "simnr",
+         .base = g_simnr.base,
+         .secret_file = secret,
+         .token_auth = basic,
+         .no_refresh_rotation = 1},
+    };
+    testfix_provider all[5];
+    for (int i = 0; i < 5; i++) {
+        all[i] = p[i];
+        all[i].client_id = "ca_w";
+    }
+    return testfix_providers(g_dir, all, 5);
 }
-
-/* The providers file's entry for the background-refresh simulator. */
-#define SIMBG_PROVIDER                                                                             \
-    "{\"name\":\"simbg\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","            \
-    "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/deauthorize\","               \
-    "\"client_id\":\"ca_w\",\"client_secret_file\":\"%s/secret\","                                 \
-    "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"refresh_ahead_s\":4}"
 
 static pid_t start_worker(int idx)
 {
-    char data[300], inst[32], log[320], bin[300];
+    char data[300], inst[32], log[32], bin[TESTFIX_PATH_MAX];
     snprintf(data, sizeof data, "%s/worker%d", g_dir, idx);
     snprintf(inst, sizeof inst, "w%d", idx);
-    snprintf(log, sizeof log, "%s/worker%d.log", g_dir, idx);
-    snprintf(bin, sizeof bin, "%s/oauthq-worker", g_build);
+    snprintf(log, sizeof log, "worker%d.log", idx);
+    if (testfix_bin(bin, sizeof bin, "oauthq-worker") < 0)
+        return -1;
     setenv("OAUTHQ_DATA_DIR", data, 1);
     setenv("OAUTHQ_INSTANCE_ID", inst, 1);
     setenv("OAUTHQ_WORKER_LISTEN", "127.0.0.1:0", 1);
     char *argv[] = {bin, NULL};
-    return testproc_spawn(argv, log);
+    return testfix_spawn(g_dir, log, argv);
 }
 
 static void stop_worker(int idx)
@@ -111,22 +129,10 @@ static void stop_worker(int idx)
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("OAUTHQ_BUILD");
-    char cwd[200];
-    if (!getcwd(cwd, sizeof cwd))
+    if (testfix_build(g_build, sizeof g_build) < 0 ||
+        testfix_tmpdir(g_dir, sizeof g_dir, "worker") < 0 || testfix_test_logs() < 0)
         return -1;
-    if (b && b[0] == '/')
-        snprintf(g_build, sizeof g_build, "%s", b);
-    else
-        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, b && *b ? b : "build");
-    snprintf(g_dir, sizeof g_dir, "/tmp/oauthq-itest-worker-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return -1;
-    mkdir("var", 0755);
-    mkdir("var/test-logs", 0755);
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "itest-worker-%ld-%ld.", (long)getpid(), (long)time(NULL));
-    setenv("OAUTHQ_TOPIC_PREFIX", prefix, 1);
+    testfix_topic_prefix("worker", NULL, 0);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "4", 1);
     setenv("OAUTHQ_LOG_FORMAT", "text", 1);
     setenv("OAUTHQ_EXCHANGE_TIMEOUT_MS", "1500", 1);
@@ -144,102 +150,21 @@ static int setup(void **state)
     config_topic(&g_cfg, "connections", g_t_conn, sizeof g_t_conn, &e);
     config_topic(&g_cfg, "dlq", g_t_dlq, sizeof g_t_dlq, &e);
 
-    char path[400], json[4096];
-    snprintf(path, sizeof path, "%s/secret", g_dir);
-    write_file(path, "sk_itest_worker_secret\n");
-    snprintf(path, sizeof path, "%s/badsecret", g_dir);
-    write_file(path, "sk_wrong_secret_value\n");
-    snprintf(path, sizeof path, "%s/badsecret2", g_dir);
-    write_file(path, "sk_wrong_secret_value\n");
-    snprintf(path, sizeof path, "%s/data.json", g_dir);
-    write_file(path, "{\"active\":\"d1\",\"keys\":{\"d1\":"
-                     "\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8\"}}");
-    setenv("OAUTHQ_DATA_KEYS_FILE", path, 1);
-    int port = testproc_free_port();
-    snprintf(g_sim_url, sizeof g_sim_url, "http://127.0.0.1:%d", port);
-    int rport = testproc_free_port(), nrport = testproc_free_port(), bgport = testproc_free_port();
-    while (rport == port)
-        rport = testproc_free_port();
-    while (nrport == port || nrport == rport)
-        nrport = testproc_free_port();
-    while (bgport == port || bgport == rport || bgport == nrport)
-        bgport = testproc_free_port();
-    snprintf(g_simr_url, sizeof g_simr_url, "http://127.0.0.1:%d", rport);
-    snprintf(g_simnr_url, sizeof g_simnr_url, "http://127.0.0.1:%d", nrport);
-    snprintf(g_simbg_url, sizeof g_simbg_url, "http://127.0.0.1:%d", bgport);
-    snprintf(path, sizeof path, "%s/providers.json", g_dir);
-    snprintf(json, sizeof json,
-             "{\"providers\":["
-             "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
-             "deauthorize\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
-             "{\"name\":\"simbad\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
-             "deauthorize\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/badsecret\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null},"
-             "{\"name\":\"simbad2\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
-             "deauthorize\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/badsecret2\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
-             "{\"name\":\"simr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_post\","
-             "\"code_ttl_s\":300},"
-             "{\"name\":\"simnr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_basic\","
-             "\"code_ttl_s\":300,\"refresh_rotation\":false}," SIMBG_PROVIDER "]}",
-             g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
-             g_sim_url, g_sim_url, g_sim_url, g_dir, g_simr_url, g_simr_url, g_dir, g_simnr_url,
-             g_simnr_url, g_dir, g_simbg_url, g_simbg_url, g_simbg_url, g_dir);
-    write_file(path, json);
-    setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
-
-    char bin[300], listen[64], secret[300], log[300];
-    snprintf(bin, sizeof bin, "%s/oauthq-provider-sim", g_build);
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(secret, sizeof secret, "%s/secret", g_dir);
-    snprintf(log, sizeof log, "%s/sim.log", g_dir);
-    char *sargv[] = {bin,    "--listen",     listen, "--client-id", "ca_w", "--client-secret-file",
-                     secret, "--latency-ms", "20",   NULL};
-    g_sim = testproc_spawn(sargv, log);
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", g_sim_url);
-    if (g_sim < 0 || testproc_wait_http(url, 10000) != 0)
+    char secret[TESTFIX_PATH_MAX];
+    if (testfix_secret(g_dir, "secret", "sk_itest_worker_secret", secret, sizeof secret) < 0 ||
+        testfix_secret(g_dir, "badsecret", "sk_wrong_secret_value", NULL, 0) < 0 ||
+        testfix_secret(g_dir, "badsecret2", "sk_wrong_secret_value", NULL, 0) < 0 ||
+        testfix_data_keys(g_dir, NULL, 0) < 0)
         return -1;
-    char rlisten[64], nrlisten[64];
-    snprintf(rlisten, sizeof rlisten, "127.0.0.1:%d", rport);
-    snprintf(nrlisten, sizeof nrlisten, "127.0.0.1:%d", nrport);
-    snprintf(log, sizeof log, "%s/simr.log", g_dir);
-    char *rargv[] = {
-        bin,    "--listen",     rlisten, "--client-id",  "ca_w", "--client-secret-file",
-        secret, "--latency-ms", "20",    "--access-ttl", "62",   NULL};
-    g_simr = testproc_spawn(rargv, log);
-    snprintf(log, sizeof log, "%s/simnr.log", g_dir);
-    char *nrargv[] = {
-        bin,    "--listen",     nrlisten, "--client-id",  "ca_w", "--client-secret-file",
-        secret, "--latency-ms", "20",     "--access-ttl", "62",   "--no-refresh-rotation",
-        NULL};
-    g_simnr = testproc_spawn(nrargv, log);
-    char bglisten[64];
-    snprintf(bglisten, sizeof bglisten, "127.0.0.1:%d", bgport);
-    snprintf(log, sizeof log, "%s/simbg.log", g_dir);
-    char *bgargv[] = {
-        bin,    "--listen",     bglisten, "--client-id",  "ca_w", "--client-secret-file",
-        secret, "--latency-ms", "20",     "--access-ttl", "10",   NULL};
-    g_simbg = testproc_spawn(bgargv, log);
-    snprintf(url, sizeof url, "%s/_sim/stats", g_simr_url);
-    if (g_simr < 0 || testproc_wait_http(url, 10000) != 0)
-        return -1;
-    snprintf(url, sizeof url, "%s/_sim/stats", g_simnr_url);
-    if (g_simnr < 0 || testproc_wait_http(url, 10000) != 0)
-        return -1;
-    snprintf(url, sizeof url, "%s/_sim/stats", g_simbg_url);
-    if (g_simbg < 0 || testproc_wait_http(url, 10000) != 0)
+    static const char *const args[] = {"--latency-ms", "20", NULL};
+    static const char *const rargs[] = {"--access-ttl", "62", NULL};
+    static const char *const nrargs[] = {"--access-ttl", "62", "--no-refresh-rotation", NULL};
+    static const char *const bgargs[] = {"--access-ttl", "10", NULL};
+    if (testfix_sim_start(&g_sim, g_dir, "sim", "ca_w", secret, args, NULL) < 0 ||
+        testfix_sim_start(&g_simr, g_dir, "simr", "ca_w", secret, args, rargs) < 0 ||
+        testfix_sim_start(&g_simnr, g_dir, "simnr", "ca_w", secret, args, nrargs) < 0 ||
+        testfix_sim_start(&g_simbg, g_dir, "simbg", "ca_w", secret, args, bgargs) < 0 ||
+        write_providers("simbad2", "badsecret2") < 0)
         return -1;
     char errstr[256];
     rd_kafka_conf_t *pc = kafka_conf_producer(&g_cfg, NULL, &e);
@@ -255,31 +180,16 @@ static int teardown(void **state)
     (void)state;
     for (int i = 0; i < MAXW; i++)
         stop_worker(i);
-    if (g_sim > 0)
-        testproc_stop(g_sim, 5000);
-    if (g_simr > 0)
-        testproc_stop(g_simr, 5000);
-    if (g_simnr > 0)
-        testproc_stop(g_simnr, 5000);
-    if (g_simbg > 0)
-        testproc_stop(g_simbg, 5000);
+    testfix_sim_stop_all();
     if (g_prod)
         rd_kafka_destroy(g_prod);
-    if (!getenv("OAUTHQ_KEEP_TEST_LOGS")) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-        if (system(cmd) != 0)
-            return -1;
-    } else {
-        fprintf(stderr, "logs kept in %s\n", g_dir);
-    }
-    return 0;
+    return testfix_tmpdir_remove(g_dir, "itest_worker");
 }
 
 /* Run oauthqctl with the test's environment; returns its exit code. */
 static int ctl_cmd(const char *args)
 {
-    char cmd[600];
+    char cmd[1200];
     snprintf(cmd, sizeof cmd, "'%s/oauthqctl' %s >/dev/null 2>&1", g_build, args);
     int rc = system(cmd);
     return rc == -1 ? -1 : WEXITSTATUS(rc);
@@ -298,10 +208,10 @@ typedef struct {
 static void new_code(flow *f, const char *provider, const char *fault)
 {
     char url[512];
-    const char *base = strcmp(provider, "simr") == 0    ? g_simr_url
-                       : strcmp(provider, "simnr") == 0 ? g_simnr_url
-                       : strcmp(provider, "simbg") == 0 ? g_simbg_url
-                                                        : g_sim_url;
+    const char *base = strcmp(provider, "simr") == 0    ? g_simr.base
+                       : strcmp(provider, "simnr") == 0 ? g_simnr.base
+                       : strcmp(provider, "simbg") == 0 ? g_simbg.base
+                                                        : g_sim.base;
     /* "refresh:F" asks for a fault on the first refresh (sim_refresh_fault). */
     const char *param = fault ? "&sim_fault=" : "", *value = fault ? fault : "";
     const char *colon = fault ? strchr(fault, ':') : NULL;
@@ -462,19 +372,12 @@ static void wait_final(const flow *fl, int n, int timeout_s)
 /* Simulator stats: token requests for a code hash, grants. */
 static cJSON *sim_stats_at(const char *base)
 {
-    char url[128];
-    snprintf(url, sizeof url, "%s/_sim/stats", base);
-    testhttp_resp r;
-    assert_int_equal(testhttp_do("GET", url, NULL, NULL, &r), 0);
-    cJSON *o = cJSON_Parse(r.body);
-    testhttp_resp_free(&r);
-    assert_non_null(o);
-    return o;
+    return testfix_sim_stats(base);
 }
 
 static cJSON *sim_stats(void)
 {
-    return sim_stats_at(g_sim_url);
+    return sim_stats_at(g_sim.base);
 }
 
 static int token_requests(const cJSON *stats, const char *hash)
@@ -755,9 +658,7 @@ static void test_invalid_client_holds_until_fixed(void **state)
     assert_true(held);
     /* Fix the configuration and resume the provider (no restart): the
      * worker re-reads the secret and exchanges the held code now. */
-    char path[320];
-    snprintf(path, sizeof path, "%s/badsecret", g_dir);
-    write_file(path, "sk_itest_worker_secret\n");
+    assert_int_equal(testfix_secret(g_dir, "badsecret", "sk_itest_worker_secret", NULL, 0), 0);
     assert_int_equal(ctl_cmd("provider resume simbad"), 0);
     wait_final(&f, 1, 25); /* well before the 30 s automatic re-probe */
     assert_string_equal(st_find(f.id, 0)->status, "connected");
@@ -866,9 +767,7 @@ static void test_invalid_client_probes_one_code(void **state)
     for (int i = 0; i < N; i++)
         assert_string_equal(st_find(f[i].id, 0)->status, "pending");
     /* Fix the secret file only: the next probe succeeds and the rest follow. */
-    char path[320];
-    snprintf(path, sizeof path, "%s/badsecret2", g_dir);
-    write_file(path, "sk_itest_worker_secret\n");
+    assert_int_equal(testfix_secret(g_dir, "badsecret2", "sk_itest_worker_secret", NULL, 0), 0);
     wait_final(f, N, 20);
     for (int i = 0; i < N; i++)
         assert_string_equal(st_find(f[i].id, 0)->status, "connected");
@@ -1025,37 +924,7 @@ static void test_replay(void **state)
     }
     assert_non_null(strstr(original, "simlate"));
     /* Fix the configuration, restart, replay the original record. */
-    char path[320], json[4096];
-    snprintf(path, sizeof path, "%s/providers.json", g_dir);
-    snprintf(json, sizeof json,
-             "{\"providers\":["
-             "{\"name\":\"sim\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
-             "deauthorize\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_post\",\"code_ttl_s\":300,\"issuer\":null},"
-             "{\"name\":\"simbad\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
-             "deauthorize\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/badsecret\",\"pkce\":false,"
-             "\"token_auth\":\"client_secret_basic\",\"code_ttl_s\":300,\"issuer\":null},"
-             "{\"name\":\"simlate\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"deauthorize_url\":\"%s/oauth/"
-             "deauthorize\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"code_ttl_s\":300,"
-             "\"token_auth\":\"client_secret_post\"},"
-             "{\"name\":\"simr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_post\","
-             "\"code_ttl_s\":300},"
-             "{\"name\":\"simnr\",\"profile\":\"sim\",\"authorize_url\":\"%s/oauth/authorize\","
-             "\"token_url\":\"%s/oauth/token\",\"client_id\":\"ca_w\","
-             "\"client_secret_file\":\"%s/secret\",\"token_auth\":\"client_secret_basic\","
-             "\"code_ttl_s\":300,\"refresh_rotation\":false}," SIMBG_PROVIDER "]}",
-             g_sim_url, g_sim_url, g_sim_url, g_dir, g_sim_url, g_sim_url, g_sim_url, g_dir,
-             g_sim_url, g_sim_url, g_sim_url, g_dir, g_simr_url, g_simr_url, g_dir, g_simnr_url,
-             g_simnr_url, g_dir, g_simbg_url, g_simbg_url, g_simbg_url, g_dir);
-    write_file(path, json);
+    assert_int_equal(write_providers("simlate", "secret"), 0);
     stop_worker(0);
     g_workers[0] = start_worker(0);
     assert_true(g_workers[0] > 0);
@@ -1122,7 +991,7 @@ static void test_disconnect(void **state)
     testkafka_read(&g_cfg, g_t_conn, 0, 20000, on_tokens, &p, &e);
     assert_true(p.has_access); /* sealed tokens while connected */
     /* An operator with the data key can open them: the simulator's token. */
-    char cmd[600], line[8192] = "";
+    char cmd[1200], line[8192] = "";
     snprintf(cmd, sizeof cmd, "'%s/oauthqctl' token %s --json 2>/dev/null", g_build, f.id);
     FILE *pp = popen(cmd, "r");
     assert_non_null(pp);
@@ -1846,7 +1715,7 @@ static void test_refresh_coalesces_and_rotates(void **state)
     cJSON_Delete(c1);
     usleep(1500 * 1000); /* let any stray second refresh show */
     int tokens, max, sum;
-    refresh_counts(g_simr_url, &tokens, &max, &sum);
+    refresh_counts(g_simr.base, &tokens, &max, &sum);
     assert_int_equal(tokens, 1);
     assert_int_equal(max, 1);
     cJSON *c = last_record(g_t_conn, f.id);
@@ -1862,10 +1731,10 @@ static void test_refresh_coalesces_and_rotates(void **state)
     assert_non_null(c2);
     cJSON_Delete(c2);
     usleep(1000 * 1000);
-    refresh_counts(g_simr_url, &tokens, &max, &sum);
+    refresh_counts(g_simr.base, &tokens, &max, &sum);
     assert_int_equal(tokens, 2); /* the first token, then the one it rotated to */
     assert_int_equal(max, 1);    /* neither was ever sent twice */
-    cJSON *st = sim_stats_at(g_simr_url);
+    cJSON *st = sim_stats_at(g_simr.base);
     assert_int_equal(grants(st, "revoked"), 0); /* no reuse, no family revocation */
     cJSON_Delete(st);
 }
@@ -1877,7 +1746,7 @@ static void test_refresh_unknown_outcome_rotating_is_reconnect_required(void **s
 {
     (void)state;
     int t0, m0, s0;
-    refresh_counts(g_simr_url, &t0, &m0, &s0);
+    refresh_counts(g_simr.base, &t0, &m0, &s0);
     flow f;
     cJSON *c0 = connect_flow(&f, "simr", "refresh:cut_after");
     long v0 = num_field(c0, "version");
@@ -1896,7 +1765,7 @@ static void test_refresh_unknown_outcome_rotating_is_reconnect_required(void **s
     cJSON_Delete(st);
     usleep(3000 * 1000); /* past a retry's backoff: still one send */
     int t1, m1, s1;
-    refresh_counts(g_simr_url, &t1, &m1, &s1);
+    refresh_counts(g_simr.base, &t1, &m1, &s1);
     assert_int_equal(t1 - t0, 1);
     assert_int_equal(s1 - s0, 1);
 }
@@ -1918,7 +1787,7 @@ static void test_refresh_unknown_outcome_not_rotating_is_resent(void **state)
     assert_string_equal(str_field(c, "status"), "connected");
     cJSON_Delete(c);
     int tokens, max, sum;
-    refresh_counts(g_simnr_url, &tokens, &max, &sum);
+    refresh_counts(g_simnr.base, &tokens, &max, &sum);
     assert_int_equal(tokens, 1);
     assert_int_equal(max, 2); /* the unknown outcome, then its one re-send */
 }
@@ -1995,9 +1864,9 @@ static void test_background_refresh_keeps_tokens_fresh(void **state)
     long refreshes = num_field(fin, "refreshes");
     cJSON_Delete(fin);
     int tokens, max, sum, tokens2, max2, sum2;
-    refresh_counts(g_simbg_url, &tokens, &max, &sum);
+    refresh_counts(g_simbg.base, &tokens, &max, &sum);
     sleep(7); /* past when the next renewal would have been due */
-    refresh_counts(g_simbg_url, &tokens2, &max2, &sum2);
+    refresh_counts(g_simbg.base, &tokens2, &max2, &sum2);
     fprintf(stderr, "background refresh: %ld refreshes, %d refresh tokens sent, at most %d times\n",
             refreshes, tokens2, max2);
     assert_int_equal(max2, 1); /* every refresh token exactly once */
@@ -2006,7 +1875,7 @@ static void test_background_refresh_keeps_tokens_fresh(void **state)
     /* One request per refresh (one more if a refresh was in flight when
      * the disconnect settled: its answer is dropped). */
     assert_true(tokens2 >= refreshes && tokens2 <= refreshes + 1);
-    cJSON *st = sim_stats_at(g_simbg_url);
+    cJSON *st = sim_stats_at(g_simbg.base);
     assert_int_equal(grants(st, "revoked"), 0); /* no reuse detected */
     cJSON_Delete(st);
 }
@@ -2020,7 +1889,7 @@ static void test_refresh_takeover_after_kill9_never_resends(void **state)
 {
     (void)state;
     int t0, m0, s0;
-    refresh_counts(g_simr_url, &t0, &m0, &s0);
+    refresh_counts(g_simr.base, &t0, &m0, &s0);
     flow f;
     cJSON *c0 = connect_flow(&f, "simr", "refresh:latency:4000");
     long v0 = num_field(c0, "version");
@@ -2050,7 +1919,7 @@ static void test_refresh_takeover_after_kill9_never_resends(void **state)
     assert_non_null(s);
     usleep(5000 * 1000); /* the killed request's answer, and any retry, are over */
     int t1, m1, s1;
-    refresh_counts(g_simr_url, &t1, &m1, &s1);
+    refresh_counts(g_simr.base, &t1, &m1, &s1);
     assert_int_equal(t1 - t0, 1);
     assert_int_equal(s1 - s0, 1); /* one use of the refresh token, never two */
     cJSON *st = last_record(g_t_status, f.id);
@@ -2097,7 +1966,7 @@ static void test_refresh_takeover_after_sigstop_never_resends(void **state)
     }
     sleep(8); /* both in the group */
     int t0, m0, s0;
-    refresh_counts(g_simr_url, &t0, &m0, &s0);
+    refresh_counts(g_simr.base, &t0, &m0, &s0);
     flow f;
     cJSON *c0 = connect_flow(&f, "simr", "refresh:latency:4000");
     long v0 = num_field(c0, "version");
@@ -2114,7 +1983,7 @@ static void test_refresh_takeover_after_sigstop_never_resends(void **state)
      * left): stop A while the answer is still 4 s away. */
     int t1 = t0, m1 = m0, s1 = s0;
     for (int i = 0; i < 400 && s1 == s0; i++) {
-        refresh_counts(g_simr_url, &t1, &m1, &s1);
+        refresh_counts(g_simr.base, &t1, &m1, &s1);
         if (s1 == s0)
             usleep(25 * 1000);
     }
@@ -2154,7 +2023,7 @@ static void test_refresh_takeover_after_sigstop_never_resends(void **state)
     assert_int_equal(kill(g_workers[a], SIGCONT), 0);
     sleep(6); /* A settles the answer it holds, is fenced, rejoins, maybe owns the key again */
     int t2, m2, s2;
-    refresh_counts(g_simr_url, &t2, &m2, &s2);
+    refresh_counts(g_simr.base, &t2, &m2, &s2);
     assert_int_equal(t2 - t0, 1);
     assert_int_equal(s2 - s0, 1); /* one use of the refresh token, never two */
     cJSON *fin = last_record(g_t_conn, f.id);

@@ -247,6 +247,8 @@ static cJSON *provider_json(const testfix_provider *p)
     cJSON_AddNumberToObject(o, "code_ttl_s", p->code_ttl_s ? p->code_ttl_s : 300);
     if (p->no_refresh_rotation)
         cJSON_AddFalseToObject(o, "refresh_rotation");
+    if (p->refresh_ahead_s)
+        cJSON_AddNumberToObject(o, "refresh_ahead_s", p->refresh_ahead_s);
     if (p->issuer)
         cJSON_AddStringToObject(o, "issuer", p->issuer);
     return o;

@@ -100,6 +100,7 @@ typedef struct {
     int pkce;                /* 1: "pkce": true */
     int deauthorize;         /* 1: "deauthorize_url": BASE/oauth/deauthorize */
     int no_refresh_rotation; /* 1: "refresh_rotation": false */
+    int refresh_ahead_s;     /* 0: none (no background refresh) */
     const char *scope;       /* NULL: none */
     const char *issuer;      /* NULL: none */
 } testfix_provider;
