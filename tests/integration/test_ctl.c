@@ -31,16 +31,18 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/records.h"
+#include "tests/support/testfix.h"
 #include "tests/support/testkafka.h"
 #include "common/conn.h"
 
 #define OUT_MAX (1 << 20)
 
-static char g_build[256], g_prefix[64];
+static char g_build[TESTFIX_PATH_MAX];
 static char g_t_callbacks[256], g_t_conn[256], g_t_dlq[256];
 static char g_id[64], g_dlq_id[64], g_dlq_bad_id[64];
 static config_t g_cfg;
@@ -50,13 +52,6 @@ static char *g_dlq_original; /* the callback record put in the DLQ */
 
 #define CODE_SECRET     "ac_ITESTcodeSECRETvalue42"
 #define VERIFIER_SECRET "ITESTverifierSECRETdBjftJeZ4CVP"
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Run "[env] oauthqctl ARGS" (args are fixed test strings), stdout into
  * g_out; returns the exit code. */
@@ -94,18 +89,9 @@ static void produce(const char *topic, const char *key, const char *value)
 static int setup(void **state)
 {
     (void)state;
-    const char *b = getenv("OAUTHQ_BUILD");
-    char cwd[200];
-    if (!getcwd(cwd, sizeof cwd))
+    if (testfix_build(g_build, sizeof g_build) < 0 || testfix_test_logs() < 0)
         return -1;
-    if (b && b[0] == '/')
-        snprintf(g_build, sizeof g_build, "%s", b);
-    else
-        snprintf(g_build, sizeof g_build, "%.120s/%.120s", cwd, b && *b ? b : "build");
-    if (system("mkdir -p var/test-logs") != 0)
-        return -1;
-    snprintf(g_prefix, sizeof g_prefix, "itest-ctl-%ld-%ld.", (long)getpid(), (long)time(NULL));
-    setenv("OAUTHQ_TOPIC_PREFIX", g_prefix, 1);
+    testfix_topic_prefix("ctl", NULL, 0);
     setenv("OAUTHQ_TOPIC_PARTITIONS", "3", 1);
     setenv("OAUTHQ_TOPIC_REPLICATION", "1", 1);
     setenv("OAUTHQ_LOG_FORMAT", "text", 1);
@@ -193,23 +179,23 @@ static void produce_conn(int64_t version, const char *last_error)
 {
     conn_t *c = calloc(1, sizeof *c);
     assert_non_null(c);
-    conn_init(c, g_id, "sim", now_ms() - 5000);
+    conn_init(c, g_id, "sim", clock_wall_ms() - 5000);
     c->status = CONN_PENDING;
     c->phase = PHASE_RETRYING;
     c->version = version;
-    c->updated_at_ms = now_ms();
+    c->updated_at_ms = clock_wall_ms();
     snprintf(c->code_hash, sizeof c->code_hash, "%s",
              "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90");
     snprintf(c->code_sealed, sizeof c->code_sealed, "v1.d1.CODESEALEDxxxx");
     snprintf(c->verifier_sealed, sizeof c->verifier_sealed, "v1.d1.VERIFIERSEALEDxxxx");
     snprintf(c->access_sealed, sizeof c->access_sealed, "v1.d1.ACCESSSEALEDxxxx");
     snprintf(c->refresh_sealed, sizeof c->refresh_sealed, "v1.d1.REFRESHSEALEDxxxx");
-    c->received_at_ms = now_ms() - 4000;
+    c->received_at_ms = clock_wall_ms() - 4000;
     c->deadline_ms = c->received_at_ms + 300000;
     c->attempts = (int)version;
     c->unknown_outcomes = 1;
     c->claimed = 1;
-    c->retry_at_ms = now_ms() + 2000;
+    c->retry_at_ms = clock_wall_ms() + 2000;
     snprintf(c->last_error, sizeof c->last_error, "%s", last_error);
     c->ignored_codes = 2;
     snprintf(c->account_id, sizeof c->account_id, "acct_itest");
@@ -275,14 +261,14 @@ static void test_dlq_list_and_show_redact(void **state)
     rc.kind = RECORDS_CB_CODE;
     snprintf(rc.code, sizeof rc.code, "%s", CODE_SECRET);
     snprintf(rc.code_verifier, sizeof rc.code_verifier, "%s", VERIFIER_SECRET);
-    rc.received_at_ms = now_ms();
+    rc.received_at_ms = clock_wall_ms();
     snprintf(rc.intake_id, sizeof rc.intake_id, "itest");
     snprintf(rc.request_id, sizeof rc.request_id, "r1");
     g_dlq_original = records_callback_encode(&rc, NULL);
     assert_non_null(g_dlq_original);
     char *d1 =
         conn_dlq_json("malformed record: itest", g_t_callbacks, 0, 5, g_dlq_id, strlen(g_dlq_id),
-                      g_dlq_original, strlen(g_dlq_original), 1, NULL, NULL, now_ms(), NULL);
+                      g_dlq_original, strlen(g_dlq_original), 1, NULL, NULL, clock_wall_ms(), NULL);
     assert_non_null(d1);
     produce(g_t_dlq, g_dlq_id, d1);
     free(d1);
@@ -291,7 +277,7 @@ static void test_dlq_list_and_show_redact(void **state)
     snprintf(trunc, sizeof trunc, "{\"code\":\"%s", CODE_SECRET);
     char *d2 =
         conn_dlq_json("unparseable: itest", g_t_callbacks, 1, 9, g_dlq_bad_id, strlen(g_dlq_bad_id),
-                      trunc, strlen(trunc), 1, NULL, NULL, now_ms(), NULL);
+                      trunc, strlen(trunc), 1, NULL, NULL, clock_wall_ms(), NULL);
     produce(g_t_dlq, g_dlq_bad_id, d2);
     free(d2);
 
