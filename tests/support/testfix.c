@@ -22,6 +22,7 @@
 
 #include "common/apikeys.h"
 #include "common/crypto.h"
+#include "common/log.h"
 #include "tests/support/testhttp.h"
 #include "tests/support/testproc.h"
 
@@ -178,6 +179,17 @@ int testfix_data_keys(const char *dir, char *path, size_t cap)
     return key_file(dir, "data.json", DATA_KEYS, "OAUTHQ_DATA_KEYS_FILE", path, cap);
 }
 
+/* Write doc to dir/name, named in env, when ok (building it went well);
+ * frees doc either way. */
+static int json_file(const char *dir, const char *name, cJSON *doc, int ok, const char *env)
+{
+    char *text = ok && doc ? cJSON_Print(doc) : NULL;
+    int rc = text ? key_file(dir, name, text, env, NULL, 0) : -1;
+    free(text);
+    cJSON_Delete(doc);
+    return rc;
+}
+
 int testfix_api_keys(const char *dir, testfix_api_key *keys, size_t n)
 {
     cJSON *doc = cJSON_CreateObject();
@@ -210,15 +222,7 @@ int testfix_api_keys(const char *dir, testfix_api_key *keys, size_t n)
             s += len + (s[len] == ',');
         }
     }
-    char *text = rc == 0 ? cJSON_Print(doc) : NULL;
-    char path[TESTFIX_PATH_MAX];
-    if (!text || testfix_write(dir, "api_keys.json", text, path, sizeof path) < 0)
-        rc = -1;
-    else
-        setenv("OAUTHQ_API_KEYS_FILE", path, 1);
-    free(text);
-    cJSON_Delete(doc);
-    return rc;
+    return json_file(dir, "api_keys.json", doc, rc == 0, "OAUTHQ_API_KEYS_FILE");
 }
 
 static cJSON *provider_json(const testfix_provider *p)
@@ -266,15 +270,7 @@ int testfix_providers(const char *dir, const testfix_provider *p, size_t n)
         else
             cJSON_AddItemToArray(list, o);
     }
-    char *text = rc == 0 ? cJSON_Print(doc) : NULL;
-    char path[TESTFIX_PATH_MAX];
-    if (!text || testfix_write(dir, "providers.json", text, path, sizeof path) < 0)
-        rc = -1;
-    else
-        setenv("OAUTHQ_PROVIDERS_FILE", path, 1);
-    free(text);
-    cJSON_Delete(doc);
-    return rc;
+    return json_file(dir, "providers.json", doc, rc == 0, "OAUTHQ_PROVIDERS_FILE");
 }
 
 /* ---- processes and addresses ---------------------------------------------------------- */
@@ -417,6 +413,49 @@ long testfix_sim_code_num(const cJSON *stats, const char *code, const char *key)
     if (!cJSON_IsNumber(v))
         fail_msg("no %s in the simulator's stats of the code", key);
     return (long)v->valuedouble;
+}
+
+/* ---- the product's log lines ---------------------------------------------------------- */
+
+static char *g_log;
+static size_t g_log_len, g_log_cap;
+
+static void on_log(const char *line, void *ud)
+{
+    (void)ud;
+    size_t n = strlen(line);
+    if (!g_log || g_log_len + n + 2 > g_log_cap)
+        return;
+    memcpy(g_log + g_log_len, line, n);
+    g_log_len += n;
+    g_log[g_log_len++] = '\n';
+    g_log[g_log_len] = '\0';
+}
+
+int testfix_log_capture(size_t cap)
+{
+    testfix_log_capture_end();
+    g_log = calloc(1, cap);
+    if (!g_log)
+        return -1;
+    g_log_cap = cap;
+    log_set_sink(on_log, NULL);
+    return 0;
+}
+
+const char *testfix_log_text(void)
+{
+    return g_log ? g_log : "";
+}
+
+void testfix_log_capture_end(void)
+{
+    log_set_sink(NULL, NULL);
+    if (g_log)
+        crypto_wipe(g_log, g_log_cap);
+    free(g_log);
+    g_log = NULL;
+    g_log_len = g_log_cap = 0;
 }
 
 /* ---- URLs ----------------------------------------------------------------------------- */

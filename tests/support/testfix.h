@@ -163,6 +163,19 @@ const cJSON *testfix_sim_code(const cJSON *stats, const char *code);
  * test when the code or the key is missing. */
 long testfix_sim_code_num(const cJSON *stats, const char *code, const char *key);
 
+/* ---- the product's log lines ---------------------------------------------------------- */
+
+/* Capture every line the product's modules log in this process (common/log's
+ * sink), up to cap bytes (later lines are dropped), for the checks that no
+ * secret reaches a log; 0 or -1. */
+int testfix_log_capture(size_t cap);
+
+/* The lines captured so far, one per line ("" before any). */
+const char *testfix_log_text(void);
+
+/* Give the sink back to common/log and free the capture. */
+void testfix_log_capture_end(void);
+
 /* ---- URLs ----------------------------------------------------------------------------- */
 
 /* BASE/oauth/authorize?response_type=code&client_id=CID&redirect_uri=
