@@ -57,22 +57,8 @@ static char g_secret_path[300];
 static testfix_sim g_main;
 static char *g_keep[MAX_KEEP]; /* tokens and account ids that must never be logged */
 static size_t g_nkeep;
-static char *g_log;
-static size_t g_log_len;
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static void on_log(const char *line, void *ud)
-{
-    (void)ud;
-    size_t n = strlen(line);
-    if (!g_log || g_log_len + n + 2 > LOG_CAP)
-        return;
-    memcpy(g_log + g_log_len, line, n);
-    g_log_len += n;
-    g_log[g_log_len++] = '\n';
-    g_log[g_log_len] = '\0';
-}
 
 static void keep(const char *v)
 {
@@ -265,10 +251,8 @@ static int group_setup(void **st)
 {
     (void)st;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    g_log = calloc(1, LOG_CAP);
-    if (!g_log)
+    if (testfix_log_capture(LOG_CAP) < 0)
         return -1;
-    log_set_sink(on_log, NULL);
     static const char *const args[] = {"--redirect-uri", REDIR, NULL};
     if (testfix_tmpdir(g_dir, sizeof g_dir, "deauth") < 0 ||
         testfix_secret(g_dir, "secret", SECRET, g_secret_path, sizeof g_secret_path) < 0)
@@ -285,9 +269,7 @@ static int group_teardown(void **st)
         free(g_keep[i]);
     }
     g_nkeep = 0;
-    log_set_sink(NULL, NULL);
-    free(g_log);
-    g_log = NULL;
+    testfix_log_capture_end();
     testfix_tmpdir_remove(g_dir, "itest_deauth_sim");
     curl_global_cleanup();
     return 0;
@@ -526,14 +508,14 @@ static void test_retry_after(void **st)
 static void test_logs_clean(void **st)
 {
     (void)st;
-    assert_non_null(strstr(g_log, "provider_deauthorize"));
-    assert_null(strstr(g_log, SECRET));
-    assert_null(strstr(g_log, "sk_wrong_secret_value"));
-    assert_null(strstr(g_log, "wire_token"));
-    assert_null(strstr(g_log, "acct_"));
-    assert_null(strstr(g_log, "not connected"));
+    assert_non_null(strstr(testfix_log_text(), "provider_deauthorize"));
+    assert_null(strstr(testfix_log_text(), SECRET));
+    assert_null(strstr(testfix_log_text(), "sk_wrong_secret_value"));
+    assert_null(strstr(testfix_log_text(), "wire_token"));
+    assert_null(strstr(testfix_log_text(), "acct_"));
+    assert_null(strstr(testfix_log_text(), "not connected"));
     for (size_t i = 0; i < g_nkeep; i++)
-        if (strstr(g_log, g_keep[i]))
+        if (strstr(testfix_log_text(), g_keep[i]))
             fail_msg("a token or account id reached the log");
 }
 

@@ -59,22 +59,8 @@ static char *g_codes[MAX_CODES];
 static size_t g_ncodes;
 static char *g_tokens[MAX_TOKENS];
 static size_t g_ntokens;
-static char *g_log;
-static size_t g_log_len;
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static void on_log(const char *line, void *ud)
-{
-    (void)ud;
-    size_t n = strlen(line);
-    if (!g_log || g_log_len + n + 2 > LOG_CAP)
-        return;
-    memcpy(g_log + g_log_len, line, n);
-    g_log_len += n;
-    g_log[g_log_len++] = '\n';
-    g_log[g_log_len] = '\0';
-}
 
 static const char *const SIM_ARGS[] = {"--redirect-uri", REDIR, NULL};
 
@@ -159,10 +145,8 @@ static int group_setup(void **st)
 {
     (void)st;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    g_log = calloc(1, LOG_CAP);
-    if (!g_log)
+    if (testfix_log_capture(LOG_CAP) < 0)
         return -1;
-    log_set_sink(on_log, NULL);
     if (testfix_tmpdir(g_dir, sizeof g_dir, "exch") < 0 ||
         testfix_secret(g_dir, "secret", SECRET, g_secret_path, sizeof g_secret_path) < 0 ||
         testfix_secret(g_dir, "odd_secret", ODD_SECRET, g_odd_path, sizeof g_odd_path) < 0)
@@ -181,9 +165,7 @@ static int group_teardown(void **st)
         free(g_tokens[i]);
     }
     g_ncodes = g_ntokens = 0;
-    log_set_sink(NULL, NULL);
-    free(g_log);
-    g_log = NULL;
+    testfix_log_capture_end();
     testfix_tmpdir_remove(g_dir, "itest_exchange_sim");
     curl_global_cleanup();
     return 0;
@@ -755,16 +737,16 @@ static void test_concurrent(void **st)
 static void test_logs_clean(void **st)
 {
     (void)st;
-    assert_non_null(strstr(g_log, "\"event\":\"token_exchange\""));
-    assert_non_null(strstr(g_log, "code_sha256"));
-    assert_null(strstr(g_log, SECRET));
-    assert_null(strstr(g_log, ODD_SECRET));
-    assert_null(strstr(g_log, RFC_VERIFIER));
-    assert_null(strstr(g_log, "already been used"));
+    assert_non_null(strstr(testfix_log_text(), "\"event\":\"token_exchange\""));
+    assert_non_null(strstr(testfix_log_text(), "code_sha256"));
+    assert_null(strstr(testfix_log_text(), SECRET));
+    assert_null(strstr(testfix_log_text(), ODD_SECRET));
+    assert_null(strstr(testfix_log_text(), RFC_VERIFIER));
+    assert_null(strstr(testfix_log_text(), "already been used"));
     for (size_t i = 0; i < g_ncodes; i++)
-        assert_null(strstr(g_log, g_codes[i]));
+        assert_null(strstr(testfix_log_text(), g_codes[i]));
     for (size_t i = 0; i < g_ntokens; i++)
-        assert_null(strstr(g_log, g_tokens[i]));
+        assert_null(strstr(testfix_log_text(), g_tokens[i]));
     assert_true(g_ncodes > 40);
     assert_true(g_ntokens > 40);
 }
