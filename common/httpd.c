@@ -443,11 +443,18 @@ httpd_t *httpd_start(const httpd_opts *o, httpd_handler h, void *app, err_t *e)
     pthread_mutex_init(&d->mu, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
+    /* One thread is MHD's internal polling thread alone: a pool of size 1
+     * is not a pool (libmicrohttpd warns on every start if asked for one). */
+    unsigned threads = (unsigned)(o->threads > 0 ? o->threads : 2);
+    struct MHD_OptionItem pool[2] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
+                                     {MHD_OPTION_END, 0, NULL}};
+    if (threads < 2)
+        pool[0] = pool[1];
     d->mhd = MHD_start_daemon(
         flags, ntohs(sa.sin_port), NULL, NULL, on_access, d, MHD_OPTION_SOCK_ADDR, &sa,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, d, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o->threads > 0 ? o->threads : 2),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)(o->per_ip_connections > 0 ? o->per_ip_connections : 256),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(HTTPD_URI_MAX + 24 * 1024),

@@ -367,6 +367,7 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
         return -1;
     int rc = -1;
     rd_kafka_NewTopic_t *nts[KAFKA_TOPICS] = {0};
+    char names[KAFKA_TOPICS][256];
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_event_t *ev = NULL;
@@ -376,8 +377,8 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
     snprintf(min_isr, sizeof min_isr, "%d", kafka_min_isr(c->topic_replication));
     for (size_t i = 0; i < KAFKA_TOPICS; i++) {
         const kafka_topic_spec *ts = &kafka_topic_specs[i];
-        char name[256];
-        if (config_topic(c, ts->suffix, name, sizeof name, e) < 0)
+        char *name = names[i];
+        if (config_topic(c, ts->suffix, name, sizeof names[i], e) < 0)
             goto out;
         nts[i] = rd_kafka_NewTopic_new(name, c->topic_partitions, c->topic_replication, errstr,
                                        sizeof errstr);
@@ -421,6 +422,16 @@ int kafka_topics_ensure(const config_t *c, err_t *e)
             goto out;
         }
     }
+    /* Created is not yet visible: a process started right after this
+     * returns must find every topic in its first metadata answer. */
+    for (size_t i = 0; i < KAFKA_TOPICS; i++) {
+        int parts = 0;
+        if (kafka_wait_topic(rk, names[i], c->kafka_timeout_ms, KAFKA_TOPIC_WAIT_MS, &parts, e) <
+            0) {
+            err_wrap(e, "topic created but not visible");
+            goto out;
+        }
+    }
     rc = 0;
 out:
     if (ev)
@@ -441,32 +452,104 @@ int32_t kafka_partition_for(const char *key, size_t len, int partitions)
     return rd_kafka_msg_partitioner_consistent_random(NULL, key, len, partitions, NULL, NULL);
 }
 
+/* One metadata answer for topic: 1 when it lists the topic with partitions
+ * that all have a leader (*n set), 0 when the topic is not (yet) there or a
+ * partition has no leader yet, -1 on any other error (e filled). */
+static int topic_visible(rd_kafka_t *rk, const char *topic, int timeout_ms, int *n, err_t *e)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt)
+        return err_set(e, ERRC_PERMANENT, "topic %s: bad name", topic);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+        err_set(e, ERRC_PERMANENT, "topic %s does not exist (oauthqctl topics create)", topic);
+        return 0;
+    }
+    if (err)
+        return err_set(e, kafka_errc(err) == ERRC_FATAL ? ERRC_FATAL : ERRC_RETRIABLE,
+                       "metadata for %s: %s", topic, rd_kafka_err2str(err));
+    int rc = 0;
+    const struct rd_kafka_metadata_topic *t = md->topic_cnt == 1 ? &md->topics[0] : NULL;
+    if (!t || t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        t->err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE || (!t->err && t->partition_cnt == 0)) {
+        err_set(e, ERRC_PERMANENT, "topic %s does not exist (oauthqctl topics create)", topic);
+    } else if (t->err) {
+        rc = err_set(e, kafka_errc(t->err) == ERRC_FATAL ? ERRC_FATAL : ERRC_PERMANENT,
+                     "metadata for %s: %s", topic, rd_kafka_err2str(t->err));
+    } else {
+        rc = 1;
+        for (int i = 0; i < t->partition_cnt; i++)
+            if (t->partitions[i].leader < 0) {
+                err_set(e, ERRC_RETRIABLE, "topic %s: partition %d has no leader yet", topic,
+                        t->partitions[i].id);
+                rc = 0;
+            }
+        if (rc == 1)
+            *n = t->partition_cnt;
+    }
+    rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+int kafka_wait_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, int wait_ms, int *n,
+                     err_t *e)
+{
+    int64_t start = clock_mono_ms(), deadline = start + (wait_ms > 0 ? wait_ms : 0);
+    int logged = 0;
+    for (;;) { /* bounded by the deadline */
+        err_t we = {0};
+        int rc = topic_visible(rk, topic, timeout_ms, n, &we);
+        if (rc == 1) {
+            if (logged) {
+                char waited[24];
+                snprintf(waited, sizeof waited, "%lld", (long long)(clock_mono_ms() - start));
+                log_kv(LOGL_INFO, "topic_visible", "topic", topic, "waited_ms", waited);
+            }
+            return 0;
+        }
+        /* Not there yet (just created, or a partition without a leader)
+         * or the broker not answering: wait; anything else is final. */
+        if (rc < 0 && we.cls != ERRC_RETRIABLE) {
+            if (e)
+                *e = we;
+            return -1;
+        }
+        if (clock_mono_ms() >= deadline) {
+            if (e)
+                *e = we;
+            return err_wrap(e, "after waiting %d ms", wait_ms);
+        }
+        if (!logged) {
+            char bound[24];
+            snprintf(bound, sizeof bound, "%d", wait_ms);
+            log_kv(LOGL_WARN, "waiting_for_topic", "topic", topic, "reason", we.msg, "wait_ms",
+                   bound);
+            logged = 1;
+        }
+        struct timespec pause = {0, 250 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic, int timeout_ms,
                            err_t *e)
 {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    if (!t)
-        return err_set(e, ERRC_FATAL, "topic %s: %s", topic,
-                       rd_kafka_err2str(rd_kafka_last_error()));
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, timeout_ms);
-    rd_kafka_topic_destroy(t);
-    int rc = 0;
-    if (err)
-        rc = err_set(e, kafka_errc(err), "metadata of %s: %s", topic, rd_kafka_err2str(err));
-    else if (md->topics[0].err)
-        rc = err_set(e, ERRC_FATAL, "topic %s: %s (run oauthqctl topics create)", topic,
-                     rd_kafka_err2str(md->topics[0].err));
-    else if (md->topics[0].partition_cnt != c->topic_partitions)
-        rc = err_set(e, ERRC_FATAL,
-                     "%s has %d partitions but OAUTHQ_TOPIC_PARTITIONS is %d: connection ids "
-                     "are placed on partitions by hash over that count, and another count "
-                     "would send a connection's callbacks away from its state (see "
-                     "docs/operations.md, Scaling partitions)",
-                     topic, md->topics[0].partition_cnt, c->topic_partitions);
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    return rc;
+    int n = 0;
+    if (kafka_wait_topic(rk, topic, timeout_ms, KAFKA_TOPIC_WAIT_MS, &n, e) < 0) {
+        if (e && e->cls == ERRC_PERMANENT) /* no such topic: nothing to route to */
+            e->cls = ERRC_FATAL;
+        return -1;
+    }
+    if (n != c->topic_partitions)
+        return err_set(e, ERRC_FATAL,
+                       "%s has %d partitions but OAUTHQ_TOPIC_PARTITIONS is %d: connection ids "
+                       "are placed on partitions by hash over that count, and another count "
+                       "would send a connection's callbacks away from its state (see "
+                       "docs/operations.md, Scaling partitions)",
+                       topic, n, c->topic_partitions);
+    return 0;
 }
 
 int kafka_check_assigned(const char *topic, int32_t p, int nparts, err_t *e)

@@ -131,9 +131,25 @@ long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, 
  * (docs/operations.md, "Scaling partitions"). */
 int32_t kafka_partition_for(const char *key, size_t len, int partitions);
 
+/* How long `oauthqctl topics create` and a starting process wait for their
+ * topics to appear in metadata answers (issue 14, defect 11: right after a
+ * broker start or a create, a topic may be missing from an answer for a
+ * moment). */
+#define KAFKA_TOPIC_WAIT_MS 30000
+
+/* Partition count of topic once a metadata answer lists it with a leader for
+ * every partition, retried every 250 ms (one request bounded by timeout_ms)
+ * for up to wait_ms while the topic is missing, a partition has no leader or
+ * the broker does not answer; the first wait is logged (waiting_for_topic).
+ * 0, or -1: ERRC_PERMANENT (still missing after wait_ms), ERRC_RETRIABLE
+ * (no answer), ERRC_FATAL. */
+int kafka_wait_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, int wait_ms, int *n,
+                     err_t *e);
+
 /* ERRC_FATAL (naming the topic, both counts and the way out) unless topic
- * has exactly c->topic_partitions partitions; metadata errors classified as
- * usual. Start-up check of every process that routes or owns by key. */
+ * has exactly c->topic_partitions partitions, once it is visible
+ * (kafka_wait_topic, KAFKA_TOPIC_WAIT_MS; still missing: ERRC_FATAL).
+ * Start-up check of every process that routes or owns by key. */
 int kafka_check_partitions(rd_kafka_t *rk, const config_t *c, const char *topic, int timeout_ms,
                            err_t *e);
 

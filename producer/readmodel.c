@@ -427,7 +427,8 @@ static int start_consumer(readmodel_t *rm, err_t *e)
     rm->rk = kafka_consumer_new(&rm->cfg, NULL, "read model consumer", e);
     if (!rm->rk)
         return -1;
-    if (kafka_partition_count(rm->rk, rm->topic, rm->cfg.kafka_timeout_ms, &rm->nparts, e) < 0) {
+    if (kafka_wait_topic(rm->rk, rm->topic, rm->cfg.kafka_timeout_ms, KAFKA_TOPIC_WAIT_MS,
+                         &rm->nparts, e) < 0) {
         if (e && e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL; /* no status topic: the intake cannot serve */
         return -1;

@@ -299,7 +299,8 @@ static int start_consumer(tokenview_t *tv, err_t *e)
     tv->rk = kafka_consumer_new(&tv->cfg, NULL, "token view consumer", e);
     if (!tv->rk)
         return -1;
-    if (kafka_partition_count(tv->rk, tv->topic, tv->cfg.kafka_timeout_ms, &tv->nparts, e) < 0) {
+    if (kafka_wait_topic(tv->rk, tv->topic, tv->cfg.kafka_timeout_ms, KAFKA_TOPIC_WAIT_MS,
+                         &tv->nparts, e) < 0) {
         if (e && e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL;
         return -1;

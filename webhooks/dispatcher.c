@@ -954,7 +954,7 @@ static rd_kafka_t *plain_consumer(const config_t *c, const char *isolation, err_
 static int partition_count(dispatcher_t *d, const char *topic, err_t *e)
 {
     int n = -1;
-    if (kafka_partition_count(d->hwm, topic, d->cfg.kafka_timeout_ms, &n, e) < 0) {
+    if (kafka_wait_topic(d->hwm, topic, d->cfg.kafka_timeout_ms, KAFKA_TOPIC_WAIT_MS, &n, e) < 0) {
         if (e->cls == ERRC_PERMANENT)
             e->cls = ERRC_FATAL;
         err_wrap(e, "run oauthqctl topics create");

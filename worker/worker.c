@@ -2279,7 +2279,8 @@ static int instance_id(worker_t *w, err_t *e)
 static int partition_count(worker_t *w, const char *topic, err_t *e)
 {
     int n = -1;
-    if (kafka_partition_count(w->restorer, topic, w->cfg.kafka_timeout_ms, &n, e) < 0) {
+    if (kafka_wait_topic(w->restorer, topic, w->cfg.kafka_timeout_ms, KAFKA_TOPIC_WAIT_MS, &n, e) <
+        0) {
         if (e->cls == ERRC_PERMANENT) /* no such topic: nothing to work on */
             e->cls = ERRC_FATAL;
         err_wrap(e, "run oauthqctl topics create");
