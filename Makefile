@@ -67,7 +67,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit integration run bench chaos asan tsan tsan-build fmt fmt-check lint clean setup tests fuzz fuzz-build
 all: $(BINS) $(BENCH_BINS)
-tests: all $(UNIT_BINS) $(ITEST_BINS) $(BUILD)/tests/slow_dr.so
+tests: all $(UNIT_BINS) $(ITEST_BINS) $(BUILD)/tests/slow_dr.so $(BUILD)/tests/fail_random.so
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

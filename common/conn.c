@@ -183,7 +183,7 @@ char *conn_encode(const conn_t *c, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding connection: out of memory");
+        err_set(e, ERRC_FATAL, "encoding connection: out of memory");
     return s;
 }
 
@@ -482,7 +482,7 @@ char *conn_status_json(const conn_t *c, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding status: out of memory");
+        err_set(e, ERRC_FATAL, "encoding status: out of memory");
     return s;
 }
 
@@ -502,7 +502,7 @@ char *conn_dlq_json(const char *reason, const char *topic, int32_t partition, in
     char kbuf[256], *obuf = malloc(orig_len + 1);
     if (!obuf) {
         cJSON_Delete(o);
-        err_set(e, ERRC_RETRIABLE, "dlq: out of memory");
+        err_set(e, ERRC_FATAL, "dlq: out of memory");
         return NULL;
     }
     size_t kn = key_len < sizeof kbuf - 1 ? key_len : sizeof kbuf - 1;
@@ -530,6 +530,6 @@ char *conn_dlq_json(const char *reason, const char *topic, int32_t partition, in
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding dlq: out of memory");
+        err_set(e, ERRC_FATAL, "encoding dlq: out of memory");
     return s;
 }

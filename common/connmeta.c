@@ -140,7 +140,7 @@ int connmeta_from(const cJSON *obj, int require_end_user, connmeta *m, err_t *e)
     }
     char *text = cJSON_PrintUnformatted(out);
     if (!text) {
-        err_set(e, ERRC_RETRIABLE, "out of memory");
+        err_set(e, ERRC_FATAL, "out of memory");
         goto done;
     }
     if (strlen(text) > CONNMETA_JSON_MAX) {

@@ -68,7 +68,7 @@ int delivery_event_from_status(const char *json, size_t len, char id[DELIVERY_ID
         char *s = data ? cJSON_PrintUnformatted(out) : NULL;
         cJSON_Delete(out);
         if (!s) {
-            err_set(e, ERRC_RETRIABLE, "webhook body: out of memory");
+            err_set(e, ERRC_FATAL, "webhook body: out of memory");
         } else if (strlen(s) > DELIVERY_BODY_MAX) {
             free(s);
             err_set(e, ERRC_PERMANENT, "webhook body: larger than %d bytes", DELIVERY_BODY_MAX);
@@ -318,7 +318,7 @@ char *delivery_encode(const delivery_conn *c, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding webhook record: out of memory");
+        err_set(e, ERRC_FATAL, "encoding webhook record: out of memory");
     return s;
 }
 
@@ -452,7 +452,7 @@ char *delivery_replay_encode(const char *id, int64_t now_ms, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding replay request: out of memory");
+        err_set(e, ERRC_FATAL, "encoding replay request: out of memory");
     return s;
 }
 

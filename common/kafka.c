@@ -281,7 +281,7 @@ long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, 
     }
     at_eof = calloc((size_t)nparts, 1);
     if (!at_eof) {
-        err_set(e, ERRC_RETRIABLE, "out of memory");
+        err_set(e, ERRC_FATAL, "out of memory");
         goto out;
     }
     int neof = 0;
@@ -327,7 +327,7 @@ long kafka_scan(const config_t *c, const char *topic, const kafka_scan_opts *o, 
                 free(k);
                 free(v);
                 rd_kafka_message_destroy(m);
-                err_set(e, ERRC_RETRIABLE, "out of memory");
+                err_set(e, ERRC_FATAL, "out of memory");
                 goto out;
             }
             rd_kafka_timestamp_type_t tt;

@@ -71,7 +71,7 @@ static char *end_record(cJSON *o, const char *schema_name, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding %s record: out of memory", schema_name);
+        err_set(e, ERRC_FATAL, "encoding %s record: out of memory", schema_name);
     return s;
 }
 
@@ -423,7 +423,7 @@ char *records_session_encode(const records_session *r, err_t *e)
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
-        err_set(e, ERRC_RETRIABLE, "encoding session record: out of memory");
+        err_set(e, ERRC_FATAL, "encoding session record: out of memory");
     return s;
 }
 

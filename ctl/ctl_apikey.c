@@ -108,7 +108,7 @@ int ctl_apikey_run(const ctl_ctx *cx, int argc, char **argv, err_t *e)
     char *entry_text = cJSON_PrintUnformatted(entry);
     int rc = 0;
     if (!entry_text) {
-        rc = err_set(e, ERRC_RETRIABLE, "out of memory");
+        rc = err_set(e, ERRC_FATAL, "out of memory");
     } else if (json) {
         cJSON *doc = cJSON_CreateObject();
         cJSON_AddStringToObject(doc, "kid", kid);

@@ -332,7 +332,7 @@ static int dlq_list_run(const ctl_ctx *cx, const ctl_opts *o, err_t *e)
     int rc = 0;
     if (n < 0) {
         if (l.oom)
-            err_set(e, ERRC_RETRIABLE, "listing dlq: out of memory");
+            err_set(e, ERRC_FATAL, "listing dlq: out of memory");
         rc = -1;
         goto out;
     }

@@ -11,7 +11,7 @@ int ctl_out_json(FILE *out, const cJSON *doc, err_t *e)
 {
     char *s = cJSON_Print(doc);
     if (!s)
-        return err_set(e, ERRC_RETRIABLE, "rendering JSON: out of memory");
+        return err_set(e, ERRC_FATAL, "rendering JSON: out of memory");
     fprintf(out, "%s\n", s);
     free(s);
     return 0;

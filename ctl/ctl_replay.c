@@ -171,7 +171,7 @@ static int replay_ids(const ctl_ctx *cx, const ctl_opts *o, const char *topic, e
             return err_set(e, ERRC_PERMANENT, "replay: bad connection id '%.63s'", o->pos[i]);
     pub_t *pubs = calloc((size_t)o->npos, sizeof *pubs);
     if (!pubs)
-        return err_set(e, ERRC_RETRIABLE, "out of memory");
+        return err_set(e, ERRC_FATAL, "out of memory");
     int rc = 0;
     records_replay r;
     memset(&r, 0, sizeof r);
@@ -309,7 +309,7 @@ static int replay_dlq(const ctl_ctx *cx, const ctl_opts *o, const char *topic, e
                     "--reason",
                     CTL_REPLAY_MAX);
         else if (p.oom)
-            err_set(e, ERRC_RETRIABLE, "out of memory");
+            err_set(e, ERRC_FATAL, "out of memory");
         rc = -1;
         goto out;
     }

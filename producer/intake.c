@@ -39,6 +39,9 @@
 
 struct intake {
     config_t cfg;
+    /* A request met an ERRC_FATAL error (random source, out of memory):
+     * main sees it through intake_fatal and exits; any thread sets it. */
+    atomic_int fatal;
     providers_t *providers;
     keyring_t *keys;
     apikeys_t *api_keys;  /* NULL: none configured, every server-side call refused */
@@ -149,6 +152,24 @@ static void fail(intake_t *in, httpd_req *r, const char *route, int status, cons
     cJSON_Delete(o);
     httpd_respond(r, status, "application/json", s ? s : "{}", s ? strlen(s) : 2);
     free(s);
+}
+
+/* Answer a failed step by its error's class (common/err.h): permanent is
+ * the caller's 400 (code, message), retriable 503 + Retry-After, fatal
+ * 500 and the process ends (intake_fatal): a broken random source or no
+ * memory is not the client's fault. */
+static void fail_by_class(intake_t *in, httpd_req *r, const char *route, const err_t *e,
+                          const char *code, const char *message)
+{
+    if (e->cls == ERRC_PERMANENT)
+        return fail(in, r, route, 400, code, message);
+    if (e->cls == ERRC_RETRIABLE) {
+        httpd_add_header(r, "Retry-After", "2");
+        return fail(in, r, route, 503, "unavailable", "Please retry in a moment.");
+    }
+    log_kv(LOGL_ERROR, "intake_fatal_error", "route", route, "reason", e->msg);
+    atomic_store(&in->fatal, 1);
+    fail(in, r, route, 500, "internal", "Internal error.");
 }
 
 static void respond_json(intake_t *in, httpd_req *r, const char *route, int status, cJSON *o)
@@ -371,7 +392,8 @@ static void route_start(intake_t *in, httpd_req *r)
             return fail(in, r, "start", 400, "return_to_not_allowed",
                         "The return address is not allowed.");
         if (ident_conn_new(in->keys, now, st.conn_id, &e) < 0)
-            return fail(in, r, "start", 500, "internal", "Internal error.");
+            return fail_by_class(in, r, "start", &e, "invalid_request",
+                                 "The flow could not be started.");
         if (return_to)
             snprintf(st.return_to, sizeof st.return_to, "%s", return_to);
         st.expires_at = now + in->cfg.state_ttl_s;
@@ -388,14 +410,16 @@ static void route_start(intake_t *in, httpd_req *r)
     } else {
         uint8_t raw[32];
         if (crypto_random(raw, sizeof raw, &e) < 0)
-            return fail(in, r, "start", 500, "internal", "Internal error.");
+            return fail_by_class(in, r, "start", &e, "invalid_request",
+                                 "The flow could not be started.");
         crypto_b64url_encode(raw, sizeof raw, cookie, sizeof cookie);
     }
     ident_binding_hash(cookie, strlen(cookie), st.binding);
     st.has_binding = 1;
     started_flow f;
     if (start_flow(in, pv, &st, &f, &e) < 0)
-        return fail(in, r, "start", 400, "invalid_request", "The flow could not be started.");
+        return fail_by_class(in, r, "start", &e, "invalid_request",
+                             "The flow could not be started.");
     int max_age = (int)(st.expires_at - now > 0 ? st.expires_at - now : 1);
     char setc[256];
     snprintf(setc, sizeof setc, "%s=%s; Path=/oauth; Max-Age=%d; HttpOnly; SameSite=Lax%s",
@@ -497,8 +521,8 @@ static void route_create(intake_t *in, httpd_req *r)
     static __thread char token[IDENT_SESSION_MAX];
     if (ident_conn_new(in->keys, now, sess.conn_id, &e) < 0 ||
         ident_session_issue(in->keys, &sess, token, sizeof token, &e) < 0)
-        return fail(in, r, "connections_create", 400, "invalid_request",
-                    "The connection could not be created.");
+        return fail_by_class(in, r, "connections_create", &e, "invalid_request",
+                             "The connection could not be created.");
     char status_url[CONFIG_PATH_MAX + 96], ts[RECORDS_TIME_MAX];
     static __thread char start_url[CONFIG_PATH_MAX + IDENT_SESSION_MAX + 32];
     snprintf(status_url, sizeof status_url, "%s/v1/connections/%s", in->cfg.public_url,
@@ -1781,8 +1805,8 @@ fail:
 
 int intake_fatal(const intake_t *in)
 {
-    return (in->pub && publisher_fatal(in->pub)) || readmodel_fatal(in->rm) ||
-           tokenview_fatal(in->tv);
+    return atomic_load(&in->fatal) || (in->pub && publisher_fatal(in->pub)) ||
+           readmodel_fatal(in->rm) || tokenview_fatal(in->tv);
 }
 
 void intake_close(intake_t *in, int flush_ms)

@@ -111,7 +111,7 @@ int publisher_send(publisher_t *p, const char *topic, const char *key, const cha
         return err_set(e, ERRC_FATAL, "producer is in a fatal state");
     completion *c = malloc(sizeof *c);
     if (!c)
-        return err_set(e, ERRC_RETRIABLE, "out of memory");
+        return err_set(e, ERRC_FATAL, "out of memory");
     c->fn = fn;
     c->ud = ud;
     c->sent_us = clock_mono_us();

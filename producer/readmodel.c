@@ -556,7 +556,7 @@ int readmodel_get(readmodel_t *rm, const char *id, char **doc, int64_t *version,
     if (s == SQLITE_ROW) {
         *version = sqlite3_column_int64(st, 0);
         *doc = strdup((const char *)sqlite3_column_text(st, 1));
-        rc = *doc ? 1 : err_set(e, ERRC_RETRIABLE, "out of memory");
+        rc = *doc ? 1 : err_set(e, ERRC_FATAL, "out of memory");
     } else if (s != SQLITE_DONE) {
         rc = err_set(e, ERRC_RETRIABLE, "read model: %s", sqlite3_errmsg(rm->rdb));
     }

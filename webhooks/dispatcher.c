@@ -495,6 +495,10 @@ static int on_status(dispatcher_t *d, const rd_kafka_message_t *m, err_t *e)
     char *body = NULL;
     err_t pe = {0};
     int r = delivery_event_from_status(m->payload, m->len, id, &version, type, &body, &pe);
+    if (r < 0 && pe.cls == ERRC_FATAL) {
+        *e = pe; /* out of memory: never skip a record for it (the offset would move on) */
+        return -1;
+    }
     if (r < 0) {
         char key[DELIVERY_ID_MAX], off[24];
         key_of(m, key, sizeof key);

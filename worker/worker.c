@@ -387,16 +387,22 @@ static void dlq_push(worker_t *w, int32_t partition, int64_t offset, const char 
     if (w->ndlq == w->cap_dlq) {
         size_t nc = w->cap_dlq ? w->cap_dlq * 2 : 16;
         dlq_t *nd = realloc(w->dlqs, nc * sizeof *nd);
-        if (!nd)
+        if (!nd) {
+            /* Never drop it: the record's offset would commit without its
+             * dead letter. Fatal stops the loop before any transaction. */
+            set_fatal(w, "dead-letter record: %s", "out of memory");
             return;
+        }
         w->dlqs = nd;
         w->cap_dlq = nc;
     }
     dlq_t *d = &w->dlqs[w->ndlq];
     d->value = conn_dlq_json(reason, w->t_callbacks, partition, offset, key, key_len, original,
                              orig_len, 1, reason, reason, now_ms(), NULL);
-    if (!d->value)
+    if (!d->value) {
+        set_fatal(w, "dead-letter record: %s", "out of memory");
         return;
+    }
     d->len = strlen(d->value);
     d->partition = partition;
     size_t kn = key_len < sizeof d->key - 1 ? key_len : sizeof d->key - 1;
