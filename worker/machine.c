@@ -314,6 +314,25 @@ void machine_hold(conn_t *c, int64_t paused_until_ms, int64_t now_ms)
     touch(c, now_ms);
 }
 
+machine_action machine_on_resume(conn_t *c, int64_t now_ms)
+{
+    if (c->phase != PHASE_RETRYING) /* a held code, or a held refresh of a connected one */
+        return MACHINE_UNCHANGED;
+    c->retry_at_ms = now_ms;
+    return machine_on_due(c, 0, now_ms);
+}
+
+void machine_due_by(conn_t *c, int64_t due_ms)
+{
+    if (c->status == CONN_PENDING && c->retry_at_ms > due_ms)
+        c->retry_at_ms = due_ms;
+}
+
+void machine_adopt_provider(conn_t *c, const char *provider)
+{
+    snprintf(c->provider, sizeof c->provider, "%s", provider);
+}
+
 void machine_claim(conn_t *c, const char *instance, int64_t now_ms)
 {
     if (c->status == CONN_CONNECTED)

@@ -93,6 +93,20 @@ void machine_claim(conn_t *c, const char *instance, int64_t now_ms);
  * not count, the code is due again at once. */
 machine_action machine_not_sent(conn_t *c, const char *why, int64_t now_ms);
 
+/* The provider was resumed (oauthqctl provider resume): a held code (or a
+ * held refresh) is due now — exchanged, or code_expired past its deadline
+ * (machine_on_due). Anything not retrying is left alone. */
+machine_action machine_on_resume(conn_t *c, int64_t now_ms);
+
+/* Held with the other codes of a provider paused by invalid_client: a
+ * pending code scheduled after due_ms is due at due_ms (the next probe
+ * time) instead. */
+void machine_due_by(conn_t *c, int64_t due_ms);
+
+/* State created by an earlier malformed record (its provider unknown)
+ * takes the provider its first valid callback names. */
+void machine_adopt_provider(conn_t *c, const char *provider);
+
 /* The code should be exchanged but no in-flight slot is free for its
  * provider: recorded as queued and due at once (served by the due scan
  * when a slot frees), so the partition keeps flowing. */

@@ -277,6 +277,42 @@ static void test_invalid_client_pauses_and_holds(void **state)
     free(c);
 }
 
+/* The worker's pause helpers: a resume makes a held code due now (or
+ * code_expired past its deadline), the probe interval caps a held code's
+ * retry time, and a malformed record's state adopts its provider. */
+static void test_resume_probe_and_adopt(void **state)
+{
+    (void)state;
+    conn_t *c = claimed_with_a();
+    exchange_result r = outcome(EXCH_MISCONFIGURED);
+    int pause = 0;
+    machine_on_result(c, &r, NULL, NULL, NULL, T0 + 10, &pause);
+    assert_true(pause);
+    int64_t held = c->retry_at_ms;
+    assert_true(held > T0 + 1000);
+    machine_due_by(c, T0 + 1000); /* earlier: taken */
+    assert_int_equal(c->retry_at_ms, T0 + 1000);
+    machine_due_by(c, T0 + 5000); /* later: kept */
+    assert_int_equal(c->retry_at_ms, T0 + 1000);
+    assert_int_equal(machine_on_resume(c, T0 + 20), MACHINE_EXCHANGE);
+    machine_claim(c, "w1", T0 + 21);
+    /* Not held (exchanging): a resume changes nothing. */
+    assert_int_equal(machine_on_resume(c, T0 + 22), MACHINE_UNCHANGED);
+    free(c);
+    /* Held past its deadline: the resume ends it code_expired. */
+    conn_t *q = fresh();
+    records_callback qcb = code_cb("Q", T0);
+    assert_int_equal(machine_on_callback(q, 1, &qcb, "hashQ", "sealedQ", "", TTL, T0),
+                     MACHINE_EXCHANGE);
+    machine_hold(q, INT64_MAX / 2, T0 + 1);
+    assert_int_equal(machine_on_resume(q, q->deadline_ms + 1), MACHINE_CHANGED);
+    assert_int_equal(q->status, CONN_FAILED);
+    assert_int_equal(q->reason, REASON_CODE_EXPIRED);
+    machine_adopt_provider(q, "stripe");
+    assert_string_equal(q->provider, "stripe");
+    free(q);
+}
+
 static void test_takeover_resolves_claims_as_unknown(void **state)
 {
     (void)state;
@@ -1117,6 +1153,7 @@ int main(void)
         cmocka_unit_test(test_unknown_then_invalid_grant_is_reconnect_required),
         cmocka_unit_test(test_retry_safe_uses_retry_after_and_deadline),
         cmocka_unit_test(test_invalid_client_pauses_and_holds),
+        cmocka_unit_test(test_resume_probe_and_adopt),
         cmocka_unit_test(test_takeover_resolves_claims_as_unknown),
         cmocka_unit_test(test_takeover_waits_for_the_lease),
         cmocka_unit_test(test_not_sent_and_defer),
